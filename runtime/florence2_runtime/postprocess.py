@@ -1,0 +1,288 @@
+"""Turn decoded Florence-2 text into task results, like ``Florence2Processor.post_process_generation``.
+
+Input is ``batch_decode(ids, skip_special_tokens=False)[i]``; output is ``{task: answer}`` with the same
+keys, values and Python types transformers 5.x gives, quirks included:
+
+- a task not in ``TASK_PARSE_TYPES`` is parsed as pure text;
+- the processor looks up its config keys upper-case ("PATTERN", "AREA_THRESHOLD") while the published
+  config stores them lower-case, so the built-in OCR pattern and an area threshold of 0 always apply;
+- a location bin ``b`` maps back to ``int((b + 0.5) * (size / 1000))`` computed in *float32* (torch
+  tensors), which differs from float64 arithmetic for some (bin, size) pairs, e.g. bin 312 at 144 px;
+- box labels lose their non-ASCII characters (after stripping, so spaces next to them can remain);
+  OCR and polygon labels keep them;
+- grounding phrases in the banned list are dropped (before the ASCII filter);
+- a polygon with an odd number of coordinates loses the last one; a single location gives ``[]``;
+- ``<OPEN_VOCABULARY_DETECTION>`` uses the polygon parser when the text contains ``<poly>``;
+- no ``scores`` key is ever produced.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_BANNED_GROUNDING_TOKENS",
+    "PARSE_TYPES",
+    "TASK_PARSE_TYPES",
+    "dequantize",
+    "parse",
+    "post_process_generation",
+]
+
+NUM_BINS = 1000
+FALLBACK_PARSE_TYPE = "pure_text"
+
+TASK_PARSE_TYPES: Mapping[str, str] = MappingProxyType({
+    "<OCR>": "pure_text",
+    "<OCR_WITH_REGION>": "ocr",
+    "<CAPTION>": "pure_text",
+    "<DETAILED_CAPTION>": "pure_text",
+    "<MORE_DETAILED_CAPTION>": "pure_text",
+    "<OD>": "description_with_bboxes",
+    "<DENSE_REGION_CAPTION>": "description_with_bboxes",
+    "<CAPTION_TO_PHRASE_GROUNDING>": "phrase_grounding",
+    "<REFERRING_EXPRESSION_SEGMENTATION>": "polygons",
+    "<REGION_TO_SEGMENTATION>": "polygons",
+    "<OPEN_VOCABULARY_DETECTION>": "description_with_bboxes_or_polygons",
+    "<REGION_TO_CATEGORY>": "pure_text",
+    "<REGION_TO_DESCRIPTION>": "pure_text",
+    "<REGION_TO_OCR>": "pure_text",
+    "<REGION_PROPOSAL>": "bboxes",
+})
+
+# post_processor_config["phrase_grounding"]["banned_grounding_tokens"] of the published checkpoints.
+DEFAULT_BANNED_GROUNDING_TOKENS: tuple[str, ...] = (
+    "it", "I", "me", "mine", "you", "your", "yours", "he", "him", "his", "she", "her", "hers", "they",
+    "them", "their", "theirs", "one", "oneself", "we", "us", "our", "ours", "you", "your", "yours",
+    "they", "them", "their", "theirs", "mine", "yours", "his", "hers", "its", "ours", "yours", "theirs",
+    "myself", "yourself", "himself", "herself", "itself", "ourselves", "yourselves", "themselves",
+    "this", "that", "these", "those", "who", "whom", "whose", "which", "what", "who", "whom", "whose",
+    "which", "that", "all", "another", "any", "anybody", "anyone", "anything", "each", "everybody",
+    "everyone", "everything", "few", "many", "nobody", "none", "one", "several", "some", "somebody",
+    "someone", "something", "each other", "one another", "myself", "yourself", "himself", "herself",
+    "itself", "ourselves", "yourselves", "themselves", "the image", "image", "images", "the", "a", "an",
+    "a group", "other objects", "lots", "a set",
+)
+
+# --- token grammar of the generated text -------------------------------------------------------------
+_LOC = r"<loc_\d+>"  # note: \d is any Unicode decimal digit, and int() accepts those too
+_LOC_BIN = re.compile(r"<loc_(\d+)>")
+_BOX = re.compile(r"<loc_(\d+)>" * 4)
+_POLY_TOKENS = "|".join([_LOC, re.escape("<sep>"), re.escape("<poly>"), re.escape("</poly>")])
+# a phrase = a run of non-'<' characters followed by >= 4 location (or polygon) tokens
+_PHRASE_WITH_BOXES = re.compile(rf"[^<]+(?:{_LOC}){{4,}}")
+_BARE_BOXES = re.compile(rf"(?:{_LOC}){{4,}}")
+_PHRASE_WITH_POLYGONS = re.compile(rf"[^<]+(?:{_POLY_TOKENS}){{4,}}")
+_BARE_POLYGONS = re.compile(rf"(?:{_POLY_TOKENS}){{4,}}")
+# the label: everything up to the first box-ish token; '.' stops at '\n', so such phrases are dropped
+_STOPS = ["<od>", "</od>", "<box>", "</box>", "<bbox>", "</bbox>", "<loc_"]
+_BOX_LABEL = re.compile(r"^\s*.*?(?=" + "|".join(map(re.escape, _STOPS)) + ")")
+_POLYGON_LABEL = re.compile(r"^\s*.*?(?=" + "|".join(map(re.escape, _STOPS + ["<poly>"])) + ")")
+_LEADING_LOC = re.compile(rf"^{_LOC}")
+_POLY_BODY = re.compile(r"<poly>(.*?)</poly>")
+_POLY_RUN = re.compile(rf"((?:{_LOC})+)(?:<sep>|$)")
+_OCR_LINE = re.compile(r"(.+?)" + r"<loc_(\d+)>" * 8)
+
+
+@dataclass(frozen=True)
+class _Context:
+    image_size: tuple[float, float] | None  # (width, height); None only for pure text
+    banned: frozenset[str]
+
+
+# --- coordinates -------------------------------------------------------------------------------------
+def _check_image_size(image_size: Any) -> tuple[float, float]:
+    try:
+        width, height = image_size
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (width, height), got {image_size!r}") from None
+    for v in (width, height):
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
+            raise ValueError(f"image_size must be two finite numbers (width, height), got {image_size!r}")
+    return width, height
+
+
+def dequantize(bins: Sequence[int], image_size: tuple[float, float]) -> list[int]:
+    """Flat ``[x, y, x, y, ...]`` location bins -> pixel ints, as transformers' ``dequantize``.
+
+    ``int((bin + 0.5) * (size / 1000))`` with the bin, the 0.5 and ``size / 1000`` all in float32 and the
+    product rounded to float32 before truncation (torch's arithmetic). x uses the width, y the height.
+    """
+    width, height = _check_image_size(image_size)
+    values = np.asarray(bins, dtype=np.int64).reshape(-1, 2).astype(np.float32) + np.float32(0.5)
+    per_bin = np.array([width / NUM_BINS, height / NUM_BINS], dtype=np.float32)
+    return (values * per_bin).astype(np.int32).reshape(-1).tolist()
+
+
+def _strip_specials(text: str) -> str:
+    """Remove ``<s>``, ``</s>``, ``<pad>`` in that order (the order matters for overlapping leftovers)."""
+    return text.replace("<s>", "").replace("</s>", "").replace("<pad>", "")
+
+
+def _ascii(label: str) -> str:
+    return label.encode("ascii", "ignore").decode("ascii")
+
+
+def _boxes(phrase: str, size: tuple[float, float]) -> list[list[int]]:
+    """Every non-overlapping run of 4 ``<loc_>`` tokens -> ``[x1, y1, x2, y2]``; leftovers ignored."""
+    bins = [int(b) for m in _BOX.finditer(phrase) for b in m.groups()]
+    flat = dequantize(bins, size)
+    return [flat[i:i + 4] for i in range(0, len(flat), 4)]
+
+
+def _labelled_boxes(text: str, size: tuple[float, float],
+                    allow_empty: bool) -> list[tuple[str, list[list[int]]]]:
+    """(stripped label, boxes) per phrase; with ``allow_empty`` phrases are bare location runs."""
+    finder = _BARE_BOXES if allow_empty else _PHRASE_WITH_BOXES
+    found = []
+    for phrase in finder.findall(_strip_specials(text)):
+        label = _BOX_LABEL.search(phrase)
+        if label is None:
+            continue
+        found.append((label.group().strip(), _boxes(phrase, size)))
+    return found
+
+
+# --- parsers: (text, context) -> the task's answer ---------------------------------------------------
+def _pure_text(text: str, ctx: _Context) -> str:
+    return text.replace("<s>", "").replace("</s>", "").strip()
+
+
+def _bbox_answer(text: str, ctx: _Context, allow_empty: bool) -> dict[str, list]:
+    bboxes: list[list[int]] = []
+    labels: list[str] = []
+    for label, boxes in _labelled_boxes(text, ctx.image_size, allow_empty):
+        bboxes.extend(boxes)
+        labels.extend([_ascii(label)] * len(boxes))
+    return {"bboxes": bboxes, "labels": labels}
+
+
+def _description_with_bboxes(text: str, ctx: _Context) -> dict[str, list]:
+    return _bbox_answer(text, ctx, allow_empty=False)
+
+
+def _bboxes(text: str, ctx: _Context) -> dict[str, list]:
+    return _bbox_answer(text, ctx, allow_empty=True)
+
+
+def _phrase_grounding(text: str, ctx: _Context) -> dict[str, list]:
+    bboxes: list[list[int]] = []
+    labels: list[str] = []
+    for label, boxes in _labelled_boxes(text, ctx.image_size, allow_empty=False):
+        if label in ctx.banned:  # checked before the ASCII filter
+            continue
+        bboxes.extend(boxes)
+        labels.extend([_ascii(label)] * len(boxes))
+    return {"bboxes": bboxes, "labels": labels}
+
+
+def _ocr(text: str, ctx: _Context) -> dict[str, list]:
+    quad_boxes: list[list[int]] = []
+    labels: list[str] = []
+    for content, *bins in _OCR_LINE.findall(_strip_specials(text)):
+        quad_boxes.append(dequantize([int(b) for b in bins], ctx.image_size))
+        labels.append(content.strip())
+    return {"quad_boxes": quad_boxes, "labels": labels}
+
+
+def _polygon_instances(text: str, size: tuple[float, float], allow_empty: bool) -> list[tuple[str, list]]:
+    """(label, polygons) per phrase; each polygon is a flat ``[x, y, ...]`` list (labels keep non-ASCII)."""
+    finder = _BARE_POLYGONS if allow_empty else _PHRASE_WITH_POLYGONS
+    instances = []
+    for phrase in finder.findall(_strip_specials(text)):
+        label = _POLYGON_LABEL.search(_LEADING_LOC.sub("", phrase, count=1))
+        if label is None:
+            continue
+        if "<poly>" in phrase and "</poly>" in phrase:
+            bodies = _POLY_BODY.findall(phrase)
+        else:
+            bodies = [phrase]
+        for body in bodies:
+            runs = _POLY_RUN.findall(body)
+            if not runs:
+                continue
+            polygons = []
+            for run in runs:
+                bins = [int(b) for b in _LOC_BIN.findall(run)]
+                polygons.append(dequantize(bins[: len(bins) // 2 * 2], size))
+            instances.append((label.group().strip(), polygons))
+    return instances
+
+
+def _polygon_answer(text: str, ctx: _Context, allow_empty: bool) -> dict[str, list]:
+    found = _polygon_instances(text, ctx.image_size, allow_empty)
+    return {"polygons": [p for _, p in found], "labels": [label for label, _ in found]}
+
+
+def _polygons(text: str, ctx: _Context) -> dict[str, list]:
+    return _polygon_answer(text, ctx, allow_empty=True)
+
+
+def _description_with_polygons(text: str, ctx: _Context) -> dict[str, list]:
+    return _polygon_answer(text, ctx, allow_empty=False)
+
+
+def _bboxes_or_polygons(text: str, ctx: _Context) -> dict[str, list]:
+    answer: dict[str, list] = {"bboxes": [], "bboxes_labels": [], "polygons": [], "polygons_labels": []}
+    if "<poly>" in text:
+        found = _polygon_instances(text, ctx.image_size, allow_empty=False)
+        answer["polygons"] = [p for _, p in found]
+        answer["polygons_labels"] = [label for label, _ in found]
+    else:
+        boxed = _bbox_answer(text, ctx, allow_empty=False)
+        answer["bboxes"], answer["bboxes_labels"] = boxed["bboxes"], boxed["labels"]
+    return answer
+
+
+_Parser = Callable[[str, _Context], Any]
+PARSE_TYPES: Mapping[str, _Parser] = MappingProxyType({
+    "pure_text": _pure_text,
+    "ocr": _ocr,
+    "phrase_grounding": _phrase_grounding,
+    "description_with_bboxes": _description_with_bboxes,
+    "description_with_polygons": _description_with_polygons,
+    "polygons": _polygons,
+    "bboxes": _bboxes,
+    "description_with_bboxes_or_polygons": _bboxes_or_polygons,
+})
+_NEEDS_NO_SIZE = frozenset({"pure_text"})
+_DEFAULT_BANNED = frozenset(DEFAULT_BANNED_GROUNDING_TOKENS)
+
+
+# --- public entry points -----------------------------------------------------------------------------
+def parse(text: str, parse_type: str, image_size: tuple[float, float] | None = None, *,
+          banned_grounding_tokens: Iterable[str] | None = None) -> Any:
+    """The answer for one parse type (a key of ``PARSE_TYPES``), without the ``{task: ...}`` wrapper."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str (the decoded generation), got {type(text).__name__}")
+    if parse_type not in PARSE_TYPES:
+        raise ValueError(f"unknown parse type {parse_type!r}; known: {', '.join(PARSE_TYPES)}")
+    size = None if parse_type in _NEEDS_NO_SIZE else _check_image_size(image_size)
+    if banned_grounding_tokens is None:
+        banned = _DEFAULT_BANNED
+    elif isinstance(banned_grounding_tokens, str):
+        raise ValueError("banned_grounding_tokens must be an iterable of phrases, not a single str")
+    else:
+        banned = frozenset(banned_grounding_tokens)
+    return PARSE_TYPES[parse_type](text, _Context(size, banned))
+
+
+def post_process_generation(text: str, task: str, image_size: tuple[float, float] | None, *,
+                            banned_grounding_tokens: Iterable[str] | None = None) -> dict[str, Any]:
+    """``Florence2Processor.post_process_generation(text=text, task=task, image_size=image_size)``.
+
+    text: one decoded generation (special tokens kept); task: the task token (unknown -> pure text);
+    image_size: (width, height) of the original image, needed by every task that returns coordinates.
+    banned_grounding_tokens: phrases ``<CAPTION_TO_PHRASE_GROUNDING>`` drops; None -> the published list.
+    """
+    if not isinstance(task, str):
+        raise ValueError(f"task must be a task token string such as '<OD>', got {task!r}")
+    parse_type = TASK_PARSE_TYPES.get(task, FALLBACK_PARSE_TYPE)
+    return {task: parse(text, parse_type, image_size, banned_grounding_tokens=banned_grounding_tokens)}

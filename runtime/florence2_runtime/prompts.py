@@ -1,0 +1,201 @@
+"""Florence-2 task tokens and the prompts sent to the model.
+
+``construct_prompt`` is ``Florence2Processor._construct_prompts`` for one string, quirks included:
+task tokens are found by substring search in table order; a task token that takes no input must be the
+whole text (else ``ValueError``); for a task with input, *every* occurrence of its token is removed and the
+rest, stripped, fills ``{input}``; any other text passes through unchanged.
+
+``build_task_text`` is the stricter front door of ``Florence2.run``: it checks the task and its input and
+writes a pixel region as ``<loc_x1><loc_y1><loc_x2><loc_y2>``, quantised exactly like transformers'
+``Florence2PostProcessor.quantize`` (float32 arithmetic).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "REGION_TOLERANCE_PX",
+    "TASKS",
+    "TASK_PROMPTS_WITHOUT_INPUTS",
+    "TASK_PROMPTS_WITH_INPUT",
+    "TaskSpec",
+    "build_task_text",
+    "construct_prompt",
+    "format_region",
+    "quantize_region",
+]
+
+NUM_BINS = 1000
+REGION_TOLERANCE_PX = 1.0  # how far (pixels) a region may stick out of the image and still be clamped
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: its prompt template (``{input}`` marks the input), and what input it takes."""
+
+    prompt: str
+    takes_input: bool = False
+    region_input: bool = False  # the input is a box: <loc_x1><loc_y1><loc_x2><loc_y2>
+
+
+# Order matters: construct_prompt searches the tokens in this order (transformers' dict order).
+TASKS: Mapping[str, TaskSpec] = MappingProxyType({
+    "<OCR>": TaskSpec("What is the text in the image?"),
+    "<OCR_WITH_REGION>": TaskSpec("What is the text in the image, with regions?"),
+    "<CAPTION>": TaskSpec("What does the image describe?"),
+    "<DETAILED_CAPTION>": TaskSpec("Describe in detail what is shown in the image."),
+    "<MORE_DETAILED_CAPTION>": TaskSpec("Describe with a paragraph what is shown in the image."),
+    "<OD>": TaskSpec("Locate the objects with category name in the image."),
+    "<DENSE_REGION_CAPTION>": TaskSpec("Locate the objects in the image, with their descriptions."),
+    "<REGION_PROPOSAL>": TaskSpec("Locate the region proposals in the image."),
+    "<CAPTION_TO_PHRASE_GROUNDING>": TaskSpec("Locate the phrases in the caption: {input}", True),
+    "<REFERRING_EXPRESSION_SEGMENTATION>": TaskSpec("Locate {input} in the image with mask", True),
+    "<REGION_TO_SEGMENTATION>": TaskSpec("What is the polygon mask of region {input}", True, True),
+    "<OPEN_VOCABULARY_DETECTION>": TaskSpec("Locate {input} in the image.", True),
+    "<REGION_TO_CATEGORY>": TaskSpec("What is the region {input}?", True, True),
+    "<REGION_TO_DESCRIPTION>": TaskSpec("What does the region {input} describe?", True, True),
+    "<REGION_TO_OCR>": TaskSpec("What text is in the region {input}?", True, True),
+})
+TASK_PROMPTS_WITHOUT_INPUTS: Mapping[str, str] = MappingProxyType(
+    {token: spec.prompt for token, spec in TASKS.items() if not spec.takes_input})
+TASK_PROMPTS_WITH_INPUT: Mapping[str, str] = MappingProxyType(
+    {token: spec.prompt for token, spec in TASKS.items() if spec.takes_input})
+
+_REGION_TEXT = re.compile(r"(?:<loc_(0|[1-9][0-9]{0,2})>){4}")
+_LOC_VALUE = re.compile(r"<loc_([0-9]+)>")
+
+
+def _first_token_in(text: str, tokens: Mapping[str, str]) -> str | None:
+    return next((token for token in tokens if token in text), None)
+
+
+def construct_prompt(text: str, prompts_without_inputs: Mapping[str, str] | None = None,
+                     prompts_with_input: Mapping[str, str] | None = None) -> str:
+    """The prompt ``Florence2Processor`` sends to the model for ``text`` (e.g. ``"<OD>"``).
+
+    The two tables default to the published ones; an empty or missing table also means the default.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    without_inputs = prompts_without_inputs or TASK_PROMPTS_WITHOUT_INPUTS
+    with_input = prompts_with_input or TASK_PROMPTS_WITH_INPUT
+    prompt = text
+    token = _first_token_in(prompt, without_inputs)
+    if token is not None:
+        if prompt != token:
+            raise ValueError(f"Task token {token} should be the only content in the prompt.")
+        prompt = without_inputs[token]
+    token = _first_token_in(prompt, with_input)
+    if token is not None:
+        prompt = with_input[token].format(input=prompt.replace(token, "").strip())
+    return prompt
+
+
+# --- regions -----------------------------------------------------------------------------------------
+def _is_finite_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_image_size(image_size: Any) -> tuple[float, float]:
+    if image_size is None:
+        raise ValueError("a region needs image_size=(width, height) of the image it refers to")
+    try:
+        width, height = image_size
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (width, height), got {image_size!r}") from None
+    if not (_is_finite_number(width) and _is_finite_number(height) and width > 0 and height > 0):
+        raise ValueError(f"image_size must be two positive finite numbers (width, height), "
+                         f"got {image_size!r}")
+    return width, height
+
+
+def _check_region(region: Any, image_size: tuple[float, float]) -> tuple[float, float, float, float]:
+    if isinstance(region, (str, bytes)):
+        raise ValueError(f"region must be (x1, y1, x2, y2) numbers in pixels, got the string {region!r}")
+    try:
+        coords = tuple(region)
+    except TypeError:
+        raise ValueError(f"region must be (x1, y1, x2, y2) in pixels, got {region!r}") from None
+    if len(coords) != 4 or not all(_is_finite_number(c) for c in coords):
+        raise ValueError(f"region must be 4 finite numbers (x1, y1, x2, y2) in pixels, got {region!r}")
+    x1, y1, x2, y2 = coords
+    if x1 > x2 or y1 > y2:
+        raise ValueError(f"region {coords} must have x1 <= x2 and y1 <= y2")
+    width, height = image_size
+    tol = REGION_TOLERANCE_PX
+    if min(x1, y1) < -tol or x2 > width + tol or y2 > height + tol:
+        raise ValueError(f"region {coords} lies outside the {width}x{height} image (width x height)")
+    return coords
+
+
+def quantize_region(region: Sequence[float], image_size: tuple[float, float]) -> tuple[int, int, int, int]:
+    """Pixel box ``(x1, y1, x2, y2)`` -> location bins, ``clamp(floor(c / (size / 1000)), 0, 999)``.
+
+    Same float32 arithmetic as ``Florence2PostProcessor.quantize(torch.tensor([region]), image_size)``;
+    x uses the width, y the height. Raises ValueError for a malformed or out-of-image region.
+    """
+    size = _check_image_size(image_size)
+    coords = np.asarray(_check_region(region, size), dtype=np.float32)
+    width, height = size
+    per_bin = np.array([width / NUM_BINS, height / NUM_BINS] * 2, dtype=np.float32)
+    bins = np.clip(np.floor(coords / per_bin), 0, NUM_BINS - 1).astype(np.int32)
+    return tuple(int(b) for b in bins)
+
+
+def format_region(bins: Sequence[int]) -> str:
+    """``(1, 2, 3, 4)`` -> ``"<loc_1><loc_2><loc_3><loc_4>"``."""
+    return "".join(f"<loc_{int(b)}>" for b in bins)
+
+
+def _check_region_text(task: str, text: str) -> str:
+    stripped = text.strip()
+    if not _REGION_TEXT.fullmatch(stripped):
+        raise ValueError(f"{task} takes a region: pass region=(x1, y1, x2, y2) in pixels, or text "
+                         f"of the form '<loc_x1><loc_y1><loc_x2><loc_y2>' with bins 0..999; got {text!r}")
+    x1, y1, x2, y2 = (int(v) for v in _LOC_VALUE.findall(stripped))
+    if x1 > x2 or y1 > y2:
+        raise ValueError(f"region text {stripped!r} must have x1 <= x2 and y1 <= y2")
+    return stripped
+
+
+def build_task_text(task: str, text: str | None = None, region: Sequence[float] | None = None,
+                    image_size: tuple[float, float] | None = None) -> str:
+    """The processor text for one task, checked: e.g. ``"<REGION_TO_CATEGORY><loc_1><loc_2><loc_3><loc_4>"``.
+
+    task: a key of ``TASKS``; text: the input of a task that takes one (blank counts as none);
+    region: ``(x1, y1, x2, y2)`` pixels for the region tasks, with ``image_size=(width, height)``.
+    """
+    spec = TASKS.get(task) if isinstance(task, str) else None
+    if spec is None:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    has_text = text is not None and text.strip() != ""
+    has_region = region is not None
+    if not spec.takes_input:
+        if has_text or has_region:
+            raise ValueError(f"{task} takes no input; pass neither text nor region")
+        return task
+    if has_text and has_region:
+        raise ValueError(f"{task}: pass either text or region, not both")
+    if has_region and not spec.region_input:
+        raise ValueError(f"{task} takes text, not a region")
+    if not (has_text or has_region):
+        what = "region=(x1, y1, x2, y2) in pixels (or '<loc_..>' text)" if spec.region_input else "text"
+        raise ValueError(f"{task} needs an input: pass {what}")
+    if has_region:
+        return task + format_region(quantize_region(region, image_size))
+    if spec.region_input:
+        return task + _check_region_text(task, text)
+    inner = _first_token_in(text, TASKS)
+    if inner is not None:
+        raise ValueError(f"the input of {task} must not contain a task token, found {inner}")
+    return task + text.strip()
