@@ -1,0 +1,13 @@
+"""Florence-2 with ONNX Runtime and numpy: no PyTorch, no transformers.
+
+    from florence2_runtime import Florence2
+    model = Florence2.from_pretrained("florence2-base-onnx")
+    model.run("photo.jpg", "<OD>")  # {"<OD>": {"bboxes": [...], "labels": [...]}}
+"""
+
+from .errors import Florence2Error, MissingDependencyError, ModelFileError
+from .model import Florence2
+from .postprocess import post_process_generation
+
+__all__ = ["Florence2", "Florence2Error", "MissingDependencyError", "ModelFileError", "post_process_generation"]
+__version__ = "0.1.0"

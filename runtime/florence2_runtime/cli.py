@@ -1,0 +1,133 @@
+"""The ``florence2`` command: export, run, demo.
+
+Bad arguments and bad input print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import Florence2Error, MissingDependencyError
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong; the message says which."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2, no usage dump
+        raise UsageError(message)
+
+
+def _region(value: str) -> tuple[float, float, float, float]:
+    parts = value.split(",")
+    try:
+        nums = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"region must be four numbers x1,y1,x2,y2, got {value!r}") from None
+    if len(nums) != 4:
+        raise argparse.ArgumentTypeError(f"region must be four numbers x1,y1,x2,y2, got {value!r}")
+    return nums  # type: ignore[return-value]
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("generation (defaults from the model's generation_config.json)")
+    g.add_argument("--max-new-tokens", type=int)
+    g.add_argument("--min-new-tokens", type=int)
+    g.add_argument("--num-beams", type=int)
+    g.add_argument("--no-repeat-ngram-size", type=int)
+    g.add_argument("--length-penalty", type=float)
+    g.add_argument("--early-stopping", choices=["true", "false", "never"])
+
+
+def _generation_kwargs(args: argparse.Namespace) -> dict:
+    names = ["max_new_tokens", "min_new_tokens", "num_beams", "no_repeat_ngram_size", "length_penalty"]
+    kwargs = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.early_stopping is not None:
+        kwargs["early_stopping"] = {"true": True, "false": False, "never": "never"}[args.early_stopping]
+    return kwargs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="florence2", description="Florence-2 with ONNX Runtime, without PyTorch.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
+
+    p = sub.add_parser("export", help="export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)")
+    p.add_argument("src", help="checkpoint folder or hub id")
+    p.add_argument("out", help="output model folder")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch| allowed per graph")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+    p = sub.add_parser("run", help="run one task on an image and print the result as JSON")
+    p.add_argument("model", help="exported model folder")
+    p.add_argument("image", help="image file")
+    p.add_argument("--task", required=True, help='task token, e.g. "<OD>"')
+    p.add_argument("--text", help="text input of the task (phrase grounding, segmentation, ...)")
+    p.add_argument("--region", type=_region, help="region x1,y1,x2,y2 in pixels for the region tasks")
+    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
+    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    _add_generation_args(p)
+
+    p = sub.add_parser("demo", help="build a tiny RANDOM-weight model offline, export it and run every task "
+                                    "(needs the 'export' extra)")
+    p.add_argument("--workdir", default="demo_out", help="where the checkpoint and export go (default: demo_out)")
+    return parser
+
+
+def _cmd_export(args) -> int:
+    try:
+        from florence2_export import export
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"'florence2 export' needs PyTorch and transformers ({e}); install them with: "
+            "pip install 'florence2-onnx[export]'"
+        ) from None
+    report = export(args.src, args.out, tolerance=args.tolerance, check=not args.no_check, overwrite=args.overwrite)
+    return 0 if report.ok else 1
+
+
+def _cmd_run(args) -> int:
+    from .model import Florence2
+
+    if not Path(args.image).is_file():
+        raise UsageError(f"image not found: {args.image}")
+    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads)
+    result = model.run(args.image, args.task, text=args.text, region=args.region, **_generation_kwargs(args))
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    try:
+        from florence2_export.demo import run_demo
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"'florence2 demo' builds a checkpoint with PyTorch ({e}); install: pip install 'florence2-onnx[export]'"
+        ) from None
+    run_demo(Path(args.workdir))
+    return 0
+
+
+COMMANDS = {"export": _cmd_export, "run": _cmd_run, "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, ValueError, FileExistsError, Florence2Error, ImportError) as e:
+        print(f"florence2: error: {e}".splitlines()[0], file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""ONNX Runtime sessions of an exported model and the decoder step with its KV cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import RuntimeConfig
+from .errors import ModelFileError
+from .graphs import EMBEDDINGS_FILE, kv_names, native_graphs
+from .providers import create_session, onnxruntime
+
+ONNX_DIR = "onnx"
+
+
+class Sessions:
+    """The three graphs of a native-layout folder plus the memory-mapped embedding table."""
+
+    def __init__(self, folder: Path, cfg: RuntimeConfig, providers: list[tuple[str, dict[str, Any]]],
+                 session_options=None):
+        self.cfg = cfg
+        self.specs = native_graphs(cfg.dims)
+        onnx_dir = Path(folder) / ONNX_DIR
+        self.vision, self.text, self.decoder = (
+            create_session(onnx_dir / self.specs[name].filename, providers, session_options)
+            for name in ("vision_encoder", "text_encoder", "decoder")
+        )
+        self.embed_tokens = _load_embeddings(onnx_dir / EMBEDDINGS_FILE, cfg)
+        self.cross_names = kv_names("cross", cfg.decoder_layers)
+        self.past_names = kv_names("past", cfg.decoder_layers)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.decoder.get_providers()
+
+    def encode_images(self, pixel_values: np.ndarray) -> np.ndarray:
+        """pixel_values [B, 3, H, W] float32 -> image_features [B, I, D]."""
+        return self.vision.run(None, {"pixel_values": pixel_values})[0]
+
+    def encode_text(self, text_ids: np.ndarray, text_mask: np.ndarray, image_features: np.ndarray):
+        """text_ids, text_mask [B, T] -> (cross K/V list of [B, h, I + T, hd], encoder mask [B, I + T])."""
+        b = text_ids.shape[0]
+        mask = np.concatenate([np.ones((b, self.cfg.num_image_tokens), np.int64), text_mask.astype(np.int64)], axis=1)
+        embeds = np.ascontiguousarray(self.embed_tokens[text_ids], dtype=np.float32)
+        cross = self.text.run(None, {"inputs_embeds": embeds, "image_features": image_features, "attention_mask": mask})
+        return cross, mask
+
+
+def _load_embeddings(path: Path, cfg: RuntimeConfig) -> np.ndarray:
+    if not path.is_file():
+        raise ModelFileError(path, "file not found")
+    try:
+        table = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise ModelFileError(path, f"not a readable .npy file ({e})") from None
+    if table.ndim != 2 or table.shape[1] != cfg.d_model:
+        raise ModelFileError(path, f"expected shape [vocab, {cfg.d_model}], found {list(table.shape)}")
+    return table
+
+
+class DecoderInference:
+    """Runs the decoder graph one step at a time, keeping the self-attention KV cache.
+
+    Implements the ``Inference`` protocol of :mod:`florence2_runtime.decoding`. Rows are
+    ``batch * num_beams`` sequences; the cross-attention K/V and the encoder mask are fixed
+    per request (beams of one item share them, so beam reordering never touches them).
+    """
+
+    def __init__(self, sessions: Sessions, cross: list[np.ndarray], encoder_mask: np.ndarray):
+        self.sessions = sessions
+        cfg = sessions.cfg
+        n = encoder_mask.shape[0]
+        empty = np.zeros((n, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads), np.float32)
+        self.past: list[np.ndarray] = [empty] * (2 * cfg.decoder_layers)
+        self.feed_fixed = {"encoder_attention_mask": encoder_mask, **dict(zip(sessions.cross_names, cross))}
+
+    @property
+    def past_length(self) -> int:
+        return self.past[0].shape[2]
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens [N, T] (whole sequences so far) -> next-token logits [N, V]; feeds only the new tokens."""
+        new = np.ascontiguousarray(tokens[:, self.past_length :], dtype=np.int64)
+        feed = {"input_ids": new, **self.feed_fixed, **dict(zip(self.sessions.past_names, self.past))}
+        logits, *self.past = self.sessions.decoder.run(None, feed)
+        return logits
+
+    def rearrange_kv_cache(self, source_indices: np.ndarray) -> None:
+        """Reorder the cache rows so that row i continues the sequence of row ``source_indices[i]``."""
+        self.past = [np.take(p, source_indices, axis=0) for p in self.past]
+
+
+def session_options(threads: int | None = None):
+    """Default session options: full graph optimisation, ``threads`` intra-op threads (None: onnxruntime's choice)."""
+    ort = onnxruntime()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    return so
