@@ -1,0 +1,57 @@
+"""Load a Florence-2 checkpoint (local folder or hub id) with transformers, for export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class CheckpointError(ValueError):
+    """The checkpoint cannot be found or loaded; the message says why."""
+
+
+def _describe_folder(path: Path) -> dict:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise CheckpointError(f"{path}: no config.json; this is not a Florence-2 checkpoint folder")
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg}: not valid JSON ({e})") from None
+
+
+def load_checkpoint(src: str | Path):
+    """Return ``(model, processor)`` for a local folder or a hub id, in fp32 eval mode with eager attention.
+
+    Eager attention matters: sdpa bakes the DaViT channel-attention scale in as a constant.
+    """
+    import torch
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+    path = Path(src)
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: expected a checkpoint folder, found a file")
+        cfg = _describe_folder(path)
+        if cfg.get("model_type") != "florence2":
+            if "auto_map" in cfg:
+                raise CheckpointError(
+                    f"{path}: this is a checkpoint in the original remote-code layout (config.json has 'auto_map'); "
+                    "only transformers-native Florence-2 checkpoints (model_type 'florence2') can be exported so far"
+                )
+            raise CheckpointError(f"{path}: model_type is {cfg.get('model_type')!r}, expected 'florence2'")
+        where = str(path)
+    else:
+        if str(src).startswith((".", "/", "~")) or str(src).count("/") != 1:
+            raise CheckpointError(f"{src}: no such folder (and not a hub id of the form 'owner/name')")
+        where = str(src)
+    try:
+        model = Florence2ForConditionalGeneration.from_pretrained(
+            where, attn_implementation="eager", dtype=torch.float32
+        )
+        processor = AutoProcessor.from_pretrained(where)
+    except OSError as e:
+        hint = "" if path.exists() else " (a hub id needs network access, or a copy in the local hub cache)"
+        raise CheckpointError(f"{src}: cannot load the checkpoint{hint}: {e}") from None
+    model.eval()
+    return model, processor

@@ -1,0 +1,124 @@
+"""Torch modules that cut ``Florence2ForConditionalGeneration`` into the graphs of
+:mod:`florence2_runtime.graphs`.
+
+They reuse the checkpoint's own submodules (weights and layer code); only the wiring
+that transformers hides behind caches and mask helpers is written out, so that each graph
+is a plain tensor program: no cache objects, no control flow, KV tensors as inputs/outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _additive_padding_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[batch, keys] 0/1 mask -> [batch, 1, 1, keys] additive mask (0 or dtype min), as transformers' eager path."""
+    inverted = 1.0 - mask[:, None, None, :].to(dtype)
+    return inverted * torch.finfo(dtype).min
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[batch, seq, d] -> [batch, heads, seq, d / heads]."""
+    b, s, d = x.shape
+    return x.view(b, s, heads, d // heads).transpose(1, 2)
+
+
+def _attend(q, k, v, scaling: float, mask: torch.Tensor | None) -> torch.Tensor:
+    """Eager attention in transformers' order of operations; q, k, v: [batch, heads, seq, head_dim]."""
+    scores = torch.matmul(q, k.transpose(2, 3)) * scaling
+    if mask is not None:
+        scores = scores + mask
+    probs = torch.softmax(scores, dim=-1)
+    out = torch.matmul(probs, v)  # [b, h, s, hd]
+    b, h, s, hd = out.shape
+    return out.transpose(1, 2).reshape(b, s, h * hd)
+
+
+class VisionEncoder(nn.Module):
+    """pixel_values [B, 3, H, W] -> image_features [B, I, D] (DaViT + projector)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model.model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values).pooler_output
+
+
+class TextEncoder(nn.Module):
+    """BART encoder over ``[image features; prompt embeddings]`` plus every decoder layer's cross K/V.
+
+    inputs_embeds [B, T, D], image_features [B, I, D], attention_mask [B, I + T]
+    -> cross.{i}.key / cross.{i}.value [B, heads, I + T, D / heads]
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        lm = model.model.language_model
+        self.encoder = lm.encoder
+        self.decoder_layers = lm.decoder.layers
+        self.heads = lm.config.decoder_attention_heads
+
+    def forward(self, inputs_embeds, image_features, attention_mask):
+        enc = self.encoder
+        x = torch.cat([image_features, inputs_embeds], dim=1)
+        x = x + enc.embed_positions(x[:, :, -1])
+        x = enc.layernorm_embedding(x)
+        mask = _additive_padding_mask(attention_mask, x.dtype)
+        for layer in enc.layers:
+            x = layer(x, mask)
+        cross = []
+        for layer in self.decoder_layers:
+            attn = layer.encoder_attn
+            cross += [_heads(attn.k_proj(x), self.heads), _heads(attn.v_proj(x), self.heads)]
+        return tuple(cross)
+
+
+class Decoder(nn.Module):
+    """One decoding step with a self-attention KV cache; no control flow.
+
+    input_ids [B, t], encoder_attention_mask [B, S], past.{i}.{key,value} [B, h, P, hd],
+    cross.{i}.{key,value} [B, h, S, hd] -> logits [B, V] (last position), present.{i}.* [B, h, P + t, hd]
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        lm = model.model.language_model
+        self.decoder = lm.decoder
+        self.lm_head = model.lm_head
+        self.heads = lm.config.decoder_attention_heads
+        self.num_layers = len(self.decoder.layers)
+
+    def forward(self, input_ids, encoder_attention_mask, *kv):
+        n = self.num_layers
+        past, cross = kv[: 2 * n], kv[2 * n :]
+        dec = self.decoder
+        t = input_ids.shape[1]
+        past_len = past[0].shape[2]
+        positions = torch.arange(t, device=input_ids.device) + past_len
+        x = dec.embed_tokens(input_ids) + dec.embed_positions(input_ids, position_ids=positions)
+        x = dec.layernorm_embedding(x)
+        dtype = x.dtype
+        # causal mask over [past; new]: query i (at past_len + i) may not see key j > past_len + i
+        q_pos = positions[:, None]
+        k_pos = torch.arange(past_len + t, device=x.device)[None, :]
+        causal = (k_pos > q_pos).to(dtype) * torch.finfo(dtype).min
+        cross_mask = _additive_padding_mask(encoder_attention_mask, dtype)
+        presents = []
+        for i, layer in enumerate(dec.layers):
+            sa = layer.self_attn
+            q = _heads(sa.q_proj(x), self.heads)
+            k = torch.cat([past[2 * i], _heads(sa.k_proj(x), self.heads)], dim=2)
+            v = torch.cat([past[2 * i + 1], _heads(sa.v_proj(x), self.heads)], dim=2)
+            presents += [k, v]
+            h = sa.out_proj(_attend(q, k, v, sa.scaling, causal))
+            x = layer.self_attn_layer_norm(x + h)
+            ca = layer.encoder_attn
+            q = _heads(ca.q_proj(x), self.heads)
+            h = ca.out_proj(_attend(q, cross[2 * i], cross[2 * i + 1], ca.scaling, cross_mask))
+            x = layer.encoder_attn_layer_norm(x + h)
+            h = layer.fc2(layer.activation_fn(layer.fc1(x)))
+            x = layer.final_layer_norm(x + h)
+        logits = self.lm_head(x[:, -1, :])
+        return (logits, *presents)
