@@ -1,0 +1,188 @@
+"""``florence2_runtime.preprocess`` against the checkpoint's ``Florence2Processor``: bit-exact pixels."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from florence2_export.tiny import make_test_image
+from florence2_runtime.preprocess import load_image, preprocess
+
+SIZES = [(1, 1), (3, 7), (7, 3), (2, 2), (127, 129), (128, 128), (160, 120), (33, 200), (300, 31),
+         (1501, 997)]  # (width, height)
+
+
+def runtime_pixels(hf_processor, images, size=None) -> np.ndarray:
+    ip = hf_processor.image_processor
+    size = size or (ip.size.height, ip.size.width)
+    return preprocess([load_image(im) for im in images], size=size, mean=ip.image_mean, std=ip.image_std,
+                      resample=ip.resample, rescale_factor=ip.rescale_factor)
+
+
+def reference_pixels(hf_processor, images, return_tensors="np") -> np.ndarray:
+    batch = hf_processor(text=["<OD>"] * len(images), images=images, return_tensors=return_tensors)
+    pv = batch["pixel_values"]
+    return pv if isinstance(pv, np.ndarray) else pv.numpy()
+
+
+def assert_bit_exact(got: np.ndarray, expected: np.ndarray) -> None:
+    assert got.dtype == np.float32 and expected.dtype == np.float32
+    assert got.shape == expected.shape
+    assert got.tobytes() == expected.tobytes(), f"max |diff| {np.abs(got - expected).max()}"
+
+
+def test_reference_is_the_pil_backend_and_converts_nothing(tiny_checkpoint, hf_processor):
+    """Facts the runtime relies on (transformers 5): PIL backend, no RGB conversion, bicubic."""
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    ip = hf_processor.image_processor
+    assert ip.backend == "pil"
+    assert not ip.do_convert_rgb  # null in the published preprocessor_config.json
+    assert ip.resample == 3 and not ip.do_center_crop
+    if not is_torchvision_available():  # the default is torchvision when it is installed
+        assert AutoProcessor.from_pretrained(tiny_checkpoint).image_processor.backend == "pil"
+
+
+@pytest.mark.parametrize("return_tensors", ["np", "pt"])
+def test_rgb_images_of_many_sizes(hf_processor, return_tensors):
+    images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate(SIZES)]
+    got = runtime_pixels(hf_processor, images)
+    assert got.shape == (len(images), 3, 128, 128) and got.flags.c_contiguous
+    assert_bit_exact(got, reference_pixels(hf_processor, images, return_tensors))
+
+
+@pytest.mark.parametrize("size", [(64, 96), (768, 768), (31, 17)])
+def test_other_target_sizes(hf_processor, size):
+    images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(5, 9), (250, 180), (768, 768)])]
+    ip = hf_processor.image_processor
+    expected = ip(images, size={"height": size[0], "width": size[1]}, return_tensors="np")["pixel_values"]
+    assert_bit_exact(runtime_pixels(hf_processor, images, size=size), expected)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "LA", "PA", "CMYK", "1", "I;16", "I", "F", "YCbCr"])
+def test_pil_modes_are_converted_like_convert_rgb(hf_processor, mode):
+    rgb = make_test_image(45, 31, seed=3)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 7)
+    elif mode == "PA":
+        image = rgb.convert("P")
+        image.putalpha(128)
+    else:
+        image = rgb.convert(mode)
+    if mode == "RGBA":
+        image.putalpha(Image.linear_gradient("L").resize(image.size))
+    loaded = load_image(image)
+    assert loaded.mode == "RGB" and loaded.size == image.size
+    assert np.array_equal(np.asarray(loaded), np.asarray(image.convert("RGB")))
+    # the processor itself refuses non-RGB input (do_convert_rgb is null): compare on the converted image
+    expected = reference_pixels(hf_processor, [image.convert("RGB")])
+    assert_bit_exact(runtime_pixels(hf_processor, [image]), expected)
+
+
+def test_rgb_pil_image_is_passed_through():
+    image = make_test_image(10, 10, seed=1)
+    assert load_image(image) is image
+
+
+def test_numpy_inputs(hf_processor):
+    rgb = np.asarray(make_test_image(37, 23, seed=4))  # [H, W, 3] uint8
+    alpha = np.arange(37 * 23, dtype=np.uint8).reshape(23, 37, 1)
+    gray = rgb[:, :, 1].copy()
+    cases = {
+        "hwc3": (rgb, rgb),
+        "hwc4": (np.concatenate([rgb, alpha], axis=2), rgb),
+        "hw": (gray, np.repeat(gray[:, :, None], 3, axis=2)),
+        "hwc1": (gray[:, :, None], np.repeat(gray[:, :, None], 3, axis=2)),
+        "non-contiguous": (rgb[:, ::-1], rgb[:, ::-1]),
+    }
+    for name, (array, expected_rgb) in cases.items():
+        loaded = load_image(array)
+        assert loaded.mode == "RGB", name
+        assert np.array_equal(np.asarray(loaded), expected_rgb), name
+    arrays = [a for a, _ in cases.values()]
+    references = [Image.fromarray(np.ascontiguousarray(e)) for _, e in cases.values()]
+    assert_bit_exact(runtime_pixels(hf_processor, arrays), reference_pixels(hf_processor, references))
+
+
+def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def test_bytes_and_paths(hf_processor, tmp_path):
+    rgba = make_test_image(53, 41, seed=5).convert("RGBA")
+    png = _encoded(rgba, "PNG")
+    jpeg = _encoded(make_test_image(64, 48, seed=6), "JPEG", quality=90)
+    gif = _encoded(make_test_image(20, 30, seed=7).convert("P"), "GIF")
+    (tmp_path / "a.png").write_bytes(png)
+    (tmp_path / "b.jpg").write_bytes(jpeg)
+    for data in (png, jpeg, gif):
+        decoded = Image.open(io.BytesIO(data)).convert("RGB")
+        for variant in (data, bytearray(data), memoryview(data)):
+            assert np.array_equal(np.asarray(load_image(variant)), np.asarray(decoded))
+    paths = [str(tmp_path / "a.png"), tmp_path / "b.jpg"]
+    for path in paths:
+        assert np.array_equal(np.asarray(load_image(path)), np.asarray(Image.open(path).convert("RGB")))
+    # transformers loads str paths itself (EXIF transpose + convert RGB): same pixels
+    expected = reference_pixels(hf_processor, [str(tmp_path / "b.jpg")])
+    assert_bit_exact(runtime_pixels(hf_processor, [tmp_path / "b.jpg"]), expected)
+
+
+def test_exif_orientation_of_files_matches_transformers(hf_processor, tmp_path):
+    image = make_test_image(60, 30, seed=8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, format="JPEG", exif=exif)
+    loaded = load_image(path)
+    assert loaded.size == (30, 60)  # transposed
+    assert np.array_equal(np.asarray(load_image(path.read_bytes())), np.asarray(loaded))
+    assert_bit_exact(runtime_pixels(hf_processor, [path]), reference_pixels(hf_processor, [str(path)]))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((4, 4, 3), np.float32), "uint8"),
+        (np.zeros((4, 4, 3), np.int64), "uint8"),
+        (np.zeros((4, 4, 2), np.uint8), "channels"),
+        (np.zeros((3, 4, 4, 3), np.uint8), "dimensions"),
+        (np.zeros((5,), np.uint8), "dimensions"),
+        (np.zeros((0, 4, 3), np.uint8), "empty"),
+        (b"definitely not an image", "decode"),
+        (b"", "empty"),
+        ("/no/such/file.png", "not found"),
+        (12, "unsupported image type int"),
+        (None, "unsupported image type NoneType"),
+        ([[0, 0, 0]], "unsupported image type list"),
+    ],
+)
+def test_load_image_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        load_image(bad)
+
+
+def test_load_image_file_errors(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(_encoded(make_test_image(8, 8), "PNG")[:40])  # truncated
+    with pytest.raises(ValueError, match="broken.png"):
+        load_image(broken)
+    with pytest.raises(ValueError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_preprocess_errors():
+    rgb = make_test_image(8, 8)
+    with pytest.raises(ValueError, match="at least one"):
+        preprocess([], size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1))
+    with pytest.raises(ValueError, match="RGB"):
+        preprocess([rgb.convert("L")], size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1))
+    with pytest.raises(ValueError, match="RGB"):
+        preprocess([np.zeros((8, 8, 3), np.uint8)], size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1))
+    with pytest.raises(ValueError, match="size"):
+        preprocess([rgb], size=(0, 8), mean=(0, 0, 0), std=(1, 1, 1))

@@ -1,0 +1,275 @@
+"""florence2_runtime.prompts against transformers' Florence2Processor._construct_prompts and quantize."""
+
+from __future__ import annotations
+
+import math
+import random
+import types
+
+import numpy as np
+import pytest
+
+from florence2_runtime.prompts import (
+    TASK_PROMPTS_WITH_INPUT,
+    TASK_PROMPTS_WITHOUT_INPUTS,
+    TASKS,
+    build_task_text,
+    construct_prompt,
+    format_region,
+    quantize_region,
+)
+
+torch = pytest.importorskip("torch")
+processing = pytest.importorskip("transformers.models.florence2.processing_florence2")
+
+REGION_TASKS = [
+    "<REGION_TO_SEGMENTATION>", "<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>", "<REGION_TO_OCR>"]
+
+
+class _SpecialTokens:
+    all_special_tokens = ["<s>", "</s>", "<pad>", "<unk>", "<image>"]
+
+
+@pytest.fixture(scope="module")
+def processor():
+    """A real Florence2Processor (cheap: word-level tokenizer, no weights)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+    try:
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # no torchvision warning
+    except ImportError:
+        from transformers import CLIPImageProcessor
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<image>": 4}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")), bos_token="<s>",
+        eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"})
+    image_processor = CLIPImageProcessor(size={"height": 768, "width": 768}, do_center_crop=False)
+    image_processor.image_seq_length = 577
+    return processing.Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                         post_processor_config={"pure_text": {}})
+
+
+@pytest.fixture(scope="module")
+def quantizer():
+    return processing.Florence2PostProcessor(config={}, tokenizer=_SpecialTokens())
+
+
+def _reference_prompt(owner, text):
+    """``Florence2Processor._construct_prompts`` unbound: the prompt, or ("ValueError", message)."""
+    try:
+        return processing.Florence2Processor._construct_prompts(owner, text)[0]
+    except ValueError as e:
+        return ("ValueError", str(e))
+
+
+def _our_prompt(text, *tables):
+    try:
+        return construct_prompt(text, *tables)
+    except ValueError as e:
+        return ("ValueError", str(e))
+
+
+def _reference_quantize(quantizer, region, size) -> tuple[int, ...]:
+    return tuple(quantizer.quantize(torch.tensor([list(region)]), size=size)[0].tolist())
+
+
+# --- tables ------------------------------------------------------------------------------------------
+def test_tables_are_transformers(processor):
+    assert list(TASK_PROMPTS_WITHOUT_INPUTS.items()) == list(processor.task_prompts_without_inputs.items())
+    assert list(TASK_PROMPTS_WITH_INPUT.items()) == list(processor.task_prompts_with_input.items())
+    assert set(TASKS) == set(processor.tasks_answer_post_processing_type)
+    assert [t for t, s in TASKS.items() if s.region_input] == REGION_TASKS
+
+
+# --- construct_prompt --------------------------------------------------------------------------------
+PIECES = list(TASKS) + ["<FOO>", "<od>", "<OD", "OD>", "<ocr>", "<CAPTION_TO_PHRASE_GROUNDING", "<s>", "</s>",
+                        "<loc_5>", "<loc_12><loc_40><loc_999><loc_0>", "a cat", "green car", "日本",
+                        "{input}", "{}", "{0}", "{", "}", " ", "  ", "\n", "\t", "", "?"]
+
+
+@pytest.fixture(scope="module")
+def prompt_corpus() -> list[str]:
+    rng = random.Random(11)
+    texts = list(PIECES) + [t + " " for t in TASKS] + [" " + t for t in TASKS] + [t + t for t in TASKS]
+    texts += ["".join(rng.choice(PIECES) for _ in range(rng.randrange(1, 6))) for _ in range(3000)]
+    return texts
+
+
+def test_construct_prompt_matches_transformers(processor, prompt_corpus):
+    outcomes = set()
+    for text in prompt_corpus:
+        ours, ref = _our_prompt(text), _reference_prompt(processor, text)
+        assert ours == ref, text
+        outcomes.add("error" if isinstance(ref, tuple) else "changed" if ref != text else "unchanged")
+    assert outcomes == {"error", "changed", "unchanged"}
+
+
+def test_construct_prompt_custom_tables(prompt_corpus):
+    without = {"<CAPTION>": "Say what you see.", "<OD>": "Find {input} things."}
+    with_input = {"<REGION_TO_OCR>": "Read {input} please", "<CAPTION>": "never used: {input}",
+                  "<X>": "x={input}"}
+    owner = types.SimpleNamespace(task_prompts_without_inputs=without, task_prompts_with_input=with_input)
+    for text in prompt_corpus[:1500] + ["<X> 1 <X>", "Say what you see.<X>"]:
+        assert _our_prompt(text, without, with_input) == _reference_prompt(owner, text), text
+
+
+def test_construct_prompt_quirks():
+    assert construct_prompt("<OD>") == "Locate the objects with category name in the image."
+    assert construct_prompt("  a <OPEN_VOCABULARY_DETECTION> b <OPEN_VOCABULARY_DETECTION> ") == \
+        "Locate a  b in the image."  # every occurrence removed, then stripped
+    assert construct_prompt("<CAPTION_TO_PHRASE_GROUNDING>{x}<REGION_TO_OCR>") == \
+        "Locate the phrases in the caption: {x}<REGION_TO_OCR>"  # first token in table order wins
+    assert construct_prompt("just text <FOO>") == "just text <FOO>"
+    assert construct_prompt("") == ""
+    with pytest.raises(ValueError, match="should be the only content"):
+        construct_prompt("<OD> ")
+    with pytest.raises(ValueError, match="<OD> should be"):
+        construct_prompt("<CAPTION_TO_PHRASE_GROUNDING>cat<OD>")
+    assert construct_prompt("<OD>", {}, {}) == construct_prompt("<OD>")  # empty tables -> defaults
+    with pytest.raises(ValueError, match="must be a str"):
+        construct_prompt(None)
+
+
+# --- quantisation ------------------------------------------------------------------------------------
+SIZES = [(1, 1), (2, 2), (4, 8), (3, 7), (16, 16), (144, 688), (640, 480), (577, 1001), (4096, 2160),
+         (12345, 99991), (640.5, 480.25)]
+
+
+def _random_region(rng: random.Random, size, integer: bool):
+    w, h = size
+    xs = sorted(rng.uniform(-0.9, w + 0.9) for _ in range(2))
+    ys = sorted(rng.uniform(-0.9, h + 0.9) for _ in range(2))
+    if integer:
+        xs = sorted(min(max(round(v), 0), math.floor(w)) for v in xs)
+        ys = sorted(min(max(round(v), 0), math.floor(h)) for v in ys)
+    return (xs[0], ys[0], xs[1], ys[1])
+
+
+def test_quantize_matches_transformers_random(quantizer):
+    rng = random.Random(3)
+    for size in SIZES:
+        for i in range(300):
+            region = _random_region(rng, size, integer=i % 2 == 0)
+            expected = _reference_quantize(quantizer, region, size)
+            assert quantize_region(region, size) == expected, (region, size)
+
+
+def test_quantize_matches_transformers_on_every_integer_pixel(quantizer):
+    for size in [(1, 3), (2, 4), (8, 16), (125, 250), (1000, 1000), (1001, 999), (1600, 1200)]:
+        w, h = size
+        xs = list(range(0, w + 1))
+        ys = [round(v * h / max(w, 1)) for v in xs]
+        ref = quantizer.quantize(torch.tensor([[x, y, x, y] for x, y in zip(xs, ys)]), size=size).tolist()
+        ours = [list(quantize_region((x, y, x, y), size)) for x, y in zip(xs, ys)]
+        assert ours == ref, size
+
+
+def test_quantize_float32_cases_where_float64_differs(quantizer):
+    """e.g. the centre of a 2-px-wide image: float64 floor(1 / 0.002) = 500, transformers gives 499."""
+    cases = []
+    for w in range(1, 600):
+        for x in range(w + 1):
+            f64 = min(999, math.floor(x / (w / 1000)))
+            f32 = min(999, int(np.floor(np.float32(x) / np.float32(w / 1000))))
+            if f64 != f32:
+                cases.append((x, w))
+    assert len(cases) > 50
+    for x, w in cases[:400]:
+        region, size = (x, 0, x, 1), (w, 1)
+        ours = quantize_region(region, size)
+        assert ours == _reference_quantize(quantizer, region, size)
+        assert ours[0] != min(999, math.floor(x / (w / 1000)))
+    assert quantize_region((1, 0, 1, 0), (2, 2)) == (499, 0, 499, 0)
+
+
+def test_quantize_clamps_and_tolerates_small_overshoot(quantizer):
+    region, size = (-0.5, -1.0, 640.9, 481.0), (640, 480)
+    assert quantize_region(region, size) == _reference_quantize(quantizer, region, size) == (0, 0, 999, 999)
+
+
+# --- build_task_text ---------------------------------------------------------------------------------
+def test_build_task_text_without_input(processor):
+    for task, spec in TASKS.items():
+        if not spec.takes_input:
+            assert build_task_text(task) == task
+            assert build_task_text(task, text="  ") == task
+            assert construct_prompt(build_task_text(task)) == processor._construct_prompts(task)[0]
+
+
+def test_build_task_text_with_text(processor):
+    for task, spec in TASKS.items():
+        if spec.takes_input and not spec.region_input:
+            built = build_task_text(task, text="  a green car ")
+            assert built == task + "a green car"
+            assert construct_prompt(built) == processor._construct_prompts(task + " a green car")[0]
+            assert "a green car" in construct_prompt(built)
+
+
+def test_build_task_text_regions(processor, quantizer):
+    rng = random.Random(5)
+    for task in REGION_TASKS:
+        for size in SIZES:
+            region = _random_region(rng, size, integer=False)
+            built = build_task_text(task, region=region, image_size=size)
+            assert built == task + format_region(_reference_quantize(quantizer, region, size))
+            assert construct_prompt(built) == processor._construct_prompts(built)[0]
+        locs = "<loc_0><loc_1><loc_999><loc_999>"
+        assert build_task_text(task, text=f" {locs} ") == task + locs
+    built = build_task_text("<REGION_TO_CATEGORY>", region=(0, 0, 100, 50), image_size=(200, 100))
+    assert construct_prompt(built) == "What is the region <loc_0><loc_0><loc_500><loc_500>?"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(task="<NOPE>"), r"unknown task '<NOPE>'; valid tasks: <OCR>, "),
+    (dict(task="od"), "valid tasks"),
+    (dict(task=None), "unknown task"),
+    (dict(task="<OD>", text="cat"), "takes no input"),
+    (dict(task="<CAPTION>", region=(0, 0, 1, 1), image_size=(2, 2)), "takes no input"),
+    (dict(task="<CAPTION_TO_PHRASE_GROUNDING>"), "needs an input: pass text"),
+    (dict(task="<OPEN_VOCABULARY_DETECTION>", text="   "), "needs an input"),
+    (dict(task="<REGION_TO_OCR>"), "needs an input: pass region"),
+    (dict(task="<OPEN_VOCABULARY_DETECTION>", region=(0, 0, 1, 1), image_size=(2, 2)),
+     "takes text, not a region"),
+    (dict(task="<REGION_TO_OCR>", text="<loc_1><loc_1><loc_2><loc_2>", region=(0, 0, 1, 1),
+          image_size=(2, 2)),
+     "not both"),
+    (dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text="a cat <OD>"), "must not contain a task token"),
+    (dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text=5), "text must be a str"),
+    (dict(task="<REGION_TO_CATEGORY>", text="the cat"), "takes a region"),
+    (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3>"), "takes a region"),
+    (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3><loc_1000>"), "takes a region"),
+    (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3><loc_04>"), "takes a region"),
+    (dict(task="<REGION_TO_CATEGORY>", text="<loc_5><loc_2><loc_3><loc_4>"), "x1 <= x2"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, 1)), "needs image_size"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, 1), image_size=(0, 5)), "positive finite"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, 1), image_size=5), r"\(width, height\)"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1), image_size=(5, 5)), "4 finite numbers"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, float("inf")), image_size=(5, 5)),
+     "4 finite numbers"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, True), image_size=(5, 5)), "4 finite numbers"),
+    (dict(task="<REGION_TO_CATEGORY>", region="0 0 1 1", image_size=(5, 5)), "string"),
+    (dict(task="<REGION_TO_CATEGORY>", region=5, image_size=(5, 5)), "region must be"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(3, 0, 1, 1), image_size=(5, 5)), "x1 <= x2"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(0, 3, 1, 1), image_size=(5, 5)), "y1 <= y2"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 7, 1), image_size=(5, 5)), "outside the 5x5 image"),
+    (dict(task="<REGION_TO_CATEGORY>", region=(-2, 0, 1, 1), image_size=(5, 5)), "outside"),
+])
+def test_build_task_text_rejects(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_task_text(**kwargs)
+
+
+def test_quantize_region_rejects_bad_input():
+    with pytest.raises(ValueError, match="outside"):
+        quantize_region((0, 0, 10, 10), (5, 5))
+    with pytest.raises(ValueError, match="needs image_size"):
+        quantize_region((0, 0, 1, 1), None)
+
+
+def test_numpy_numbers_are_accepted(quantizer):
+    region = tuple(np.float64(v) for v in (1.5, 2.25, 30.0, 40.75))
+    # transformers would see these as Python floats (float32 tensor), like the user's list of numbers
+    expected = _reference_quantize(quantizer, [float(v) for v in region], (64, 48))
+    assert quantize_region(region, (np.int64(64), np.int64(48))) == expected
