@@ -59,7 +59,7 @@ def _compare_with_transformers(checkpoint: Path, model, image_path: Path, max_ne
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
     ref = Florence2ForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
-    processor = AutoProcessor.from_pretrained(checkpoint)
+    processor = AutoProcessor.from_pretrained(checkpoint, backend="pil")  # the runtime reproduces the PIL backend
     images = [Image.open(image_path).convert("RGB"), make_test_image(64, 200, seed=3)]
     texts = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball"]
     batch = processor(text=texts, images=images, return_tensors="pt", padding=True)

@@ -20,6 +20,22 @@ def _describe_folder(path: Path) -> dict:
         raise CheckpointError(f"{cfg}: not valid JSON ({e})") from None
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (offline, fail fast instead of retrying)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_checkpoint(src: str | Path):
     """Return ``(model, processor)`` for a local folder or a hub id, in fp32 eval mode with eager attention.
 
@@ -45,13 +61,17 @@ def load_checkpoint(src: str | Path):
         if str(src).startswith((".", "/", "~")) or str(src).count("/") != 1:
             raise CheckpointError(f"{src}: no such folder (and not a hub id of the form 'owner/name')")
         where = str(src)
+    local_only = path.exists() or not _hub_reachable()
     try:
         model = Florence2ForConditionalGeneration.from_pretrained(
-            where, attn_implementation="eager", dtype=torch.float32
+            where, attn_implementation="eager", dtype=torch.float32, local_files_only=local_only
         )
-        processor = AutoProcessor.from_pretrained(where)
+        processor = AutoProcessor.from_pretrained(where, local_files_only=local_only)
     except OSError as e:
-        hint = "" if path.exists() else " (a hub id needs network access, or a copy in the local hub cache)"
-        raise CheckpointError(f"{src}: cannot load the checkpoint{hint}: {e}") from None
+        hint = ""
+        if not path.exists():
+            hint = (" (the hub is not reachable from here and the local hub cache has no copy)" if local_only
+                    else " (no such model on the hub, or no access to it)")
+        raise CheckpointError(f"{src}: cannot load the checkpoint{hint}: {str(e).splitlines()[0]}") from None
     model.eval()
     return model, processor

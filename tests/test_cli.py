@@ -1,0 +1,101 @@
+"""The ``florence2`` command: JSON output equal to ``run()``, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from florence2_export.tiny import make_test_image
+from florence2_runtime.cli import main
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "image.png"
+    make_test_image(120, 90, seed=2).save(path)
+    return path
+
+
+def test_run_prints_the_run_dict(onnx_folder, onnx_model, image_file, capsys):
+    code = main(["run", str(onnx_folder), str(image_file), "--task", "<REGION_TO_DESCRIPTION>",
+                 "--region", "10,10,60,50", "--max-new-tokens", "10", "--num-beams", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    expected = onnx_model.run(image_file, "<REGION_TO_DESCRIPTION>", region=(10, 10, 60, 50),
+                              max_new_tokens=10, num_beams=2)
+    assert json.loads(out.splitlines()[-1]) == expected
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["run", "{model}", "{image}", "--task", "<NOPE>"], "<NOPE>"),
+        (["run", "{model}", "{image}", "--task", "<OD>", "--text", "extra"], "<OD>"),
+        (["run", "{model}", "{image}", "--task", "<CAPTION_TO_PHRASE_GROUNDING>"], "text"),
+        (["run", "{model}", "{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,2,3"], "region"),
+        (["run", "{model}", "{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "5,5,1,1"], "region"),
+        (["run", "{model}", "missing.png", "--task", "<OD>"], "missing.png"),
+        (["run", "no-such-folder", "{image}", "--task", "<OD>"], "no-such-folder"),
+        (["run", "{model}", "{image}", "--task", "<OD>", "--num-beams", "zero"], "num-beams"),
+        (["run", "{model}", "{image}", "--task", "<OD>", "--provider", "nope"], "nope"),
+        (["run", "{model}", "{image}"], "--task"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(onnx_folder, image_file, capsys, args, words):
+    argv = [a.format(model=onnx_folder, image=image_file) for a in args]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("florence2: error:") and words in err
+
+
+def test_not_an_image_is_a_clear_error(onnx_folder, tmp_path, capsys):
+    bad = tmp_path / "text.png"
+    bad.write_text("not an image")
+    assert main(["run", str(onnx_folder), str(bad), "--task", "<OD>"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "image" in err
+
+
+def test_export_without_the_extra_says_what_to_install(tmp_path):
+    """With torch unimportable, ``florence2 export`` names the extra to install (in a fresh process)."""
+    script = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers'):\n"
+        "            raise ImportError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from florence2_runtime.cli import main\n"
+        f"sys.exit(main(['export', 'some/checkpoint', {str(tmp_path / 'out')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "florence2-onnx[export]" in proc.stderr
+
+
+def test_console_script_entry_point(onnx_folder, image_file):
+    proc = subprocess.run([sys.executable, "-m", "florence2_runtime.cli", "run", str(onnx_folder), str(image_file),
+                           "--task", "<CAPTION>", "--max-new-tokens", "5"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(proc.stdout)) == {"<CAPTION>"}
+
+
+@pytest.mark.parametrize("src, words", [("nobody/nothing-here", "not reachable"), ("./no/such/folder", "no such folder")])
+def test_export_of_an_unavailable_checkpoint_fails_fast(tmp_path, monkeypatch, capsys, src, words):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["export", src, str(tmp_path / "out")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # progress lines come before it
+    assert last.startswith("florence2: error:") and words in last
+
+
+def test_export_of_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
+    (tmp_path / "ckpt").mkdir()
+    assert main(["export", str(tmp_path / "ckpt"), str(tmp_path / "out")]) == 2
+    assert "config.json" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""The runtime works with torch, transformers and optimum made unimportable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from florence2_export.tiny import make_test_image
+
+BLOCKED = ("torch", "transformers", "optimum", "torchvision")
+
+SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    BLOCKED = {blocked!r}
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{{name}} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    import florence2_runtime
+    from florence2_runtime import Florence2
+
+    model = Florence2.from_pretrained({folder!r})
+    out = {{
+        "ids": model.generate([{image!r}], ["<OD>"], max_new_tokens=12, num_beams=3).tolist(),
+        "run": model.run({image!r}, "<CAPTION_TO_PHRASE_GROUNDING>", text="a ball", max_new_tokens=12),
+        "loaded": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED),
+    }}
+    print(json.dumps(out))
+    """
+)
+
+
+def test_runtime_runs_without_torch_and_transformers(onnx_folder, onnx_model, tmp_path):
+    image = tmp_path / "image.png"
+    make_test_image(96, 80, seed=5).save(image)
+    script = SCRIPT.format(blocked=BLOCKED, folder=str(onnx_folder), image=str(image))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["loaded"] == []
+    # same answers as the runtime in this (torch-importing) process, which the other tests prove equal to transformers
+    assert out["ids"] == onnx_model.generate([image], ["<OD>"], max_new_tokens=12, num_beams=3).tolist()
+    assert out["run"] == onnx_model.run(image, "<CAPTION_TO_PHRASE_GROUNDING>", text="a ball", max_new_tokens=12)
+
+
+def test_runtime_sources_do_not_import_torch():
+    """A static check on top of the runtime one: no runtime module mentions these imports."""
+    from pathlib import Path
+
+    import florence2_runtime
+
+    root = Path(florence2_runtime.__file__).parent
+    for path in root.rglob("*.py"):
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                assert words[1].split(".")[0] not in BLOCKED, f"{path}: {line.strip()}"
