@@ -20,3 +20,16 @@ fi
 pip_q -e ".[dev]"
 python -c "import torch, transformers, onnxruntime, florence2_runtime, florence2_export" \
   || { echo "setup failed: the imports above do not work" >&2; exit 1; }
+# transformers.js for tests/test_transformers_js.py: the npm package pinned in tests/node (only where npm
+# exists; re-installed when package-lock.json changes). onnxruntime-node's install script would fetch
+# CUDA binaries from GitHub when it finds nvcc; the CPU binaries in its npm package are all the test needs.
+if command -v npm >/dev/null 2>&1; then
+  stamp=tests/node/node_modules/.florence2-lock
+  if ! cmp -s tests/node/package-lock.json "$stamp" 2>/dev/null; then
+    if (cd tests/node && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --no-audit --no-fund --loglevel=error); then
+      cp tests/node/package-lock.json "$stamp"
+    else
+      echo "warning: 'npm ci' in tests/node failed; tests/test_transformers_js.py will fail" >&2
+    fi
+  fi
+fi

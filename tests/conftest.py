@@ -60,3 +60,13 @@ def onnx_model(onnx_folder):
     from florence2_runtime import Florence2
 
     return Florence2.from_pretrained(onnx_folder)
+
+
+@pytest.fixture(scope="session")
+def community_folder(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint exported in the onnx-community layout (``layout="onnx-community"``, checked)."""
+    from florence2_export import export
+
+    out = tmp_path_factory.mktemp("tiny-community") / "model"
+    export(tiny_checkpoint, out, quiet=True, layout="onnx-community")
+    return out

@@ -7,6 +7,7 @@ Output folder::
     tokenizer.json            the tokenizer (tokenizers library format)
     onnx/vision_encoder.onnx  onnx/text_encoder.onnx  onnx/decoder.onnx
     onnx/embed_tokens.npy     token embedding table (prompt embeddings, memory-mapped)
+    onnx/kv_gather.onnx       row gathers over K/V tensors (beam search on the device, IO binding)
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import numpy as np
 from florence2_runtime.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig
 from florence2_runtime.graphs import EMBEDDINGS_FILE, GraphSpec, native_graphs
 
+from .gather import write_kv_gather
 from .loading import load_checkpoint
 from .modules import Decoder, TextEncoder, VisionEncoder
 from .surgery import tie_lm_head
 
 OPSET = 17
 ONNX_DIR = "onnx"
+LAYOUTS = ("native", "onnx-community")
 
 
 @dataclass
@@ -41,10 +44,19 @@ class ExportReport:
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # graph -> max |onnx - torch|
     tolerance: float = 0.0
     seconds: float = 0.0
+    dtype: str = "fp32"  # precision variant (precision.py); its graphs are checked once more, after conversion
+    variant_errors: dict[str, tuple[float, float]] = field(default_factory=dict)  # graph -> (max |diff|, max |torch|)
+    variant_tolerance: float = 0.0  # max relative error max |variant - torch| / max |torch| allowed per graph
 
     @property
     def ok(self) -> bool:
-        return all(d <= self.tolerance for d in self.max_abs_diff.values())
+        fp32_ok = all(d <= self.tolerance for d in self.max_abs_diff.values())
+        return fp32_ok and all(self._relative(e) <= self.variant_tolerance for e in self.variant_errors.values())
+
+    @staticmethod
+    def _relative(error: tuple[float, float]) -> float:
+        diff, ref = error
+        return diff / ref if ref > 0 else diff
 
     def summary(self) -> str:
         lines = [f"exported to {self.folder} in {self.seconds:.1f} s"]
@@ -53,6 +65,12 @@ class ExportReport:
         for name, diff in self.max_abs_diff.items():
             verdict = "ok" if diff <= self.tolerance else "FAILED"
             lines.append(f"  check {name:<20} max |onnx - torch| = {diff:.2e}  (tolerance {self.tolerance:.0e}) {verdict}")
+        for name, (diff, ref) in self.variant_errors.items():
+            rel = self._relative((diff, ref))
+            verdict = "ok" if rel <= self.variant_tolerance else "FAILED"
+            share = f"{rel:.1%} of" if rel < float("inf") else "inf or NaN (overflow) vs"
+            lines.append(f"  check {self.dtype} {name:<15} max |{self.dtype} - torch| = {diff:.2e} = {share} max "
+                         f"|torch| {ref:.2e}  (tolerance {self.variant_tolerance:.0%}) {verdict}")
         return "\n".join(lines)
 
 
@@ -150,13 +168,31 @@ def export(
     check: bool = True,
     overwrite: bool = False,
     quiet: bool = False,
+    layout: str = "native",
+    dtype: str = "fp32",
+    variant_tolerance: float | None = None,
+    precision_options=None,
 ) -> ExportReport:
     """Export checkpoint ``src`` (folder or hub id) to model folder ``out`` and check every graph.
+
+    layout: "native" (this project's folder) or "onnx-community" (the layout transformers.js reads).
+
+    dtype: "fp32", "fp16" or "int8" (:mod:`.precision`). The fp32 graphs are checked against PyTorch with
+    ``tolerance`` first; an fp16/int8 variant is then checked again, its max |diff| relative to max |torch| per
+    graph against ``variant_tolerance`` (default :data:`.precision.VARIANT_TOLERANCE` of the dtype).
+    precision_options: :class:`.precision.Int8Options` / :class:`.precision.Fp16Options` (None: defaults).
 
     Raises :class:`ExportCheckError` when a graph differs from PyTorch by more than ``tolerance``.
     """
     import torch
 
+    from .precision import VARIANT_TOLERANCE, check_dtype
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    check_dtype(dtype)
+    if dtype != "fp32" and layout != "native":
+        raise ValueError(f"dtype {dtype!r} is only available with the native layout")
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -169,6 +205,12 @@ def export(
     model, processor = load_checkpoint(src)
     model.eval()  # export() restores each wrapper's mode afterwards: keep everything in eval
     cfg = runtime_config_from(model, processor, str(src))
+    if layout == "onnx-community":
+        from .community import export_community
+
+        report = ExportReport(folder=out, tolerance=tolerance)
+        report.max_abs_diff = export_community(model, processor, cfg, out, check=check, quiet=quiet)
+        return _finish(report, out, t0, quiet)
     specs = native_graphs(cfg.dims)
     modules = {"vision_encoder": VisionEncoder(model), "text_encoder": TextEncoder(model), "decoder": Decoder(model)}
     args = example_inputs(cfg, specs)
@@ -179,6 +221,7 @@ def export(
             _log(f"[{i}/{len(specs)}] exporting {name} ...", quiet)
             _export_graph(modules[name].eval(), args[name], spec, out / ONNX_DIR / spec.filename)
         tie_lm_head(out / ONNX_DIR / specs["decoder"].filename)
+    write_kv_gather(out / ONNX_DIR, cfg.dims)  # device-side beam bookkeeping for the IO-binding path
 
     embeddings = model.model.language_model.shared.weight.detach().float().numpy()
     np.save(out / ONNX_DIR / EMBEDDINGS_FILE, embeddings)
@@ -193,7 +236,21 @@ def export(
 
         _log("checking each graph against PyTorch ...", quiet)
         report.max_abs_diff = check_graphs(model, processor, out, cfg, modules)
+    if dtype != "fp32":
+        from .precision import apply_precision
+        from .verify import graph_errors
 
+        _log(f"converting the graphs to {dtype} ...", quiet)
+        apply_precision(out, dtype, precision_options)
+        report.dtype = dtype
+        report.variant_tolerance = VARIANT_TOLERANCE[dtype] if variant_tolerance is None else variant_tolerance
+        if check:
+            _log(f"checking each {dtype} graph against PyTorch ...", quiet)
+            report.variant_errors = graph_errors(model, processor, out, cfg, modules)
+    return _finish(report, out, t0, quiet)
+
+
+def _finish(report: ExportReport, out: Path, t0: float, quiet: bool) -> ExportReport:
     report.files = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
     report.seconds = time.perf_counter() - t0
     _log(report.summary(), quiet)

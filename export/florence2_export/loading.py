@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 
@@ -36,6 +37,21 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _original_layout_snapshot(repo_id: str, local_only: bool) -> Path | None:
+    """For a hub repo in the original remote-code layout, a local snapshot of its configs, tokenizer and
+    weights (never its ``*.py`` files); None for any other repo or when its config cannot be fetched."""
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        cfg = json.loads(Path(hf_hub_download(repo_id, "config.json", local_files_only=local_only)).read_text())
+        if "auto_map" not in cfg:
+            return None
+        return Path(snapshot_download(repo_id, local_files_only=local_only,
+                                      allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"]))
+    except Exception:  # noqa: BLE001 - the regular loading path below reports hub problems
+        return None
+
+
 def load_checkpoint(src: str | Path):
     """Return ``(model, processor)`` for a local folder or a hub id, in fp32 eval mode with eager attention.
 
@@ -49,12 +65,15 @@ def load_checkpoint(src: str | Path):
         if not path.is_dir():
             raise CheckpointError(f"{path}: expected a checkpoint folder, found a file")
         cfg = _describe_folder(path)
+        if "auto_map" in cfg:  # original remote-code layout: rename its tensors, never run its code
+            from .original import convert_original_checkpoint, is_original_layout
+
+            if not is_original_layout(cfg):
+                raise CheckpointError(f"{path}: config.json has 'auto_map' but is not a Florence-2 config of the "
+                                      "original remote-code layout (no vision_config.dim_embed)")
+            with tempfile.TemporaryDirectory(prefix="florence2-native-") as tmp:
+                return load_checkpoint(convert_original_checkpoint(path, tmp))
         if cfg.get("model_type") != "florence2":
-            if "auto_map" in cfg:
-                raise CheckpointError(
-                    f"{path}: this is a checkpoint in the original remote-code layout (config.json has 'auto_map'); "
-                    "only transformers-native Florence-2 checkpoints (model_type 'florence2') can be exported so far"
-                )
             raise CheckpointError(f"{path}: model_type is {cfg.get('model_type')!r}, expected 'florence2'")
         where = str(path)
     else:
@@ -62,6 +81,10 @@ def load_checkpoint(src: str | Path):
             raise CheckpointError(f"{src}: no such folder (and not a hub id of the form 'owner/name')")
         where = str(src)
     local_only = path.exists() or not _hub_reachable()
+    if not path.exists():
+        snapshot = _original_layout_snapshot(where, local_only)
+        if snapshot is not None:
+            return load_checkpoint(snapshot)
     try:
         model = Florence2ForConditionalGeneration.from_pretrained(
             where, attn_implementation="eager", dtype=torch.float32, local_files_only=local_only

@@ -12,13 +12,25 @@ from florence2_runtime.graphs import native_graphs
 from .tiny import make_test_image
 
 
-def _max_diff(a, b) -> float:
-    return max(float(np.max(np.abs(np.asarray(x) - y.detach().numpy()))) if np.asarray(x).size else 0.0
-               for x, y in zip(a, b))
+def _errors(onnx_out, torch_out) -> tuple[float, float]:
+    """(max |onnx - torch|, max |torch|) over paired outputs; the difference is inf if onnx gave inf or NaN."""
+    diff = ref = 0.0
+    for x, y in zip(onnx_out, torch_out):
+        x, y = np.asarray(x, np.float64), y.detach().double().numpy()
+        if x.size:
+            d = np.abs(x - y)
+            diff = max(diff, float(np.max(d)) if np.isfinite(d).all() else float("inf"))
+            ref = max(ref, float(np.max(np.abs(y))))
+    return diff, ref
 
 
 def check_graphs(model, processor, folder: Path, cfg: RuntimeConfig, modules: dict) -> dict[str, float]:
-    """Run each ONNX graph and its torch module on the same real inputs; return max |diff| per graph.
+    """Run each ONNX graph and its torch module on the same real inputs; return max |diff| per graph."""
+    return {name: diff for name, (diff, _) in graph_errors(model, processor, folder, cfg, modules).items()}
+
+
+def graph_errors(model, processor, folder: Path, cfg: RuntimeConfig, modules: dict) -> dict[str, tuple[float, float]]:
+    """Run each ONNX graph and its torch module on the same real inputs; per graph (max |diff|, max |torch|).
 
     Inputs: two generated images of different sizes through the checkpoint's own processor, two prompts of
     different lengths (so one row is padded), and two decoder steps (empty past, then the returned past).
@@ -37,24 +49,24 @@ def check_graphs(model, processor, folder: Path, cfg: RuntimeConfig, modules: di
     n_img = cfg.num_image_tokens
     text_ids = batch["input_ids"][:, n_img:]
     mask = batch["attention_mask"]
-    diffs: dict[str, float] = {}
+    diffs: dict[str, tuple[float, float]] = {}
 
     with torch.no_grad():
         pixel_values = batch["pixel_values"].float()
         feats_t = modules["vision_encoder"](pixel_values)
         feats_o = sess["vision_encoder"].run(None, {"pixel_values": pixel_values.numpy()})
-        diffs["vision_encoder"] = _max_diff(feats_o, [feats_t])
+        diffs["vision_encoder"] = _errors(feats_o, [feats_t])
 
         embeds = model.model.language_model.shared(text_ids)
         cross_t = modules["text_encoder"](embeds, feats_t, mask)
         cross_o = sess["text_encoder"].run(None, {
             "inputs_embeds": embeds.numpy(), "image_features": feats_t.numpy(), "attention_mask": mask.numpy()})
-        diffs["text_encoder"] = _max_diff(cross_o, cross_t)
+        diffs["text_encoder"] = _errors(cross_o, cross_t)
 
         b = text_ids.shape[0]
         empty = torch.zeros(b, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads)
         past_t = [empty] * (2 * cfg.decoder_layers)
-        worst = 0.0
+        worst = (0.0, 0.0)
         for token in (cfg.decoder_start_token_id, cfg.bos_token_id):
             ids = torch.full((b, 1), token, dtype=torch.int64)
             out_t = modules["decoder"](ids, mask, *past_t, *cross_t)
@@ -62,7 +74,8 @@ def check_graphs(model, processor, folder: Path, cfg: RuntimeConfig, modules: di
             names = specs["decoder"].input_names[2:]
             feed.update({n: t.numpy() for n, t in zip(names, [*past_t, *cross_t])})
             out_o = sess["decoder"].run(None, feed)
-            worst = max(worst, _max_diff(out_o, out_t))
+            step = _errors(out_o, out_t)
+            worst = (max(worst[0], step[0]), max(worst[1], step[1]))
             past_t = list(out_t[1:])
         diffs["decoder"] = worst
     return diffs

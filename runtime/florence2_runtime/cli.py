@@ -6,7 +6,6 @@ Bad arguments and bad input print one line on stderr and exit with code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -64,20 +63,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch| allowed per graph")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--layout", choices=["native", "onnx-community"], default="native",
+                   help="native (this runtime's folder) or onnx-community (also loads in transformers.js)")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="graph precision: fp32, fp16 (GPUs; float32 inputs/outputs) or int8 (dynamic "
+                        "quantisation, CPUs); checked against PyTorch with a per-dtype tolerance")
 
-    p = sub.add_parser("run", help="run one task on an image and print the result as JSON")
+    p = sub.add_parser("run", help="run one task on images (files or folders) and print the results as JSON")
     p.add_argument("model", help="exported model folder")
-    p.add_argument("image", help="image file")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
     p.add_argument("--task", required=True, help='task token, e.g. "<OD>"')
     p.add_argument("--text", help="text input of the task (phrase grounding, segmentation, ...)")
-    p.add_argument("--region", type=_region, help="region x1,y1,x2,y2 in pixels for the region tasks")
+    p.add_argument("--region", type=_region, action="append",
+                   help="region x1,y1,x2,y2 for the region tasks; repeat it for several regions")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
     p.add_argument("--threads", type=int, help="intra-op threads per session")
+    from .runcmd import add_output_arguments as _add_run_output_arguments
+
+    _add_run_output_arguments(p)
     _add_generation_args(p)
 
     p = sub.add_parser("demo", help="build a tiny RANDOM-weight model offline, export it and run every task "
                                     "(needs the 'export' extra)")
     p.add_argument("--workdir", default="demo_out", help="where the checkpoint and export go (default: demo_out)")
+
+    p = sub.add_parser("bench", help="time each stage of an exported model (forces exactly --tokens new tokens)")
+    p.add_argument("model", help="exported model folder")
+    p.add_argument("--image", help="image file (default: a generated 640x480 image)")
+    p.add_argument("--task", default="<OD>", help="task token, optionally followed by its text input (default: <OD>)")
+    p.add_argument("--tokens", type=int, default=20, help="new tokens per sequence, forced exactly (default: 20)")
+    p.add_argument("--beams", type=int, default=1, help="beam count (default: 1)")
+    p.add_argument("--batch", type=int, default=1, help="images per generate call (default: 1)")
+    p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run (default: 3)")
+    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
+    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    p.add_argument("--json", action="store_true", help="print every run as JSON instead of a table")
+
+    p = sub.add_parser("compare", help="measure how far two exports agree on your images (e.g. fp32 vs int8)")
+    p.add_argument("model_a", help="reference model folder")
+    p.add_argument("model_b", help="model folder to compare with it")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
+    p.add_argument("--task", default="<MORE_DETAILED_CAPTION>", help="task token (default: <MORE_DETAILED_CAPTION>)")
+    p.add_argument("--text", help="text input of the task, if it takes one")
+    p.add_argument("--region", type=_region, help="region x1,y1,x2,y2 in pixels, for the region tasks")
+    p.add_argument("--tokens", type=int, help="max new tokens (default: the models' generation config)")
+    p.add_argument("--beams", type=int, help="beam count (default: the models' generation config)")
+    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
+    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+    p = sub.add_parser("serve", help="serve a model over HTTP with dynamic batching (needs the 'serve' extra; "
+                                     "--ray: Ray Serve, the 'ray' extra)")
+    from .server.cli import add_arguments as _add_serve_arguments
+
+    _add_serve_arguments(p)
     return parser
 
 
@@ -89,19 +128,15 @@ def _cmd_export(args) -> int:
             f"'florence2 export' needs PyTorch and transformers ({e}); install them with: "
             "pip install 'florence2-onnx[export]'"
         ) from None
-    report = export(args.src, args.out, tolerance=args.tolerance, check=not args.no_check, overwrite=args.overwrite)
+    report = export(args.src, args.out, tolerance=args.tolerance, check=not args.no_check, overwrite=args.overwrite,
+                    layout=args.layout, dtype=args.dtype)
     return 0 if report.ok else 1
 
 
 def _cmd_run(args) -> int:
-    from .model import Florence2
+    from .runcmd import run_command
 
-    if not Path(args.image).is_file():
-        raise UsageError(f"image not found: {args.image}")
-    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads)
-    result = model.run(args.image, args.task, text=args.text, region=args.region, **_generation_kwargs(args))
-    print(json.dumps(result, ensure_ascii=False))
-    return 0
+    return run_command(args, _generation_kwargs(args))
 
 
 def _cmd_demo(args) -> int:
@@ -115,7 +150,38 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"export": _cmd_export, "run": _cmd_run, "demo": _cmd_demo}
+def _cmd_bench(args) -> int:
+    from .bench import BenchOptions, report_json, run_bench
+    from .model import Florence2
+
+    options = BenchOptions(task=args.task, tokens=args.tokens, beams=args.beams, batch=args.batch, runs=args.runs)
+    if args.image is not None and not Path(args.image).is_file():
+        raise UsageError(f"image not found: {args.image}")
+    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads)
+    report = run_bench(model, options, images=args.image)
+    print(report_json(report) if args.json else report.table())
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .compare import CompareOptions, compare_models
+
+    options = CompareOptions(task=args.task, text=args.text, region=args.region, max_new_tokens=args.tokens,
+                             num_beams=args.beams)
+    report = compare_models(args.model_a, args.model_b, args.images, options, providers=args.provider,
+                            threads=args.threads)
+    print(report.to_json() if args.json else report.format_text())
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from .server.cli import run as run_server
+
+    return run_server(args)
+
+
+COMMANDS = {"export": _cmd_export, "run": _cmd_run, "demo": _cmd_demo, "bench": _cmd_bench, "serve": _cmd_serve,
+            "compare": _cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

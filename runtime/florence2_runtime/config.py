@@ -50,7 +50,8 @@ class RuntimeConfig:
     task_prompts_with_input: dict[str, str] = field(default_factory=dict)
     banned_grounding_tokens: tuple[str, ...] = ()
     # bookkeeping
-    float_dtype: str = "float32"
+    float_dtype: str = "float32"  # element type of the graphs' float inputs/outputs (every variant: float32)
+    precision: str = "fp32"  # what the graphs compute in: fp32, fp16 (fp32 I/O) or int8 (dynamic quantisation)
     source: str = ""
     format_version: int = FORMAT_VERSION
 

@@ -320,7 +320,9 @@ def log_softmax(logits: np.ndarray, lanes: int = TORCH_CPU_LANES) -> np.ndarray:
     """float32 [N, V] -> float32 [N, V]: ``x - max - log(sum(exp(x - max)))`` in torch's CPU order."""
     x = np.asarray(logits, dtype=np.float32)
     shifted = x - x.max(axis=1, keepdims=True)
-    e = np.exp(shifted.astype(np.float64)).astype(np.float32)
+    e = np.empty_like(shifted)
+    # exp in float64, rounded to float32; numpy casts in small buffers: no [N, V] float64 temporaries
+    np.exp(shifted, out=e, dtype=np.float64, casting="same_kind")
     n, v = e.shape
     if v < lanes:  # torch adds the few values one by one
         total = e[:, 0].copy()
@@ -335,7 +337,7 @@ def log_softmax(logits: np.ndarray, lanes: int = TORCH_CPU_LANES) -> np.ndarray:
             acc = acc[:, :half] + acc[:, half:]
         total = acc[:, 0]
     log_total = np.log(total.astype(np.float64)).astype(np.float32)
-    return shifted - log_total[:, None]
+    return np.subtract(shifted, log_total[:, None], out=shifted)
 
 
 def top_k(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

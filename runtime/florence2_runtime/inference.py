@@ -3,49 +3,85 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Union
 
 import numpy as np
 
 from .config import RuntimeConfig
 from .errors import ModelFileError
-from .graphs import EMBEDDINGS_FILE, kv_names, native_graphs
+from .graphs import EMBEDDINGS_FILE, GraphSpec, kv_names, native_graphs
 from .providers import create_session, onnxruntime
 
 ONNX_DIR = "onnx"
+
+ProviderList = list[tuple[str, dict[str, Any]]]
+ProvidersFor = Union[ProviderList, Callable[[GraphSpec], ProviderList]]
 
 
 class Sessions:
     """The three graphs of a native-layout folder plus the memory-mapped embedding table."""
 
-    def __init__(self, folder: Path, cfg: RuntimeConfig, providers: list[tuple[str, dict[str, Any]]],
-                 session_options=None):
+    def __init__(self, folder: Path, cfg: RuntimeConfig, providers: ProvidersFor, session_options=None):
+        """providers: one ``[(name, options)]`` list for every graph, or a function of the graph's spec
+        giving its own list (TensorRT needs per-graph optimisation profiles)."""
         self.cfg = cfg
         self.specs = native_graphs(cfg.dims)
         onnx_dir = Path(folder) / ONNX_DIR
+        providers_for = providers if callable(providers) else (lambda spec: providers)
         self.vision, self.text, self.decoder = (
-            create_session(onnx_dir / self.specs[name].filename, providers, session_options)
+            create_session(onnx_dir / self.specs[name].filename, providers_for(self.specs[name]), session_options)
             for name in ("vision_encoder", "text_encoder", "decoder")
         )
         self.embed_tokens = _load_embeddings(onnx_dir / EMBEDDINGS_FILE, cfg)
         self.cross_names = kv_names("cross", cfg.decoder_layers)
         self.past_names = kv_names("past", cfg.decoder_layers)
+        release_freed_memory()
 
     @property
     def providers(self) -> list[str]:
         return self.decoder.get_providers()
 
     def encode_images(self, pixel_values: np.ndarray) -> np.ndarray:
-        """pixel_values [B, 3, H, W] float32 -> image_features [B, I, D]."""
-        return self.vision.run(None, {"pixel_values": pixel_values})[0]
+        """pixel_values [B, 3, H, W] float32 -> image_features [B, I, D].
+
+        On the CPU one image per run: batching gains nothing there (a 768 px image already fills every
+        GEMM), while the vision encoder's activations (~300 MB per base image) would grow with the batch.
+        """
+        if len(pixel_values) > 1 and self.vision.get_providers()[0] == "CPUExecutionProvider":
+            return np.concatenate([self.encode_images(pixel_values[i : i + 1]) for i in range(len(pixel_values))])
+        return self.vision.run(None, {"pixel_values": pixel_values}, self._encoder_run_options())[0]
 
     def encode_text(self, text_ids: np.ndarray, text_mask: np.ndarray, image_features: np.ndarray):
         """text_ids, text_mask [B, T] -> (cross K/V list of [B, h, I + T, hd], encoder mask [B, I + T])."""
         b = text_ids.shape[0]
         mask = np.concatenate([np.ones((b, self.cfg.num_image_tokens), np.int64), text_mask.astype(np.int64)], axis=1)
         embeds = np.ascontiguousarray(self.embed_tokens[text_ids], dtype=np.float32)
-        cross = self.text.run(None, {"inputs_embeds": embeds, "image_features": image_features, "attention_mask": mask})
+        feed = {"inputs_embeds": embeds, "image_features": image_features, "attention_mask": mask}
+        cross = self.text.run(None, feed, self._encoder_run_options())
         return cross, mask
+
+    def _encoder_run_options(self):
+        """CPU: give the encoders' arena memory back after each run (their activations, ~600 MB for a base
+        image, would otherwise stay reserved while the decoder's memory comes on top); None elsewhere."""
+        if self.vision.get_providers()[0] != "CPUExecutionProvider":
+            return None
+        options = onnxruntime().RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        return options
+
+
+def release_freed_memory() -> None:
+    """Return the C heap's free pages to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Loading parses each .onnx file into protobuf buffers that are freed once the session holds its
+    weights; glibc keeps that memory (~200 MB for base) unless asked.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        pass
 
 
 def _load_embeddings(path: Path, cfg: RuntimeConfig) -> np.ndarray:

@@ -8,13 +8,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from .config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig, read_json
-from .decoding import DecodingOptions, generate
+from .decoding import DecodingOptions, Inference, generate
 from .errors import ModelFileError
-from .inference import DecoderInference, Sessions, session_options
+from .inference import Sessions, session_options
+from .layouts import LAYOUTS, layout_of
 from .postprocess import post_process_generation
 from .preprocess import ImageInput, load_image, preprocess
-from .prompts import build_task_text, construct_prompt
+from .prompts import build_task_text, build_task_texts, construct_prompt
 from .providers import ProviderSpec, normalize_providers
+from .results import Florence2Result
 from .tokenizer import Florence2Tokenizer
 
 
@@ -28,6 +30,8 @@ class Florence2:
         self.sessions = sessions
         self.tokenizer = tokenizer
         self.generation_config = generation_config
+        self.layout = LAYOUTS["native"]  # from_pretrained sets the folder's layout (layouts.py)
+        self.device_runner = None  # set when IO binding is on (iobinding.DeviceRunner)
 
     @classmethod
     def from_pretrained(
@@ -37,21 +41,43 @@ class Florence2:
         *,
         threads: int | None = None,
         session_options_=None,
+        io_binding: bool | None = None,
+        tensorrt_limits=None,
     ) -> "Florence2":
         """Load an exported model folder.
 
         providers: ``None`` (CPU), a short name (``"cpu"``, ``"cuda"``, ``"tensorrt"``) or a list of
         onnxruntime provider names / ``(name, options)`` pairs. threads: intra-op threads per session.
+        io_binding: keep encoder outputs and KV caches on the device (:mod:`.iobinding`); default: on for
+        CUDA/TensorRT, off for the CPU (where it is the same computation; ``True`` forces it, e.g. in tests).
+        tensorrt_limits: :class:`~florence2_runtime.tensorrt.TensorRTLimits` sizing the TensorRT profiles.
         """
         folder = Path(path)
         if not folder.is_dir():
             raise ModelFileError(folder, "not a folder (expected a model folder written by 'florence2 export')")
-        cfg = RuntimeConfig.load(folder)
+        layout = layout_of(folder)
+        cfg = layout.load_config(folder)
         generation_config = read_json(folder / GENERATION_CONFIG_FILE)
-        tokenizer = Florence2Tokenizer.from_file(folder / TOKENIZER_FILE)
+        tokenizer = layout.load_tokenizer(folder / TOKENIZER_FILE)
         so = session_options_ if session_options_ is not None else session_options(threads)
-        sessions = Sessions(folder, cfg, normalize_providers(providers), so)
-        return cls(folder, cfg, sessions, tokenizer, generation_config)
+        provider_list = normalize_providers(providers)
+        providers_for = provider_list
+        if any(name == "TensorrtExecutionProvider" for name, _ in provider_list):
+            from .tensorrt import graph_providers
+
+            providers_for = graph_providers(provider_list, cfg.dims, tensorrt_limits)
+        sessions = layout.sessions(folder, cfg, providers_for, so)
+        model = cls(folder, cfg, sessions, tokenizer, generation_config)
+        model.layout = layout
+        if io_binding is None:
+            io_binding = provider_list[0][0] != "CPUExecutionProvider" and layout.io_binding
+        if io_binding and not layout.io_binding:
+            raise ValueError(f"io_binding is not supported for {layout.name}-layout folders")
+        if io_binding:
+            from .iobinding import DeviceRunner
+
+            model.device_runner = DeviceRunner(sessions, folder, providers_for, so)
+        return model
 
     @property
     def providers(self) -> list[str]:
@@ -60,18 +86,39 @@ class Florence2:
 
     def decoding_options(self, **generation_kwargs: Any) -> DecodingOptions:
         """The checkpoint's generation defaults overridden by ``generation_kwargs`` (transformers' names)."""
-        return DecodingOptions.from_generation_config(self.generation_config, **generation_kwargs)
+        options = DecodingOptions.from_generation_config(self.generation_config, **generation_kwargs)
+        if options.max_length > self.config.max_position_embeddings:
+            raise ValueError(f"max_new_tokens={options.max_new_tokens} is too large: the decoder has "
+                             f"{self.config.max_position_embeddings} positions, so at most "
+                             f"{self.config.max_position_embeddings - 1} new tokens")
+        return options
 
-    def encode(self, images: Sequence[ImageInput], texts: Sequence[str]):
-        """Images and processor-style texts -> (cross K/V, encoder mask), batch-first."""
+    def prepare_inputs(self, images: Sequence[ImageInput], texts: Sequence[str]):
+        """Images and processor-style texts -> (pixel_values [B, 3, H, W], text ids [B, T], text mask [B, T])."""
         cfg = self.config
         pil = [load_image(im) for im in images]
         pixel_values = preprocess(pil, size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std,
                                   resample=cfg.resample, rescale_factor=cfg.rescale_factor)
         prompts = [construct_prompt(t, cfg.task_prompts_without_inputs, cfg.task_prompts_with_input) for t in texts]
         text_ids, text_mask = self.tokenizer.encode_prompts(prompts)
+        room = cfg.max_position_embeddings - cfg.num_image_tokens
+        if text_ids.shape[1] > room:
+            raise ValueError(f"the prompt is {text_ids.shape[1]} tokens long; this model takes at most {room} "
+                             f"next to the image's {cfg.num_image_tokens} tokens")
+        return pixel_values, text_ids, text_mask
+
+    def encode(self, images: Sequence[ImageInput], texts: Sequence[str]):
+        """Images and processor-style texts -> (cross K/V, encoder mask), batch-first."""
+        pixel_values, text_ids, text_mask = self.prepare_inputs(images, texts)
         features = self.sessions.encode_images(pixel_values)
         return self.sessions.encode_text(text_ids, text_mask, features)
+
+    def decoder_inference(self, cross: list[np.ndarray], mask: np.ndarray, num_beams: int = 1) -> Inference:
+        """The decoder state for encoded inputs, each row repeated ``num_beams`` times (an item's beams contiguous)."""
+        if num_beams > 1:
+            cross = [np.repeat(c, num_beams, axis=0) for c in cross]
+            mask = np.repeat(mask, num_beams, axis=0)
+        return self.layout.inference(self.sessions, cross, mask)
 
     def generate(self, images: ImageInput | Sequence[ImageInput], texts: str | Sequence[str],
                  **generation_kwargs: Any) -> np.ndarray:
@@ -82,27 +129,55 @@ class Florence2:
         """
         images, texts = _as_batch(images, texts)
         options = self.decoding_options(**generation_kwargs)
-        cross, mask = self.encode(images, texts)
-        k = options.num_beams
-        if k > 1:
-            cross = [np.repeat(c, k, axis=0) for c in cross]
-            mask = np.repeat(mask, k, axis=0)
-        return generate(DecoderInference(self.sessions, cross, mask), len(images), options)
+        if self.device_runner is not None:
+            inference = self.device_runner.start(*self.prepare_inputs(images, texts), num_beams=options.num_beams)
+        else:
+            # no local reference: with beams the un-repeated cross K/V would stay alive during decoding
+            inference = self.decoder_inference(*self.encode(images, texts), options.num_beams)
+        return generate(inference, len(images), options)
 
     def decode(self, ids: np.ndarray) -> list[str]:
         """``processor.batch_decode(ids, skip_special_tokens=False)``."""
         return self.tokenizer.batch_decode(ids)
 
     def run(self, image: ImageInput, task: str, text: str | None = None, region: Sequence[float] | None = None,
-            **generation_kwargs: Any) -> dict:
-        """Run one task on one image; returns ``Florence2Processor.post_process_generation``'s dict."""
+            *, region_format: str = "pixels", **generation_kwargs: Any) -> dict:
+        """Run one task on one image; returns ``Florence2Processor.post_process_generation``'s dict.
+
+        region: ``(x1, y1, x2, y2)`` in pixels, or fractions of width / height with
+        ``region_format="normalized"``.
+        """
         pil = load_image(image)
         size = pil.size  # (width, height)
-        prompt = build_task_text(task, text=text, region=region, image_size=size)
-        ids = self.generate([pil], [prompt], **generation_kwargs)
-        decoded = self.decode(ids)[0]
-        return post_process_generation(decoded, task, size,
-                                       banned_grounding_tokens=self.config.banned_grounding_tokens or None)
+        prompt = build_task_text(task, text=text, region=region, image_size=size, region_format=region_format)
+        return self._answers([pil], [prompt], task, size, generation_kwargs)[0]
+
+    def predict(self, image: ImageInput, task: str, text: str | None = None,
+                region: Sequence[float] | None = None, *, region_format: str = "pixels",
+                **generation_kwargs: Any) -> Florence2Result:
+        """``run`` as a typed :class:`~florence2_runtime.results.Florence2Result` (``.raw`` is run's dict)."""
+        pil = load_image(image)
+        answer = self.run(pil, task, text, region, region_format=region_format, **generation_kwargs)
+        return Florence2Result.from_dict(answer, pil.size)
+
+    def predict_regions(self, image: ImageInput, task: str, regions: Sequence[Sequence[float]], *,
+                        region_format: str = "pixels", **generation_kwargs: Any) -> list[Florence2Result]:
+        """A region task on several regions of one image, one batched ``generate``; one result per region.
+
+        Florence-2 reads one region per prompt, so each region gets its own prompt in the batch.
+        """
+        pil = load_image(image)
+        prompts = build_task_texts(task, regions=regions, image_size=pil.size, region_format=region_format)
+        answers = self._answers([pil] * len(prompts), prompts, task, pil.size, generation_kwargs)
+        return [Florence2Result.from_dict(a, pil.size) for a in answers]
+
+    def _answers(self, images: list, prompts: list[str], task: str, size: tuple[int, int],
+                 generation_kwargs: dict) -> list[dict]:
+        """Generate for a batch of prompts of one task on images of one size; post-processed dicts."""
+        ids = self.generate(images, prompts, **generation_kwargs)
+        banned = self.config.banned_grounding_tokens or None
+        return [post_process_generation(text, task, size, banned_grounding_tokens=banned)
+                for text in self.decode(ids)]
 
 
 def _as_batch(images, texts) -> tuple[list, list[str]]:

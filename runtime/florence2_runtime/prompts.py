@@ -5,9 +5,12 @@ task tokens are found by substring search in table order; a task token that take
 whole text (else ``ValueError``); for a task with input, *every* occurrence of its token is removed and the
 rest, stripped, fills ``{input}``; any other text passes through unchanged.
 
-``build_task_text`` is the stricter front door of ``Florence2.run``: it checks the task and its input and
-writes a pixel region as ``<loc_x1><loc_y1><loc_x2><loc_y2>``, quantised exactly like transformers'
-``Florence2PostProcessor.quantize`` (float32 arithmetic).
+``build_task_text`` is the stricter front door of ``Florence2.run``: it checks the task and its input
+(``check_task_input``, the one place these rules live) and writes a pixel region as
+``<loc_x1><loc_y1><loc_x2><loc_y2>``, quantised exactly like transformers'
+``Florence2PostProcessor.quantize`` (float32 arithmetic); a normalised region (``region_format="normalized"``,
+fractions in [0, 1]) goes to bin ``min(floor(c * 1000), 999)``. ``build_task_texts`` makes one text per
+region for several regions.
 """
 
 from __future__ import annotations
@@ -22,19 +25,24 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "REGION_FORMATS",
     "REGION_TOLERANCE_PX",
     "TASKS",
     "TASK_PROMPTS_WITHOUT_INPUTS",
     "TASK_PROMPTS_WITH_INPUT",
     "TaskSpec",
     "build_task_text",
+    "build_task_texts",
+    "check_task_input",
     "construct_prompt",
     "format_region",
     "quantize_region",
+    "region_bins",
 ]
 
 NUM_BINS = 1000
 REGION_TOLERANCE_PX = 1.0  # how far (pixels) a region may stick out of the image and still be clamped
+REGION_FORMATS = ("pixels", "normalized")  # pixels of the image, or fractions of its width / height in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -117,18 +125,40 @@ def _check_image_size(image_size: Any) -> tuple[float, float]:
     return width, height
 
 
-def _check_region(region: Any, image_size: tuple[float, float]) -> tuple[float, float, float, float]:
+_REGION_UNITS = MappingProxyType({
+    "pixels": "in pixels",
+    "normalized": "as fractions of the image width and height in [0, 1]",
+})
+
+
+def _check_region_format(region_format: Any) -> str:
+    if region_format not in REGION_FORMATS:
+        raise ValueError(f"region_format must be one of {', '.join(REGION_FORMATS)}, got {region_format!r}")
+    return region_format
+
+
+def _region_coords(region: Any, region_format: str = "pixels") -> tuple[float, float, float, float]:
+    """Shape, finiteness and order of one box (and [0, 1] for normalised boxes); no image needed."""
+    units = _REGION_UNITS[_check_region_format(region_format)]
     if isinstance(region, (str, bytes)):
-        raise ValueError(f"region must be (x1, y1, x2, y2) numbers in pixels, got the string {region!r}")
+        raise ValueError(f"region must be (x1, y1, x2, y2) numbers {units}, got the string {region!r}")
     try:
         coords = tuple(region)
     except TypeError:
-        raise ValueError(f"region must be (x1, y1, x2, y2) in pixels, got {region!r}") from None
+        raise ValueError(f"region must be (x1, y1, x2, y2) {units}, got {region!r}") from None
     if len(coords) != 4 or not all(_is_finite_number(c) for c in coords):
-        raise ValueError(f"region must be 4 finite numbers (x1, y1, x2, y2) in pixels, got {region!r}")
+        raise ValueError(f"region must be 4 finite numbers (x1, y1, x2, y2) {units}, got {region!r}")
     x1, y1, x2, y2 = coords
     if x1 > x2 or y1 > y2:
         raise ValueError(f"region {coords} must have x1 <= x2 and y1 <= y2")
+    if region_format == "normalized" and not all(0 <= c <= 1 for c in coords):
+        raise ValueError(f"normalized region {coords} must lie in [0, 1] (fractions of width and height)")
+    return coords
+
+
+def _check_region(region: Any, image_size: tuple[float, float]) -> tuple[float, float, float, float]:
+    coords = _region_coords(region, "pixels")
+    x1, y1, x2, y2 = coords
     width, height = image_size
     tol = REGION_TOLERANCE_PX
     if min(x1, y1) < -tol or x2 > width + tol or y2 > height + tol:
@@ -155,6 +185,23 @@ def format_region(bins: Sequence[int]) -> str:
     return "".join(f"<loc_{int(b)}>" for b in bins)
 
 
+def _normalized_bins(region: Sequence[float]) -> tuple[int, int, int, int]:
+    """Fractions in [0, 1] -> ``clamp(floor(c * 1000), 0, 999)``; rounding to 6 decimals first absorbs
+    binary noise (``0.57 * 1000 == 569.99...``) so a fraction ``k / 1000`` always lands in bin ``k``."""
+    coords = _region_coords(region, "normalized")
+    bins = tuple(min(NUM_BINS - 1, math.floor(round(c * NUM_BINS, 6))) for c in coords)
+    return bins  # type: ignore[return-value]
+
+
+def region_bins(region: Sequence[float], image_size: tuple[float, float] | None = None, *,
+                region_format: str = "pixels") -> tuple[int, int, int, int]:
+    """One box -> its 4 location bins. ``"pixels"`` needs ``image_size`` (see ``quantize_region``);
+    ``"normalized"`` boxes are fractions of the width / height and need no image size."""
+    if _check_region_format(region_format) == "normalized":
+        return _normalized_bins(region)
+    return quantize_region(region, image_size)
+
+
 def _check_region_text(task: str, text: str) -> str:
     stripped = text.strip()
     if not _REGION_TEXT.fullmatch(stripped):
@@ -166,16 +213,25 @@ def _check_region_text(task: str, text: str) -> str:
     return stripped
 
 
-def build_task_text(task: str, text: str | None = None, region: Sequence[float] | None = None,
-                    image_size: tuple[float, float] | None = None) -> str:
-    """The processor text for one task, checked: e.g. ``"<REGION_TO_CATEGORY><loc_1><loc_2><loc_3><loc_4>"``.
+def _is_box(value: Any) -> bool:
+    """True for one box (4 numbers), False for a sequence of boxes."""
+    try:
+        return len(value) == 4 and all(_is_finite_number(v) for v in value)
+    except TypeError:
+        return False
 
-    task: a key of ``TASKS``; text: the input of a task that takes one (blank counts as none);
-    region: ``(x1, y1, x2, y2)`` pixels for the region tasks, with ``image_size=(width, height)``.
+
+def check_task_input(task: str, text: str | None = None, region: Sequence[float] | None = None, *,
+                     region_format: str = "pixels") -> TaskSpec:
+    """Validate a task and its input as far as possible without the image; returns the task's spec.
+
+    The one place where task, text and region rules live: ``build_task_text`` calls it, and so can a
+    command line or a server to reject a request before loading any image. Raises ``ValueError``.
     """
     spec = TASKS.get(task) if isinstance(task, str) else None
     if spec is None:
         raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    _check_region_format(region_format)
     if text is not None and not isinstance(text, str):
         raise ValueError(f"text must be a str, got {type(text).__name__}")
     has_text = text is not None and text.strip() != ""
@@ -183,7 +239,7 @@ def build_task_text(task: str, text: str | None = None, region: Sequence[float] 
     if not spec.takes_input:
         if has_text or has_region:
             raise ValueError(f"{task} takes no input; pass neither text nor region")
-        return task
+        return spec
     if has_text and has_region:
         raise ValueError(f"{task}: pass either text or region, not both")
     if has_region and not spec.region_input:
@@ -192,10 +248,62 @@ def build_task_text(task: str, text: str | None = None, region: Sequence[float] 
         what = "region=(x1, y1, x2, y2) in pixels (or '<loc_..>' text)" if spec.region_input else "text"
         raise ValueError(f"{task} needs an input: pass {what}")
     if has_region:
-        return task + format_region(quantize_region(region, image_size))
+        _region_coords(region, region_format)
+    elif spec.region_input:
+        _check_region_text(task, text)
+    else:
+        inner = _first_token_in(text, TASKS)
+        if inner is not None:
+            raise ValueError(f"the input of {task} must not contain a task token, found {inner}")
+    return spec
+
+
+def build_task_text(task: str, text: str | None = None, region: Sequence[float] | None = None,
+                    image_size: tuple[float, float] | None = None, *, region_format: str = "pixels") -> str:
+    """The processor text for one task, checked: e.g. ``"<REGION_TO_CATEGORY><loc_1><loc_2><loc_3><loc_4>"``.
+
+    task: a key of ``TASKS``; text: the input of a task that takes one (blank counts as none);
+    region: ``(x1, y1, x2, y2)`` for the region tasks, in pixels with ``image_size=(width, height)``, or
+    fractions of the width / height in [0, 1] with ``region_format="normalized"`` (no image size needed).
+    """
+    spec = check_task_input(task, text, region, region_format=region_format)
+    if not spec.takes_input:
+        return task
+    if region is not None:
+        return task + format_region(region_bins(region, image_size, region_format=region_format))
     if spec.region_input:
         return task + _check_region_text(task, text)
-    inner = _first_token_in(text, TASKS)
-    if inner is not None:
-        raise ValueError(f"the input of {task} must not contain a task token, found {inner}")
     return task + text.strip()
+
+
+def build_task_texts(task: str, text: str | None = None, regions: Sequence[Any] | None = None,
+                     image_size: tuple[float, float] | None = None, *,
+                     region_format: str = "pixels") -> list[str]:
+    """``build_task_text`` for several regions at once: one processor text per region, in order.
+
+    Florence-2's region tasks read one box per prompt, so several regions mean several prompts (run as
+    one batch). ``regions`` is a sequence of boxes; a single box is accepted too. Without regions this
+    is ``[build_task_text(task, text)]``.
+    """
+    if regions is None:
+        return [build_task_text(task, text, None, image_size, region_format=region_format)]
+    if isinstance(regions, (str, bytes)):
+        raise ValueError(f"regions must be a sequence of (x1, y1, x2, y2) boxes, got the string {regions!r}")
+    boxes = [regions] if _is_box(regions) else list(regions) if _iterable(regions) else None
+    if not boxes:
+        raise ValueError(f"regions must be a non-empty sequence of (x1, y1, x2, y2) boxes, got {regions!r}")
+    texts = []
+    for i, box in enumerate(boxes):
+        try:
+            texts.append(build_task_text(task, text, box, image_size, region_format=region_format))
+        except ValueError as e:
+            raise ValueError(f"region {i}: {e}" if len(boxes) > 1 else str(e)) from None
+    return texts
+
+
+def _iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
