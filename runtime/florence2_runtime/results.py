@@ -1,0 +1,359 @@
+"""Typed Florence-2 results: boxes, quad boxes, polygons and text, built from ``run()``'s dict.
+
+``Florence2.run`` returns ``Florence2Processor.post_process_generation``'s dict, whose shape depends on
+the task; :class:`Florence2Result` gives every task the same fields::
+
+    result = model.predict("photo.jpg", "<OD>")      # or Florence2Result.from_dict(model.run(...), size)
+    result.boxes[0].xyxy, result.boxes[0].label        # pixel box, label
+    result.to_json(); result.to_coco(image_id=7); result.to_supervision(); result.draw("photo.jpg")
+
+Which answer shape a task has is the table ``TASK_KINDS`` (task -> kind), and each kind has one reader in
+``_READERS``. Coordinates are pixels of the original image, exactly the numbers of the dict (ints).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import require
+from .postprocess import FALLBACK_PARSE_TYPE, TASK_PARSE_TYPES, dequantize
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+__all__ = ["TASK_KINDS", "BoundingBox", "Florence2Result", "Polygon", "QuadBox"]
+
+JSON_VERSION = 1
+
+# --- task -> kind of answer ----------------------------------------------------------------------------
+_KIND_OF_PARSE_TYPE = {
+    "pure_text": "text",
+    "ocr": "quads",
+    "phrase_grounding": "boxes",
+    "description_with_bboxes": "boxes",
+    "bboxes": "boxes",
+    "polygons": "polygons",
+    "description_with_polygons": "polygons",
+    "description_with_bboxes_or_polygons": "boxes_and_polygons",
+}
+# The region tasks answer text that ends with the region's four location tokens ("car<loc_52>...").
+_REGION_TEXT_TASKS = ("<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>", "<REGION_TO_OCR>")
+TASK_KINDS: Mapping[str, str] = MappingProxyType({
+    **{task: _KIND_OF_PARSE_TYPE[parse] for task, parse in TASK_PARSE_TYPES.items()},
+    **{task: "region_text" for task in _REGION_TEXT_TASKS},
+})
+FALLBACK_KIND = _KIND_OF_PARSE_TYPE[FALLBACK_PARSE_TYPE]  # post-processing treats unknown tasks as text
+
+_LOC_RUN = re.compile(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>")
+_LOC_TOKEN = re.compile(r"<loc_\d+>")
+
+
+# --- the dataclasses -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BoundingBox:
+    """An axis-aligned box ``(x1, y1, x2, y2)`` in pixels, with its label ("" when the task gives none)."""
+
+    xyxy: tuple[float, float, float, float]
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class QuadBox:
+    """A four-corner box ``(x1, y1, ..., x4, y4)`` in pixels (OCR with regions), with its text."""
+
+    points: tuple[float, ...]
+    label: str = ""
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        xs, ys = self.points[0::2], self.points[1::2]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+@dataclass(frozen=True)
+class Polygon:
+    """One object as one or more polygons, each a flat ``(x1, y1, x2, y2, ...)`` tuple in pixels."""
+
+    parts: tuple[tuple[float, ...], ...]
+    label: str = ""
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float] | None:
+        """Bounds of every part with at least one point; None when there is none."""
+        xs = [x for p in self.parts for x in p[0::2]]
+        ys = [y for p in self.parts for y in p[1::2]]
+        return (min(xs), min(ys), max(xs), max(ys)) if xs else None
+
+
+@dataclass(frozen=True)
+class Florence2Result:
+    """The answer of one task on one image, the same fields for every task.
+
+    task: the task token; image_size: (width, height) of the image the coordinates refer to;
+    text: the text answer (captions, OCR, region tasks without their location tokens), else None;
+    boxes / quad_boxes / polygons: the located objects; raw: ``run()``'s dict ``{task: answer}``.
+    """
+
+    task: str
+    image_size: tuple[int, int]
+    text: str | None = None
+    boxes: tuple[BoundingBox, ...] = ()
+    quad_boxes: tuple[QuadBox, ...] = ()
+    polygons: tuple[Polygon, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
+
+    # --- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, result: Mapping[str, Any], image_size: Sequence[int]) -> "Florence2Result":
+        """From ``run()`` / ``post_process_generation``'s ``{task: answer}`` and the image (width, height)."""
+        if not isinstance(result, Mapping) or len(result) != 1:
+            raise ValueError(f"expected a dict with one task key, as Florence2.run returns, "
+                             f"got {result!r:.200}")
+        (task, answer), = result.items()
+        return cls.from_answer(task, answer, image_size)
+
+    @classmethod
+    def from_answer(cls, task: str, answer: Any, image_size: Sequence[int]) -> "Florence2Result":
+        """From a task token and its answer (the value of ``run()``'s dict)."""
+        if not isinstance(task, str):
+            raise ValueError(f"task must be a task token string, got {task!r}")
+        size = _image_size(image_size)
+        kind = TASK_KINDS.get(task, FALLBACK_KIND)
+        fields = _READERS[kind](task, answer, size)
+        return cls(task=task, image_size=size, raw={task: _plain(answer)}, **fields)
+
+    # --- views ----------------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        """The answer's kind: text, region_text, boxes, quads, polygons or boxes_and_polygons."""
+        return TASK_KINDS.get(self.task, FALLBACK_KIND)
+
+    @property
+    def labels(self) -> list[str]:
+        """Labels of the boxes, then the quad boxes, then the polygons."""
+        return [o.label for o in (*self.boxes, *self.quad_boxes, *self.polygons)]
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """Boxes as float32 [N, 4] (``boxes`` only)."""
+        return np.array([b.xyxy for b in self.boxes], dtype=np.float32).reshape(-1, 4)
+
+    def __len__(self) -> int:
+        return len(self.boxes) + len(self.quad_boxes) + len(self.polygons)
+
+    # --- JSON -----------------------------------------------------------------------------------------
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (see ``to_json``)."""
+        return {
+            "version": JSON_VERSION,
+            "task": self.task,
+            "image_size": list(self.image_size),
+            "text": self.text,
+            "boxes": [{"xyxy": list(b.xyxy), "label": b.label} for b in self.boxes],
+            "quad_boxes": [{"points": list(q.points), "label": q.label} for q in self.quad_boxes],
+            "polygons": [{"parts": [list(p) for p in g.parts], "label": g.label} for g in self.polygons],
+            "raw": self.raw,
+        }
+
+    def to_json(self, **dumps_kwargs: Any) -> str:
+        """JSON text; ``Florence2Result.from_json(r.to_json()) == r``. Keywords go to ``json.dumps``."""
+        dumps_kwargs.setdefault("ensure_ascii", False)
+        return json.dumps(self.to_json_dict(), **dumps_kwargs)
+
+    @classmethod
+    def from_json(cls, data: str | bytes | Mapping[str, Any]) -> "Florence2Result":
+        """Inverse of ``to_json`` (also takes the dict of ``to_json_dict``)."""
+        d = json.loads(data) if isinstance(data, (str, bytes)) else data
+        if not isinstance(d, Mapping) or "task" not in d or "image_size" not in d:
+            raise ValueError("not a Florence2Result JSON object (needs 'task' and 'image_size')")
+        try:
+            return cls(
+                task=d["task"],
+                image_size=_image_size(d["image_size"]),
+                text=d.get("text"),
+                boxes=tuple(BoundingBox(_coords(b["xyxy"], 4, "box"), _label(b.get("label", "")))
+                            for b in d.get("boxes", ())),
+                quad_boxes=tuple(QuadBox(_coords(q["points"], 8, "quad box"), _label(q.get("label", "")))
+                                 for q in d.get("quad_boxes", ())),
+                polygons=tuple(
+                    Polygon(tuple(_polygon_part(p) for p in g["parts"]), _label(g.get("label", "")))
+                    for g in d.get("polygons", ())),
+                raw=d.get("raw", {}),
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"malformed Florence2Result JSON: {e!r}") from None
+
+    # --- COCO -----------------------------------------------------------------------------------------
+    def to_coco(self, image_id: int = 1, category_ids: Mapping[str, int] | None = None, *,
+                first_annotation_id: int = 1, file_name: str | None = None) -> dict[str, Any]:
+        """A COCO-style dict for this image: ``{"images", "annotations", "categories"}``.
+
+        Each box, quad box and polygon object becomes one annotation with ``bbox`` ``[x, y, w, h]``,
+        ``area`` and ``category_id``; quads and polygons also carry ``segmentation`` (flat polygons;
+        parts with fewer than 3 points are left out, and an object left with none is skipped).
+        category_ids maps label -> id; None numbers the sorted distinct labels from 1. A label missing
+        from category_ids raises ValueError.
+        """
+        from . import coco
+
+        return coco.to_coco(self, image_id, category_ids, first_annotation_id, file_name)
+
+    # --- supervision ----------------------------------------------------------------------------------
+    def to_supervision(self):
+        """``supervision.Detections``, equal to what supervision's
+        ``Detections.from_vlm(sv.VLM.FLORENCE_2, result.raw, resolution_wh=result.image_size)`` builds.
+
+        Needs the optional ``supervision`` package (extra ``supervision``). Tasks supervision does not
+        read (text tasks, ``<REGION_TO_OCR>``) and region answers without a location box give empty
+        Detections where supervision raises ValueError.
+        """
+        sv = require("supervision", "supervision", "Florence2Result.to_supervision()")
+        from .svconvert import to_detections
+
+        return to_detections(self, sv)
+
+    # --- drawing --------------------------------------------------------------------------------------
+    def draw(self, image, **style: Any) -> "Image.Image":
+        """A copy of ``image`` (PIL, array, path or bytes) with the boxes, quads, polygons and labels drawn.
+
+        Coordinates are scaled when the image's size differs from ``image_size``. Options: see
+        ``florence2_runtime.drawing.draw_result``.
+        """
+        from .drawing import draw_result
+
+        return draw_result(self, image, **style)
+
+
+# --- readers: (task, answer, image_size) -> dataclass fields --------------------------------------------
+def _image_size(image_size: Any) -> tuple[int, int]:
+    try:
+        width, height = image_size
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (width, height), got {image_size!r}") from None
+    for v in (width, height):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+            raise ValueError(f"image_size must be two positive ints (width, height), got {image_size!r}")
+    return int(width), int(height)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists and numpy scalars -> Python numbers, so ``raw`` survives a JSON round trip."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _coords(values: Any, n: int, what: str) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != n \
+            or not all(_number(v) for v in values):
+        raise ValueError(f"a {what} must be {n} numbers, got {values!r:.200}")
+    return tuple(_plain(v) for v in values)
+
+
+def _polygon_part(values: Any) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) % 2 \
+            or not all(_number(v) for v in values):
+        raise ValueError(f"a polygon must be a flat list of x, y numbers (even length), got {values!r:.200}")
+    return tuple(_plain(v) for v in values)
+
+
+def _label(label: Any) -> str:
+    if not isinstance(label, str):
+        raise ValueError(f"labels must be strings, got {label!r:.200}")
+    return label
+
+
+def _key(answer: Any, task: str, key: str) -> list:
+    if not isinstance(answer, Mapping) or key not in answer:
+        raise ValueError(f"the answer of {task} must be a dict with {key!r}, got {answer!r:.200}")
+    value = answer[key]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{task}: {key!r} must be a list, got {value!r:.200}")
+    return list(value)
+
+
+def _paired(answer: Any, task: str, items_key: str, labels_key: str) -> list[tuple[Any, str]]:
+    items, labels = _key(answer, task, items_key), _key(answer, task, labels_key)
+    if len(items) != len(labels):
+        raise ValueError(f"{task}: {len(items)} {items_key} but {len(labels)} {labels_key}")
+    return list(zip(items, (_label(label) for label in labels)))
+
+
+def _boxes(answer, task, items_key="bboxes", labels_key="labels") -> tuple[BoundingBox, ...]:
+    return tuple(BoundingBox(_coords(b, 4, "box"), label)
+                 for b, label in _paired(answer, task, items_key, labels_key))
+
+
+def _polygons(answer, task, items_key="polygons", labels_key="labels") -> tuple[Polygon, ...]:
+    out = []
+    for parts, label in _paired(answer, task, items_key, labels_key):
+        if not isinstance(parts, (list, tuple)):
+            raise ValueError(f"{task}: each object's polygons must be a list of flat lists, "
+                             f"got {parts!r:.200}")
+        out.append(Polygon(tuple(_polygon_part(p) for p in parts), label))
+    return tuple(out)
+
+
+def _text_answer(task: str, answer: Any) -> str:
+    if not isinstance(answer, str):
+        raise ValueError(f"the answer of {task} must be a str, got {answer!r:.200}")
+    return answer
+
+
+def _read_text(task, answer, size) -> dict:
+    return {"text": _text_answer(task, answer)}
+
+
+def _read_region_text(task, answer, size) -> dict:
+    """"car<loc_52><loc_332><loc_932><loc_774>" -> text "car" and that box, labelled "car"."""
+    answer = _text_answer(task, answer)
+    runs = list(_LOC_RUN.finditer(answer))
+    text = _LOC_TOKEN.sub("", answer).strip()
+    if not runs:
+        return {"text": text}
+    label = answer[: runs[0].start()].strip()
+    flat = dequantize([int(b) for m in runs for b in m.groups()], size)
+    boxes = tuple(BoundingBox(tuple(flat[i:i + 4]), label) for i in range(0, len(flat), 4))
+    return {"text": text, "boxes": boxes}
+
+
+def _read_boxes(task, answer, size) -> dict:
+    return {"boxes": _boxes(answer, task)}
+
+
+def _read_quads(task, answer, size) -> dict:
+    return {"quad_boxes": tuple(QuadBox(_coords(q, 8, "quad box"), label)
+                                for q, label in _paired(answer, task, "quad_boxes", "labels"))}
+
+
+def _read_polygons(task, answer, size) -> dict:
+    return {"polygons": _polygons(answer, task)}
+
+
+def _read_boxes_and_polygons(task, answer, size) -> dict:
+    return {"boxes": _boxes(answer, task, "bboxes", "bboxes_labels"),
+            "polygons": _polygons(answer, task, "polygons", "polygons_labels")}
+
+
+_READERS: Mapping[str, Callable[[str, Any, tuple[int, int]], dict]] = MappingProxyType({
+    "text": _read_text,
+    "region_text": _read_region_text,
+    "boxes": _read_boxes,
+    "quads": _read_quads,
+    "polygons": _read_polygons,
+    "boxes_and_polygons": _read_boxes_and_polygons,
+})

@@ -1,0 +1,124 @@
+"""``Florence2Result`` -> ``supervision.Detections``, equal to what ``Detections.from_vlm`` builds.
+
+supervision 0.31's ``from_vlm(VLM.FLORENCE_2, {task: answer}, resolution_wh=(w, h))`` gives, per task:
+
+- ``<OD>``, ``<CAPTION_TO_PHRASE_GROUNDING>``, ``<DENSE_REGION_CAPTION>``, ``<OPEN_VOCABULARY_DETECTION>``:
+  float32 boxes with ``data["class_name"]`` (OVD: the box labels; its polygons are not read);
+- ``<REGION_PROPOSAL>``: boxes, no class names;
+- ``<OCR_WITH_REGION>``: ``data["xyxyxyxy"]`` float32 [N, 4, 2], the quads' bounds as boxes, class names;
+- the segmentation tasks: one detection per object, its parts with >= 3 points (int32) filled into one
+  boolean mask of the image size and bounded by one box; no class names;
+- ``<REGION_TO_CATEGORY>``, ``<REGION_TO_DESCRIPTION>``: the first 4 location tokens of the text as
+  ``bins * (w, h, w, h) / 1000`` (float32), class name = the text before them; "No object detected." -> empty;
+- box corners sorted so that x1 <= x2 and y1 <= y2; no detections -> ``Detections.empty()`` with an
+  empty ``class_name``.
+
+supervision raises ValueError for the tasks it does not read and for region answers without location
+tokens; this module returns empty Detections there instead.
+"""
+
+from __future__ import annotations
+
+import re
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .results import Florence2Result
+
+CLASS_NAME = "class_name"
+ORIENTED_BOXES = "xyxyxyxy"
+NO_OBJECT = "No object detected."
+MIN_POLYGON_POINTS = 3
+_LOC_RUN = re.compile(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>")
+
+# (xyxy float [N, 4], class names or None, masks [N, H, W] or None, quads [N, 4, 2] or None)
+_Parts = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None", "np.ndarray | None"]
+
+
+def _sorted_corners(xyxy: np.ndarray) -> np.ndarray:
+    xyxy = xyxy.reshape(-1, 4)
+    x = np.sort(xyxy[:, 0::2], axis=1)
+    y = np.sort(xyxy[:, 1::2], axis=1)
+    return np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1).astype(xyxy.dtype, copy=False)
+
+
+def _boxes(result: "Florence2Result", sv) -> _Parts:
+    return result.xyxy, np.array([b.label for b in result.boxes]), None, None
+
+
+def _unlabelled_boxes(result: "Florence2Result", sv) -> _Parts:
+    return result.xyxy, None, None, None
+
+
+def _quads(result: "Florence2Result", sv) -> _Parts:
+    quads = np.array([q.points for q in result.quad_boxes], dtype=np.float32).reshape(-1, 4, 2)
+    xyxy = np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
+    return xyxy, np.array([q.label for q in result.quad_boxes]), None, quads
+
+
+def _masks(result: "Florence2Result", sv) -> _Parts:
+    width, height = result.image_size
+    boxes, masks = [], []
+    for obj in result.polygons:
+        parts = [np.reshape(p, (-1, 2)).astype(np.int32) for p in obj.parts]
+        parts = [p for p in parts if len(p) >= MIN_POLYGON_POINTS]
+        if not parts:
+            continue
+        mask = np.zeros((height, width), dtype=bool)
+        for p in parts:
+            mask |= sv.polygon_to_mask(p, (width, height)).astype(bool)
+        points = np.concatenate(parts)
+        boxes.append(np.concatenate([points.min(axis=0), points.max(axis=0)]))
+        masks.append(mask)
+    xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    return xyxy, None, np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool), None
+
+
+def _region(result: "Florence2Result", sv) -> _Parts:
+    answer = result.raw.get(result.task) if result.raw else None
+    if not isinstance(answer, str):
+        raise ValueError(f"{result.task}: to_supervision needs the raw text answer (Florence2Result.raw)")
+    match = _LOC_RUN.search(answer)
+    if answer == NO_OBJECT or match is None:
+        return np.empty((0, 4), dtype=np.float32), np.array([]), None, None
+    width, height = result.image_size
+    xyxy = np.array([match.groups()], dtype=np.float32)
+    xyxy *= np.array([width, height, width, height]) / 1000
+    return xyxy, np.array([answer[: match.start()]]), None, None
+
+
+def _nothing(result: "Florence2Result", sv) -> _Parts:
+    return np.empty((0, 4), dtype=np.float32), None, None, None
+
+
+_CONVERTERS: Mapping[str, Callable[[Any, Any], _Parts]] = MappingProxyType({
+    "<OD>": _boxes,
+    "<CAPTION_TO_PHRASE_GROUNDING>": _boxes,
+    "<DENSE_REGION_CAPTION>": _boxes,
+    "<OPEN_VOCABULARY_DETECTION>": _boxes,
+    "<REGION_PROPOSAL>": _unlabelled_boxes,
+    "<OCR_WITH_REGION>": _quads,
+    "<REFERRING_EXPRESSION_SEGMENTATION>": _masks,
+    "<REGION_TO_SEGMENTATION>": _masks,
+    "<REGION_TO_CATEGORY>": _region,
+    "<REGION_TO_DESCRIPTION>": _region,
+})
+
+
+def to_detections(result: "Florence2Result", sv):
+    """See ``Florence2Result.to_supervision``; ``sv`` is the imported supervision module."""
+    xyxy, names, masks, quads = _CONVERTERS.get(result.task, _nothing)(result, sv)
+    xyxy = _sorted_corners(xyxy)
+    if len(xyxy) == 0:
+        empty = sv.Detections.empty()
+        empty.data = {CLASS_NAME: np.empty(0, dtype=str)}
+        return empty
+    data = {}
+    if names is not None:
+        data[CLASS_NAME] = names
+    if quads is not None:
+        data[ORIENTED_BOXES] = quads
+    return sv.Detections(xyxy=xyxy, mask=masks, data=data)

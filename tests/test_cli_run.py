@@ -1,0 +1,124 @@
+"""``florence2 run`` with --output, --draw, several images, folders, regions and --typed."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from florence2_export.tiny import make_test_image
+from florence2_runtime import Florence2Result
+from florence2_runtime.cli import build_parser, main
+from florence2_runtime.runcmd import run_command
+from PIL import Image
+
+GEN = ["--max-new-tokens", "12", "--num-beams", "1"]
+GEN_KW = dict(max_new_tokens=12, num_beams=1)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli-images")
+    paths = []
+    for i, (w, h) in enumerate([(120, 90), (40, 150), (200, 60)]):
+        paths.append(folder / f"im{i}.png")
+        make_test_image(w, h, seed=10 + i).save(paths[-1])
+    (folder / "notes.txt").write_text("not an image, not picked from the folder")
+    return paths
+
+
+def _lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_single_image_output_file_and_drawing(onnx_folder, onnx_model, images, tmp_path, capsys):
+    out, drawn = tmp_path / "result.json", tmp_path / "annotated.png"
+    code = main(["run", str(onnx_folder), str(images[0]), "--task", "<OD>", "--output", str(out),
+                 "--draw", str(drawn), *GEN])
+    assert code == 0 and capsys.readouterr().out == ""  # the result went to the file
+    expected = onnx_model.run(images[0], "<OD>", **GEN_KW)
+    assert json.loads(out.read_text()) == expected
+    assert Image.open(drawn).size == Image.open(images[0]).size
+
+
+def test_typed_output(onnx_folder, onnx_model, images, capsys):
+    assert main(["run", str(onnx_folder), str(images[1]), "--task", "<CAPTION>", "--typed", *GEN]) == 0
+    got = Florence2Result.from_json(capsys.readouterr().out)
+    assert got == onnx_model.predict(images[1], "<CAPTION>", **GEN_KW)
+
+
+def test_several_images_and_a_folder_give_json_lines(onnx_folder, onnx_model, images, tmp_path, capsys):
+    drawn = tmp_path / "drawn"
+    code = main(["run", str(onnx_folder), str(images[0].parent), str(images[1]), "--task",
+                 "<CAPTION_TO_PHRASE_GROUNDING>", "--text", "a red ball", "--draw", str(drawn), *GEN])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err == ""  # not a terminal: no progress bar
+    lines = _lines(captured.out)
+    assert [line["image"] for line in lines] == [str(p) for p in images] + [str(images[1])]
+    for line in lines:
+        path = line.pop("image")
+        assert line == onnx_model.run(path, "<CAPTION_TO_PHRASE_GROUNDING>", text="a red ball", **GEN_KW)
+    assert sorted(p.name for p in drawn.iterdir()) == ["im0.png", "im1-2.png", "im1.png", "im2.png"]
+
+
+def test_several_regions_one_line_each(onnx_folder, onnx_model, images, tmp_path, capsys):
+    out = tmp_path / "regions.jsonl"
+    drawn = tmp_path / "regions.png"
+    code = main(["run", str(onnx_folder), str(images[0]), "--task", "<REGION_TO_DESCRIPTION>", "--region",
+                 "0.1,0.1,0.5,0.5", "--region", "0,0,1,1", "--region-format", "normalized", "-o", str(out),
+                 "--draw", str(drawn), *GEN])
+    assert code == 0
+    lines = _lines(out.read_text())
+    assert [line.pop("region") for line in lines] == [[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]
+    assert lines == [r.raw for r in onnx_model.predict_regions(
+        images[0], "<REGION_TO_DESCRIPTION>", [(0.1, 0.1, 0.5, 0.5), (0, 0, 1, 1)],
+        region_format="normalized", **GEN_KW)]
+    assert Image.open(drawn).size == (120, 90)
+
+
+def test_progress_bar_on_a_terminal_and_quiet(onnx_folder, images):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    argv = ["run", str(onnx_folder), *map(str, images), "--task", "<OD>", *GEN]
+    for extra, shown in [([], True), (["--quiet"], False)]:
+        args = build_parser().parse_args(argv + extra)
+        out, err = io.StringIO(), Tty()
+        assert run_command(args, GEN_KW, stdout=out, stderr=err) == 0
+        assert len(_lines(out.getvalue())) == 3
+        assert ("3/3" in err.getvalue()) is shown
+
+
+def test_a_broken_image_among_several_is_reported_and_the_rest_run(onnx_folder, images, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a png")
+    code = main(["run", str(onnx_folder), str(images[0]), str(broken), "--task", "<OD>", *GEN])
+    captured = capsys.readouterr()
+    lines = _lines(captured.out)
+    assert code == 1
+    assert [sorted(line) for line in lines] == [["<OD>", "image"], ["error", "image"]]
+    assert lines[1]["image"] == str(broken) and "broken.png" in captured.err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "0.1,0.1,1.5,0.5",
+      "--region-format", "normalized"], "[0, 1]"),
+    (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,1,2,2", "--region-format", "percent"],
+     "region-format"),
+    (["{image}", "--task", "<OD>", "--region", "1,1,2,2"], "<OD>"),
+    (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,1,2,2", "--region", "3,3"], "region"),
+    (["{image}", "--task", "<OD>", "--draw", "{tmp}/out.nope"], "extension"),
+    (["{image}", "--task", "<OD>", "--draw", "{tmp}/missing/out.png"], "does not exist"),
+    (["{image}", "{image}", "--task", "<OD>", "--draw", "{image}"], "folder"),
+    (["{tmp}/empty", "--task", "<OD>"], "no image files"),
+    (["{image}", "--task", "<OD>", "--output", "{tmp}"], "--output"),
+    (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,1,500,2"], "outside"),
+])
+def test_bad_arguments_exit_2_with_one_line(onnx_folder, images, tmp_path, capsys, args, words):
+    (tmp_path / "empty").mkdir()
+    argv = ["run", str(onnx_folder)] + [a.format(image=images[0], tmp=tmp_path) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("florence2: error:") and words in err, err
