@@ -1,0 +1,21 @@
+"""HTTP serving for Florence-2 (the ``serve`` extra): FastAPI app, dynamic batching, Ray Serve deployment.
+
+    from florence2_runtime.server import ServerLimits, create_app
+    app = create_app(Florence2.from_pretrained("model"), ServerLimits(max_batch_size=8))
+
+Importing this package needs no web framework; ``create_app`` imports FastAPI when called.
+"""
+
+from __future__ import annotations
+
+from .limits import ServerLimits
+
+
+def create_app(model, limits: ServerLimits | None = None, model_name: str | None = None):
+    """See :func:`florence2_runtime.server.app.create_app`."""
+    from .app import create_app as _create_app
+
+    return _create_app(model, limits, model_name)
+
+
+__all__ = ["ServerLimits", "create_app"]

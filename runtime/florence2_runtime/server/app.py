@@ -1,0 +1,271 @@
+"""The FastAPI app: ``/health``, ``/metrics``, ``/v1/infer`` and the NVIDIA-compatible route.
+
+Every refusal is a JSON ``{"error": {"kind", "message"}}`` with a 4xx status (503/504 for overload and
+timeouts). Image decoding runs in a thread pool, inference in the batcher's single worker thread: the
+event loop only parses and routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import require
+from .batching import DynamicBatcher, Job, Outcome, QueueFull
+from .images import decode_base64, decode_image
+from .limits import ServerLimits
+from .metrics import Metrics
+from .nim import build_response, parse_request
+from .problems import RequestError, bad_request, invalid
+from .validation import INFER_FIELDS, build_prompt, check_generation, check_task
+
+NIM_ROUTE = "/v1/vlm/microsoft/florence-2"
+OPEN_ROUTES = frozenset({"/health"})  # answered without the API key (load-balancer probes)
+
+
+def _fastapi():
+    return require("fastapi", "serve", "The Florence-2 server")
+
+
+def create_app(model, limits: ServerLimits | None = None, model_name: str | None = None):
+    """A FastAPI app serving ``model`` (a loaded ``Florence2``) under ``limits``."""
+    fastapi = _fastapi()
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+
+    limits = limits or ServerLimits()
+    name = model_name or Path(getattr(model, "folder", "florence2")).name
+    metrics = Metrics()
+    batcher = DynamicBatcher(model, limits.max_batch_size, limits.max_wait_ms, limits.max_queue,
+                             on_batch=metrics.record_batch)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        await batcher.close()
+
+    app = fastapi.FastAPI(title="Florence-2 (ONNX Runtime)", lifespan=lifespan, docs_url=None, redoc_url=None,
+                          openapi_url=None)
+    app.state.batcher, app.state.metrics, app.state.limits = batcher, metrics, limits
+
+    def error_response(e: RequestError) -> JSONResponse:
+        metrics.record_error(e.kind)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    def endpoint(route: str, handler: Callable[[Request], Awaitable[Any]]):
+        """Wrap a handler: API key, RequestError -> JSON error, metrics."""
+
+        async def wrapped(request: Request):
+            start = time.perf_counter()
+            try:
+                if route not in OPEN_ROUTES:
+                    _check_api_key(request, limits.api_key)
+                response = await handler(request)
+            except RequestError as e:
+                response = error_response(e)
+            except Exception as e:  # a bug: still JSON, still counted, the worker lives on
+                response = error_response(RequestError(500, "internal", f"internal error ({type(e).__name__})"))
+            metrics.record_request(route, response.status_code, time.perf_counter() - start)
+            return response
+
+        return wrapped
+
+    async def run_job(job: Job) -> Outcome:
+        try:
+            return await asyncio.wait_for(batcher.submit(job), limits.request_timeout_s)
+        except QueueFull:
+            raise RequestError(503, "queue_full", f"the server is busy ({limits.max_queue} requests waiting); retry later",
+                               headers={"Retry-After": str(limits.retry_after_s)}) from None
+        except asyncio.TimeoutError:
+            raise RequestError(504, "timeout", f"the request took longer than {limits.request_timeout_s} s") from None
+
+    async def infer_fields(task, text, region, region_format, generation, image_bytes: bytes) -> tuple[Job, float]:
+        """Checked fields + image bytes -> a Job (image decoded off the event loop) and the decode time."""
+        check_task(task, text, region, region_format)
+        gen, options = check_generation(generation, limits, model)
+        t0 = time.perf_counter()
+        image = await asyncio.to_thread(decode_image, image_bytes, limits.max_pixels)
+        decode_ms = (time.perf_counter() - t0) * 1000.0
+        prompt = build_prompt(task, text, region, region_format, image.size, model)
+        return Job(image, prompt, task, gen, options), decode_ms
+
+    async def infer(request: Request):
+        t0 = time.perf_counter()
+        fields = await _read_infer_request(request, limits)
+        unexpected = sorted(set(fields) - INFER_FIELDS)
+        if unexpected:
+            raise invalid("unexpected_field", f"unexpected field(s) {', '.join(map(repr, unexpected))}; "
+                                              f"allowed: {', '.join(sorted(INFER_FIELDS))}")
+        if fields.get("image") is None:
+            raise invalid("missing_field", "'image' is required (base64, a data URL, or a multipart file)")
+        image = fields["image"]
+        image_bytes = image if isinstance(image, bytes) else await asyncio.to_thread(decode_base64, image)
+        job, decode_ms = await infer_fields(fields.get("task"), fields.get("text"), fields.get("region"),
+                                            fields.get("region_format", "pixels"), fields.get("generation"),
+                                            image_bytes)
+        outcome = await run_job(job)
+        timing = {"decode_image": decode_ms, "queue": outcome.queue_ms, "inference": outcome.inference_ms,
+                  "total": (time.perf_counter() - t0) * 1000.0}
+        return JSONResponse({"result": outcome.result, "timing_ms": {k: round(v, 3) for k, v in timing.items()},
+                             "batch_size": outcome.batch_size})
+
+    async def nim(request: Request):
+        body = await asyncio.to_thread(_parse_json, await _read_body(request, limits))
+        task, text, src = parse_request(body)
+        job, _ = await infer_fields(task, text, None, "pixels", None, await asyncio.to_thread(decode_base64, src))
+        outcome = await run_job(job)
+        return JSONResponse(build_response(task, outcome.result, name))
+
+    async def health(_request: Request):
+        return JSONResponse({"status": "ok", "model": name, "providers": list(model.providers),
+                             "queue_depth": batcher.queue_depth, "running": batcher.running,
+                             "max_batch_size": limits.max_batch_size, "rss_mib": _rss_mib()})
+
+    async def metrics_route(_request: Request):
+        gauges = {"queue_depth": ("Requests waiting for the model.", batcher.queue_depth),
+                  "running": ("Requests in the batch being run.", batcher.running),
+                  "resident_memory_mib": ("Resident memory of the server process (MiB).", _rss_mib())}
+        return PlainTextResponse(metrics.render(gauges), media_type="text/plain; version=0.0.4")
+
+    for route, handler, method in (("/health", health, "GET"), ("/metrics", metrics_route, "GET"),
+                                   ("/v1/infer", infer, "POST"), (NIM_ROUTE, nim, "POST")):
+        app.add_route(route, endpoint(route, handler), methods=[method], include_in_schema=False)  # plain Starlette
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc):  # 404 / 405 in the same JSON shape
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(RequestError(exc.status_code, kind, str(exc.detail)))
+
+    return app
+
+
+def _rss_mib() -> float:
+    """Resident memory of this process in MiB (Linux /proc; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _check_api_key(request, api_key: str | None) -> None:
+    """``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, compared in constant time."""
+    if api_key is None:
+        return
+    given = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if given is None and auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    if given is None or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                                api_key.encode("utf-8", "surrogateescape")):
+        raise RequestError(401, "unauthorized", "missing or wrong API key (send 'Authorization: Bearer <key>')",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _read_body(request, limits: ServerLimits) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed ``max_body_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > limits.max_body_bytes
+        except ValueError:
+            raise bad_request("invalid_request", f"bad Content-Length header {declared!r}") from None
+        if too_big:
+            raise _too_large(limits)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise _too_large(limits)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limits: ServerLimits) -> RequestError:
+    return RequestError(413, "body_too_large", f"request body exceeds {limits.max_body_bytes} bytes")
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body:
+        raise bad_request("invalid_json", "request body is empty; send a JSON object")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise bad_request("invalid_json", f"request body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise bad_request("invalid_json", "request body is nested too deeply") from None
+
+
+async def _read_infer_request(request, limits: ServerLimits) -> dict:
+    """JSON or multipart -> a dict of fields; a multipart image stays bytes, JSON-valued fields are parsed."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    body = await _read_body(request, limits)
+    if content_type in ("application/json", ""):
+        fields = await asyncio.to_thread(_parse_json, body)  # large bodies take milliseconds: off the loop
+        if not isinstance(fields, dict):
+            raise bad_request("invalid_json", f"request body must be a JSON object, got {type(fields).__name__}")
+        return fields
+    if content_type == "multipart/form-data":
+        return await _read_multipart(request, body, limits)
+    raise RequestError(415, "unsupported_media_type",
+                       f"Content-Type {content_type!r} is not supported; send application/json or multipart/form-data")
+
+
+async def _read_multipart(request, body: bytes, limits: ServerLimits) -> dict:
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    sent = False
+
+    async def replay():  # the body was already read (and size-checked): hand it to the form parser
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=16,
+                                                         max_part_size=limits.max_body_bytes)
+    except Exception as e:  # python-multipart / starlette parse errors
+        raise bad_request("invalid_multipart", f"cannot parse the multipart body ({getattr(e, 'detail', e)})") from None
+    fields: dict[str, Any] = {}
+    try:
+        for key, value in form.multi_items():
+            if key in fields:
+                raise bad_request("invalid_multipart", f"field {key!r} is given more than once")
+            if isinstance(value, UploadFile):
+                if key != "image":
+                    raise invalid("unexpected_field", f"only 'image' may be a file, got a file in {key!r}")
+                fields[key] = await value.read()
+            elif key == "image":
+                fields[key] = value  # base64 text in a form field
+            elif key in ("region", "generation"):
+                fields[key] = _form_json(key, value)
+            else:
+                fields[key] = value
+    finally:
+        await form.close()
+    return fields
+
+
+def _form_json(key: str, value: str) -> Any:
+    """A multipart ``region`` ('[x1, y1, x2, y2]' or 'x1,y1,x2,y2') or ``generation`` (a JSON object)."""
+    text = value.strip()
+    if key == "region" and text and not text.startswith("["):
+        text = f"[{text}]"
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        what = "[x1, y1, x2, y2] or x1,y1,x2,y2" if key == "region" else "a JSON object"
+        raise invalid(f"invalid_{key}" if key == "generation" else "invalid_task_input",
+                      f"multipart field {key!r} must be {what}, got {value[:80]!r}") from None

@@ -1,0 +1,212 @@
+"""Dynamic batching: concurrent requests with the same decoding options share one ``generate`` call.
+
+One asyncio task collects jobs; one worker thread runs the model, one batch at a time, so the event loop
+never blocks. A batch is formed when the model is free: the oldest waiting job fixes the decoding
+options, then up to ``max_batch_size`` waiting jobs with equal options join it (oldest first), waiting at
+most ``max_wait_ms`` for company. Jobs with other options wait for a later batch.
+
+Results equal unbatched ``Florence2.run``: ``generate`` is token-exact across batch sizes, and each row is
+cut after its first EOS, which removes the padding a shorter row gets in a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..decoding import DecodingOptions
+from ..postprocess import post_process_generation
+
+log = logging.getLogger("florence2.server")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One checked request: an RGB image, the processor text and the generation settings."""
+
+    image: Image.Image
+    prompt: str  # build_task_text's output, e.g. "<OD>" or "<REGION_TO_CATEGORY><loc_1>..."
+    task: str
+    generation: dict[str, Any]  # generate() keyword arguments as the client sent them
+    options: DecodingOptions  # the resolved options: jobs batch together only when these are equal
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A job's result (``run()``'s dict) and where its time went."""
+
+    result: dict
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+
+
+class QueueFull(Exception):
+    """The waiting queue holds ``max_queue`` jobs."""
+
+
+@dataclass
+class _Pending:
+    job: Job
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    """Queue + batch former + single inference thread for one ``Florence2`` model."""
+
+    def __init__(self, model, max_batch_size: int = 8, max_wait_ms: float = 5.0, max_queue: int = 64,
+                 on_batch=None):
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.on_batch = on_batch  # called with the batch size of every batch run
+        self._pending: deque[_Pending] = deque()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="florence2-infer")
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self.running = 0  # jobs in the batch the worker is running now
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(not p.future.done() for p in self._pending)
+
+    async def submit(self, job: Job) -> Outcome:
+        """Queue ``job`` and wait for its outcome. Raises QueueFull at once when the queue is full.
+
+        Cancelling the caller (a timeout) drops the job if it has not started.
+        """
+        self._ensure_started()
+        if self.queue_depth >= self.max_queue:
+            raise QueueFull()
+        pending = _Pending(job, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        self._wakeup.set()
+        return await pending.future
+
+    def _ensure_started(self) -> None:
+        if self._task is None or self._task.done():
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="florence2-batcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for p in self._pending:
+            if not p.future.done():
+                p.future.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_cancelled()
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._wait_for_company()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            self.running = len(batch)
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            except Exception as e:  # never lose the loop; fail this batch only
+                log.exception("batch of %d failed", len(batch))
+                outcomes = [e] * len(batch)
+            finally:
+                self.running = 0
+            for p, outcome in zip(batch, outcomes):
+                if p.future.done():  # timed out / cancelled meanwhile
+                    continue
+                if isinstance(outcome, BaseException):
+                    p.future.set_exception(outcome)
+                else:
+                    p.future.set_result(outcome)
+
+    async def _wait_for_company(self) -> None:
+        """Wait up to max_wait for the queue to fill a batch (no wait when batching is off)."""
+        if self.max_batch_size <= 1 or self.max_wait_s <= 0:
+            return
+        deadline = time.perf_counter() + self.max_wait_s
+        while self.queue_depth < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _drop_cancelled(self) -> None:
+        if any(p.future.done() for p in self._pending):
+            self._pending = deque(p for p in self._pending if not p.future.done())
+
+    def _take_batch(self) -> list[_Pending]:
+        """The oldest live job and up to max_batch_size - 1 later ones with equal options, in order."""
+        self._drop_cancelled()
+        if not self._pending:
+            return []
+        key = self._pending[0].job.options
+        batch, rest = [], deque()
+        for p in self._pending:
+            (batch if len(batch) < self.max_batch_size and p.job.options == key else rest).append(p)
+        self._pending = rest
+        return batch
+
+    # --- worker thread ---------------------------------------------------------------------------------
+    def _run_batch(self, batch: list[_Pending]) -> list[Outcome | BaseException]:
+        start = time.perf_counter()
+        jobs = [p.job for p in batch]
+        try:
+            results = self._infer(jobs)
+        except Exception:
+            if len(jobs) == 1:
+                raise
+            log.exception("batch of %d failed; running its jobs one by one", len(jobs))
+            results = []
+            for job in jobs:
+                try:
+                    results.append(self._infer([job])[0])
+                except Exception as e:
+                    results.append(e)
+        end = time.perf_counter()
+        if self.on_batch is not None:
+            self.on_batch(len(jobs))
+        inference_ms = (end - start) * 1000.0
+        return [r if isinstance(r, BaseException) else
+                Outcome(r, (start - p.enqueued) * 1000.0, inference_ms, len(jobs))
+                for p, r in zip(batch, results)]
+
+    def _infer(self, jobs: list[Job]) -> list[dict]:
+        """generate() once for all jobs (equal options), then decode and post-process row by row."""
+        model = self.model
+        ids = model.generate([j.image for j in jobs], [j.prompt for j in jobs], **jobs[0].generation)
+        eos = jobs[0].options.eos_token_id
+        decoded = model.decode([trim_after_eos(row, eos) for row in ids]) if len(jobs) > 1 else model.decode(ids)
+        banned = model.config.banned_grounding_tokens or None
+        return [post_process_generation(text, j.task, j.image.size, banned_grounding_tokens=banned)
+                for text, j in zip(decoded, jobs)]
+
+
+def trim_after_eos(row: np.ndarray, eos_token_id: int | None) -> np.ndarray:
+    """int64 [L] -> the row up to and including its first EOS after the start token (padding removed)."""
+    if eos_token_id is None:
+        return row
+    hits = np.flatnonzero(row[1:] == eos_token_id)
+    return row[: hits[0] + 2] if hits.size else row

@@ -1,0 +1,71 @@
+"""``florence2 serve``: its arguments and what it runs (uvicorn, or Ray Serve with ``--ray``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import require
+from .limits import API_KEY_ENV, ServerLimits, api_key_from_env
+
+MIB = 1024 * 1024
+_DEFAULTS = ServerLimits()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``serve`` subcommand's options."""
+    p.add_argument("model", help="exported model folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
+    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    p.add_argument("--api-key", help=f"require this key (Authorization: Bearer KEY); default: ${API_KEY_ENV}")
+    g = p.add_argument_group("batching")
+    g.add_argument("--max-batch-size", type=int, default=_DEFAULTS.max_batch_size, help="1 disables dynamic batching")
+    g.add_argument("--max-wait-ms", type=float, default=_DEFAULTS.max_wait_ms)
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-body-mb", type=float, default=_DEFAULTS.max_body_bytes / MIB)
+    g.add_argument("--max-pixels", type=int, default=_DEFAULTS.max_pixels)
+    g.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens)
+    g.add_argument("--max-num-beams", type=int, default=_DEFAULTS.max_num_beams)
+    g.add_argument("--max-queue", type=int, default=_DEFAULTS.max_queue)
+    g.add_argument("--timeout", type=float, default=_DEFAULTS.request_timeout_s, help="seconds per request")
+    g = p.add_argument_group("Ray Serve (the 'ray' extra)")
+    g.add_argument("--ray", action="store_true", help="serve through Ray Serve instead of a single uvicorn process")
+    g.add_argument("--ray-address", help="Ray cluster address (default: join a running cluster or start one)")
+    g.add_argument("--replicas", type=int, default=1, help="fixed replica count (ignored with --max-replicas)")
+    g.add_argument("--min-replicas", type=int, help="autoscaling lower bound")
+    g.add_argument("--max-replicas", type=int, help="enables autoscaling up to this many replicas")
+    g.add_argument("--target-ongoing-requests", type=float, default=4.0, help="autoscaling target per replica")
+    g.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per replica")
+    g.add_argument("--num-gpus", type=float, default=0.0, help="GPUs reserved per replica")
+
+
+def limits_from_args(args: argparse.Namespace) -> ServerLimits:
+    return ServerLimits(
+        max_body_bytes=int(args.max_body_mb * MIB), max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens,
+        max_num_beams=args.max_num_beams, max_queue=args.max_queue, request_timeout_s=args.timeout,
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, api_key=api_key_from_env(args.api_key),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server and block until it stops."""
+    limits = limits_from_args(args)
+    if args.ray:
+        from .ray_app import RaySettings, serve_forever
+
+        settings = RaySettings(replicas=args.replicas, min_replicas=args.min_replicas, max_replicas=args.max_replicas,
+                               target_ongoing_requests=args.target_ongoing_requests, num_cpus=args.num_cpus,
+                               num_gpus=args.num_gpus, address=args.ray_address)
+        serve_forever(args.model, limits, settings, host=args.host, port=args.port, provider=args.provider,
+                      threads=args.threads)
+        return 0
+    from ..model import Florence2
+    from .app import create_app
+
+    uvicorn = require("uvicorn", "serve", "The Florence-2 server")
+    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads)
+    app = create_app(model, limits)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", limit_concurrency=None,
+                timeout_graceful_shutdown=5)
+    return 0

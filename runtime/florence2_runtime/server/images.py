@@ -1,0 +1,77 @@
+"""Images from requests: base64 / data-URL decoding and a decompression-bomb guard before the full decode.
+
+The decoded image is exactly what ``Florence2.run`` would make of the same bytes (``preprocess.load_image``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from ..preprocess import load_image
+from .problems import RequestError, bad_request
+
+_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
+                       re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def decode_base64(value: object) -> bytes:
+    """A base64 string or a ``data:image/...;base64,...`` URL -> bytes. URLs to fetch are refused."""
+    if not isinstance(value, str):
+        raise bad_request("invalid_image", f"image must be a base64 string or a data URL, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise bad_request("invalid_image", "image is empty")
+    if re.match(r"(?i)(https?|ftp|file)://", text):
+        raise bad_request("invalid_image", "image URLs are not fetched; send the image itself as base64 or a data URL")
+    if text[:5].lower() == "data:":
+        m = _DATA_URL.match(text)
+        if m is None or not m.group("b64"):
+            raise bad_request("invalid_base64", "data URL must look like 'data:image/png;base64,<base64 data>'")
+        text = text[m.end():]
+    text = _WHITESPACE.sub("", text)
+    text += "=" * (-len(text) % 4)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise bad_request("invalid_base64", f"image is not valid base64 ({e})") from None
+    if not data:
+        raise bad_request("invalid_image", "image is empty")
+    return data
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Encoded image bytes -> RGB PIL image, refusing non-images, bombs and truncated files.
+
+    The pixel count comes from the header (``Image.open`` is lazy); only then are the pixels decoded.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError:
+        width, height = None, None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise bad_request("not_an_image", f"the data is not an image PIL can read ({e})") from None
+    if width is None or width * height > max_pixels:
+        size = "more than PIL's own limit of" if width is None else f"{width}x{height} = {width * height}"
+        raise RequestError(413, "image_too_large",
+                           f"image has {size} pixels; this server accepts at most {max_pixels} "
+                           "(decompression-bomb guard)")
+    if width == 0 or height == 0:
+        raise bad_request("not_an_image", f"image is empty ({width}x{height})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return load_image(data)
+    except ValueError as e:
+        raise bad_request("corrupt_image", f"the image is truncated or corrupt: {e}") from None
+    except Exception as e:  # a decoder bug must not become a 500
+        raise bad_request("corrupt_image", f"the image cannot be decoded ({type(e).__name__}: {e})") from None

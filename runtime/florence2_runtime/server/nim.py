@@ -1,0 +1,73 @@
+"""The request and response format of NVIDIA's hosted Florence-2 (``POST /v1/vlm/microsoft/florence-2``).
+
+Request: ``{"messages": [{"role": "user", "content": "<TASK>text<img src=\\"data:image/jpeg;base64,...\\" />"}]}``;
+the text (only for tasks that take one) may stand before or after the ``<img>`` tag. Region tasks take
+their region as text, ``<loc_x1><loc_y1><loc_x2><loc_y2>``. NVCF asset ids cannot be resolved here.
+
+Response: the fields of the hosted service's ``.response`` JSON, ``content`` (``"<TASK>answer"`` for text
+tasks, the task token otherwise) and ``entities`` (``bboxes``, ``quad_boxes``, ``labels``,
+``bboxes_labels``, ``polygons``, null when absent; null for text tasks), both at the top level and in an
+OpenAI-style ``choices[0].message``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from .problems import bad_request, invalid
+
+_IMG_TAG = re.compile(r"""<img\s+src\s*=\s*(?P<q>["'])(?P<src>.*?)(?P=q)\s*/?>""", re.IGNORECASE | re.DOTALL)
+_TASK = re.compile(r"\s*(?P<task><[A-Z_]+>)")
+_ASSET = re.compile(r"data:[^,;]*;asset_id,", re.IGNORECASE)
+ENTITY_KEYS = ("bboxes", "quad_boxes", "labels", "bboxes_labels", "polygons")
+
+
+def parse_request(body: Any) -> tuple[str, str | None, str]:
+    """A NIM request body -> (task, text or None, image source: a data URL or base64)."""
+    if not isinstance(body, dict):
+        raise bad_request("invalid_request", "request body must be a JSON object with a 'messages' list")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("missing_field", "'messages' must be a non-empty list of {role, content} objects")
+    user = [m for m in messages if isinstance(m, dict) and m.get("role", "user") == "user"]
+    if not user:
+        raise bad_request("missing_field", "'messages' has no message with role 'user'")
+    content = user[-1].get("content")
+    if not isinstance(content, str):
+        raise bad_request("missing_field", "the user message needs 'content': a string "
+                                           "'<TASK>text<img src=\"data:image/...;base64,...\" />'")
+    tags = list(_IMG_TAG.finditer(content))
+    if len(tags) != 1:
+        raise bad_request("invalid_content", f"content must hold exactly one <img src=\"...\" /> tag, found {len(tags)}")
+    src = tags[0].group("src").strip()
+    if _ASSET.match(src):
+        raise invalid("unsupported_image_source", "NVCF asset ids cannot be resolved by this server; "
+                                                  "send the image inline as data:image/...;base64,...")
+    rest = (content[: tags[0].start()] + content[tags[0].end():]).strip()
+    m = _TASK.match(rest)
+    if m is None:
+        raise invalid("unknown_task", "content must start with a task token such as <CAPTION> or <OD>")
+    text = rest[m.end():].strip()
+    return m.group("task"), (text or None), src
+
+
+def build_response(task: str, result: dict, model_name: str) -> dict:
+    """``run()``'s ``{task: answer}`` -> the hosted service's response fields."""
+    answer = result.get(task)
+    if isinstance(answer, str):
+        content, entities = task + answer, None
+    else:
+        content = task
+        entities = {k: None for k in ENTITY_KEYS}
+        entities.update(answer if isinstance(answer, dict) else {})
+    message = {"role": "assistant", "content": content, "entities": entities}
+    return {
+        "id": str(uuid.uuid4()),
+        "object": "chat.completion",
+        "model": model_name,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+        "content": content,
+        "entities": entities,
+    }

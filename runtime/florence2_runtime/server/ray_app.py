@@ -1,0 +1,109 @@
+"""Ray Serve deployment of the same FastAPI app: N replicas (or autoscaling), CPU/GPU resources per replica.
+
+Each replica loads the model once and runs its own dynamic batcher; Ray's HTTP proxy spreads requests over
+the replicas. On a multi-node cluster every node needs this package (and the model folder at the same
+path, or on shared storage); start the cluster with ``ray start``, then run ``florence2 serve MODEL --ray
+--ray-address auto`` on the head node.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import require
+from .limits import ServerLimits
+
+DEPLOYMENT_NAME = "florence2"
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Replica count or autoscaling bounds, and the resources Ray reserves for each replica."""
+
+    replicas: int = 1  # fixed count, used when max_replicas is None
+    min_replicas: int | None = None  # autoscaling lower bound (default 1)
+    max_replicas: int | None = None  # set -> autoscaling between min_replicas and max_replicas
+    target_ongoing_requests: float = 4.0  # autoscaling: requests in flight per replica to aim for
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    address: str | None = None  # ray.init(address=...): None starts or joins a local instance, "auto" a cluster
+
+    def deployment_options(self, limits: ServerLimits) -> dict:
+        """Keyword arguments of ``serve.deployment``."""
+        options = {
+            "name": DEPLOYMENT_NAME,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            # let a replica hold a full batch plus its queue; the app itself answers 503 beyond that
+            "max_ongoing_requests": limits.max_queue + limits.max_batch_size,
+        }
+        if self.max_replicas is not None:
+            options["autoscaling_config"] = {"min_replicas": self.min_replicas or 1, "max_replicas": self.max_replicas,
+                                             "target_ongoing_requests": self.target_ongoing_requests}
+        else:
+            options["num_replicas"] = self.replicas
+        return options
+
+
+class Florence2Replica:
+    """One Ray Serve replica: loads the model; Ray serves the ASGI app it builds."""
+
+    def __init__(self, model_dir: str, limits: ServerLimits, provider: str = "cpu", threads: int | None = None):
+        from ..model import Florence2
+
+        self.model = Florence2.from_pretrained(model_dir, providers=provider, threads=threads)
+        self.limits = limits
+
+    def __serve_build_asgi_app__(self):
+        from .app import create_app
+
+        return create_app(self.model, self.limits)
+
+
+def build_application(model_dir: str | Path, limits: ServerLimits | None = None,
+                      settings: RaySettings | None = None, provider: str = "cpu", threads: int | None = None):
+    """A bound Ray Serve application, ready for ``serve.run``."""
+    serve = require("ray.serve", "ray", "Serving with Ray")
+    limits = limits or ServerLimits()
+    settings = settings or RaySettings()
+    deployment = serve.deployment(serve.ingress()(Florence2Replica), **settings.deployment_options(limits))
+    return deployment.bind(str(Path(model_dir).resolve()), limits, provider, threads)
+
+
+def start(model_dir: str | Path, limits: ServerLimits | None = None, settings: RaySettings | None = None, *,
+          host: str = "127.0.0.1", port: int = 8000, provider: str = "cpu", threads: int | None = None,
+          ray_init_kwargs: dict | None = None):
+    """Connect to (or start) Ray, start Serve's HTTP proxy on host:port and deploy; returns the app handle."""
+    ray = require("ray", "ray", "Serving with Ray")
+    serve = require("ray.serve", "ray", "Serving with Ray")
+    settings = settings or RaySettings()
+    if not ray.is_initialized():
+        ray.init(address=settings.address, **(ray_init_kwargs or {}))
+    serve.start(http_options={"host": host, "port": port})
+    app = build_application(model_dir, limits, settings, provider, threads)
+    return serve.run(app, name=DEPLOYMENT_NAME, route_prefix="/")
+
+
+def serve_forever(model_dir: str | Path, limits: ServerLimits, settings: RaySettings, **kwargs) -> None:
+    """``florence2 serve MODEL --ray``: deploy, then keep the driver alive until Ctrl-C."""
+    ray = require("ray", "ray", "Serving with Ray")
+    serve = require("ray.serve", "ray", "Serving with Ray")
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # a service manager's stop: same clean shutdown as Ctrl-C
+    try:
+        start(model_dir, limits, settings, **kwargs)
+        print(f"florence2: serving on http://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 8000)} "
+              "through Ray Serve; Ctrl-C stops it", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _exit_on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
