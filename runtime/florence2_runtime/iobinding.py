@@ -1,0 +1,148 @@
+"""The device path: IO binding keeps encoder outputs and both KV caches where the model runs.
+
+On a GPU the per-token cost of the plain path is dominated by copies: every step would move the
+whole self-attention cache (and the cross K/V) to the host and back. Here every tensor of a
+request stays on the device from the vision encoder to the last decoder step:
+
+    pixel_values, prompt embeddings  --host->device once-->  image_features, cross K/V (device)
+    each step:  input_ids [N, 1] host->device;  logits [N, V] device->host;  present K/V stay on the device
+    beam search: kv_gather.onnx repeats cross K/V per beam once and reorders the cache each step, on the device
+
+The logits cross to the host because the logit filters and the beam bookkeeping run there, in
+numpy, bit-compatible with transformers. ``Florence2.from_pretrained(..., io_binding=True)`` forces
+this path on the CPU provider too, which is how CI proves its tokens equal the plain path's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .graphs import kv_gather_graph, kv_names
+from .inference import ProvidersFor, Sessions
+from .providers import create_session, onnxruntime
+
+# where a provider keeps its tensors: onnxruntime device type of its OrtValues
+DEVICE_OF_PROVIDER = {
+    "CUDAExecutionProvider": "cuda",
+    "TensorrtExecutionProvider": "cuda",
+    "CPUExecutionProvider": "cpu",
+}
+
+
+def device_of(providers: list[tuple[str, dict[str, Any]]]) -> tuple[str, int]:
+    """``(device_type, device_id)`` of the first provider: where the bound tensors live."""
+    name, options = providers[0]
+    device = DEVICE_OF_PROVIDER.get(name)
+    if device is None:
+        raise ValueError(f"IO binding is supported with {', '.join(DEVICE_OF_PROVIDER)}; not with {name}")
+    return device, int(options.get("device_id", 0))
+
+
+class DeviceRunner:
+    """Runs the encoders on the device and starts :class:`BoundDecoderInference` for a request."""
+
+    def __init__(self, sessions: Sessions, folder: Path, providers: ProvidersFor, session_options=None):
+        self.sessions = sessions
+        spec = kv_gather_graph(sessions.cfg.dims)
+        gather_providers = providers(spec) if callable(providers) else providers
+        self.device, self.device_id = device_of(gather_providers)
+        path = Path(folder) / "onnx" / spec.filename
+        # folders exported before kv_gather existed still work: their gathers run on the host
+        self.gather = create_session(path, gather_providers, session_options) if path.is_file() else None
+        self.gather_inputs = spec.input_names[1:]
+        self.ort = onnxruntime()
+
+    def to_device(self, array: np.ndarray):
+        return self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, self.device_id)
+
+    def empty(self, shape: tuple[int, ...], dtype=np.float32):
+        return self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, self.device_id)
+
+    def run(self, session, inputs: dict[str, Any], device_outputs: list[str], host_outputs: tuple[str, ...] = ()):
+        """Run ``session`` with bound inputs (numpy arrays copied in, OrtValues as they are).
+
+        Returns ``{name: OrtValue}`` for ``device_outputs`` and ``{name: ndarray}`` for ``host_outputs``.
+        """
+        binding = session.io_binding()
+        for name, value in inputs.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_ortvalue_input(name, self.to_device(value))
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name in host_outputs:
+            binding.bind_output(name, "cpu")
+        for name in device_outputs:
+            binding.bind_output(name, self.device, self.device_id)
+        session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        names = [*host_outputs, *device_outputs]
+        return {n: (v.numpy() if n in host_outputs else v) for n, v in zip(names, values)}
+
+    def gather_rows(self, values: list, index: np.ndarray) -> list:
+        """Rows ``index`` of every tensor in ``values`` (2 * decoder_layers OrtValues), on the device."""
+        if self.gather is None:
+            return [self.to_device(np.take(v.numpy(), index, axis=0)) for v in values]
+        out = self.run(self.gather, {"index": index.astype(np.int64), **dict(zip(self.gather_inputs, values))},
+                       [o.name for o in self.gather.get_outputs()])
+        return list(out.values())
+
+    def start(self, pixel_values: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray,
+              num_beams: int = 1) -> "BoundDecoderInference":
+        """Encode a batch on the device and return the decoder state for ``batch * num_beams`` rows.
+
+        pixel_values [B, 3, H, W] float32; text_ids, text_mask [B, T] int64.
+        """
+        s = self.sessions
+        b = text_ids.shape[0]
+        feats = self.run(s.vision, {"pixel_values": pixel_values}, ["image_features"])["image_features"]
+        mask = np.concatenate([np.ones((b, s.cfg.num_image_tokens), np.int64), text_mask.astype(np.int64)], axis=1)
+        embeds = np.ascontiguousarray(s.embed_tokens[text_ids], dtype=np.float32)
+        cross = list(self.run(s.text, {"inputs_embeds": embeds, "image_features": feats, "attention_mask": mask},
+                              s.cross_names).values())
+        if num_beams > 1:
+            rows = np.repeat(np.arange(b), num_beams)
+            cross = self.gather_rows(cross, rows)
+            mask = mask[rows]
+        return BoundDecoderInference(self, cross, mask)
+
+
+class BoundDecoderInference:
+    """The ``Inference`` protocol of :mod:`florence2_runtime.decoding` with every K/V tensor on the device.
+
+    Rows are ``batch * num_beams`` sequences; ``cross`` holds 2 * decoder_layers OrtValues
+    [rows, heads, encoder_length, head_dim] and is fixed for the request.
+    """
+
+    def __init__(self, runner: DeviceRunner, cross: list, encoder_mask: np.ndarray):
+        self.runner = runner
+        s = runner.sessions
+        cfg = s.cfg
+        rows = encoder_mask.shape[0]
+        self.fixed = {"encoder_attention_mask": runner.to_device(encoder_mask), **dict(zip(s.cross_names, cross))}
+        empty = runner.empty((rows, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads))
+        self.past: list = [empty] * (2 * cfg.decoder_layers)
+        self.present_names = kv_names("present", cfg.decoder_layers)
+        self._past_length = 0
+
+    @property
+    def past_length(self) -> int:
+        return self._past_length
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens [N, T] (whole sequences so far) -> next-token logits [N, V] on the host."""
+        s = self.runner.sessions
+        new = np.ascontiguousarray(tokens[:, self._past_length:], dtype=np.int64)
+        inputs = {"input_ids": new, **self.fixed, **dict(zip(s.past_names, self.past))}
+        out = self.runner.run(s.decoder, inputs, self.present_names, host_outputs=("logits",))
+        self.past = [out[n] for n in self.present_names]
+        self._past_length = tokens.shape[1]
+        return out["logits"]
+
+    def rearrange_kv_cache(self, source_indices: np.ndarray) -> None:
+        """Row i of the cache continues row ``source_indices[i]``; a gather on the device, skipped when identity."""
+        if np.array_equal(source_indices, np.arange(len(source_indices))):
+            return
+        self.past = self.runner.gather_rows(self.past, source_indices)

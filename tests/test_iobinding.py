@@ -1,0 +1,69 @@
+"""The IO-binding path (device-resident K/V) gives the same tokens as the plain path, on the CPU provider."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from florence2_export.tiny import make_test_image
+from florence2_runtime import Florence2
+from florence2_runtime.iobinding import BoundDecoderInference, device_of
+
+IMAGES = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (40, 200), (128, 128)])]
+TEXTS = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball", "<MORE_DETAILED_CAPTION>"]
+
+
+@pytest.fixture(scope="module")
+def bound_model(onnx_folder):
+    return Florence2.from_pretrained(onnx_folder, io_binding=True)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_tokens_equal_the_plain_path(onnx_model, bound_model, num_beams, batch):
+    kwargs = dict(max_new_tokens=20, num_beams=num_beams)
+    expected = onnx_model.generate(IMAGES[:batch], TEXTS[:batch], **kwargs)
+    got = bound_model.generate(IMAGES[:batch], TEXTS[:batch], **kwargs)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_the_bound_path_is_the_one_used(bound_model, onnx_model):
+    assert onnx_model.device_runner is None  # CPU default: plain path
+    assert bound_model.device_runner is not None and bound_model.device_runner.gather is not None
+    inference = bound_model.device_runner.start(*bound_model.prepare_inputs(IMAGES[:1], TEXTS[:1]), num_beams=2)
+    assert isinstance(inference, BoundDecoderInference)
+    # K/V live in OrtValues, never as numpy arrays
+    assert all(type(v).__name__ == "OrtValue" for v in inference.past + list(inference.fixed.values()))
+    logits = inference.logits(np.full((2, 1), bound_model.config.decoder_start_token_id))
+    assert logits.shape == (2, bound_model.config.vocab_size) and inference.past_length == 1
+    assert inference.past[0].shape()[2] == 1
+
+
+def test_folder_without_kv_gather_falls_back_to_host_gathers(onnx_folder, onnx_model, tmp_path):
+    old = tmp_path / "old-export"
+    shutil.copytree(onnx_folder, old)
+    (old / "onnx" / "kv_gather.onnx").unlink()
+    model = Florence2.from_pretrained(old, io_binding=True)
+    assert model.device_runner.gather is None
+    kwargs = dict(max_new_tokens=16, num_beams=3)
+    np.testing.assert_array_equal(model.generate(IMAGES[:2], TEXTS[:2], **kwargs),
+                                  onnx_model.generate(IMAGES[:2], TEXTS[:2], **kwargs))
+
+
+@pytest.mark.parametrize(
+    "providers, expected",
+    [
+        ([("CUDAExecutionProvider", {"device_id": 1}), ("CPUExecutionProvider", {})], ("cuda", 1)),
+        ([("TensorrtExecutionProvider", {}), ("CUDAExecutionProvider", {})], ("cuda", 0)),
+        ([("CPUExecutionProvider", {})], ("cpu", 0)),
+    ],
+)
+def test_device_of_providers(providers, expected):
+    assert device_of(providers) == expected
+
+
+def test_device_of_unknown_provider_is_a_clear_error():
+    with pytest.raises(ValueError, match="OpenVINOExecutionProvider"):
+        device_of([("OpenVINOExecutionProvider", {})])

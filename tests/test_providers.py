@@ -1,0 +1,54 @@
+"""Provider selection: short names, availability errors, the check of what onnxruntime granted."""
+
+from __future__ import annotations
+
+import pytest
+
+from florence2_runtime import providers as prov
+from florence2_runtime.providers import ProviderError, create_session, normalize_providers
+
+
+def test_short_names_expand_with_cpu_fallback(monkeypatch):
+    class FakeOrt:
+        @staticmethod
+        def get_available_providers():
+            return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    monkeypatch.setattr(prov, "onnxruntime", lambda: FakeOrt)
+    assert [n for n, _ in normalize_providers("tensorrt")] == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert normalize_providers([("cuda", {"device_id": 1})])[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert normalize_providers(None) == [("CPUExecutionProvider", {})]
+
+
+@pytest.mark.parametrize("name", ["cuda", "tensorrt", "NoSuchExecutionProvider"])
+def test_unavailable_provider_is_one_clear_error(name):
+    import onnxruntime
+
+    if name != "NoSuchExecutionProvider" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(ProviderError, match="not available"):
+        normalize_providers(name)
+
+
+def test_fallback_to_cpu_warns(onnx_folder, monkeypatch):
+    """When onnxruntime does not grant the provider asked for, the user hears about it."""
+    import onnxruntime
+
+    real = onnxruntime.InferenceSession
+
+    class Session(real):
+        def __init__(self, path, sess_options=None, providers=None):
+            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
+    with pytest.warns(RuntimeWarning, match="asked for CUDAExecutionProvider but onnxruntime runs it on CPUExecutionProvider"):
+        create_session(onnx_folder / "onnx" / "decoder.onnx",
+                       [("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})])
+
+
+def test_corrupt_graph_names_the_file(tmp_path):
+    bad = tmp_path / "decoder.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="decoder.onnx"):
+        create_session(bad, [("CPUExecutionProvider", {})])
