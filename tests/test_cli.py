@@ -99,3 +99,11 @@ def test_export_of_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
     (tmp_path / "ckpt").mkdir()
     assert main(["export", str(tmp_path / "ckpt"), str(tmp_path / "out")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_too_long_text_and_too_many_tokens_are_value_errors(onnx_model, image_file):
+    cfg = onnx_model.config
+    with pytest.raises(ValueError, match="prompt is .* tokens long"):
+        onnx_model.run(image_file, "<CAPTION_TO_PHRASE_GROUNDING>", text="ball " * (cfg.max_position_embeddings + 5))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        onnx_model.run(image_file, "<OD>", max_new_tokens=cfg.max_position_embeddings)
