@@ -1,0 +1,21 @@
+"""The embedded base/large configs (used by benchmarks and tests offline) equal the published ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from florence2_export.tiny import MODEL_CONFIGS
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "florence2" / "configs.json"
+
+
+@pytest.mark.parametrize("size", ["base", "large"])
+@pytest.mark.parametrize("part", ["vision_config", "text_config"])
+def test_embedded_configs_equal_the_published_ones(size, part):
+    if not SHARED.is_file():
+        pytest.skip(f"{SHARED} (the project's copy of the published configs) is not on this machine")
+    published = json.loads(SHARED.read_text())[size][part]
+    assert MODEL_CONFIGS[size][part] == published
