@@ -412,3 +412,20 @@ def test_generate_rejects_logits_of_the_wrong_shape():
 
     with pytest.raises(ValueError, match="logits"):
         generate(Wrong(), 2, DecodingOptions())
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_nan_logits_are_a_clear_error(num_beams):
+    from florence2_runtime.decoding import DecodingOptions, NonFiniteLogitsError, generate
+
+    class NaNInference:
+        def logits(self, tokens):
+            return np.full((tokens.shape[0], 50), np.nan, np.float32)
+
+        def rearrange_kv_cache(self, source):
+            pass
+
+    options = DecodingOptions(num_beams=num_beams, max_new_tokens=5, eos_token_id=2, pad_token_id=1,
+                              decoder_start_token_id=2)
+    with pytest.raises(NonFiniteLogitsError, match="NaN logits"):
+        generate(NaNInference(), 2, options)

@@ -38,6 +38,8 @@ from typing import Any, Mapping, NamedTuple, Protocol
 
 import numpy as np
 
+from .errors import Florence2Error
+
 __all__ = [
     "BeamSearchDecoder",
     "DecodingOptions",
@@ -511,6 +513,10 @@ def _length_factor(length: int, length_penalty: float) -> float:
 _DECODERS = {True: GreedyDecoder, False: BeamSearchDecoder}  # keyed by "num_beams == 1"
 
 
+class NonFiniteLogitsError(Florence2Error, ValueError):
+    """The decoder returned NaN logits (numerical overflow in the graphs)."""
+
+
 def generate(inference: Inference, batch_size: int, options: DecodingOptions) -> np.ndarray:
     """Decode ``batch_size`` items; returns int64 [batch, L] as ``model.generate()`` does.
 
@@ -527,6 +533,10 @@ def generate(inference: Inference, batch_size: int, options: DecodingOptions) ->
         if getattr(logits, "ndim", 0) != 2 or logits.shape[0] != rows:
             raise ValueError(f"Inference.logits returned shape {getattr(logits, 'shape', None)}, expected "
                              f"[{rows}, vocab]")
+        if np.isnan(logits).any():  # ~50 us per step; silent garbage (or a crash in top-k) otherwise
+            raise NonFiniteLogitsError(
+                f"the model produced NaN logits at decoder length {tokens.shape[1]} (an overflow: e.g. an fp16 "
+                "graph whose activations exceed the fp16 range; try the fp32 export)")
         tokens, source, done = decoder.update(tokens, logits)
         if done:  # a final cache reorder would be wasted
             return decoder.finalize(tokens)
