@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from florence2_runtime.config import RuntimeConfig
 from florence2_runtime.graphs import USE_CACHE_BRANCH, GraphSpec, community_graphs
+from florence2_runtime.postprocess import TASK_PARSE_TYPES
 from torch import nn
 
 from .modules import VisionEncoder, _additive_padding_mask, _attend, _heads
@@ -29,24 +30,9 @@ from .modules import VisionEncoder, _additive_padding_mask, _attend, _heads
 ONNX_DIR = "onnx"
 TORCH_GRAPHS = ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model", "decoder_with_past_model")
 
-# transformers.js' Florence2Processor reads these from preprocessor_config.json (transformers: in code)
-TASKS_ANSWER_POST_PROCESSING_TYPE = {
-    "<OCR>": "pure_text",
-    "<OCR_WITH_REGION>": "ocr",
-    "<CAPTION>": "pure_text",
-    "<DETAILED_CAPTION>": "pure_text",
-    "<MORE_DETAILED_CAPTION>": "pure_text",
-    "<OD>": "description_with_bboxes",
-    "<DENSE_REGION_CAPTION>": "description_with_bboxes",
-    "<CAPTION_TO_PHRASE_GROUNDING>": "phrase_grounding",
-    "<REFERRING_EXPRESSION_SEGMENTATION>": "polygons",
-    "<REGION_TO_SEGMENTATION>": "polygons",
-    "<OPEN_VOCABULARY_DETECTION>": "description_with_bboxes_or_polygons",
-    "<REGION_TO_CATEGORY>": "pure_text",
-    "<REGION_TO_DESCRIPTION>": "pure_text",
-    "<REGION_TO_OCR>": "pure_text",
-    "<REGION_PROPOSAL>": "bboxes",
-}
+# transformers.js' Florence2Processor reads the task -> parse type table from preprocessor_config.json
+# (transformers keeps it in code; the runtime's post-processor holds the same table)
+TASKS_ANSWER_POST_PROCESSING_TYPE = dict(TASK_PARSE_TYPES)
 
 
 # ----------------------------------------------------------------------------- torch wrappers

@@ -35,7 +35,7 @@ from .graphs import (
     seq2seq_kv_names,
 )
 from .providers import create_session
-from .tokenizer import IMAGE, Florence2Tokenizer
+from .tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
 
 ONNX_DIR = "onnx"
 LAYOUT = "onnx-community"
@@ -240,15 +240,9 @@ def community_tokenizer(path: str | Path) -> Florence2Tokenizer:
     """The ``tokenizer.json`` of an onnx-community folder. Those converted from the original checkpoints have
     no ``<image>`` token (this layout never needs one); it is added after the vocabulary, where transformers'
     conversion puts it, so that the tokenizer is a complete Florence-2 one."""
-    from tokenizers import AddedToken, Tokenizer
+    from tokenizers import AddedToken
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(path, "file not found")
-    try:
-        tok = Tokenizer.from_file(str(path))
-    except Exception as e:  # the Rust side raises plain Exception subclasses
-        raise ModelFileError(path, f"not a valid tokenizers file ({e})") from None
+    tok = read_tokenizer_file(path)
     if tok.token_to_id(IMAGE) is None:
         tok.add_special_tokens([AddedToken(IMAGE, special=True, normalized=False)])
     return Florence2Tokenizer(tok, path)

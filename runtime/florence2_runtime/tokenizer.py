@@ -20,6 +20,17 @@ from .errors import ModelFileError
 BOS, PAD, EOS, UNK, IMAGE = "<s>", "<pad>", "</s>", "<unk>", "<image>"
 
 
+def read_tokenizer_file(path: str | Path) -> Tokenizer:
+    """A ``tokenizers`` file, or :class:`ModelFileError` naming it when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(path, "file not found")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust side raises plain Exception subclasses
+        raise ModelFileError(path, f"not a valid tokenizers file ({e})") from None
+
+
 class Florence2Tokenizer:
     """Encode built prompts and decode generated ids exactly like ``Florence2Processor``."""
 
@@ -40,14 +51,7 @@ class Florence2Tokenizer:
     @classmethod
     def from_file(cls, path: str | Path) -> "Florence2Tokenizer":
         """Load a ``tokenizer.json`` (as written by ``florence2 export``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(path, "file not found")
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as e:  # the Rust side raises plain Exception subclasses
-            raise ModelFileError(path, f"not a valid tokenizers file ({e})") from None
-        return cls(tok, path)
+        return cls(read_tokenizer_file(path), path)
 
     @property
     def vocab_size(self) -> int:
