@@ -25,7 +25,7 @@ from florence2_runtime.graphs import USE_CACHE_BRANCH, GraphSpec, community_grap
 from florence2_runtime.postprocess import TASK_PARSE_TYPES
 from torch import nn
 
-from .modules import VisionEncoder, _additive_padding_mask, _attend, _heads
+from .modules import DecoderCore, VisionEncoder, _additive_padding_mask, _heads
 
 ONNX_DIR = "onnx"
 TORCH_GRAPHS = ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model", "decoder_with_past_model")
@@ -66,16 +66,8 @@ class EncoderModel(nn.Module):
         return x
 
 
-class _DecoderCore(nn.Module):
-    """The BART decoder over new token embeddings, given its self-attention past and the cross K/V."""
-
-    def __init__(self, model):
-        super().__init__()
-        lm = model.model.language_model
-        self.decoder = lm.decoder
-        self.lm_head = model.lm_head
-        self.heads = lm.config.decoder_attention_heads
-        self.num_layers = len(self.decoder.layers)
+class _DecoderCore(DecoderCore):
+    """:class:`~florence2_export.modules.DecoderCore` with the cross K/V computed here and logits at every position."""
 
     def cross_kv(self, encoder_hidden_states) -> list[torch.Tensor]:
         """[B, S, D] -> per layer key, value [B, h, S, hd]."""
@@ -88,37 +80,9 @@ class _DecoderCore(nn.Module):
             ]
         return out
 
-    def run(self, inputs_embeds, encoder_attention_mask, past, cross):
-        """past: per layer K, V [B, h, P, hd] or None -> (logits [B, T, V], presents [B, h, P + T, hd])."""
-        dec = self.decoder
-        t = inputs_embeds.shape[1]
-        past_len = past[0].shape[2] if past is not None else 0
-        positions = torch.arange(t, device=inputs_embeds.device) + past_len
-        x = inputs_embeds + dec.embed_positions(inputs_embeds[:, :, 0], position_ids=positions)
-        x = dec.layernorm_embedding(x)
-        dtype = x.dtype
-        q_pos = positions[:, None]
-        k_pos = torch.arange(past_len + t, device=x.device)[None, :]
-        causal = (k_pos > q_pos).to(dtype) * torch.finfo(dtype).min
-        cross_mask = _additive_padding_mask(encoder_attention_mask, dtype)
-        presents = []
-        for i, layer in enumerate(dec.layers):
-            sa = layer.self_attn
-            q = _heads(sa.q_proj(x), self.heads)
-            k = _heads(sa.k_proj(x), self.heads)
-            v = _heads(sa.v_proj(x), self.heads)
-            if past is not None:
-                k = torch.cat([past[2 * i], k], dim=2)
-                v = torch.cat([past[2 * i + 1], v], dim=2)
-            presents += [k, v]
-            h = sa.out_proj(_attend(q, k, v, sa.scaling, causal))
-            x = layer.self_attn_layer_norm(x + h)
-            ca = layer.encoder_attn
-            q = _heads(ca.q_proj(x), self.heads)
-            h = ca.out_proj(_attend(q, cross[2 * i], cross[2 * i + 1], ca.scaling, cross_mask))
-            x = layer.encoder_attn_layer_norm(x + h)
-            h = layer.fc2(layer.activation_fn(layer.fc1(x)))
-            x = layer.final_layer_norm(x + h)
+    def logits(self, inputs_embeds, encoder_attention_mask, past, cross):
+        """-> (logits [B, T, V], presents)."""
+        x, presents = self.run(inputs_embeds, encoder_attention_mask, past, cross)
         return self.lm_head(x), presents
 
 
@@ -129,7 +93,7 @@ class DecoderModel(_DecoderCore):
 
     def forward(self, inputs_embeds, encoder_hidden_states, encoder_attention_mask):
         cross = self.cross_kv(encoder_hidden_states)
-        logits, presents = self.run(inputs_embeds, encoder_attention_mask, None, cross)
+        logits, presents = self.logits(inputs_embeds, encoder_attention_mask, None, cross)
         out = []
         for i in range(self.num_layers):
             out += [presents[2 * i], presents[2 * i + 1], cross[2 * i], cross[2 * i + 1]]
@@ -145,7 +109,7 @@ class DecoderWithPastModel(_DecoderCore):
         per_layer = [past_key_values[4 * i : 4 * i + 4] for i in range(self.num_layers)]
         past = [t for p in per_layer for t in p[:2]]
         cross = [t for p in per_layer for t in p[2:]]
-        logits, presents = self.run(inputs_embeds, encoder_attention_mask, past, cross)
+        logits, presents = self.logits(inputs_embeds, encoder_attention_mask, past, cross)
         return (logits, *presents)
 
 

@@ -75,11 +75,10 @@ class TextEncoder(nn.Module):
         return tuple(cross)
 
 
-class Decoder(nn.Module):
-    """One decoding step with a self-attention KV cache; no control flow.
+class DecoderCore(nn.Module):
+    """The BART decoder layers over new token embeddings, given the self-attention past and the cross K/V.
 
-    input_ids [B, t], encoder_attention_mask [B, S], past.{i}.{key,value} [B, h, P, hd],
-    cross.{i}.{key,value} [B, h, S, hd] -> logits [B, V] (last position), present.{i}.* [B, h, P + t, hd]
+    Shared by the native ``decoder`` graph and the onnx-community decoder graphs.
     """
 
     def __init__(self, model):
@@ -90,14 +89,14 @@ class Decoder(nn.Module):
         self.heads = lm.config.decoder_attention_heads
         self.num_layers = len(self.decoder.layers)
 
-    def forward(self, input_ids, encoder_attention_mask, *kv):
-        n = self.num_layers
-        past, cross = kv[: 2 * n], kv[2 * n :]
+    def run(self, inputs_embeds, encoder_attention_mask, past, cross):
+        """inputs_embeds [B, t, D]; past: per layer K, V [B, h, P, hd] or None (no past);
+        cross: per layer K, V [B, h, S, hd] -> (hidden [B, t, D], presents [B, h, P + t, hd])."""
         dec = self.decoder
-        t = input_ids.shape[1]
-        past_len = past[0].shape[2]
-        positions = torch.arange(t, device=input_ids.device) + past_len
-        x = dec.embed_tokens(input_ids) + dec.embed_positions(input_ids, position_ids=positions)
+        t = inputs_embeds.shape[1]
+        past_len = past[0].shape[2] if past is not None else 0
+        positions = torch.arange(t, device=inputs_embeds.device) + past_len
+        x = inputs_embeds + dec.embed_positions(inputs_embeds[:, :, 0], position_ids=positions)
         x = dec.layernorm_embedding(x)
         dtype = x.dtype
         # causal mask over [past; new]: query i (at past_len + i) may not see key j > past_len + i
@@ -108,10 +107,13 @@ class Decoder(nn.Module):
         presents = []
         for i, layer in enumerate(dec.layers):
             sa = layer.self_attn
-            q = _heads(sa.q_proj(x), self.heads)
-            k = torch.cat([past[2 * i], _heads(sa.k_proj(x), self.heads)], dim=2)
-            v = torch.cat([past[2 * i + 1], _heads(sa.v_proj(x), self.heads)], dim=2)
+            k = _heads(sa.k_proj(x), self.heads)
+            v = _heads(sa.v_proj(x), self.heads)
+            if past is not None:
+                k = torch.cat([past[2 * i], k], dim=2)
+                v = torch.cat([past[2 * i + 1], v], dim=2)
             presents += [k, v]
+            q = _heads(sa.q_proj(x), self.heads)
             h = sa.out_proj(_attend(q, k, v, sa.scaling, causal))
             x = layer.self_attn_layer_norm(x + h)
             ca = layer.encoder_attn
@@ -120,5 +122,19 @@ class Decoder(nn.Module):
             x = layer.encoder_attn_layer_norm(x + h)
             h = layer.fc2(layer.activation_fn(layer.fc1(x)))
             x = layer.final_layer_norm(x + h)
+        return x, presents
+
+
+class Decoder(DecoderCore):
+    """One decoding step with a self-attention KV cache; no control flow.
+
+    input_ids [B, t], encoder_attention_mask [B, S], past.{i}.{key,value} [B, h, P, hd],
+    cross.{i}.{key,value} [B, h, S, hd] -> logits [B, V] (last position), present.{i}.* [B, h, P + t, hd]
+    """
+
+    def forward(self, input_ids, encoder_attention_mask, *kv):
+        n = self.num_layers
+        past, cross = kv[: 2 * n], kv[2 * n :]
+        x, presents = self.run(self.decoder.embed_tokens(input_ids), encoder_attention_mask, past, cross)
         logits = self.lm_head(x[:, -1, :])
         return (logits, *presents)
