@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
+from florence2_export.tiny import GENERATION_CONFIG
 from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
 from transformers.generation.logits_process import (
     ForcedBOSTokenLogitsProcessor,
@@ -38,17 +40,7 @@ from florence2_runtime.decoding import (
     top_k,
 )
 
-FLORENCE_GENERATION = {  # the transformers-native Florence-2 generation_config.json
-    "bos_token_id": 0,
-    "decoder_start_token_id": 2,
-    "early_stopping": True,
-    "eos_token_id": 2,
-    "forced_bos_token_id": 0,
-    "forced_eos_token_id": 2,
-    "no_repeat_ngram_size": 3,
-    "num_beams": 3,
-    "pad_token_id": 1,
-}
+FLORENCE_GENERATION = GENERATION_CONFIG  # the transformers-native Florence-2 generation_config.json
 BOS, PAD, EOS = 0, 1, 2
 VOCAB = 300
 INIT_STD = 0.15  # weights 7x BART's default: the encoder input matters and greedy paths repeat n-grams

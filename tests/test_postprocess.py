@@ -46,24 +46,9 @@ class _SpecialTokens:
 
 
 @pytest.fixture(scope="module")
-def processor():
+def processor(word_level_processor):
     """A real Florence2Processor (cheap: word-level tokenizer, no weights)."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-    try:
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # no torchvision warning
-    except ImportError:
-        from transformers import CLIPImageProcessor
-
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<image>": 4}
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")), bos_token="<s>",
-        eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"})
-    image_processor = CLIPImageProcessor(size={"height": 768, "width": 768}, do_center_crop=False)
-    image_processor.image_seq_length = 577
-    return processing.Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                         post_processor_config=_post_processor_config())
+    return word_level_processor(_post_processor_config())
 
 
 def _reference(processor, text, task, size):

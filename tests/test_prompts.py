@@ -26,29 +26,10 @@ REGION_TASKS = [
     "<REGION_TO_SEGMENTATION>", "<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>", "<REGION_TO_OCR>"]
 
 
-class _SpecialTokens:
-    all_special_tokens = ["<s>", "</s>", "<pad>", "<unk>", "<image>"]
-
-
 @pytest.fixture(scope="module")
-def processor():
+def processor(word_level_processor):
     """A real Florence2Processor (cheap: word-level tokenizer, no weights)."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-    try:
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # no torchvision warning
-    except ImportError:
-        from transformers import CLIPImageProcessor
-
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<image>": 4}
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")), bos_token="<s>",
-        eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"})
-    image_processor = CLIPImageProcessor(size={"height": 768, "width": 768}, do_center_crop=False)
-    image_processor.image_seq_length = 577
-    return processing.Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                         post_processor_config={"pure_text": {}})
+    return word_level_processor({"pure_text": {}})
 
 
 @pytest.fixture(scope="module")
