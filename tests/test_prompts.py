@@ -26,6 +26,10 @@ REGION_TASKS = [
     "<REGION_TO_SEGMENTATION>", "<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>", "<REGION_TO_OCR>"]
 
 
+class _SpecialTokens:
+    all_special_tokens = ["<s>", "</s>", "<pad>", "<unk>", "<image>"]
+
+
 @pytest.fixture(scope="module")
 def processor(word_level_processor):
     """A real Florence2Processor (cheap: word-level tokenizer, no weights)."""
