@@ -67,3 +67,20 @@ def test_device_of_providers(providers, expected):
 def test_device_of_unknown_provider_is_a_clear_error():
     with pytest.raises(ValueError, match="OpenVINOExecutionProvider"):
         device_of([("OpenVINOExecutionProvider", {})])
+
+
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_exports_with_per_beam_cross_kv_still_work(onnx_folder, onnx_model, tmp_path, io_binding):
+    """Folders from before ``shared_cross_kv`` feed the cross K/V repeated per beam; the tokens are the same."""
+    import json
+
+    old = tmp_path / "per-beam"
+    shutil.copytree(onnx_folder, old)
+    cfg_path = old / "florence2_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["shared_cross_kv"] is True
+    cfg_path.write_text(json.dumps({k: v for k, v in cfg.items() if k != "shared_cross_kv"}))
+    model = Florence2.from_pretrained(old, io_binding=io_binding)
+    assert model.config.shared_cross_kv is False
+    kwargs = dict(max_new_tokens=16, num_beams=3)
+    np.testing.assert_array_equal(model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs))

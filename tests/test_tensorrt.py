@@ -43,8 +43,8 @@ def test_decoder_profile_values():
     assert (lo["input_ids"], opt["input_ids"], hi["input_ids"]) == ((1, 1), (3, 1), (12, 1))  # rows = batch x beams
     assert lo["past.0.key"] == (1, 12, 0, 64)  # first step: empty past
     assert hi["past.5.value"] == (12, 12, 256, 64)
-    assert hi["cross.0.key"] == (12, 12, 577 + 64, 64)
-    assert opt["encoder_attention_mask"] == (3, 577 + 12)
+    assert hi["cross.0.key"] == (4, 12, 577 + 64, 64)  # one cross K/V per item, shared by its beams
+    assert opt["encoder_attention_mask"] == (1, 577 + 12)
 
 
 def test_vision_profile_is_static_but_batch():

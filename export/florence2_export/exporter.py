@@ -114,6 +114,7 @@ def runtime_config_from(model, processor, source: str) -> RuntimeConfig:
         task_prompts_without_inputs=dict(processor.task_prompts_without_inputs),
         task_prompts_with_input=dict(processor.task_prompts_with_input),
         banned_grounding_tokens=tuple(banned),
+        shared_cross_kv=True,
         source=str(source),
     )
 

@@ -24,6 +24,17 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, s, heads, d // heads).transpose(1, 2)
 
 
+def _attend_per_item(q, k, v, scaling: float, mask: torch.Tensor) -> torch.Tensor:
+    """Cross attention where an item's beams share its K/V: q [rows, h, t, hd] with rows = items * beams
+    (beams contiguous), k, v [items, h, S, hd], mask [items, 1, 1, S] -> [rows, t, h * hd]."""
+    items = k.shape[0]
+    r, h, t, hd = q.shape
+    qb = q.reshape(items, -1, h, t, hd)  # [items, beams, h, t, hd]
+    scores = torch.matmul(qb, k.unsqueeze(1).transpose(3, 4)) * scaling + mask.unsqueeze(1)
+    out = torch.matmul(torch.softmax(scores, dim=-1), v.unsqueeze(1))  # [items, beams, h, t, hd]
+    return out.reshape(r, h, t, hd).transpose(1, 2).reshape(r, t, h * hd)
+
+
 def _attend(q, k, v, scaling: float, mask: torch.Tensor | None) -> torch.Tensor:
     """Eager attention in transformers' order of operations; q, k, v: [batch, heads, seq, head_dim]."""
     scores = torch.matmul(q, k.transpose(2, 3)) * scaling
@@ -88,6 +99,7 @@ class DecoderCore(nn.Module):
         self.lm_head = model.lm_head
         self.heads = lm.config.decoder_attention_heads
         self.num_layers = len(self.decoder.layers)
+        self.attend_cross = _attend  # cross K/V with one row per decoder row
 
     def run(self, inputs_embeds, encoder_attention_mask, past, cross):
         """inputs_embeds [B, t, D]; past: per layer K, V [B, h, P, hd] or None (no past);
@@ -118,7 +130,7 @@ class DecoderCore(nn.Module):
             x = layer.self_attn_layer_norm(x + h)
             ca = layer.encoder_attn
             q = _heads(ca.q_proj(x), self.heads)
-            h = ca.out_proj(_attend(q, cross[2 * i], cross[2 * i + 1], ca.scaling, cross_mask))
+            h = ca.out_proj(self.attend_cross(q, cross[2 * i], cross[2 * i + 1], ca.scaling, cross_mask))
             x = layer.encoder_attn_layer_norm(x + h)
             h = layer.fc2(layer.activation_fn(layer.fc1(x)))
             x = layer.final_layer_norm(x + h)
@@ -131,6 +143,10 @@ class Decoder(DecoderCore):
     input_ids [B, t], encoder_attention_mask [B, S], past.{i}.{key,value} [B, h, P, hd],
     cross.{i}.{key,value} [B, h, S, hd] -> logits [B, V] (last position), present.{i}.* [B, h, P + t, hd]
     """
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.attend_cross = _attend_per_item  # one cross K/V per item, shared by its beams
 
     def forward(self, input_ids, encoder_attention_mask, *kv):
         n = self.num_layers

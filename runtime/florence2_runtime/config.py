@@ -51,6 +51,7 @@ class RuntimeConfig:
     banned_grounding_tokens: tuple[str, ...] = ()
     # bookkeeping
     float_dtype: str = "float32"  # element type of the graphs' float inputs/outputs (every variant: float32)
+    shared_cross_kv: bool = False  # decoder takes one cross K/V per item, not per beam (exports since 0.1)
     precision: str = "fp32"  # what the graphs compute in: fp32, fp16 (fp32 I/O) or int8 (dynamic quantisation)
     source: str = ""
     format_version: int = FORMAT_VERSION

@@ -84,8 +84,8 @@ def kv_names(prefix: str, layers: int) -> list[str]:
     return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in KV_KINDS]
 
 
-def _kv(prefix: str, dims: ModelDims, seq_axis: str, dtype: str) -> tuple[TensorSpec, ...]:
-    axes = ("batch", dims.decoder_heads, seq_axis, dims.head_dim)
+def _kv(prefix: str, dims: ModelDims, seq_axis: str, dtype: str, batch_axis: str = "batch") -> tuple[TensorSpec, ...]:
+    axes = (batch_axis, dims.decoder_heads, seq_axis, dims.head_dim)
     return tuple(TensorSpec(n, dtype, axes) for n in kv_names(prefix, dims.decoder_layers))
 
 
@@ -114,9 +114,10 @@ def native_graphs(dims: ModelDims, float_dtype: str = "float32") -> dict[str, Gr
         "decoder.onnx",
         inputs=(
             TensorSpec("input_ids", "int64", ("batch", "step_length")),
-            TensorSpec("encoder_attention_mask", "int64", ("batch", "encoder_length")),
+            # one cross K/V and mask per item, shared by its beams (rows = items * beams, beams contiguous)
+            TensorSpec("encoder_attention_mask", "int64", ("items", "encoder_length")),
             *_kv("past", dims, "past_length", f),
-            *_kv("cross", dims, "encoder_length", f),
+            *_kv("cross", dims, "encoder_length", f, batch_axis="items"),
         ),
         outputs=(
             TensorSpec("logits", "float32", ("batch", dims.vocab_size)),

@@ -104,10 +104,12 @@ class DecoderInference:
     per request (beams of one item share them, so beam reordering never touches them).
     """
 
-    def __init__(self, sessions: Sessions, cross: list[np.ndarray], encoder_mask: np.ndarray):
+    def __init__(self, sessions: Sessions, cross: list[np.ndarray], encoder_mask: np.ndarray,
+                 rows: int | None = None):
+        """rows: decoder rows (items * beams); default one per encoder row."""
         self.sessions = sessions
         cfg = sessions.cfg
-        n = encoder_mask.shape[0]
+        n = encoder_mask.shape[0] if rows is None else rows
         empty = np.zeros((n, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads), np.float32)
         self.past: list[np.ndarray] = [empty] * (2 * cfg.decoder_layers)
         self.feed_fixed = {"encoder_attention_mask": encoder_mask, **dict(zip(sessions.cross_names, cross))}

@@ -102,11 +102,11 @@ class DeviceRunner:
         embeds = np.ascontiguousarray(s.embed_tokens[text_ids], dtype=np.float32)
         cross = list(self.run(s.text, {"inputs_embeds": embeds, "image_features": feats, "attention_mask": mask},
                               s.cross_names).values())
-        if num_beams > 1:
+        if num_beams > 1 and not s.cfg.shared_cross_kv:  # older exports: cross K/V repeated per beam
             rows = np.repeat(np.arange(b), num_beams)
             cross = self.gather_rows(cross, rows)
             mask = mask[rows]
-        return BoundDecoderInference(self, cross, mask)
+        return BoundDecoderInference(self, cross, mask, rows=b * num_beams if s.cfg.shared_cross_kv else b)
 
 
 class BoundDecoderInference:
@@ -116,11 +116,11 @@ class BoundDecoderInference:
     [rows, heads, encoder_length, head_dim] and is fixed for the request.
     """
 
-    def __init__(self, runner: DeviceRunner, cross: list, encoder_mask: np.ndarray):
+    def __init__(self, runner: DeviceRunner, cross: list, encoder_mask: np.ndarray, rows: int | None = None):
         self.runner = runner
         s = runner.sessions
         cfg = s.cfg
-        rows = encoder_mask.shape[0]
+        rows = encoder_mask.shape[0] if rows is None else rows
         self.fixed = {"encoder_attention_mask": runner.to_device(encoder_mask), **dict(zip(s.cross_names, cross))}
         empty = runner.empty((rows, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads))
         self.past: list = [empty] * (2 * cfg.decoder_layers)

@@ -114,10 +114,14 @@ class Florence2:
         return self.sessions.encode_text(text_ids, text_mask, features)
 
     def decoder_inference(self, cross: list[np.ndarray], mask: np.ndarray, num_beams: int = 1) -> Inference:
-        """The decoder state for encoded inputs, each row repeated ``num_beams`` times (an item's beams contiguous)."""
-        if num_beams > 1:
+        """The decoder state for encoded inputs, ``num_beams`` rows per item (an item's beams contiguous).
+
+        Exports with ``shared_cross_kv`` take one cross K/V per item; older ones get it repeated per beam."""
+        if num_beams > 1 and not self.config.shared_cross_kv:
             cross = [np.repeat(c, num_beams, axis=0) for c in cross]
             mask = np.repeat(mask, num_beams, axis=0)
+        if self.config.shared_cross_kv:
+            return self.layout.inference(self.sessions, cross, mask, rows=mask.shape[0] * num_beams)
         return self.layout.inference(self.sessions, cross, mask)
 
     def generate(self, images: ImageInput | Sequence[ImageInput], texts: str | Sequence[str],

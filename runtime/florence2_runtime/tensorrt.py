@@ -61,7 +61,7 @@ def axis_ranges(graph: str, dims: ModelDims, limits: TensorRTLimits) -> dict[str
     table: dict[str, dict[str, Range]] = {
         "vision_encoder": {"batch": items},
         "text_encoder": {"batch": items, "text_length": prompt, "encoder_length": encoder},
-        "decoder": {"batch": rows, "step_length": (1, 1, 1), "encoder_length": encoder, "past_length": past,
+        "decoder": {"batch": rows, "items": items, "step_length": (1, 1, 1), "encoder_length": encoder, "past_length": past,
                     "total_length": (past[0] + 1, past[1] + 1, past[2] + 1)},
         # one engine for both jobs: repeat cross K/V per beam (length = encoder) and reorder the past
         "kv_gather": {"batch": rows, "rows": rows, "length": (min(past[0], encoder[0]), past[1], max(past[2], encoder[2]))},
