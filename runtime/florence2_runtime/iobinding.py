@@ -125,24 +125,22 @@ class BoundDecoderInference:
         empty = runner.empty((rows, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads))
         self.past: list = [empty] * (2 * cfg.decoder_layers)
         self.present_names = kv_names("present", cfg.decoder_layers)
-        self._past_length = 0
 
     @property
     def past_length(self) -> int:
-        return self._past_length
+        return self.past[0].shape()[2]
 
     def logits(self, tokens: np.ndarray) -> np.ndarray:
         """tokens [N, T] (whole sequences so far) -> next-token logits [N, V] on the host."""
         s = self.runner.sessions
-        new = np.ascontiguousarray(tokens[:, self._past_length:], dtype=np.int64)
+        new = np.ascontiguousarray(tokens[:, self.past_length:], dtype=np.int64)
         inputs = {"input_ids": new, **self.fixed, **dict(zip(s.past_names, self.past))}
         out = self.runner.run(s.decoder, inputs, self.present_names, host_outputs=("logits",))
         self.past = [out[n] for n in self.present_names]
-        self._past_length = tokens.shape[1]
         return out["logits"]
 
     def rearrange_kv_cache(self, source_indices: np.ndarray) -> None:
-        """Row i of the cache continues row ``source_indices[i]``; a gather on the device, skipped when identity."""
-        if np.array_equal(source_indices, np.arange(len(source_indices))):
-            return
+        """Row i of the cache continues row ``source_indices[i]``; a gather on the device.
+
+        :func:`decoding.generate` does not call it for the identity (greedy search, beams that kept their order)."""
         self.past = self.runner.gather_rows(self.past, source_indices)
