@@ -29,6 +29,7 @@ from .gather import write_kv_gather
 from .loading import load_checkpoint
 from .modules import Decoder, TextEncoder, VisionEncoder
 from .surgery import tie_lm_head
+from .vision import DaViTEncoder
 
 OPSET = 17
 ONNX_DIR = "onnx"
@@ -213,14 +214,17 @@ def export(
         report.max_abs_diff = export_community(model, processor, cfg, out, check=check, quiet=quiet)
         return _finish(report, out, t0, quiet)
     specs = native_graphs(cfg.dims)
+    # the torch computation each graph is checked against: transformers' own for the vision encoder ...
     modules = {"vision_encoder": VisionEncoder(model), "text_encoder": TextEncoder(model), "decoder": Decoder(model)}
+    # ... which is exported as the same function written for onnxruntime's kernels
+    exported = {**modules, "vision_encoder": DaViTEncoder(model, cfg.image_size)}
     args = example_inputs(cfg, specs)
     report = ExportReport(folder=out, tolerance=tolerance)
 
     with torch.inference_mode(False), torch.no_grad():
         for i, (name, spec) in enumerate(specs.items(), 1):
             _log(f"[{i}/{len(specs)}] exporting {name} ...", quiet)
-            _export_graph(modules[name].eval(), args[name], spec, out / ONNX_DIR / spec.filename)
+            _export_graph(exported[name].eval(), args[name], spec, out / ONNX_DIR / spec.filename)
         tie_lm_head(out / ONNX_DIR / specs["decoder"].filename)
     write_kv_gather(out / ONNX_DIR, cfg.dims)  # device-side beam bookkeeping for the IO-binding path
 

@@ -63,8 +63,9 @@ class Int8Options:
     op_types: tuple[str, ...] = ("MatMul",)  # Conv stays float: ConvInteger is slower than float Conv
     untie_lm_head: bool = True  # rewrite Gemm(h, table, transB=1) as MatMul(h, table^T) so it is quantised
     # nodes whose name contains one of these stay float32. DaViT's channel attention sums q * k over every
-    # spatial token: quantising its qkv projection triples the vision encoder's error (README)
-    exclude: tuple[str, ...] = ("channel_attn/qkv/",)
+    # spatial token: quantising its q/k/v projections triples the vision encoder's error (README). The
+    # vision graph has them as q, k, v (florence2_export.vision); folders exported before that, as qkv.
+    exclude: tuple[str, ...] = ("channel_attn/q/", "channel_attn/k/", "channel_attn/v/", "channel_attn/qkv/")
 
 
 @dataclass(frozen=True)
