@@ -40,7 +40,8 @@ def test_every_input_gets_ordered_shapes(name):
 
 def test_decoder_profile_values():
     lo, opt, hi = profile_shapes(GRAPHS["decoder"], BASE, LIMITS)
-    assert (lo["input_ids"], opt["input_ids"], hi["input_ids"]) == ((1, 1), (3, 1), (12, 1))  # rows = batch x beams
+    # rows = batch x beams, one new token's embedding each
+    assert (lo["inputs_embeds"], opt["inputs_embeds"], hi["inputs_embeds"]) == ((1, 1, 768), (3, 1, 768), (12, 1, 768))
     assert lo["past.0.key"] == (1, 12, 0, 64)  # first step: empty past
     assert hi["past.5.value"] == (12, 12, 256, 64)
     assert hi["cross.0.key"] == (4, 12, 577 + 64, 64)  # one cross K/V per item, shared by its beams

@@ -6,7 +6,7 @@ Output folder::
     generation_config.json    the checkpoint's generation defaults
     tokenizer.json            the tokenizer (tokenizers library format)
     onnx/vision_encoder.onnx  onnx/text_encoder.onnx  onnx/decoder.onnx
-    onnx/embed_tokens.npy     token embedding table (prompt embeddings, memory-mapped)
+    onnx/embed_tokens.npy     token embedding table (prompt and decoder-step lookups, memory-mapped)
     onnx/kv_gather.onnx       row gathers over K/V tensors (beam search on the device, IO binding)
 """
 
@@ -28,7 +28,6 @@ from florence2_runtime.graphs import EMBEDDINGS_FILE, GraphSpec, native_graphs
 from .gather import write_kv_gather
 from .loading import load_checkpoint
 from .modules import Decoder, TextEncoder, VisionEncoder
-from .surgery import tie_lm_head
 from .vision import DaViTEncoder
 
 OPSET = 17
@@ -116,6 +115,7 @@ def runtime_config_from(model, processor, source: str) -> RuntimeConfig:
         task_prompts_with_input=dict(processor.task_prompts_with_input),
         banned_grounding_tokens=tuple(banned),
         shared_cross_kv=True,
+        decoder_inputs_embeds=True,
         source=str(source),
     )
 
@@ -136,7 +136,7 @@ def example_inputs(cfg: RuntimeConfig, specs: dict[str, GraphSpec], batch: int =
         "vision_encoder": (torch.randn(batch, 3, h, w, generator=g),),
         "text_encoder": (torch.randn(batch, text, d, generator=g), torch.randn(batch, n_img, d, generator=g), mask),
         "decoder": (
-            torch.randint(0, cfg.vocab_size, (batch, 1), generator=g),
+            torch.randn(batch, 1, d, generator=g),
             mask,
             *[kv(past) for _ in range(n_kv)],
             *[kv(enc_len) for _ in range(n_kv)],
@@ -225,10 +225,10 @@ def export(
         for i, (name, spec) in enumerate(specs.items(), 1):
             _log(f"[{i}/{len(specs)}] exporting {name} ...", quiet)
             _export_graph(exported[name].eval(), args[name], spec, out / ONNX_DIR / spec.filename)
-        tie_lm_head(out / ONNX_DIR / specs["decoder"].filename)
     write_kv_gather(out / ONNX_DIR, cfg.dims)  # device-side beam bookkeeping for the IO-binding path
 
-    embeddings = model.model.language_model.shared.weight.detach().float().numpy()
+    shared = model.model.language_model.shared  # the lookup transformers does: rows times embed_scale (1 here)
+    embeddings = (shared.weight * getattr(shared, "embed_scale", 1.0)).detach().float().numpy()
     np.save(out / ONNX_DIR / EMBEDDINGS_FILE, embeddings)
     processor.tokenizer.backend_tokenizer.save(str(out / TOKENIZER_FILE))
     (out / GENERATION_CONFIG_FILE).write_text(

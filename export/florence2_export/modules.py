@@ -26,13 +26,16 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 def _attend_per_item(q, k, v, scaling: float, mask: torch.Tensor) -> torch.Tensor:
     """Cross attention where an item's beams share its K/V: q [rows, h, t, hd] with rows = items * beams
-    (beams contiguous), k, v [items, h, S, hd], mask [items, 1, 1, S] -> [rows, t, h * hd]."""
+    (beams contiguous), k, v [items, h, S, hd], mask [items, 1, 1, S] -> [rows, t, h * hd].
+
+    The beams' queries are stacked as the rows of one product per item and head, so each K/V is read
+    once per step whatever the beam count."""
     items = k.shape[0]
     r, h, t, hd = q.shape
-    qb = q.reshape(items, -1, h, t, hd)  # [items, beams, h, t, hd]
-    scores = torch.matmul(qb, k.unsqueeze(1).transpose(3, 4)) * scaling + mask.unsqueeze(1)
-    out = torch.matmul(torch.softmax(scores, dim=-1), v.unsqueeze(1))  # [items, beams, h, t, hd]
-    return out.reshape(r, h, t, hd).transpose(1, 2).reshape(r, t, h * hd)
+    qi = q.reshape(items, -1, h, t, hd).transpose(1, 2).reshape(items, h, -1, hd)  # [items, h, beams * t, hd]
+    scores = torch.matmul(qi, k.transpose(2, 3)) * scaling + mask
+    out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [items, h, beams * t, hd]
+    return out.reshape(items, h, -1, t, hd).transpose(1, 2).reshape(r, h, t, hd).transpose(1, 2).reshape(r, t, h * hd)
 
 
 def _attend(q, k, v, scaling: float, mask: torch.Tensor | None) -> torch.Tensor:
@@ -140,17 +143,21 @@ class DecoderCore(nn.Module):
 class Decoder(DecoderCore):
     """One decoding step with a self-attention KV cache; no control flow.
 
-    input_ids [B, t], encoder_attention_mask [B, S], past.{i}.{key,value} [B, h, P, hd],
-    cross.{i}.{key,value} [B, h, S, hd] -> logits [B, V] (last position), present.{i}.* [B, h, P + t, hd]
+    inputs_embeds [B, t, D] (the new tokens' rows of ``embed_tokens.npy``), encoder_attention_mask [items, S],
+    past.{i}.{key,value} [B, h, P, hd], cross.{i}.{key,value} [items, h, S, hd]
+    -> logits [B, V] (last position), present.{i}.* [B, h, P + t, hd]
+
+    The token lookup stays outside the graph: inside, the embedding table is only ``lm_head``'s weight,
+    which onnxruntime then keeps once (packed) instead of twice (packed for lm_head, plain for a Gather).
     """
 
     def __init__(self, model):
         super().__init__(model)
         self.attend_cross = _attend_per_item  # one cross K/V per item, shared by its beams
 
-    def forward(self, input_ids, encoder_attention_mask, *kv):
+    def forward(self, inputs_embeds, encoder_attention_mask, *kv):
         n = self.num_layers
         past, cross = kv[: 2 * n], kv[2 * n :]
-        x, presents = self.run(self.decoder.embed_tokens(input_ids), encoder_attention_mask, past, cross)
+        x, presents = self.run(inputs_embeds, encoder_attention_mask, past, cross)
         logits = self.lm_head(x[:, -1, :])
         return (logits, *presents)

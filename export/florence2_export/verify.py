@@ -67,10 +67,11 @@ def graph_errors(model, processor, folder: Path, cfg: RuntimeConfig, modules: di
         empty = torch.zeros(b, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads)
         past_t = [empty] * (2 * cfg.decoder_layers)
         worst = (0.0, 0.0)
+        lookup = model.model.language_model.decoder.embed_tokens  # what the runtime reads from embed_tokens.npy
         for token in (cfg.decoder_start_token_id, cfg.bos_token_id):
-            ids = torch.full((b, 1), token, dtype=torch.int64)
-            out_t = modules["decoder"](ids, mask, *past_t, *cross_t)
-            feed = {"input_ids": ids.numpy(), "encoder_attention_mask": mask.numpy()}
+            embeds = lookup(torch.full((b, 1), token, dtype=torch.int64))
+            out_t = modules["decoder"](embeds, mask, *past_t, *cross_t)
+            feed = {"inputs_embeds": embeds.numpy(), "encoder_attention_mask": mask.numpy()}
             names = specs["decoder"].input_names[2:]
             feed.update({n: t.numpy() for n, t in zip(names, [*past_t, *cross_t])})
             out_o = sess["decoder"].run(None, feed)

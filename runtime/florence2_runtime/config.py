@@ -16,7 +16,7 @@ from .graphs import ModelDims
 CONFIG_FILE = "florence2_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 TOKENIZER_FILE = "tokenizer.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the decoder takes token embeddings (decoder_inputs_embeds); 1 folders still load
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class RuntimeConfig:
     # bookkeeping
     float_dtype: str = "float32"  # element type of the graphs' float inputs/outputs (every variant: float32)
     shared_cross_kv: bool = False  # decoder takes one cross K/V per item, not per beam (exports since 0.1)
+    decoder_inputs_embeds: bool = False  # decoder takes the new tokens' embedding rows, not ids (format 2)
     precision: str = "fp32"  # what the graphs compute in: fp32, fp16 (fp32 I/O) or int8 (dynamic quantisation)
     source: str = ""
     format_version: int = FORMAT_VERSION

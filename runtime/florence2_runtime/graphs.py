@@ -11,12 +11,14 @@ Native layout (``onnx/`` of an exported folder)::
     vision_encoder  pixel_values [batch, 3, H, W]                      -> image_features [batch, I, D]
     text_encoder    inputs_embeds [batch, text, D], image_features,
                     attention_mask [batch, I + text]                    -> cross.{i}.{key,value}
-    decoder         input_ids [batch, step], encoder_attention_mask,
+    decoder         inputs_embeds [batch, step, D], encoder_attention_mask,
                     past.{i}.{key,value}, cross.{i}.{key,value}         -> logits [batch, V], present.{i}.{key,value}
 
-The token embedding table is stored once, as ``embed_tokens.npy`` (memory-mapped by the
-runtime, read for prompt tokens only) and inside the decoder graph (tied with ``lm_head``).
-The decoder graph has no control flow: the first step runs it with a zero-length past.
+The token embedding table is stored as ``embed_tokens.npy`` (memory-mapped by the runtime,
+which looks up the prompt's and each step's tokens) and inside the decoder graph only as the
+weight of ``lm_head``. Folders of format 1 have a decoder that takes ``input_ids`` [batch, step]
+and looks them up itself (``decoder_embeds=False``). The decoder graph has no control flow: the
+first step runs it with a zero-length past.
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ def _kv(prefix: str, dims: ModelDims, seq_axis: str, dtype: str, batch_axis: str
     return tuple(TensorSpec(n, dtype, axes) for n in kv_names(prefix, dims.decoder_layers))
 
 
-def native_graphs(dims: ModelDims, float_dtype: str = "float32") -> dict[str, GraphSpec]:
-    """The three graphs of the native layout, keyed by role."""
+def native_graphs(dims: ModelDims, float_dtype: str = "float32", decoder_embeds: bool = True) -> dict[str, GraphSpec]:
+    """The three graphs of the native layout, keyed by role (decoder_embeds=False: a format-1 decoder)."""
     h, w = dims.image_size
     f = float_dtype
     vision = GraphSpec(
@@ -113,7 +115,8 @@ def native_graphs(dims: ModelDims, float_dtype: str = "float32") -> dict[str, Gr
         "decoder",
         "decoder.onnx",
         inputs=(
-            TensorSpec("input_ids", "int64", ("batch", "step_length")),
+            (TensorSpec("inputs_embeds", f, ("batch", "step_length", dims.d_model)) if decoder_embeds
+             else TensorSpec("input_ids", "int64", ("batch", "step_length"))),
             # one cross K/V and mask per item, shared by its beams (rows = items * beams, beams contiguous)
             TensorSpec("encoder_attention_mask", "int64", ("items", "encoder_length")),
             *_kv("past", dims, "past_length", f),

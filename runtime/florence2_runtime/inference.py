@@ -25,7 +25,7 @@ class Sessions:
         """providers: one ``[(name, options)]`` list for every graph, or a function of the graph's spec
         giving its own list (TensorRT needs per-graph optimisation profiles)."""
         self.cfg = cfg
-        self.specs = native_graphs(cfg.dims)
+        self.specs = native_graphs(cfg.dims, decoder_embeds=cfg.decoder_inputs_embeds)
         onnx_dir = Path(folder) / ONNX_DIR
         providers_for = providers if callable(providers) else (lambda spec: providers)
         self.vision, self.text, self.decoder = (
@@ -40,6 +40,12 @@ class Sessions:
     @property
     def providers(self) -> list[str]:
         return self.decoder.get_providers()
+
+    def step_feed(self, new_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The decoder's input for new tokens [N, t] int64: their embedding rows [N, t, D] (format 2) or the ids."""
+        if self.cfg.decoder_inputs_embeds:
+            return {"inputs_embeds": np.ascontiguousarray(self.embed_tokens[new_ids], dtype=np.float32)}
+        return {"input_ids": new_ids}
 
     def encode_images(self, pixel_values: np.ndarray) -> np.ndarray:
         """pixel_values [B, 3, H, W] float32 -> image_features [B, I, D].
@@ -121,7 +127,7 @@ class DecoderInference:
     def logits(self, tokens: np.ndarray) -> np.ndarray:
         """tokens [N, T] (whole sequences so far) -> next-token logits [N, V]; feeds only the new tokens."""
         new = np.ascontiguousarray(tokens[:, self.past_length :], dtype=np.int64)
-        feed = {"input_ids": new, **self.feed_fixed, **dict(zip(self.sessions.past_names, self.past))}
+        feed = {**self.sessions.step_feed(new), **self.feed_fixed, **dict(zip(self.sessions.past_names, self.past))}
         logits, *self.past = self.sessions.decoder.run(None, feed)
         return logits
 

@@ -5,7 +5,7 @@ whole self-attention cache (and the cross K/V) to the host and back. Here every 
 request stays on the device from the vision encoder to the last decoder step:
 
     pixel_values, prompt embeddings  --host->device once-->  image_features, cross K/V (device)
-    each step:  input_ids [N, 1] host->device;  logits [N, V] device->host;  present K/V stay on the device
+    each step:  the new tokens' embeddings [N, 1, D] host->device;  logits [N, V] device->host;  present K/V stay on the device
     beam search: kv_gather.onnx repeats cross K/V per beam once and reorders the cache each step, on the device
 
 The logits cross to the host because the logit filters and the beam bookkeeping run there, in
@@ -134,7 +134,7 @@ class BoundDecoderInference:
         """tokens [N, T] (whole sequences so far) -> next-token logits [N, V] on the host."""
         s = self.runner.sessions
         new = np.ascontiguousarray(tokens[:, self.past_length:], dtype=np.int64)
-        inputs = {"input_ids": new, **self.fixed, **dict(zip(s.past_names, self.past))}
+        inputs = {**s.step_feed(new), **self.fixed, **dict(zip(s.past_names, self.past))}
         out = self.runner.run(s.decoder, inputs, self.present_names, host_outputs=("logits",))
         self.past = [out[n] for n in self.present_names]
         return out["logits"]
