@@ -24,29 +24,12 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, s, heads, d // heads).transpose(1, 2)
 
 
-def _attend_per_item(q, k, v, scaling: float, mask: torch.Tensor) -> torch.Tensor:
-    """Cross attention where an item's beams share its K/V: q [rows, h, t, hd] with rows = items * beams
-    (beams contiguous), k, v [items, h, S, hd], mask [items, 1, 1, S] -> [rows, t, h * hd].
-
-    The beams' queries are stacked as the rows of one product per item and head, so each K/V is read
-    once per step whatever the beam count."""
-    items = k.shape[0]
-    r, h, t, hd = q.shape
-    qi = q.reshape(items, -1, h, t, hd).transpose(1, 2).reshape(items, h, -1, hd)  # [items, h, beams * t, hd]
-    scores = torch.matmul(qi, k.transpose(2, 3)) * scaling + mask
-    out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [items, h, beams * t, hd]
-    return out.reshape(items, h, -1, t, hd).transpose(1, 2).reshape(r, h, t, hd).transpose(1, 2).reshape(r, t, h * hd)
-
-
 def _attend(q, k, v, scaling: float, mask: torch.Tensor | None) -> torch.Tensor:
-    """Eager attention in transformers' order of operations; q, k, v: [batch, heads, seq, head_dim]."""
+    """Eager attention in transformers' order of operations; q, k, v: [batch, heads, seq, head_dim] -> same as q."""
     scores = torch.matmul(q, k.transpose(2, 3)) * scaling
     if mask is not None:
         scores = scores + mask
-    probs = torch.softmax(scores, dim=-1)
-    out = torch.matmul(probs, v)  # [b, h, s, hd]
-    b, h, s, hd = out.shape
-    return out.transpose(1, 2).reshape(b, s, h * hd)
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
 class VisionEncoder(nn.Module):
@@ -92,23 +75,39 @@ class TextEncoder(nn.Module):
 class DecoderCore(nn.Module):
     """The BART decoder layers over new token embeddings, given the self-attention past and the cross K/V.
 
-    Shared by the native ``decoder`` graph and the onnx-community decoder graphs.
+    Shared by the native ``decoder`` graph and the onnx-community decoder graphs. Every reshape takes its
+    sizes from the same few traced values (rows, new tokens, items), so onnxruntime's common-subexpression
+    pass leaves a handful of shape nodes instead of a subgraph per reshape.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, cross_per_item: bool = False):
+        """cross_per_item: the cross K/V has one row per item, shared by its beams (rows = items * beams,
+        beams contiguous); else one row per decoder row."""
         super().__init__()
         lm = model.model.language_model
         self.decoder = lm.decoder
         self.lm_head = model.lm_head
         self.heads = lm.config.decoder_attention_heads
+        self.head_dim = lm.config.d_model // self.heads
         self.num_layers = len(self.decoder.layers)
-        self.attend_cross = _attend  # cross K/V with one row per decoder row
+        self.cross_per_item = cross_per_item
 
     def run(self, inputs_embeds, encoder_attention_mask, past, cross):
         """inputs_embeds [B, t, D]; past: per layer K, V [B, h, P, hd] or None (no past);
-        cross: per layer K, V [B, h, S, hd] -> (hidden [B, t, D], presents [B, h, P + t, hd])."""
+        cross: per layer K, V [B or items, h, S, hd] -> (hidden [B, t, D], presents [B, h, P + t, hd])."""
         dec = self.decoder
-        t = inputs_embeds.shape[1]
+        h, hd = self.heads, self.head_dim
+        rows, t = inputs_embeds.shape[0], inputs_embeds.shape[1]
+        heads = lambda y: y.view(rows, t, h, hd).transpose(1, 2)  # noqa: E731  [B, t, D] -> [B, h, t, hd]
+        merge = lambda y: y.transpose(1, 2).reshape(rows, t, h * hd)  # noqa: E731  [B, h, t, hd] -> [B, t, D]
+        if self.cross_per_item:
+            # an item's beams are stacked as the query rows of one product per head: each cross K/V is read
+            # once per step whatever the beam count
+            items = cross[0].shape[0]
+            cross_heads = lambda y: y.reshape(items, -1, h, hd).transpose(1, 2)  # noqa: E731  [items, h, beams*t, hd]
+            cross_merge = lambda y: y.transpose(1, 2).reshape(rows, t, h * hd)  # noqa: E731
+        else:
+            cross_heads, cross_merge = heads, merge
         past_len = past[0].shape[2] if past is not None else 0
         positions = torch.arange(t, device=inputs_embeds.device) + past_len
         x = inputs_embeds + dec.embed_positions(inputs_embeds[:, :, 0], position_ids=positions)
@@ -122,21 +121,20 @@ class DecoderCore(nn.Module):
         presents = []
         for i, layer in enumerate(dec.layers):
             sa = layer.self_attn
-            k = _heads(sa.k_proj(x), self.heads)
-            v = _heads(sa.v_proj(x), self.heads)
+            k = heads(sa.k_proj(x))
+            v = heads(sa.v_proj(x))
             if past is not None:
                 k = torch.cat([past[2 * i], k], dim=2)
                 v = torch.cat([past[2 * i + 1], v], dim=2)
             presents += [k, v]
-            q = _heads(sa.q_proj(x), self.heads)
-            h = sa.out_proj(_attend(q, k, v, sa.scaling, causal))
-            x = layer.self_attn_layer_norm(x + h)
+            h_out = sa.out_proj(merge(_attend(heads(sa.q_proj(x)), k, v, sa.scaling, causal)))
+            x = layer.self_attn_layer_norm(x + h_out)
             ca = layer.encoder_attn
-            q = _heads(ca.q_proj(x), self.heads)
-            h = ca.out_proj(self.attend_cross(q, cross[2 * i], cross[2 * i + 1], ca.scaling, cross_mask))
-            x = layer.encoder_attn_layer_norm(x + h)
-            h = layer.fc2(layer.activation_fn(layer.fc1(x)))
-            x = layer.final_layer_norm(x + h)
+            q = cross_heads(ca.q_proj(x))
+            h_out = ca.out_proj(cross_merge(_attend(q, cross[2 * i], cross[2 * i + 1], ca.scaling, cross_mask)))
+            x = layer.encoder_attn_layer_norm(x + h_out)
+            h_out = layer.fc2(layer.activation_fn(layer.fc1(x)))
+            x = layer.final_layer_norm(x + h_out)
         return x, presents
 
 
@@ -152,8 +150,7 @@ class Decoder(DecoderCore):
     """
 
     def __init__(self, model):
-        super().__init__(model)
-        self.attend_cross = _attend_per_item  # one cross K/V per item, shared by its beams
+        super().__init__(model, cross_per_item=True)  # one cross K/V per item, shared by its beams
 
     def forward(self, inputs_embeds, encoder_attention_mask, *kv):
         n = self.num_layers
