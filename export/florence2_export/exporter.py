@@ -5,7 +5,7 @@ Output folder::
     florence2_config.json     runtime config (sizes, token ids, preprocessing, prompt tables)
     generation_config.json    the checkpoint's generation defaults
     tokenizer.json            the tokenizer (tokenizers library format)
-    onnx/vision_encoder.onnx  onnx/text_encoder.onnx  onnx/decoder.onnx
+    onnx/vision_encoder.onnx  onnx/text_encoder.onnx  onnx/decoder.onnx   (each with its weights in NAME.onnx_data)
     onnx/embed_tokens.npy     token embedding table (prompt and decoder-step lookups, memory-mapped)
     onnx/kv_gather.onnx       row gathers over K/V tensors (beam search on the device, IO binding)
 """
@@ -25,6 +25,7 @@ import numpy as np
 from florence2_runtime.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig
 from florence2_runtime.graphs import EMBEDDINGS_FILE, GraphSpec, native_graphs
 
+from . import onnxfile
 from .gather import write_kv_gather
 from .loading import load_checkpoint
 from .modules import Decoder, TextEncoder, VisionEncoder
@@ -225,6 +226,7 @@ def export(
         for i, (name, spec) in enumerate(specs.items(), 1):
             _log(f"[{i}/{len(specs)}] exporting {name} ...", quiet)
             _export_graph(exported[name].eval(), args[name], spec, out / ONNX_DIR / spec.filename)
+            onnxfile.split(out / ONNX_DIR / spec.filename)  # weights in NAME.onnx_data: loads without a 2x spike
     write_kv_gather(out / ONNX_DIR, cfg.dims)  # device-side beam bookkeeping for the IO-binding path
 
     shared = model.model.language_model.shared  # the lookup transformers does: rows times embed_scale (1 here)

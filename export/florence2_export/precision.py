@@ -32,6 +32,8 @@ import numpy as np
 from florence2_runtime.config import RuntimeConfig
 from florence2_runtime.graphs import native_graphs
 
+from . import onnxfile
+
 ONNX_DIR = "onnx"
 DTYPES = ("fp32", "fp16", "int8")
 # what the export's check allows per graph: max |variant - torch| / max |torch| (fp32 keeps its absolute 1e-3).
@@ -226,8 +228,9 @@ def skip_fp16_round_trips(model) -> int:
 
 
 def _copy(src: Path, dst: Path, graph: str = "", options: None = None) -> None:
+    """The fp32 "transform": ``src`` (single-file or split) as a single-file graph ``dst``."""
     if src != dst:
-        shutil.copyfile(src, dst)
+        _save(_load(src), dst)
 
 
 # dtype -> transform(src graph, dst graph, graph role, options), and the options type it takes
@@ -270,7 +273,9 @@ def _convert_graphs(src_onnx: Path, dst_onnx: Path, cfg: RuntimeConfig, dtype: s
                 fuse_graph(src, fused, cfg)
                 src = fused
             transform(src, out, spec.name, options or (OPTIONS[dtype] and OPTIONS[dtype]()))
-            out.replace(dst_onnx / spec.filename)
+            onnxfile.split(out)  # the transforms write single files; the folder holds graph + weights
+            for part in (out, onnxfile.data_file(out)):
+                part.replace(dst_onnx / part.name)
 
 
 def _check_options(dtype: str, options) -> None:
@@ -325,6 +330,7 @@ def convert_folder(src: str | Path, dst: str | Path, dtype: str, options: Int8Op
             raise FileExistsError(f"{dst}: folder exists and is not empty (pass overwrite=True / --overwrite)")
         shutil.rmtree(dst)
     graphs = {spec.filename for spec in native_graphs(cfg.dims).values()}
+    graphs |= {onnxfile.data_file(name).name for name in graphs}
     shutil.copytree(src, dst, dirs_exist_ok=True,
                     ignore=lambda d, names: [n for n in names if Path(d).name == ONNX_DIR and n in graphs])
     _convert_graphs(src / ONNX_DIR, dst / ONNX_DIR, cfg, dtype, options, fuse)

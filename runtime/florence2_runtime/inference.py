@@ -28,14 +28,17 @@ class Sessions:
         self.specs = native_graphs(cfg.dims, decoder_embeds=cfg.decoder_inputs_embeds)
         onnx_dir = Path(folder) / ONNX_DIR
         providers_for = providers if callable(providers) else (lambda spec: providers)
-        self.vision, self.text, self.decoder = (
-            create_session(onnx_dir / self.specs[name].filename, providers_for(self.specs[name]), session_options)
-            for name in ("vision_encoder", "text_encoder", "decoder")
-        )
+
+        def open_graph(name: str):
+            spec = self.specs[name]
+            session = create_session(onnx_dir / spec.filename, providers_for(spec), session_options)
+            release_freed_memory()  # before the next graph's load spike comes on top
+            return session
+
+        self.vision, self.text, self.decoder = (open_graph(n) for n in ("vision_encoder", "text_encoder", "decoder"))
         self.embed_tokens = _load_embeddings(onnx_dir / EMBEDDINGS_FILE, cfg)
         self.cross_names = kv_names("cross", cfg.decoder_layers)
         self.past_names = kv_names("past", cfg.decoder_layers)
-        release_freed_memory()
 
     @property
     def providers(self) -> list[str]:
@@ -79,8 +82,8 @@ class Sessions:
 def release_freed_memory() -> None:
     """Return the C heap's free pages to the OS (glibc ``malloc_trim``; a no-op elsewhere).
 
-    Loading parses each .onnx file into protobuf buffers that are freed once the session holds its
-    weights; glibc keeps that memory (~200 MB for base) unless asked.
+    Loading a single-file .onnx parses it into protobuf buffers that are freed once the session holds
+    its weights; glibc keeps that memory (~200 MB for base) unless asked.
     """
     try:
         import ctypes
