@@ -123,30 +123,23 @@ class ChannelAttention(nn.Module):
         return self.proj(out.permute(0, 3, 1, 2).reshape(-1, self.height, self.width, c))
 
 
-class SpatialBlock(nn.Module):
-    def __init__(self, block, height: int, width: int):
+class MixingBlock(nn.Module):
+    """DaViT's spatial or channel block: depthwise conv, attention, depthwise conv, MLP, each with a residual.
+
+    The attention keeps the checkpoint's module name (``window_attn`` / ``channel_attn``): the graph's node
+    names follow it, and the int8 rules exclude nodes by name.
+    """
+
+    def __init__(self, block, attn: nn.Module, attn_name: str):
         super().__init__()
         self.conv1, self.norm1, self.conv2, self.norm2, self.ffn = (
             ResidualDepthwise(block.conv1), block.norm1, ResidualDepthwise(block.conv2), block.norm2, block.ffn)
-        self.window_attn = WindowAttention(block.window_attn, height, width)
+        self.attn_name = attn_name
+        self.add_module(attn_name, attn)
 
     def forward(self, x):
         x = self.conv1(x)
-        x = x + self.window_attn(self.norm1(x))
-        x = self.conv2(x)
-        return x + self.ffn(self.norm2(x))
-
-
-class ChannelBlock(nn.Module):
-    def __init__(self, block, height: int, width: int):
-        super().__init__()
-        self.conv1, self.norm1, self.conv2, self.norm2, self.ffn = (
-            ResidualDepthwise(block.conv1), block.norm1, ResidualDepthwise(block.conv2), block.norm2, block.ffn)
-        self.channel_attn = ChannelAttention(block.channel_attn, height, width)
-
-    def forward(self, x):
-        x = self.conv1(x)
-        x = x + self.channel_attn(self.norm1(x))
+        x = x + getattr(self, self.attn_name)(self.norm1(x))
         x = self.conv2(x)
         return x + self.ffn(self.norm2(x))
 
@@ -185,8 +178,12 @@ class DaViTEncoder(nn.Module):
             height, width = _conv_out(height, embed.conv), _conv_out(width, embed.conv)
             self.embeds.append(PatchEmbed(embed, first=i == 0))
             self.stages.append(nn.Sequential(*(
-                m for blk in blocks
-                for m in (SpatialBlock(blk.spatial_block, height, width), ChannelBlock(blk.channel_block, height, width))
+                m for blk in blocks for m in (
+                    MixingBlock(blk.spatial_block, WindowAttention(blk.spatial_block.window_attn, height, width),
+                                "window_attn"),
+                    MixingBlock(blk.channel_block, ChannelAttention(blk.channel_block.channel_attn, height, width),
+                                "channel_attn"),
+                )
             )))
         self.grid, self.dim = (height, width), tower.embed_dim[-1]
         proj = model.model.multi_modal_projector
