@@ -100,14 +100,12 @@ class DecoderCore(nn.Module):
         rows, t = inputs_embeds.shape[0], inputs_embeds.shape[1]
         heads = lambda y: y.view(rows, t, h, hd).transpose(1, 2)  # noqa: E731  [B, t, D] -> [B, h, t, hd]
         merge = lambda y: y.transpose(1, 2).reshape(rows, t, h * hd)  # noqa: E731  [B, h, t, hd] -> [B, t, D]
+        cross_heads = heads
         if self.cross_per_item:
             # an item's beams are stacked as the query rows of one product per head: each cross K/V is read
-            # once per step whatever the beam count
+            # once per step whatever the beam count ([items, h, beams * t, hd]; merge undoes it as it is)
             items = cross[0].shape[0]
-            cross_heads = lambda y: y.reshape(items, -1, h, hd).transpose(1, 2)  # noqa: E731  [items, h, beams*t, hd]
-            cross_merge = lambda y: y.transpose(1, 2).reshape(rows, t, h * hd)  # noqa: E731
-        else:
-            cross_heads, cross_merge = heads, merge
+            cross_heads = lambda y: y.reshape(items, -1, h, hd).transpose(1, 2)  # noqa: E731
         past_len = past[0].shape[2] if past is not None else 0
         positions = torch.arange(t, device=inputs_embeds.device) + past_len
         x = inputs_embeds + dec.embed_positions(inputs_embeds[:, :, 0], position_ids=positions)
@@ -131,7 +129,7 @@ class DecoderCore(nn.Module):
             x = layer.self_attn_layer_norm(x + h_out)
             ca = layer.encoder_attn
             q = cross_heads(ca.q_proj(x))
-            h_out = ca.out_proj(cross_merge(_attend(q, cross[2 * i], cross[2 * i + 1], ca.scaling, cross_mask)))
+            h_out = ca.out_proj(merge(_attend(q, cross[2 * i], cross[2 * i + 1], ca.scaling, cross_mask)))
             x = layer.encoder_attn_layer_norm(x + h_out)
             h_out = layer.fc2(layer.activation_fn(layer.fc1(x)))
             x = layer.final_layer_norm(x + h_out)

@@ -10,8 +10,8 @@ the same weights with:
   ``permute -> Conv -> permute`` so onnxruntime folds both permutes into its NCHWc reorders, and its
   residual is folded into the kernel;
 - ``q``, ``k``, ``v`` as three projections (the ``qkv`` weight cut in three: no ``Split`` copy), each
-  permuted once, straight into window-and-head layout;
-  the attention output is permuted once, straight back to ``[B, H, W, C]``;
+  permuted once, straight into window-and-head layout, and the attention output permuted once,
+  straight back to ``[B, H, W, C]``;
 - every size a Python constant computed from the (static) image size: no shape subgraphs, and
   pad/crop only where a stage's grid is not a multiple of the window.
 
