@@ -71,7 +71,8 @@ def test_two_replicas_answer_like_run(ray_url, onnx_model):
         bad = c.post("/v1/infer", json={"image": "???", "task": "<OD>"})
         assert bad.status_code == 400 and bad.json()["error"]["kind"] == "invalid_base64"
         nim = c.post("/v1/vlm/microsoft/florence-2", json={"messages": [{"role": "user", "content": (
-            f'<CAPTION><img src="data:image/png;base64,{base64.b64encode(images[0]).decode()}" />')}]})
+            f'<CAPTION><img src="data:image/png;base64,{base64.b64encode(images[0]).decode()}" />')}]},
+            headers={"Accept": "application/json"})
         assert nim.status_code == 200
         assert nim.json()["content"] == "<CAPTION>" + onnx_model.run(images[0], "<CAPTION>")["<CAPTION>"]
 

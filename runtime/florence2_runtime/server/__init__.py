@@ -8,14 +8,15 @@ Importing this package needs no web framework; ``create_app`` imports FastAPI wh
 
 from __future__ import annotations
 
+from .assets import AssetLimits
 from .limits import ServerLimits
 
 
-def create_app(model, limits: ServerLimits | None = None, model_name: str | None = None):
-    """See :func:`florence2_runtime.server.app.create_app`."""
+def create_app(model, limits: ServerLimits | None = None, model_name: str | None = None, **options):
+    """See :func:`florence2_runtime.server.app.create_app` (options: ``ui``, ``docs``, ``assets``)."""
     from .app import create_app as _create_app
 
-    return _create_app(model, limits, model_name)
+    return _create_app(model, limits, model_name, **options)
 
 
-__all__ = ["ServerLimits", "create_app"]
+__all__ = ["AssetLimits", "ServerLimits", "create_app"]

@@ -1,4 +1,5 @@
-"""The FastAPI app: ``/health``, ``/metrics``, ``/v1/infer`` and the NVIDIA-compatible route.
+"""The FastAPI app: ``/health``, ``/metrics``, ``/v1/infer``, the NVIDIA-compatible route and assets API,
+the try-it page at ``/`` and the API docs (``web.py``).
 
 Every refusal is a JSON ``{"error": {"kind", "message"}}`` with a 4xx status (503/504 for overload and
 timeouts). Image decoding runs in a thread pool, inference in the batcher's single worker thread: the
@@ -17,28 +18,35 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import require
+from . import hosted
+from .asset_routes import UPLOAD_ROUTE, asset_routes
+from .assets import AssetLimits, AssetStore, sweep_interval
 from .batching import DynamicBatcher, Job, Outcome, QueueFull
 from .images import decode_base64, decode_image
 from .limits import ServerLimits
 from .metrics import Metrics
-from .nim import build_response, parse_request
+from .nim import asset_id, build_response, parse_request
 from .problems import RequestError, bad_request, invalid
 from .validation import INFER_FIELDS, build_prompt, check_generation, check_task
 
 NIM_ROUTE = "/v1/vlm/microsoft/florence-2"
-OPEN_ROUTES = frozenset({"/health"})  # answered without the API key (load-balancer probes)
+OPEN_ROUTES = frozenset({"/health", UPLOAD_ROUTE})  # no API key: probes; uploads carry their URL's token
 
 
 def _fastapi():
     return require("fastapi", "serve", "The Florence-2 server")
 
 
-def create_app(model, limits: ServerLimits | None = None, model_name: str | None = None):
-    """A FastAPI app serving ``model`` (a loaded ``Florence2``) under ``limits``."""
+def create_app(model, limits: ServerLimits | None = None, model_name: str | None = None, *, ui: bool = True,
+               docs: bool = True, assets: AssetLimits | None = None):
+    """A FastAPI app serving ``model`` (a loaded ``Florence2``) under ``limits``; ``ui``: the page at ``/``,
+    ``docs``: ``/openapi.json`` and ``/docs``; ``assets``: bounds of the NVCF asset store."""
     fastapi = _fastapi()
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+    from . import web  # pydantic models of the API docs: imported once FastAPI is known to be there
 
     limits = limits or ServerLimits()
     name = model_name or Path(getattr(model, "folder", "florence2")).name
@@ -46,14 +54,23 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
     batcher = DynamicBatcher(model, limits.max_batch_size, limits.max_wait_ms, limits.max_queue,
                              on_batch=metrics.record_batch)
 
+    store = AssetStore(assets)
+
+    async def sweep_assets():  # expired assets are deleted even when nobody asks for them
+        while True:
+            await asyncio.sleep(sweep_interval(store.limits))
+            store.purge()
+
     @asynccontextmanager
     async def lifespan(_app):
+        sweeper = asyncio.create_task(sweep_assets())
         yield
+        sweeper.cancel()
         await batcher.close()
 
     app = fastapi.FastAPI(title="Florence-2 (ONNX Runtime)", lifespan=lifespan, docs_url=None, redoc_url=None,
                           openapi_url=None)
-    app.state.batcher, app.state.metrics, app.state.limits = batcher, metrics, limits
+    app.state.batcher, app.state.metrics, app.state.limits, app.state.assets = batcher, metrics, limits, store
 
     def error_response(e: RequestError) -> JSONResponse:
         metrics.record_error(e.kind)
@@ -117,11 +134,19 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
                              "batch_size": outcome.batch_size})
 
     async def nim(request: Request):
+        as_json = hosted.wants_json(request.query_params, request.headers)
         body = await asyncio.to_thread(_parse_json, await _read_body(request, limits))
         task, text, src = parse_request(body)
-        job, _ = await infer_fields(task, text, None, "pixels", None, await asyncio.to_thread(decode_base64, src))
+        asset = asset_id(src)
+        image_bytes = store.resolve(asset) if asset else await asyncio.to_thread(decode_base64, src)
+        job, _ = await infer_fields(task, text, None, "pixels", None, image_bytes)
         outcome = await run_job(job)
-        return JSONResponse(build_response(task, outcome.result, name))
+        answer = build_response(task, outcome.result, name)
+        if as_json:
+            return JSONResponse(answer)
+        data = await asyncio.to_thread(hosted.zip_answer, task, answer, outcome.result, job.image)
+        return Response(data, media_type=hosted.ZIP_MEDIA_TYPE,
+                        headers={"Content-Disposition": f'attachment; filename="{answer["id"]}.zip"'})
 
     async def health(_request: Request):
         return JSONResponse({"status": "ok", "model": name, "providers": list(model.providers),
@@ -135,8 +160,11 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
         return PlainTextResponse(metrics.render(gauges), media_type="text/plain; version=0.0.4")
 
     for route, handler, method in (("/health", health, "GET"), ("/metrics", metrics_route, "GET"),
-                                   ("/v1/infer", infer, "POST"), (NIM_ROUTE, nim, "POST")):
+                                   ("/v1/infer", infer, "POST"), (NIM_ROUTE, nim, "POST"),
+                                   *asset_routes(store, lambda r, **kw: _read_body(r, limits, **kw), _parse_json,
+                                                 limits.max_pixels)):
         app.add_route(route, endpoint(route, handler), methods=[method], include_in_schema=False)  # plain Starlette
+    web.install(app, model, limits, name, ui=ui, docs=docs)  # the page, /openapi.json and /docs
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, exc):  # 404 / 405 in the same JSON shape
@@ -171,27 +199,28 @@ def _check_api_key(request, api_key: str | None) -> None:
                            headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _read_body(request, limits: ServerLimits) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed ``max_body_bytes``."""
+async def _read_body(request, limits: ServerLimits, max_bytes: int | None = None) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed ``max_bytes`` (``max_body_bytes``)."""
+    max_bytes = limits.max_body_bytes if max_bytes is None else max_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            too_big = int(declared) > limits.max_body_bytes
+            too_big = int(declared) > max_bytes
         except ValueError:
             raise bad_request("invalid_request", f"bad Content-Length header {declared!r}") from None
         if too_big:
-            raise _too_large(limits)
+            raise _too_large(max_bytes)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise _too_large(limits)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_large(limits: ServerLimits) -> RequestError:
-    return RequestError(413, "body_too_large", f"request body exceeds {limits.max_body_bytes} bytes")
+def _too_large(max_bytes: int) -> RequestError:
+    return RequestError(413, "body_too_large", f"request body exceeds {max_bytes} bytes")
 
 
 def _parse_json(body: bytes) -> Any:

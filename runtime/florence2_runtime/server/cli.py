@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 
 from ..errors import require
+from .assets import AssetLimits
 from .limits import API_KEY_ENV, ServerLimits, api_key_from_env
 
 MIB = 1024 * 1024
 _DEFAULTS = ServerLimits()
+_ASSETS = AssetLimits()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
     p.add_argument("--threads", type=int, help="intra-op threads per session")
     p.add_argument("--api-key", help=f"require this key (Authorization: Bearer KEY); default: ${API_KEY_ENV}")
+    p.add_argument("--no-ui", action="store_true", help="do not serve the try-it page at /")
+    p.add_argument("--no-docs", action="store_true", help="do not serve /openapi.json and /docs")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch-size", type=int, default=_DEFAULTS.max_batch_size, help="1 disables dynamic batching")
     g.add_argument("--max-wait-ms", type=float, default=_DEFAULTS.max_wait_ms)
@@ -29,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-num-beams", type=int, default=_DEFAULTS.max_num_beams)
     g.add_argument("--max-queue", type=int, default=_DEFAULTS.max_queue)
     g.add_argument("--timeout", type=float, default=_DEFAULTS.request_timeout_s, help="seconds per request")
+    g = p.add_argument_group("NVCF assets (images uploaded for the NVIDIA-format route)")
+    g.add_argument("--max-assets", type=int, default=_ASSETS.max_assets, help="assets held at once")
+    g.add_argument("--max-asset-mb", type=float, default=_ASSETS.max_asset_bytes / MIB, help="size of one asset")
+    g.add_argument("--max-assets-total-mb", type=float, default=_ASSETS.max_total_bytes / MIB,
+                   help="size of all assets together")
+    g.add_argument("--asset-ttl", type=float, default=_ASSETS.ttl_s, help="seconds an asset lives")
     g = p.add_argument_group("Ray Serve (the 'ray' extra)")
     g.add_argument("--ray", action="store_true", help="serve through Ray Serve instead of a single uvicorn process")
     g.add_argument("--ray-address", help="Ray cluster address (default: join a running cluster or start one)")
@@ -48,9 +58,17 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
     )
 
 
+def app_options(args: argparse.Namespace) -> dict:
+    """``create_app``'s keyword options from the arguments: page, docs, asset limits."""
+    assets = AssetLimits(max_assets=args.max_assets, max_asset_bytes=int(args.max_asset_mb * MIB),
+                         max_total_bytes=int(args.max_assets_total_mb * MIB), ttl_s=args.asset_ttl)
+    return {"ui": not args.no_ui, "docs": not args.no_docs, "assets": assets}
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the server and block until it stops."""
     limits = limits_from_args(args)
+    options = app_options(args)
     if args.ray:
         from .ray_app import RaySettings, serve_forever
 
@@ -58,14 +76,14 @@ def run(args: argparse.Namespace) -> int:
                                target_ongoing_requests=args.target_ongoing_requests, num_cpus=args.num_cpus,
                                num_gpus=args.num_gpus, address=args.ray_address)
         serve_forever(args.model, limits, settings, host=args.host, port=args.port, provider=args.provider,
-                      threads=args.threads)
+                      threads=args.threads, app_options=options)
         return 0
     from ..model import Florence2
     from .app import create_app
 
     uvicorn = require("uvicorn", "serve", "The Florence-2 server")
     model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads)
-    app = create_app(model, limits)
+    app = create_app(model, limits, **options)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", limit_concurrency=None,
                 timeout_graceful_shutdown=5)
     return 0

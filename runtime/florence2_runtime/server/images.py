@@ -51,6 +51,19 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
 
     The pixel count comes from the header (``Image.open`` is lazy); only then are the pixels decoded.
     """
+    probe_image(data, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return load_image(data)
+    except ValueError as e:
+        raise bad_request("corrupt_image", f"the image is truncated or corrupt: {e}") from None
+    except Exception as e:  # a decoder bug must not become a 500
+        raise bad_request("corrupt_image", f"the image cannot be decoded ({type(e).__name__}: {e})") from None
+
+
+def probe_image(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """(width, height) from the image header, refusing non-images (400) and too many pixels (413)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -67,11 +80,4 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
                            "(decompression-bomb guard)")
     if width == 0 or height == 0:
         raise bad_request("not_an_image", f"image is empty ({width}x{height})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return load_image(data)
-    except ValueError as e:
-        raise bad_request("corrupt_image", f"the image is truncated or corrupt: {e}") from None
-    except Exception as e:  # a decoder bug must not become a 500
-        raise bad_request("corrupt_image", f"the image cannot be decoded ({type(e).__name__}: {e})") from None
+    return width, height

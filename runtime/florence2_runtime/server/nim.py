@@ -2,7 +2,8 @@
 
 Request: ``{"messages": [{"role": "user", "content": "<TASK>text<img src=\\"data:image/jpeg;base64,...\\" />"}]}``;
 the text (only for tasks that take one) may stand before or after the ``<img>`` tag. Region tasks take
-their region as text, ``<loc_x1><loc_y1><loc_x2><loc_y2>``. NVCF asset ids cannot be resolved here.
+their region as text, ``<loc_x1><loc_y1><loc_x2><loc_y2>``. The image is inline base64 or an NVCF asset id
+(``data:image/jpeg;asset_id,ID``) uploaded to this server's asset store first (``assets.py``).
 
 Response: the fields of the hosted service's ``.response`` JSON, ``content`` (``"<TASK>answer"`` for text
 tasks, the task token otherwise) and ``entities`` (``bboxes``, ``quad_boxes``, ``labels``,
@@ -20,7 +21,7 @@ from .problems import bad_request, invalid
 
 _IMG_TAG = re.compile(r"""<img\s+src\s*=\s*(?P<q>["'])(?P<src>.*?)(?P=q)\s*/?>""", re.IGNORECASE | re.DOTALL)
 _TASK = re.compile(r"\s*(?P<task><[A-Z_]+>)")
-_ASSET = re.compile(r"data:[^,;]*;asset_id,", re.IGNORECASE)
+_ASSET = re.compile(r"data:[^,;]*;asset_id,(?P<id>.*)", re.IGNORECASE | re.DOTALL)
 ENTITY_KEYS = ("bboxes", "quad_boxes", "labels", "bboxes_labels", "polygons")
 
 
@@ -42,15 +43,23 @@ def parse_request(body: Any) -> tuple[str, str | None, str]:
     if len(tags) != 1:
         raise bad_request("invalid_content", f"content must hold exactly one <img src=\"...\" /> tag, found {len(tags)}")
     src = tags[0].group("src").strip()
-    if _ASSET.match(src):
-        raise invalid("unsupported_image_source", "NVCF asset ids cannot be resolved by this server; "
-                                                  "send the image inline as data:image/...;base64,...")
     rest = (content[: tags[0].start()] + content[tags[0].end():]).strip()
     m = _TASK.match(rest)
     if m is None:
         raise invalid("unknown_task", "content must start with a task token such as <CAPTION> or <OD>")
     text = rest[m.end():].strip()
     return m.group("task"), (text or None), src
+
+
+def asset_id(src: str) -> str | None:
+    """The asset id of an ``data:image/...;asset_id,ID`` image source, None for inline images."""
+    m = _ASSET.match(src)
+    if m is None:
+        return None
+    value = m.group("id").strip()
+    if not value:
+        raise bad_request("invalid_content", "the <img> tag names an empty asset id")
+    return value
 
 
 def build_response(task: str, result: dict, model_name: str) -> dict:

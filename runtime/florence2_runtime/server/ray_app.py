@@ -50,31 +50,35 @@ class RaySettings:
 class Florence2Replica:
     """One Ray Serve replica: loads the model; Ray serves the ASGI app it builds."""
 
-    def __init__(self, model_dir: str, limits: ServerLimits, provider: str = "cpu", threads: int | None = None):
+    def __init__(self, model_dir: str, limits: ServerLimits, provider: str = "cpu", threads: int | None = None,
+                 app_options: dict | None = None):
         from ..model import Florence2
 
         self.model = Florence2.from_pretrained(model_dir, providers=provider, threads=threads)
         self.limits = limits
+        self.app_options = app_options or {}
 
     def __serve_build_asgi_app__(self):
         from .app import create_app
 
-        return create_app(self.model, self.limits)
+        return create_app(self.model, self.limits, **self.app_options)
 
 
 def build_application(model_dir: str | Path, limits: ServerLimits | None = None,
-                      settings: RaySettings | None = None, provider: str = "cpu", threads: int | None = None):
-    """A bound Ray Serve application, ready for ``serve.run``."""
+                      settings: RaySettings | None = None, provider: str = "cpu", threads: int | None = None,
+                      app_options: dict | None = None):
+    """A bound Ray Serve application, ready for ``serve.run`` (``app_options``: ``create_app``'s keywords;
+    each replica has its own asset store)."""
     serve = require("ray.serve", "ray", "Serving with Ray")
     limits = limits or ServerLimits()
     settings = settings or RaySettings()
     deployment = serve.deployment(serve.ingress()(Florence2Replica), **settings.deployment_options(limits))
-    return deployment.bind(str(Path(model_dir).resolve()), limits, provider, threads)
+    return deployment.bind(str(Path(model_dir).resolve()), limits, provider, threads, app_options)
 
 
 def start(model_dir: str | Path, limits: ServerLimits | None = None, settings: RaySettings | None = None, *,
           host: str = "127.0.0.1", port: int = 8000, provider: str = "cpu", threads: int | None = None,
-          ray_init_kwargs: dict | None = None):
+          ray_init_kwargs: dict | None = None, app_options: dict | None = None):
     """Connect to (or start) Ray, start Serve's HTTP proxy on host:port and deploy; returns the app handle."""
     ray = require("ray", "ray", "Serving with Ray")
     serve = require("ray.serve", "ray", "Serving with Ray")
@@ -82,7 +86,7 @@ def start(model_dir: str | Path, limits: ServerLimits | None = None, settings: R
     if not ray.is_initialized():
         ray.init(address=settings.address, **(ray_init_kwargs or {}))
     serve.start(http_options={"host": host, "port": port})
-    app = build_application(model_dir, limits, settings, provider, threads)
+    app = build_application(model_dir, limits, settings, provider, threads, app_options)
     return serve.run(app, name=DEPLOYMENT_NAME, route_prefix="/")
 
 

@@ -1,0 +1,66 @@
+"""The answer format of NVIDIA's hosted Florence-2: a zip with ``<id>.response`` and, for shapes, an overlay.
+
+The hosted service answers ``POST /v1/vlm/microsoft/florence-2`` with a zip archive holding the JSON
+response as ``<id>.response`` and, when the task produced boxes, quad boxes or polygons, the image with
+them drawn (``<id>.jpg`` here, drawn by ``drawing.draw_result``). Its own example client sends
+``Accept: application/json`` and unzips the body all the same, so that header alone cannot mean "JSON":
+
+- ``?format=json`` / ``?format=zip`` decides when given;
+- else a request that carries NVCF's asset headers (what the hosted service's clients send) gets the zip;
+- else ``Accept: application/json`` (without ``application/zip``) gets the plain JSON, as before;
+- everything else gets the zip.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any, Mapping
+
+from PIL import Image
+
+from ..results import Florence2Result
+from .assets import ASSET_HEADERS
+from .problems import invalid
+
+ZIP_MEDIA_TYPE = "application/zip"
+FORMATS = ("json", "zip")
+
+
+def wants_json(query: Mapping[str, str], headers: Mapping[str, str]) -> bool:
+    """True when the plain JSON answer was asked for (rules in the module docstring)."""
+    fmt = query.get("format")
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise invalid("invalid_format", f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        return fmt == "json"
+    if any(headers.get(h) for h in ASSET_HEADERS):
+        return False
+    media = {part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")}
+    return "application/json" in media and ZIP_MEDIA_TYPE not in media
+
+
+def overlay(task: str, answer: Any, image: Image.Image) -> Image.Image | None:
+    """The image with the answer's shapes drawn, or None when the answer has none (text tasks)."""
+    if isinstance(answer, str):
+        return None
+    result = Florence2Result.from_answer(task, answer, image.size)
+    return result.draw(image) if len(result) else None
+
+
+def build_zip(response: dict, overlay_image: Image.Image | None) -> bytes:
+    """The hosted service's archive: ``<id>.response`` (the JSON) and ``<id>.jpg`` when there is an overlay."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"{response['id']}.response", json.dumps(response))
+        if overlay_image is not None:
+            jpeg = io.BytesIO()
+            overlay_image.convert("RGB").save(jpeg, "JPEG", quality=90)
+            z.writestr(f"{response['id']}.jpg", jpeg.getvalue())
+    return buf.getvalue()
+
+
+def zip_answer(task: str, response: dict, result: dict, image: Image.Image) -> bytes:
+    """``build_response``'s dict + ``run()``'s dict + the request's image -> the zip bytes."""
+    return build_zip(response, overlay(task, result.get(task), image))
