@@ -33,3 +33,18 @@ if command -v npm >/dev/null 2>&1; then
     fi
   fi
 fi
+# Chromium for tests/test_browser.py (the try-it page in a real browser, driven by playwright from the dev
+# extra): Debian's package, never a browser build of playwright's own. Where it cannot be installed the
+# test is skipped and says so.
+if [ -z "${FLORENCE2_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
+    && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (Debian package) for tests/test_browser.py" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1
+    then
+      echo "warning: could not install chromium; tests/test_browser.py will be skipped" >&2
+    fi
+  else
+    echo "note: no chromium and no root apt-get here; tests/test_browser.py will be skipped" >&2
+  fi
+fi

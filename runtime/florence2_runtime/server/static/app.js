@@ -63,6 +63,9 @@
       img.onload = () => {
         imageDataUrl = reader.result;
         imageSize = [img.naturalWidth, img.naturalHeight];
+        // fit into 720 px x 70 % of the window, enlarging small images up to 3x (easier to drag a region on)
+        const scale = Math.min(720 / imageSize[0], 0.7 * window.innerHeight / imageSize[1], 3);
+        img.style.width = `${Math.round(imageSize[0] * scale)}px`;
         $("overlay").setAttribute("viewBox", `0 0 ${imageSize[0]} ${imageSize[1]}`);
         $("overlay").setAttribute("preserveAspectRatio", "none");
         $("shapes").replaceChildren();
