@@ -1,8 +1,8 @@
 """The try-it page in a real browser: headless Chromium (the system's, driven by playwright) against the tiny model.
 
-It uploads an image, runs <OD> and a region task whose region is dragged on the image, and checks that the
-JSON the page shows equals the API's answer to the same request (and ``Florence2.run``), and that the
-shapes were drawn. Skipped, saying why, only where no Chromium binary or no playwright is installed
+It uploads an image, runs <OD>, a region task whose region is dragged on the image, a text task and
+<OCR_WITH_REGION>, and checks that the JSON the page shows equals the API's answer to the same request
+(and ``Florence2.run``) and that the shapes were drawn; then drops a file on the drop zone. Skipped, saying why, only where no Chromium binary or no playwright is installed
 (``scripts/setup.sh`` installs both where it can). ``FLORENCE2_UI_SCREENSHOT=path.png`` saves a
 screenshot of the page after the <OD> run (how ``docs/ui.png`` is made).
 """
@@ -167,6 +167,30 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
     assert shown == want
     polygons = want["<REGION_TO_SEGMENTATION>"]["polygons"]
     assert page.locator("#overlay polygon.polygon").count() == sum(len(parts) for parts in polygons)
+
+    # a task that takes text, and one answered with quad boxes
+    page.select_option("#task", "<OPEN_VOCABULARY_DETECTION>")
+    assert page.is_visible("#text-row") and not page.is_visible("#region-row") and not page.is_visible("#region")
+    page.fill("#text", "a yellow sun")
+    sent = run_on_page(page)
+    assert sent["text"] == "a yellow sun" and "region" not in sent
+    assert shown_json(page) == api_answer(server, sent)
+    page.select_option("#task", "<OCR_WITH_REGION>")
+    sent = run_on_page(page)
+    shown = shown_json(page)
+    assert shown == api_answer(server, sent)
+    assert page.locator("#overlay polygon.quad").count() == len(shown["<OCR_WITH_REGION>"]["quad_boxes"])
+
+    # dropping an image file on the drop zone loads it
+    dropped = png(scene(1, (200, 150)))
+    page.evaluate("""(bytes) => {
+        const file = new File([new Uint8Array(bytes)], "dropped.png", {type: "image/png"});
+        const data = new DataTransfer();
+        data.items.add(file);
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+    }""", list(dropped))
+    page.wait_for_function("document.getElementById('status').textContent.includes('dropped.png')")
+    assert "200 × 150" in page.text_content("#status") and page.locator("#overlay .shape").count() == 0
 
     # a wrong key is shown as the server's error
     page.fill("#api-key", "wrong")
