@@ -200,3 +200,21 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
     assert not errors, errors
     assert not outside, outside  # nothing but this server
     page.close()
+
+
+def test_docs_render_offline(browser, server):
+    """/docs (Swagger UI) renders every operation of /openapi.json, with nothing fetched from elsewhere."""
+    from florence2_runtime.server import openapi
+
+    if openapi.swagger_assets() is None:
+        pytest.skip("fastapi-offline is not installed: /docs uses the CDN")
+    doc = httpx.get(server + "/openapi.json").json()
+    page = browser.new_page()
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:")) else None)
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_text_contents()
+    assert sorted(paths) == sorted(p for p, ops in doc["paths"].items() for _ in ops)
+    assert not outside, outside
+    page.close()
