@@ -12,6 +12,7 @@ Output folder::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -19,6 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -48,6 +50,7 @@ class ExportReport:
     dtype: str = "fp32"  # precision variant (precision.py); its graphs are checked once more, after conversion
     variant_errors: dict[str, tuple[float, float]] = field(default_factory=dict)  # graph -> (max |diff|, max |torch|)
     variant_tolerance: float = 0.0  # max relative error max |variant - torch| / max |torch| allowed per graph
+    adapters: list[dict] = field(default_factory=list)  # PEFT adapters merged before export (adapters.Adapter.record)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +64,8 @@ class ExportReport:
 
     def summary(self) -> str:
         lines = [f"exported to {self.folder} in {self.seconds:.1f} s"]
+        for a in self.adapters:
+            lines.append(f"  merged {a['peft_type']} adapter {a['name']} ({a['weights']} sha256 {a['sha256'][:16]})")
         for name, size in sorted(self.files.items()):
             lines.append(f"  {name:<34} {size / 2**20:9.1f} MiB")
         for name, diff in self.max_abs_diff.items():
@@ -164,7 +169,7 @@ def _export_graph(module, args, spec: GraphSpec, path: Path) -> None:
 
 
 def export(
-    src: str | Path,
+    src: str | Path | None,
     out: str | Path,
     *,
     tolerance: float = 1e-3,
@@ -175,8 +180,13 @@ def export(
     dtype: str = "fp32",
     variant_tolerance: float | None = None,
     precision_options=None,
+    adapter: str | Path | Sequence[str | Path] | None = None,
 ) -> ExportReport:
     """Export checkpoint ``src`` (folder or hub id) to model folder ``out`` and check every graph.
+
+    adapter: one or several PEFT adapters (folders or hub ids, :mod:`.adapters`) merged into the model in
+    order, in float32, before export; the graphs are checked against the merged model. ``src`` None: the
+    first adapter's ``base_model_name_or_path``.
 
     layout: "native" (this project's folder) or "onnx-community" (the layout transformers.js reads).
 
@@ -194,6 +204,13 @@ def export(
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     check_dtype(dtype)
+    adapters = _resolve_adapters(adapter)
+    if src is None:
+        if not adapters:
+            raise ValueError("no checkpoint given (src is None and no adapter names a base model)")
+        from .adapters import base_of
+
+        src = base_of(adapters[0])
     if dtype != "fp32" and layout != "native":
         raise ValueError(f"dtype {dtype!r} is only available with the native layout")
     t0 = time.perf_counter()
@@ -208,11 +225,23 @@ def export(
     model, processor = load_checkpoint(src)
     model.eval()  # export() restores each wrapper's mode afterwards: keep everything in eval
     cfg = runtime_config_from(model, processor, str(src))
+    records = []
+    if adapters:
+        from .adapters import merge_adapters
+
+        _log(f"merging {len(adapters)} adapter(s) with peft (float32) ...", quiet)
+        model = merge_adapters(model, adapters, cfg.image_size, cfg.num_image_tokens)
+        records = [a.record() for a in adapters]
+        cfg = dataclasses.replace(cfg, adapters=tuple(records))
     if layout == "onnx-community":
         from .community import export_community
 
-        report = ExportReport(folder=out, tolerance=tolerance)
+        report = ExportReport(folder=out, tolerance=tolerance, adapters=records)
         report.max_abs_diff = export_community(model, processor, cfg, out, check=check, quiet=quiet)
+        if records:  # this layout has no florence2_config.json: recorded in config.json
+            config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+            config["florence2_onnx_adapters"] = records
+            (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         return _finish(report, out, t0, quiet)
     specs = native_graphs(cfg.dims)
     # the torch computation each graph is checked against: transformers' own for the vision encoder ...
@@ -220,7 +249,7 @@ def export(
     # ... which is exported as the same function written for onnxruntime's kernels
     exported = {**modules, "vision_encoder": DaViTEncoder(model, cfg.image_size)}
     args = example_inputs(cfg, specs)
-    report = ExportReport(folder=out, tolerance=tolerance)
+    report = ExportReport(folder=out, tolerance=tolerance, adapters=records)
 
     with torch.inference_mode(False), torch.no_grad():
         for i, (name, spec) in enumerate(specs.items(), 1):
@@ -255,6 +284,18 @@ def export(
             _log(f"checking each {dtype} graph against PyTorch ...", quiet)
             report.variant_errors = graph_errors(model, processor, out, cfg, modules)
     return _finish(report, out, t0, quiet)
+
+
+def _resolve_adapters(adapter) -> list:
+    """The adapters given to :func:`export` (none, one, or a sequence), resolved to local folders."""
+    if adapter is None:
+        return []
+    specs = [adapter] if isinstance(adapter, (str, Path)) else list(adapter)
+    if not specs:
+        return []
+    from .adapters import resolve_adapter
+
+    return [resolve_adapter(s) for s in specs]
 
 
 def _finish(report: ExportReport, out: Path, t0: float, quiet: bool) -> ExportReport:

@@ -58,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
     p = sub.add_parser("export", help="export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)")
-    p.add_argument("src", help="checkpoint folder or hub id")
+    p.add_argument("src", nargs="?", help="checkpoint folder or hub id (with --adapter: default the adapter's "
+                                          "base_model_name_or_path)")
     p.add_argument("out", help="output model folder")
+    p.add_argument("--adapter", action="append", metavar="ADAPTER",
+                   help="PEFT adapter folder or hub id merged into the model before export; repeat it to merge "
+                        "several, in order")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch| allowed per graph")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -128,8 +132,10 @@ def _cmd_export(args) -> int:
             f"'florence2 export' needs PyTorch and transformers ({e}); install them with: "
             "pip install 'florence2-onnx[export]'"
         ) from None
+    if args.src is None and not args.adapter:
+        raise UsageError("the following arguments are required: src (or --adapter, whose base model is used)")
     report = export(args.src, args.out, tolerance=args.tolerance, check=not args.no_check, overwrite=args.overwrite,
-                    layout=args.layout, dtype=args.dtype)
+                    layout=args.layout, dtype=args.dtype, adapter=args.adapter)
     return 0 if report.ok else 1
 
 

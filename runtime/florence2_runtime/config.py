@@ -55,6 +55,7 @@ class RuntimeConfig:
     decoder_inputs_embeds: bool = False  # decoder takes the new tokens' embedding rows, not ids (format 2)
     precision: str = "fp32"  # what the graphs compute in: fp32, fp16 (fp32 I/O) or int8 (dynamic quantisation)
     source: str = ""
+    adapters: tuple[dict, ...] = ()  # PEFT adapters merged at export: name or path, peft_type, weights file, sha256
     format_version: int = FORMAT_VERSION
 
     @property
@@ -70,7 +71,7 @@ class RuntimeConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k in ("image_size", "image_mean", "image_std", "banned_grounding_tokens"):
+        for k in ("image_size", "image_mean", "image_std", "banned_grounding_tokens", "adapters"):
             d[k] = list(d[k])
         return d
 
@@ -83,7 +84,7 @@ class RuntimeConfig:
     def from_dict(cls, d: dict) -> "RuntimeConfig":
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        for k in ("image_size", "image_mean", "image_std", "banned_grounding_tokens"):
+        for k in ("image_size", "image_mean", "image_std", "banned_grounding_tokens", "adapters"):
             if k in kwargs:
                 kwargs[k] = tuple(kwargs[k])
         return cls(**kwargs)
