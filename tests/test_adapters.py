@@ -1,0 +1,243 @@
+"""PEFT adapters merged at export: the export's tokens equal transformers + peft (adapter unmerged), in both
+adapter layouts, with and without modules_to_save, one adapter or two; bad adapters are refused clearly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+peft = pytest.importorskip("peft")
+
+from florence2_export.adapters import AdapterError, merge_adapters, resolve_adapter  # noqa: E402
+from florence2_export.original import write_original_checkpoint  # noqa: E402
+from florence2_export.original_adapter import write_original_adapter  # noqa: E402
+from florence2_export.tiny import make_test_image  # noqa: E402
+from florence2_runtime import Florence2  # noqa: E402
+from florence2_runtime.config import RuntimeConfig  # noqa: E402
+
+# short names as users write them: peft matches them by suffix (in the original layout too)
+TARGETS = ["q_proj", "v_proj", "out_proj", "fc1", "qkv"]
+TEXTS = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red car", "<MORE_DETAILED_CAPTION>", "<OCR>"]
+SIZES = [(160, 120), (33, 200), (90, 90), (128, 64)]
+
+
+def _base(checkpoint):
+    from transformers import Florence2ForConditionalGeneration
+
+    return Florence2ForConditionalGeneration.from_pretrained(
+        checkpoint, attn_implementation="eager", dtype=torch.float32
+    ).eval()
+
+
+def write_adapter(checkpoint, out, seed: int, scale: float = 0.5, **lora):
+    """A LoRA adapter on ``checkpoint`` with random non-zero ``lora_B`` (and random modules_to_save copies)."""
+    model = peft.get_peft_model(_base(checkpoint), peft.LoraConfig(**lora))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    model.save_pretrained(str(out))
+    return out
+
+
+def peft_reference(checkpoint, adapters, hf_processor, images, texts, **kwargs) -> np.ndarray:
+    """transformers + peft: every adapter but the last merged by peft, the last one left unmerged."""
+    model = _base(checkpoint)
+    for i, adapter in enumerate(adapters):
+        model = peft.PeftModel.from_pretrained(model, str(adapter)).eval()
+        if i < len(adapters) - 1:
+            model = model.merge_and_unload()
+    batch = hf_processor(text=texts, images=images, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model.generate(**batch, **kwargs).numpy()
+
+
+@pytest.fixture(scope="module")
+def vocab(hf_model):
+    return hf_model.config.image_token_id  # the original layout's vocabulary ends before <image>
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_checkpoint, tmp_path_factory, vocab):
+    """native/original x plain/with-head adapters, and the original checkpoint they are based on."""
+    root = tmp_path_factory.mktemp("adapters")
+    original_checkpoint = write_original_checkpoint(tiny_checkpoint, root / "original-checkpoint")
+    plain = write_adapter(tiny_checkpoint, root / "plain", seed=1, r=4, lora_alpha=8, target_modules=TARGETS)
+    head = write_adapter(
+        tiny_checkpoint, root / "head", seed=2, r=8, lora_alpha=4, use_rslora=True, bias="lora_only",
+        target_modules=TARGETS + ["fc2", "k_proj"], modules_to_save=["lm_head"],
+        rank_pattern={"fc2": 2}, alpha_pattern={"k_proj": 16},
+    )
+    second = write_adapter(tiny_checkpoint, root / "second", seed=3, r=2, lora_alpha=2, target_modules=["k_proj", "fc2"])
+    return {
+        "original_checkpoint": original_checkpoint,
+        "plain": plain,
+        "head": head,
+        "second": second,
+        "original-plain": write_original_adapter(plain, root / "original-plain", vocab, base=original_checkpoint),
+        "original-head": write_original_adapter(head, root / "original-head", vocab, base=original_checkpoint),
+    }
+
+
+def _export(src, out, adapter):
+    from florence2_export import export
+
+    export(src, out, adapter=adapter, quiet=True)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case, base, chain",
+    [
+        ("native", "native", ["plain"]),
+        ("native-head", "native", ["head"]),
+        ("original", None, ["original-plain"]),  # BASE omitted: the adapter's base_model_name_or_path
+        ("original-head", "original", ["original-head"]),
+        ("two", "native", ["original-head", "second"]),
+    ],
+)
+def test_export_with_adapters_matches_peft(case, base, chain, adapters, tiny_checkpoint, onnx_model, hf_processor,
+                                           tmp_path):
+    src = {"native": tiny_checkpoint, "original": adapters["original_checkpoint"], None: None}[base]
+    out = _export(src, tmp_path / case, [adapters[a] for a in chain])
+    model = Florence2.from_pretrained(out)
+    # the reference always takes the native adapters on the native checkpoint (peft cannot run remote code)
+    reference = [adapters[a.replace("original-", "")] for a in chain]
+    images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate(SIZES)]
+    differs = False
+    for num_beams in (1, 3):
+        kwargs = dict(max_new_tokens=20, num_beams=num_beams)
+        got = model.generate(images, TEXTS, **kwargs)
+        np.testing.assert_array_equal(got, peft_reference(tiny_checkpoint, reference, hf_processor, images, TEXTS,
+                                                          **kwargs))
+        base_ids = onnx_model.generate(images, TEXTS, **kwargs)
+        differs |= got.shape != base_ids.shape or bool((got != base_ids).any())
+    assert differs, "the adapter had no effect on the exported model"
+    recorded = RuntimeConfig.load(out).adapters
+    assert [r["name"] for r in recorded] == [str(adapters[a]) for a in chain]
+    assert all(r["peft_type"] == "LORA" and len(r["sha256"]) == 64 for r in recorded)
+
+
+def test_original_adapter_merges_to_the_same_weights(adapters, tiny_checkpoint, hf_model):
+    from florence2_export.loading import load_checkpoint
+
+    native = _merge(tiny_checkpoint, adapters["head"])
+    original_base, _ = load_checkpoint(adapters["original_checkpoint"])
+    original = merge_adapters(original_base, [resolve_adapter(adapters["original-head"])], *_sizes(tiny_checkpoint))
+    rows = hf_model.config.image_token_id
+    a, b = native.state_dict(), original.state_dict()
+    assert set(a) == set(b)
+    for name in a:
+        if a[name].shape and a[name].shape[0] > rows and ("embed" in name or "shared" in name or "lm_head" in name):
+            torch.testing.assert_close(a[name][:rows], b[name][:rows], rtol=0, atol=1e-6, msg=name)
+        else:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def _edit(folder, tmp_path, config=None, tensors=None):
+    """A copy of an adapter folder with its config and/or tensors edited."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "edited"
+    shutil.copytree(folder, out)
+    if config is not None:
+        d = json.loads((out / "adapter_config.json").read_text())
+        config(d)
+        (out / "adapter_config.json").write_text(json.dumps(d))
+    if tensors is not None:
+        t = load_file(str(out / "adapter_model.safetensors"))
+        tensors(t)
+        save_file(t, str(out / "adapter_model.safetensors"))
+    return out
+
+
+def _sizes(checkpoint):
+    """(image size, image token count) of a checkpoint, from its processor."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    size = processor.image_processor.size
+    return (size["height"], size["width"]), processor.num_image_tokens
+
+
+def _merge(checkpoint, folder):
+    return merge_adapters(_base(checkpoint), [resolve_adapter(folder)], *_sizes(checkpoint))
+
+
+def test_unmappable_original_tensor_is_named(adapters, tiny_checkpoint, tmp_path):
+    key = "base_model.model.vision_tower.head.lora_A.weight"
+    folder = _edit(adapters["original-plain"], tmp_path, tensors=lambda t: t.__setitem__(key, torch.zeros(4, 8)))
+    with pytest.raises(AdapterError, match=r"vision_tower\.head\.lora_A\.weight.*no native counterpart"):
+        _merge(tiny_checkpoint, folder)
+
+
+def test_original_targets_matching_nothing_are_refused(adapters, tiny_checkpoint, tmp_path):
+    folder = _edit(adapters["original-plain"], tmp_path,
+                   config=lambda d: d.update(target_modules=["no_such_module"]))
+    with pytest.raises(AdapterError, match="no_such_module"):
+        _merge(tiny_checkpoint, folder)
+
+
+def test_adapter_for_another_model_is_refused(adapters, tiny_checkpoint, tmp_path):
+    def widen(t):
+        name = next(k for k in t if k.endswith("q_proj.lora_A.weight"))
+        t[name] = torch.zeros(t[name].shape[0], t[name].shape[1] + 3)
+
+    folder = _edit(adapters["plain"], tmp_path, tensors=widen)
+    with pytest.raises(AdapterError, match=r"q_proj\.lora_A\.weight has shape"):
+        _merge(tiny_checkpoint, folder)
+
+
+def test_prompt_learning_adapter_is_refused(tiny_checkpoint, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "prompt"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "PROMPT_TUNING", "task_type": "SEQ_2_SEQ_LM", "num_virtual_tokens": 4, "token_dim": 32,
+         "num_transformer_submodules": 1, "num_attention_heads": 4, "num_layers": 2}))
+    save_file({"prompt_embeddings": torch.zeros(4, 32)}, str(folder / "adapter_model.safetensors"))
+    with pytest.raises(AdapterError, match="PROMPT_TUNING.*prompt-learning"):
+        _merge(tiny_checkpoint, folder)
+
+
+def test_split_embedding_tables_are_refused(tiny_checkpoint, tmp_path):
+    """modules_to_save=["embed_tokens"] retrains the decoder's table but not the prompt's (shared): one table
+    cannot hold both."""
+    folder = write_adapter(tiny_checkpoint, tmp_path / "emb", seed=4, r=2, target_modules=["q_proj"],
+                           modules_to_save=["embed_tokens"])
+    with pytest.raises(AdapterError, match="embedding table"):
+        _merge(tiny_checkpoint, folder)
+
+
+def test_missing_or_wrong_folders_are_refused(tiny_checkpoint, tmp_path):
+    with pytest.raises(AdapterError, match="not a PEFT adapter folder.*give it as BASE"):
+        resolve_adapter(tiny_checkpoint)
+    with pytest.raises(AdapterError, match="no such folder"):
+        resolve_adapter(tmp_path / "nothing")
+    (tmp_path / "nobase").mkdir()
+    (tmp_path / "nobase" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    from florence2_export.adapters import base_of
+
+    with pytest.raises(AdapterError, match="base_model_name_or_path"):
+        base_of(resolve_adapter(tmp_path / "nobase"))
+
+
+def test_cli_reports_a_bad_adapter_in_one_line(tiny_checkpoint, tmp_path, capsys):
+    from florence2_runtime.cli import main
+
+    assert main(["export", str(tiny_checkpoint), str(tmp_path / "out"), "--adapter", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("florence2: error: adapter") and "no such folder" in err and "\n" not in err
+    assert main(["export", str(tmp_path / "out")]) == 2
+    assert "src" in capsys.readouterr().err
