@@ -33,12 +33,12 @@ def _base(checkpoint):
 
 
 def write_adapter(checkpoint, out, seed: int, scale: float = 0.5, **lora):
-    """A LoRA adapter on ``checkpoint`` with random non-zero ``lora_B`` (and random modules_to_save copies)."""
+    """A LoRA adapter on ``checkpoint`` with random non-zero ``lora_B`` (``lora_embedding_A`` for embeddings; peft starts those at zero) and random modules_to_save copies."""
     model = peft.get_peft_model(_base(checkpoint), peft.LoraConfig(**lora))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "lora_B" in name or "modules_to_save" in name:
+            if any(k in name for k in ("lora_B", "lora_embedding_A", "modules_to_save")):
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
     model.save_pretrained(str(out))
     return out
@@ -66,7 +66,9 @@ def adapters(tiny_checkpoint, tmp_path_factory, vocab):
     """native/original x plain/with-head adapters, and the original checkpoint they are based on."""
     root = tmp_path_factory.mktemp("adapters")
     original_checkpoint = write_original_checkpoint(tiny_checkpoint, root / "original-checkpoint")
-    plain = write_adapter(tiny_checkpoint, root / "plain", seed=1, r=4, lora_alpha=8, target_modules=TARGETS)
+    # LoRA on lm_head, whose weight is the token embeddings' (tied), as maestro's Florence-2 config has it
+    plain = write_adapter(tiny_checkpoint, root / "plain", seed=1, r=4, lora_alpha=8,
+                          target_modules=TARGETS + ["lm_head"])
     head = write_adapter(
         tiny_checkpoint, root / "head", seed=2, r=8, lora_alpha=4, use_rslora=True, bias="lora_only",
         target_modules=TARGETS + ["fc2", "k_proj"], modules_to_save=["lm_head"],
@@ -102,9 +104,17 @@ def _export(src, out, adapter):
     ],
 )
 def test_export_with_adapters_matches_peft(case, base, chain, adapters, tiny_checkpoint, onnx_model, hf_processor,
-                                           tmp_path):
+                                           tmp_path, capsys):
     src = {"native": tiny_checkpoint, "original": adapters["original_checkpoint"], None: None}[base]
-    out = _export(src, tmp_path / case, [adapters[a] for a in chain])
+    out = tmp_path / case
+    if src is None:  # through the CLI: florence2 export OUT --adapter ADAPTER
+        from florence2_runtime.cli import main
+
+        assert main(["export", str(out), *[f"--adapter={adapters[a]}" for a in chain]]) == 0
+        summary = capsys.readouterr().err
+        assert f"merged LORA adapter {adapters[chain[0]]}" in summary and "FAILED" not in summary
+    else:
+        _export(src, out, [adapters[a] for a in chain])
     model = Florence2.from_pretrained(out)
     # the reference always takes the native adapters on the native checkpoint (peft cannot run remote code)
     reference = [adapters[a.replace("original-", "")] for a in chain]
@@ -121,6 +131,48 @@ def test_export_with_adapters_matches_peft(case, base, chain, adapters, tiny_che
     recorded = RuntimeConfig.load(out).adapters
     assert [r["name"] for r in recorded] == [str(adapters[a]) for a in chain]
     assert all(r["peft_type"] == "LORA" and len(r["sha256"]) == 64 for r in recorded)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(peft_type="LORA", r=4, use_dora=True, target_modules=["q_proj", "fc1", "qkv"]),
+        dict(peft_type="LOHA", r=4, target_modules=["q_proj", "v_proj"], init_weights=False),
+    ],
+    ids=["dora", "loha"],
+)
+def test_other_mergeable_adapters_match_peft(config, tiny_checkpoint, hf_processor, tmp_path):
+    """DoRA and LoHa merge exactly: the merged model (what the graphs are checked against) gives peft's tokens."""
+    config = dict(config)
+    kind = config.pop("peft_type")
+    if kind == "LORA":
+        folder = write_adapter(tiny_checkpoint, tmp_path / "adapter", seed=5, **config)
+    else:
+        folder = tmp_path / "adapter"
+        peft.get_peft_model(_base(tiny_checkpoint), peft.LoHaConfig(**config)).save_pretrained(str(folder))
+    merged = _merge(tiny_checkpoint, folder)
+    images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate(SIZES)]
+    batch = hf_processor(text=TEXTS, images=images, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        got = merged.generate(**batch, max_new_tokens=20, num_beams=3).numpy()
+        base = _base(tiny_checkpoint).generate(**batch, max_new_tokens=20, num_beams=3).numpy()
+    expected = peft_reference(tiny_checkpoint, [folder], hf_processor, images, TEXTS, max_new_tokens=20, num_beams=3)
+    np.testing.assert_array_equal(got, expected)
+    assert got.shape != base.shape or (got != base).any()
+
+
+def test_original_target_names_map_to_the_native_modules(hf_model):
+    """'proj' and 'dw' name different modules in the two layouts (convs.{i}.proj is native convs.{i}.conv)."""
+    from florence2_export.original_adapter import to_native
+
+    config = peft.LoraConfig(r=2, target_modules=["proj", "dw"], modules_to_save=["lm_head"])
+    native, _ = to_native(config, {}, hf_model, "test")
+    targets = set(native.target_modules)
+    assert "model.vision_tower.convs.0.conv" in targets
+    assert "model.vision_tower.blocks.0.0.spatial_block.window_attn.proj" in targets
+    assert "model.vision_tower.blocks.0.0.channel_block.conv2" in targets
+    assert not any("language_model" in t for t in targets)  # BART's out_proj does not end in '.proj'
+    assert native.modules_to_save == ["lm_head"]
 
 
 def test_original_adapter_merges_to_the_same_weights(adapters, tiny_checkpoint, hf_model):
@@ -218,6 +270,20 @@ def test_split_embedding_tables_are_refused(tiny_checkpoint, tmp_path):
                            modules_to_save=["embed_tokens"])
     with pytest.raises(AdapterError, match="embedding table"):
         _merge(tiny_checkpoint, folder)
+
+
+def test_lora_on_tied_embeddings_is_refused(tiny_checkpoint, tmp_path):
+    """LoRA on embed_tokens adapts the decoder's token lookup, not the prompt's (shared): two tables."""
+    folder = write_adapter(tiny_checkpoint, tmp_path / "emb", seed=6, r=2, target_modules=["embed_tokens"])
+    with pytest.raises(AdapterError, match="embedding table"):
+        _merge(tiny_checkpoint, folder)
+
+
+def test_hub_adapter_offline_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(AdapterError, match="not-a/real-adapter: the hub is not reachable"):
+        resolve_adapter("not-a/real-adapter")
 
 
 def test_missing_or_wrong_folders_are_refused(tiny_checkpoint, tmp_path):

@@ -183,6 +183,7 @@ def merge_adapter(model, adapter: Adapter, probe: dict):
         raise AdapterError(f"adapter {adapter.name}: {len(unexpected)} tensors match nothing in the model, "
                            f"e.g. {', '.join(sorted(unexpected)[:3])}")
     peft_model.eval()
+    _untie_adapted_weights(peft_model)
     before = _logits(peft_model, probe)
     try:
         merged = peft_model.merge_and_unload()
@@ -198,6 +199,24 @@ def merge_adapter(model, adapter: Adapter, probe: dict):
                            f"logit = {diff:.2e} of max {scale:.2e}); this adapter cannot be exported exactly")
     _check_single_embedding_table(merged, adapter.name)
     return merged
+
+
+def _untie_adapted_weights(peft_model) -> None:
+    """Give every adapted layer whose weight is shared with another module (``lm_head`` and the token
+    embeddings are one tensor) its own copy of it: peft merges in place, which would otherwise change the
+    other modules too (and no longer equal the unmerged model). The values, so the outputs, are unchanged."""
+    from collections import Counter
+
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from torch import nn
+
+    uses = Counter(id(p) for _, p in peft_model.named_parameters(remove_duplicate=False))
+    for module in peft_model.modules():
+        if isinstance(module, BaseTunerLayer):
+            base = module.get_base_layer()
+            weight = getattr(base, "weight", None)
+            if isinstance(weight, nn.Parameter) and uses[id(weight)] > 1:
+                base.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
 
 
 def _fit_shapes(tensors: dict, expected: dict, name: str, pad_vocab: bool) -> dict:
