@@ -173,6 +173,12 @@ def test_original_target_names_map_to_the_native_modules(hf_model):
     assert "model.vision_tower.blocks.0.0.channel_block.conv2" in targets
     assert not any("language_model" in t for t in targets)  # BART's out_proj does not end in '.proj'
     assert native.modules_to_save == ["lm_head"]
+    config = peft.LoraConfig(r=2, target_modules=["q_proj"], layers_to_transform=[1], layers_pattern="layers",
+                             exclude_modules=r".*encoder_attn.*")
+    native, _ = to_native(config, {}, hf_model, "test")
+    assert native.target_modules == [f"model.language_model.{part}.layers.1.self_attn.q_proj"
+                                     for part in ("decoder", "encoder")]
+    assert native.layers_to_transform is None and native.exclude_modules is None
 
 
 def test_original_adapter_merges_to_the_same_weights(adapters, tiny_checkpoint, hf_model):
