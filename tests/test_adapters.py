@@ -20,6 +20,7 @@ from florence2_runtime.config import RuntimeConfig  # noqa: E402
 
 # short names as users write them: peft matches them by suffix (in the original layout too)
 TARGETS = ["q_proj", "v_proj", "out_proj", "fc1", "qkv"]
+MAESTRO_TARGETS = ["q_proj", "o_proj", "k_proj", "v_proj", "linear", "Conv2d", "lm_head", "fc2"]
 TEXTS = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red car", "<MORE_DETAILED_CAPTION>", "<OCR>"]
 SIZES = [(160, 120), (33, 200), (90, 90), (128, 64)]
 
@@ -74,7 +75,9 @@ def adapters(tiny_checkpoint, tmp_path_factory, vocab):
         target_modules=TARGETS + ["fc2", "k_proj"], modules_to_save=["lm_head"],
         rank_pattern={"fc2": 2}, alpha_pattern={"k_proj": 16},
     )
-    second = write_adapter(tiny_checkpoint, root / "second", seed=3, r=2, lora_alpha=2, target_modules=["k_proj", "fc2"])
+    # maestro's Florence-2 LoRA config (names that match nothing here, such as o_proj, are skipped by peft)
+    second = write_adapter(tiny_checkpoint, root / "second", seed=3, r=8, lora_alpha=8, lora_dropout=0.05,
+                           task_type="CAUSAL_LM", target_modules=MAESTRO_TARGETS)
     return {
         "original_checkpoint": original_checkpoint,
         "plain": plain,
