@@ -5,11 +5,12 @@
     model.run("photo.jpg", "<OD>")  # {"<OD>": {"bboxes": [...], "labels": [...]}}
 """
 
+from .encoded import EncodedImage
 from .errors import Florence2Error, MissingDependencyError, ModelFileError
 from .model import Florence2
 from .postprocess import post_process_generation
 from .results import BoundingBox, Florence2Result, Polygon, QuadBox
 
-__all__ = ["BoundingBox", "Florence2", "Florence2Error", "Florence2Result", "MissingDependencyError",
+__all__ = ["BoundingBox", "EncodedImage", "Florence2", "Florence2Error", "Florence2Result", "MissingDependencyError",
            "ModelFileError", "Polygon", "QuadBox", "post_process_generation"]
 __version__ = "0.1.0"

@@ -89,6 +89,11 @@ class DeviceRunner:
                        [o.name for o in self.gather.get_outputs()])
         return list(out.values())
 
+    def encode_images(self, pixel_values: np.ndarray) -> np.ndarray:
+        """pixel_values [B, 3, H, W] float32 -> image_features [B, I, D] on the host (an ``EncodedImage``'s)."""
+        s = self.sessions
+        return self.run(s.vision, {"pixel_values": pixel_values}, [], host_outputs=("image_features",))["image_features"]
+
     def start(self, pixel_values: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray,
               num_beams: int = 1) -> "BoundDecoderInference":
         """Encode a batch on the device and return the decoder state for ``batch * num_beams`` rows.
@@ -96,11 +101,17 @@ class DeviceRunner:
         pixel_values [B, 3, H, W] float32; text_ids, text_mask [B, T] int64.
         """
         s = self.sessions
-        b = text_ids.shape[0]
         feats = self.run(s.vision, {"pixel_values": pixel_values}, ["image_features"])["image_features"]
+        return self.start_encoded(feats, text_ids, text_mask, num_beams)
+
+    def start_encoded(self, features, text_ids: np.ndarray, text_mask: np.ndarray,
+                      num_beams: int = 1) -> "BoundDecoderInference":
+        """``start`` from image features [B, I, D] (a host array, copied to the device once, or an OrtValue)."""
+        s = self.sessions
+        b = text_ids.shape[0]
         mask = np.concatenate([np.ones((b, s.cfg.num_image_tokens), np.int64), text_mask.astype(np.int64)], axis=1)
         embeds = np.ascontiguousarray(s.embed_tokens[text_ids], dtype=np.float32)
-        cross = list(self.run(s.text, {"inputs_embeds": embeds, "image_features": feats, "attention_mask": mask},
+        cross = list(self.run(s.text, {"inputs_embeds": embeds, "image_features": features, "attention_mask": mask},
                               s.cross_names).values())
         if num_beams > 1 and not s.cfg.shared_cross_kv:  # older exports: cross K/V repeated per beam
             rows = np.repeat(np.arange(b), num_beams)

@@ -1,4 +1,5 @@
-"""The user-facing model: ``Florence2.from_pretrained(folder)``, ``generate`` and ``run``."""
+"""The user-facing model: ``Florence2.from_pretrained(folder)``, the per-task methods (:mod:`.methods`),
+``run`` / ``run_tasks`` and ``generate``."""
 
 from __future__ import annotations
 
@@ -9,19 +10,26 @@ import numpy as np
 
 from .config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig, read_json
 from .decoding import DecodingOptions, Inference, generate
+from .encoded import EncodedImage
 from .errors import ModelFileError
 from .inference import Sessions, session_options
 from .layouts import LAYOUTS, layout_of
-from .postprocess import post_process_generation
+from .methods import TaskMethods
 from .preprocess import ImageInput, load_image, preprocess
-from .prompts import build_task_text, build_task_texts, construct_prompt
+from .prompts import build_task_texts, construct_prompt
 from .providers import ProviderSpec, normalize_providers
 from .results import Florence2Result
+from .tasks import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
 from .tokenizer import Florence2Tokenizer
 
 
-class Florence2:
-    """A Florence-2 model exported by ``florence2 export``, run with ONNX Runtime."""
+class Florence2(TaskMethods):
+    """A Florence-2 model exported by ``florence2 export``, run with ONNX Runtime.
+
+    Task-level calls (the per-task methods, ``run``, ``run_tasks``, ``predict``, ``predict_regions``)
+    take an image or an :class:`~florence2_runtime.encoded.EncodedImage` and generate up to 1024 new
+    tokens unless told otherwise; ``generate`` mirrors transformers' ``generate`` (20 by default).
+    """
 
     def __init__(self, folder: Path, cfg: RuntimeConfig, sessions: Sessions, tokenizer: Florence2Tokenizer,
                  generation_config: dict):
@@ -93,19 +101,65 @@ class Florence2:
                              f"{self.config.max_position_embeddings - 1} new tokens")
         return options
 
+    def task_options(self, **generation_kwargs: Any) -> DecodingOptions:
+        """``decoding_options`` with the task-level default ``max_new_tokens`` = min(1024, positions - 1)
+        (:func:`~florence2_runtime.tasks.task_generation_kwargs`)."""
+        return self.decoding_options(**task_generation_kwargs(generation_kwargs, self.config.max_position_embeddings))
+
     def prepare_inputs(self, images: Sequence[ImageInput], texts: Sequence[str]):
         """Images and processor-style texts -> (pixel_values [B, 3, H, W], text ids [B, T], text mask [B, T])."""
+        return (self.pixel_values([load_image(im) for im in images]), *self.prepare_texts(texts))
+
+    def pixel_values(self, images: Sequence) -> np.ndarray:
+        """PIL images -> pixel_values [B, 3, H, W] float32, as the processor makes them."""
         cfg = self.config
-        pil = [load_image(im) for im in images]
-        pixel_values = preprocess(pil, size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std,
-                                  resample=cfg.resample, rescale_factor=cfg.rescale_factor)
+        return preprocess(images, size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std,
+                          resample=cfg.resample, rescale_factor=cfg.rescale_factor)
+
+    def prepare_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Processor-style texts -> (text ids [B, T], text mask [B, T]); refuses prompts too long for the encoder."""
+        cfg = self.config
         prompts = [construct_prompt(t, cfg.task_prompts_without_inputs, cfg.task_prompts_with_input) for t in texts]
         text_ids, text_mask = self.tokenizer.encode_prompts(prompts)
         room = cfg.max_position_embeddings - cfg.num_image_tokens
         if text_ids.shape[1] > room:
             raise ValueError(f"the prompt is {text_ids.shape[1]} tokens long; this model takes at most {room} "
                              f"next to the image's {cfg.num_image_tokens} tokens")
-        return pixel_values, text_ids, text_mask
+        return text_ids, text_mask
+
+    @property
+    def encoding_token(self) -> str:
+        """What an :class:`EncodedImage` of this model carries: the model folder and its vision sizes."""
+        cfg = self.config
+        return f"{Path(self.folder).resolve()}:{cfg.image_size[0]}x{cfg.image_size[1]}:{cfg.d_model}"
+
+    def encode_image(self, image: ImageInput | EncodedImage) -> EncodedImage:
+        """Run the vision encoder once: an :class:`EncodedImage` every task-level call accepts as its image."""
+        if isinstance(image, EncodedImage):
+            return self._check_encoded(image)
+        pil = load_image(image)
+        pixel_values = self.pixel_values([pil])
+        if self.device_runner is not None:
+            features = self.device_runner.encode_images(pixel_values)
+        else:
+            features = self.sessions.encode_images(pixel_values)
+        return EncodedImage(features[0], pil.size, self.encoding_token)
+
+    def _check_encoded(self, encoded: EncodedImage) -> EncodedImage:
+        if encoded.model != self.encoding_token:
+            raise ValueError(f"this EncodedImage was made by another model ({encoded.model}); this model is "
+                             f"{self.encoding_token}: encode the image with this model's encode_image")
+        return encoded
+
+    def generate_encoded(self, features: np.ndarray, texts: Sequence[str], options: DecodingOptions) -> np.ndarray:
+        """``generate`` on vision features [B, I, D] (``EncodedImage.features`` stacked) instead of images."""
+        text_ids, text_mask = self.prepare_texts(texts)
+        if self.device_runner is not None:
+            inference = self.device_runner.start_encoded(features, text_ids, text_mask, num_beams=options.num_beams)
+        else:
+            inference = self.decoder_inference(*self.sessions.encode_text(text_ids, text_mask, features),
+                                               options.num_beams)
+        return generate(inference, len(texts), options)
 
     def encode(self, images: Sequence[ImageInput], texts: Sequence[str]):
         """Images and processor-style texts -> (cross K/V, encoder mask), batch-first."""
@@ -144,44 +198,68 @@ class Florence2:
         """``processor.batch_decode(ids, skip_special_tokens=False)``."""
         return self.tokenizer.batch_decode(ids)
 
-    def run(self, image: ImageInput, task: str, text: str | None = None, region: Sequence[float] | None = None,
-            *, region_format: str = "pixels", **generation_kwargs: Any) -> dict:
+    def run(self, image: ImageInput | EncodedImage, task: str, text: str | None = None,
+            region: Sequence[float] | None = None, *, region_format: str = "pixels", **generation_kwargs: Any) -> dict:
         """Run one task on one image; returns ``Florence2Processor.post_process_generation``'s dict.
 
-        region: ``(x1, y1, x2, y2)`` in pixels, or fractions of width / height with
-        ``region_format="normalized"``.
+        image: an image or an :class:`EncodedImage` (``encode_image``); region: ``(x1, y1, x2, y2)`` in
+        pixels, or fractions of width / height with ``region_format="normalized"``. Generation: up to 1024
+        new tokens and the checkpoint's other settings unless given (transformers' names).
         """
-        pil = load_image(image)
-        size = pil.size  # (width, height)
-        prompt = build_task_text(task, text=text, region=region, image_size=size, region_format=region_format)
-        return self._answers([pil], [prompt], task, size, generation_kwargs)[0]
+        return self.run_tasks(image, [TaskInput(task, text, region)], region_format=region_format,
+                              **generation_kwargs)
 
-    def predict(self, image: ImageInput, task: str, text: str | None = None,
+    def run_tasks(self, image: ImageInput | EncodedImage, tasks: Sequence[Any], *, region_format: str = "pixels",
+                  **generation_kwargs: Any) -> dict:
+        """Several tasks on one image with one vision encoding: ``{task: answer}`` for every task, each
+        equal to its own ``run``. Entries: ``"<OD>"``, ``(task, text)``, ``(task, region)`` or
+        ``{"task", "text", "region"}``; the prompts share batched text encoding and decoding."""
+        items = task_items(tasks, region_format)
+        options = self.task_options(**generation_kwargs)
+        image, size = _image_and_size(image)
+        texts = [item.prompt(size, region_format) for item in items]  # every input checked before encoding
+        encoded = self.encode_image(image)
+        prompts = [PromptItem(encoded, item.task, text) for item, text in zip(items, texts)]
+        return {item.task: answer[item.task] for item, answer in zip(items, answer_prompts(self, prompts, options))}
+
+    def predict(self, image: ImageInput | EncodedImage, task: str, text: str | None = None,
                 region: Sequence[float] | None = None, *, region_format: str = "pixels",
                 **generation_kwargs: Any) -> Florence2Result:
         """``run`` as a typed :class:`~florence2_runtime.results.Florence2Result` (``.raw`` is run's dict)."""
-        pil = load_image(image)
-        answer = self.run(pil, task, text, region, region_format=region_format, **generation_kwargs)
-        return Florence2Result.from_dict(answer, pil.size)
+        image, size = _image_and_size(image)
+        answer = self.run(image, task, text, region, region_format=region_format, **generation_kwargs)
+        return Florence2Result.from_dict(answer, size)
 
-    def predict_regions(self, image: ImageInput, task: str, regions: Sequence[Sequence[float]], *,
+    def predict_regions(self, image: ImageInput | EncodedImage, task: str, regions: Sequence[Sequence[float]], *,
                         region_format: str = "pixels", **generation_kwargs: Any) -> list[Florence2Result]:
-        """A region task on several regions of one image, one batched ``generate``; one result per region.
-
-        Florence-2 reads one region per prompt, so each region gets its own prompt in the batch.
+        """A region task on several regions of one image: one vision encoding, batched prompts; one
+        result per region. Florence-2 reads one region per prompt, so each region gets its own prompt.
         """
-        pil = load_image(image)
-        prompts = build_task_texts(task, regions=regions, image_size=pil.size, region_format=region_format)
-        answers = self._answers([pil] * len(prompts), prompts, task, pil.size, generation_kwargs)
-        return [Florence2Result.from_dict(a, pil.size) for a in answers]
+        return self.predict_prompts(image, task, regions=regions, region_format=region_format, **generation_kwargs)
 
-    def _answers(self, images: list, prompts: list[str], task: str, size: tuple[int, int],
-                 generation_kwargs: dict) -> list[dict]:
-        """Generate for a batch of prompts of one task on images of one size; post-processed dicts."""
-        ids = self.generate(images, prompts, **generation_kwargs)
-        banned = self.config.banned_grounding_tokens or None
-        return [post_process_generation(text, task, size, banned_grounding_tokens=banned)
-                for text in self.decode(ids)]
+    def predict_prompts(self, image: ImageInput | EncodedImage, task: str, *, texts: Sequence[str] | None = None,
+                        regions: Sequence[Sequence[float]] | None = None, region_format: str = "pixels",
+                        **generation_kwargs: Any) -> list[Florence2Result]:
+        """One task with several inputs (texts, or regions) on one image: one vision encoding; one result each."""
+        options = self.task_options(**generation_kwargs)
+        image, size = _image_and_size(image)
+        if texts is not None:
+            if isinstance(texts, str) or not texts:
+                raise ValueError(f"texts must be a non-empty list of strings, got {texts!r:.100}")
+            prompts = [TaskInput(task, t).prompt(size) for t in texts]
+        else:
+            prompts = build_task_texts(task, regions=regions, image_size=size, region_format=region_format)
+        encoded = self.encode_image(image)
+        answers = answer_prompts(self, [PromptItem(encoded, task, p) for p in prompts], options)
+        return [Florence2Result.from_dict(a, encoded.image_size) for a in answers]
+
+
+def _image_and_size(image) -> tuple[Any, tuple[int, int]]:
+    """An EncodedImage as it is, anything else as a PIL image; and the (width, height) prompts refer to."""
+    if isinstance(image, EncodedImage):
+        return image, image.image_size
+    pil = load_image(image)
+    return pil, pil.size
 
 
 def _as_batch(images, texts) -> tuple[list, list[str]]:

@@ -1,0 +1,152 @@
+"""The per-task methods of ``Florence2`` (the jobs Roboflow's inference-models offers), one table.
+
+``METHODS`` maps each method to its task token(s) and the input it takes; every method is a thin
+wrapper over ``Florence2.run`` / ``predict_prompts`` and returns a :class:`~florence2_runtime.results.Florence2Result`
+(a list of them for several regions). Each takes an image or an ``EncodedImage`` and generation keywords
+(transformers' names; by default up to 1024 new tokens and the checkpoint's beams).
+
+=========================  ==============================================================================
+method                     task
+=========================  ==============================================================================
+caption_image              ``<CAPTION>``, ``<DETAILED_CAPTION>``, ``<MORE_DETAILED_CAPTION>`` (granularity)
+detect_objects             ``<OD>``, ``<DENSE_REGION_CAPTION>``, ``<REGION_PROPOSAL>`` (labels_mode);
+                           with ``classes``: ``<OPEN_VOCABULARY_DETECTION>`` once per class, merged
+ocr_image                  ``<OCR>``
+parse_document             ``<OCR_WITH_REGION>``
+ground_phrase              ``<CAPTION_TO_PHRASE_GROUNDING>``
+segment_phrase             ``<REFERRING_EXPRESSION_SEGMENTATION>``
+segment_region             ``<REGION_TO_SEGMENTATION>``
+classify_image_region      ``<REGION_TO_CATEGORY>``
+caption_image_region       ``<REGION_TO_DESCRIPTION>``
+ocr_image_region           ``<REGION_TO_OCR>``
+=========================  ==============================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .prompts import _is_box
+from .results import Florence2Result
+from .tasks import merge_class_answers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .encoded import EncodedImage
+    from .preprocess import ImageInput
+
+__all__ = ["METHODS", "MethodSpec", "TaskMethods"]
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's task: ``tasks`` maps the value of its ``option`` argument to a task token (one entry
+    keyed ``None`` for methods without an option); ``takes``: none, text or region; ``classes_task``: the
+    task run once per class when the method is given ``classes``."""
+
+    tasks: Mapping[str | None, str]
+    takes: str = "none"
+    option: str | None = None
+    classes_task: str | None = None
+
+    def task(self, value: str | None = None) -> str:
+        if self.option is None:
+            return self.tasks[None]
+        if value not in self.tasks:
+            raise ValueError(f"{self.option} must be one of {', '.join(map(repr, self.tasks))}, got {value!r}")
+        return self.tasks[value]
+
+
+def _one(task: str, takes: str = "none") -> MethodSpec:
+    return MethodSpec(MappingProxyType({None: task}), takes)
+
+
+METHODS: Mapping[str, MethodSpec] = MappingProxyType({
+    "caption_image": MethodSpec(MappingProxyType({"normal": "<CAPTION>", "detailed": "<DETAILED_CAPTION>",
+                                                  "very_detailed": "<MORE_DETAILED_CAPTION>"}),
+                                option="granularity"),
+    "detect_objects": MethodSpec(MappingProxyType({"classes": "<OD>", "captions": "<DENSE_REGION_CAPTION>",
+                                                   "rois": "<REGION_PROPOSAL>"}),
+                                 option="labels_mode", classes_task="<OPEN_VOCABULARY_DETECTION>"),
+    "ocr_image": _one("<OCR>"),
+    "parse_document": _one("<OCR_WITH_REGION>"),
+    "ground_phrase": _one("<CAPTION_TO_PHRASE_GROUNDING>", "text"),
+    "segment_phrase": _one("<REFERRING_EXPRESSION_SEGMENTATION>", "text"),
+    "segment_region": _one("<REGION_TO_SEGMENTATION>", "region"),
+    "classify_image_region": _one("<REGION_TO_CATEGORY>", "region"),
+    "caption_image_region": _one("<REGION_TO_DESCRIPTION>", "region"),
+    "ocr_image_region": _one("<REGION_TO_OCR>", "region"),
+})
+
+ImageArg = "ImageInput | EncodedImage"
+RegionArg = "Sequence[float] | Sequence[Sequence[float]]"
+
+
+class TaskMethods:
+    """The per-task methods; mixed into ``Florence2`` (which provides ``predict``, ``predict_prompts``, ...)."""
+
+    # --- whole-image tasks -----------------------------------------------------------------------------
+    def caption_image(self, image: ImageArg, granularity: str = "normal", **generation: Any) -> Florence2Result:
+        """A caption: ``granularity`` "normal", "detailed" or "very_detailed" (``result.text``)."""
+        return self.predict(image, METHODS["caption_image"].task(granularity), **generation)
+
+    def detect_objects(self, image: ImageArg, classes: Sequence[str] | None = None, labels_mode: str = "classes",
+                       **generation: Any) -> Florence2Result:
+        """Objects as ``result.boxes``. Without ``classes``: ``labels_mode`` "classes" (``<OD>``), "captions"
+        (dense region captions) or "rois" (region proposals, no labels). With ``classes``: open-vocabulary
+        detection, one prompt per class in one batch over one vision encoding, each box labelled by its class
+        (``result.raw`` holds the merged ``<OPEN_VOCABULARY_DETECTION>`` answer)."""
+        spec = METHODS["detect_objects"]
+        if classes is None:
+            return self.predict(image, spec.task(labels_mode), **generation)
+        if isinstance(classes, str) or not all(isinstance(c, str) and c.strip() for c in classes) or not classes:
+            raise ValueError(f"classes must be a non-empty list of class names, got {classes!r:.100}")
+        names = [c.strip() for c in classes]
+        results = self.predict_prompts(image, spec.classes_task, texts=names, **generation)
+        merged = merge_class_answers(spec.classes_task, names, [r.raw for r in results])
+        return Florence2Result.from_dict(merged, results[0].image_size)
+
+    def ocr_image(self, image: ImageArg, **generation: Any) -> Florence2Result:
+        """The text in the image (``result.text``)."""
+        return self.predict(image, METHODS["ocr_image"].task(), **generation)
+
+    def parse_document(self, image: ImageArg, **generation: Any) -> Florence2Result:
+        """The text with its regions (``result.quad_boxes``, each labelled by its text)."""
+        return self.predict(image, METHODS["parse_document"].task(), **generation)
+
+    # --- tasks with a phrase -----------------------------------------------------------------------------
+    def ground_phrase(self, image: ImageArg, phrase: str, **generation: Any) -> Florence2Result:
+        """Boxes of the phrases of a caption (``result.boxes``)."""
+        return self.predict(image, METHODS["ground_phrase"].task(), text=phrase, **generation)
+
+    def segment_phrase(self, image: ImageArg, phrase: str, **generation: Any) -> Florence2Result:
+        """The segmentation of what ``phrase`` refers to (``result.polygons``, ``result.masks()``)."""
+        return self.predict(image, METHODS["segment_phrase"].task(), text=phrase, **generation)
+
+    # --- region tasks: one region -> one result, several -> a list -------------------------------------------
+    def segment_region(self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels",
+                       **generation: Any) -> Florence2Result | list[Florence2Result]:
+        """The segmentation of the object in ``region`` (``result.polygons``, ``result.masks()``)."""
+        return self._region_method("segment_region", image, region, region_format, generation)
+
+    def classify_image_region(self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels",
+                              **generation: Any) -> Florence2Result | list[Florence2Result]:
+        """The category of the object in ``region`` (``result.text``, and its box)."""
+        return self._region_method("classify_image_region", image, region, region_format, generation)
+
+    def caption_image_region(self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels",
+                             **generation: Any) -> Florence2Result | list[Florence2Result]:
+        """A description of ``region`` (``result.text``)."""
+        return self._region_method("caption_image_region", image, region, region_format, generation)
+
+    def ocr_image_region(self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels",
+                         **generation: Any) -> Florence2Result | list[Florence2Result]:
+        """The text in ``region`` (``result.text``)."""
+        return self._region_method("ocr_image_region", image, region, region_format, generation)
+
+    def _region_method(self, name: str, image, region, region_format: str, generation: dict):
+        """Region ``(x1, y1, x2, y2)`` -> one result; a list of regions -> one result per region (one
+        vision encoding, one batch). Pixels, or fractions with ``region_format="normalized"``."""
+        results = self.predict_regions(image, METHODS[name].task(), region, region_format=region_format,
+                                       **generation)
+        return results[0] if _is_box(region) else results

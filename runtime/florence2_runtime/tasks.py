@@ -1,0 +1,148 @@
+"""Task-level generation: defaults that give full answers, one vision encoding for many prompts.
+
+Every task-level call (``Florence2.run``, ``predict``, ``predict_regions``, ``run_tasks``, the per-task
+methods of :mod:`.methods`, ``florence2 run``, the server) goes through here:
+
+- :func:`task_generation_kwargs`: without ``max_new_tokens`` / ``max_length``, generation runs up to
+  :data:`TASK_MAX_NEW_TOKENS` (1024, what every Florence-2 model card passes), capped by the decoder's
+  position table; the checkpoint's other settings (3 beams, no-repeat-ngram 3 for Florence-2) stay.
+  ``Florence2.generate`` keeps transformers' bare defaults (20 tokens): it is the token-exact mirror.
+- :func:`answer_prompts`: (encoded image, task, processor text) items -> post-processed dicts. Items
+  are run as batches over already-encoded images: the text encoder and the decoder see the whole batch,
+  the vision encoder nothing. Each row is cut after its first EOS, so a batched answer equals the
+  answer of the same prompt run alone.
+- :func:`task_items`: the task list of ``run_tasks`` (strings, ``(task, text)`` / ``(task, region)``
+  pairs or dicts) checked and normalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .decoding import DecodingOptions
+from .encoded import EncodedImage
+from .postprocess import post_process_generation
+from .prompts import build_task_text, check_task_input
+
+__all__ = ["MAX_BATCH", "TASK_MAX_NEW_TOKENS", "PromptItem", "TaskInput", "answer_prompts", "merge_class_answers",
+           "task_generation_kwargs", "task_items", "trim_after_eos"]
+
+TASK_MAX_NEW_TOKENS = 1024  # the model cards' generate(max_new_tokens=1024, num_beams=3)
+LENGTH_OPTIONS = ("max_new_tokens", "max_length")
+MAX_BATCH = 8  # prompts per generate call: bounds the KV cache (rows = prompts * beams) of long answers
+
+
+def task_generation_kwargs(generation_kwargs: Mapping[str, Any], max_position_embeddings: int) -> dict:
+    """``generation_kwargs`` with the task-level length default: ``max_new_tokens`` =
+    min(1024, positions - 1) unless the call sets ``max_new_tokens`` or ``max_length`` itself."""
+    kwargs = dict(generation_kwargs)
+    if all(kwargs.get(name) is None for name in LENGTH_OPTIONS):
+        kwargs.pop("max_length", None)
+        kwargs["max_new_tokens"] = min(TASK_MAX_NEW_TOKENS, max_position_embeddings - 1)
+    return kwargs
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt on one encoded image: ``task`` post-processes ``prompt`` (build_task_text's output)."""
+
+    encoded: EncodedImage
+    task: str
+    prompt: str
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """One entry of a task list: a task token and its input (text or a region), if it takes one."""
+
+    task: str
+    text: str | None = None
+    region: Sequence[float] | None = None
+
+    def prompt(self, image_size: tuple[int, int], region_format: str = "pixels") -> str:
+        return build_task_text(self.task, self.text, self.region, image_size, region_format=region_format)
+
+
+def task_items(tasks: Any, region_format: str = "pixels") -> list[TaskInput]:
+    """``run_tasks``' task list -> checked :class:`TaskInput` s (ValueError names the bad entry).
+
+    Entries: ``"<OD>"``; ``("<CAPTION_TO_PHRASE_GROUNDING>", "a car")``; ``("<REGION_TO_CATEGORY>",
+    (x1, y1, x2, y2))``; ``{"task": ..., "text": ..., "region": ...}``. A task may appear once (the
+    answer is a dict keyed by task).
+    """
+    if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+        raise ValueError(f"tasks must be a list of task tokens, e.g. ['<CAPTION>', '<OD>'], got {tasks!r:.100}")
+    items = [_task_input(entry, i) for i, entry in enumerate(tasks)]
+    if not items:
+        raise ValueError("tasks is empty: give at least one task, e.g. ['<CAPTION>']")
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        try:
+            check_task_input(item.task, item.text, item.region, region_format=region_format)
+        except ValueError as e:
+            raise ValueError(f"tasks[{i}]: {e}") from None
+        if item.task in seen:
+            raise ValueError(f"tasks[{i}]: {item.task} is listed twice; the answer holds one entry per task "
+                             "(several regions: predict_regions; several classes: detect_objects(classes=...))")
+        seen.add(item.task)
+    return items
+
+
+def _task_input(entry: Any, i: int) -> TaskInput:
+    if isinstance(entry, TaskInput):
+        return entry
+    if isinstance(entry, str):
+        return TaskInput(entry)
+    if isinstance(entry, Mapping):
+        unknown = sorted(set(entry) - {"task", "text", "region"})
+        if unknown or "task" not in entry:
+            raise ValueError(f"tasks[{i}] must have 'task' and at most 'text' or 'region', got keys {sorted(entry)}")
+        return TaskInput(entry["task"], entry.get("text"), entry.get("region"))
+    if isinstance(entry, (tuple, list)) and len(entry) == 2:
+        task, value = entry
+        return TaskInput(task, text=value) if isinstance(value, str) or value is None else TaskInput(task, region=value)
+    raise ValueError(f"tasks[{i}] must be a task token, a (task, text or region) pair or a dict, got {entry!r:.100}")
+
+
+def trim_after_eos(row: np.ndarray, eos_token_id: int | None) -> np.ndarray:
+    """int64 [L] -> the row up to and including its first EOS after the start token (padding removed)."""
+    if eos_token_id is None:
+        return row
+    hits = np.flatnonzero(row[1:] == eos_token_id)
+    return row[: hits[0] + 2] if hits.size else row
+
+
+def answer_prompts(model, items: Sequence[PromptItem], options: DecodingOptions) -> list[dict]:
+    """Every item's ``post_process_generation`` dict, equal to running it alone; batches of MAX_BATCH
+    prompts over the already-encoded images (no vision encoder run here)."""
+    answers: list[dict] = []
+    banned = model.config.banned_grounding_tokens or None
+    for start in range(0, len(items), MAX_BATCH):
+        batch = items[start:start + MAX_BATCH]
+        features = np.stack([item.encoded.features for item in batch])
+        ids = model.generate_encoded(features, [item.prompt for item in batch], options)
+        rows = [trim_after_eos(row, options.eos_token_id) for row in ids] if len(batch) > 1 else list(ids)
+        texts = model.decode(rows)
+        answers += [post_process_generation(text, item.task, item.encoded.image_size, banned_grounding_tokens=banned)
+                    for text, item in zip(texts, batch)]
+    return answers
+
+
+# Open-vocabulary detection answers: which list each label list belongs to.
+_LABELLED = (("bboxes", "bboxes_labels"), ("polygons", "polygons_labels"))
+
+
+def merge_class_answers(task: str, classes: Sequence[str], answers: Sequence[Mapping[str, Any]]) -> dict:
+    """One ``{task: answer}`` per class -> one dict: every class's boxes (and polygons) in class order,
+    each labelled by its class (the model's own label text may differ from the class asked for)."""
+    merged: dict[str, list] = {key: [] for pair in _LABELLED for key in pair}
+    for name, answer in zip(classes, answers):
+        found = answer[task]
+        for items_key, labels_key in _LABELLED:
+            values = list(found.get(items_key, []))
+            merged[items_key] += values
+            merged[labels_key] += [name] * len(values)
+    return {task: merged}
