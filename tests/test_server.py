@@ -61,9 +61,14 @@ IMAGES = {name: encode(noise_image(w, h, seed), fmt) for name, (w, h, seed, fmt)
 PNG = IMAGES["wide"]
 
 
+def server_gen(gen: dict) -> dict:
+    """The server's task-level default: up to 1024 new tokens, capped by its --max-new-tokens (LIMITS: 64)."""
+    return {"max_new_tokens": LIMITS.max_new_tokens, **gen}
+
+
 def expected(onnx_model, data: bytes, task, text=None, region=None, **gen) -> dict:
-    """run()'s answer as it looks after a JSON round trip (tuples become lists)."""
-    return json.loads(json.dumps(onnx_model.run(data, task, text=text, region=region, **gen)))
+    """run()'s answer (with the server's length cap) as it looks after a JSON round trip (tuples become lists)."""
+    return json.loads(json.dumps(onnx_model.run(data, task, text=text, region=region, **server_gen(gen))))
 
 
 # --- servers ---------------------------------------------------------------------------------------------
@@ -80,7 +85,7 @@ def client(url):
 
 
 class SlowModel:
-    """The model with ``delay`` seconds added to every generate call (for queue and timeout tests)."""
+    """The model with ``delay`` seconds added to every batch it generates (for queue and timeout tests)."""
 
     def __init__(self, model, delay: float):
         self._model, self._delay = model, delay
@@ -88,9 +93,9 @@ class SlowModel:
     def __getattr__(self, name):
         return getattr(self._model, name)
 
-    def generate(self, *args, **kwargs):
+    def generate_encoded(self, *args, **kwargs):
         time.sleep(self._delay)
-        return self._model.generate(*args, **kwargs)
+        return self._model.generate_encoded(*args, **kwargs)
 
 
 def infer(client, image=PNG, task="<OD>", **fields):
@@ -436,9 +441,9 @@ def test_batcher_groups_by_options_and_bounds_batches(onnx_model):
     calls: list[list[str]] = []
 
     class Recording(SlowModel):
-        def generate(self, images, texts, **kwargs):
-            calls.append([f"{t}|{kwargs.get('num_beams', 1)}" for t in texts])
-            return super().generate(images, texts, **kwargs)
+        def generate_encoded(self, features, texts, options):
+            calls.append([f"{t}|{options.num_beams}" for t in texts])
+            return super().generate_encoded(features, texts, options)
 
     image = Image.open(io.BytesIO(PNG)).convert("RGB")
     gens = [{"num_beams": 1 + i % 2, "max_new_tokens": 6} for i in range(11)]
@@ -478,3 +483,62 @@ def test_server_is_torch_free(onnx_folder):
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# --- several tasks on one image, task-level defaults, max_tokens on the NVIDIA route -----------------------
+TASK_LIST = ["<CAPTION>", {"task": "<REGION_TO_CATEGORY>", "region": [3, 4, 40, 50]},
+             {"task": "<OPEN_VOCABULARY_DETECTION>", "text": "cat"}, "<OD>"]
+
+
+def test_infer_tasks_answers_every_task_with_one_vision_encoding(client, onnx_model, monkeypatch):
+    calls = []
+    original = onnx_model.sessions.encode_images
+    monkeypatch.setattr(onnx_model.sessions, "encode_images", lambda pv: (calls.append(len(pv)), original(pv))[1])
+    r = client.post("/v1/infer", json={"image": b64(PNG), "tasks": TASK_LIST, "generation": {"num_beams": 2}})
+    assert r.status_code == 200, r.text
+    assert sum(calls) == 1
+    want = onnx_model.run_tasks(PNG, [e if isinstance(e, str) else (e["task"], e.get("text") or e.get("region"))
+                                      for e in TASK_LIST], **server_gen({"num_beams": 2}))
+    assert r.json()["result"] == json.loads(json.dumps(want))
+    assert want["<CAPTION>"] == onnx_model.run(PNG, "<CAPTION>", **server_gen({"num_beams": 2}))["<CAPTION>"]
+    r = client.post("/v1/infer", files={"image": ("x.png", PNG, "image/png")},
+                    data={"tasks": json.dumps(TASK_LIST), "generation": json.dumps({"num_beams": 2})})
+    assert r.status_code == 200 and r.json()["result"] == json.loads(json.dumps(want))
+
+
+@pytest.mark.parametrize("fields", [
+    {"tasks": ["<CAPTION>", "<NOPE>"]},
+    {"tasks": []},
+    {"tasks": "<OD>"},
+    {"tasks": ["<OD>", "<OD>"]},
+    {"tasks": [3]},
+    {"tasks": [{"task": "<OD>", "region": [1, 2, 3, 4]}]},
+    {"tasks": [{"task": "<REGION_TO_CATEGORY>"}]},
+    {"tasks": ["<OD>"], "task": "<OD>"},
+    {"tasks": ["<OPEN_VOCABULARY_DETECTION>"], "text": "cat"},
+], ids=["unknown task", "empty", "not a list", "twice", "not a task", "region for <OD>", "missing region",
+        "task and tasks", "top-level text"])
+def test_bad_task_lists_are_422(client, fields):
+    r = client.post("/v1/infer", json={"image": b64(PNG), **fields})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["kind"] == "invalid_task_input"
+
+
+def test_server_defaults_reach_1024_tokens_capped_by_limits_and_positions(onnx_model):
+    from florence2_runtime.server.validation import check_generation
+
+    positions = onnx_model.config.max_position_embeddings
+    assert check_generation(None, ServerLimits(), onnx_model)[1].max_new_tokens == min(1024, positions - 1)
+    assert check_generation({}, LIMITS, onnx_model)[1].max_new_tokens == LIMITS.max_new_tokens
+    assert check_generation({"max_new_tokens": 5}, LIMITS, onnx_model)[1].max_new_tokens == 5
+    assert check_generation(None, LIMITS, onnx_model)[1].num_beams == onnx_model.decoding_options().num_beams
+
+
+def test_nim_honours_max_tokens(client, onnx_model):
+    body = {**nim_body("<CAPTION>" + img_tag(PNG)), "max_tokens": 5}
+    r = client.post(NIM, json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["content"] == "<CAPTION>" + expected(onnx_model, PNG, "<CAPTION>", max_new_tokens=5)["<CAPTION>"]
+    for bad in ["5", 0, 10 ** 6, 2.5]:
+        r = client.post(NIM, json={**body, "max_tokens": bad})
+        assert r.status_code == 422 and r.json()["error"]["kind"] == "invalid_generation", (bad, r.text)

@@ -36,7 +36,8 @@ def _region(value: str) -> tuple[float, float, float, float]:
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("generation (defaults from the model's generation_config.json)")
+    g = p.add_argument_group("generation (defaults: up to 1024 new tokens, capped by the model's positions; the "
+                             "rest from the model's generation_config.json, e.g. 3 beams)")
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--min-new-tokens", type=int)
     g.add_argument("--num-beams", type=int)
@@ -76,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one task on images (files or folders) and print the results as JSON")
     p.add_argument("model", help="exported model folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
-    p.add_argument("--task", required=True, help='task token, e.g. "<OD>"')
+    p.add_argument("--task", required=True, action="append",
+                   help='task token, e.g. "<OD>"; repeat it for several tasks on each image (one vision encoding '
+                        'per image, one JSON line per image with every task\'s answer)')
     p.add_argument("--text", help="text input of the task (phrase grounding, segmentation, ...)")
     p.add_argument("--region", type=_region, action="append",
                    help="region x1,y1,x2,y2 for the region tasks; repeat it for several regions")

@@ -1,4 +1,4 @@
-"""``florence2 run``: one task on one image, several images or folders; JSON out, optional drawings.
+"""``florence2 run``: one task (or several) on one image, several images or folders; JSON out, drawings.
 
 Output records (one per image, and per region when several ``--region`` are given):
 
@@ -7,6 +7,9 @@ Output records (one per image, and per region when several ``--region`` are give
 - otherwise JSON lines, each record with ``"image"`` (several images) and ``"region"`` (several regions)
   keys added. An image that fails gives ``{"image": ..., "error": ...}``, the others still run, and the
   exit code is 1.
+- several ``--task``: one record per image holding every task's answer (``Florence2.run_tasks``: one
+  vision encoding per image); ``--text`` goes to the tasks that take text, one ``--region`` to the region
+  tasks. ``--typed``: ``{task: Florence2Result JSON}``.
 
 ``--output FILE`` writes the records to FILE instead of stdout. ``--draw PATH`` saves annotated images:
 one image -> the file PATH; several images -> the folder PATH, one ``<name>.png`` per image (all
@@ -24,7 +27,9 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 from .preprocess import load_image
-from .prompts import REGION_FORMATS, check_task_input
+from .prompts import REGION_FORMATS, TASKS, check_task_input
+from .results import Florence2Result
+from .tasks import TaskInput, task_items
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -48,6 +53,7 @@ class _Plan:
     several_images: bool
     regions: list | None  # None: the task takes no region (or takes text)
     draw_path: Path | None
+    tasks: list[TaskInput] | None = None  # several --task: each with its input
 
 
 def expand_images(paths: Sequence[str]) -> tuple[list[Path], bool]:
@@ -90,12 +96,30 @@ def _check_draw_path(draw: str | None, several_images: bool) -> Path | None:
 def plan(args: argparse.Namespace) -> _Plan:
     """Check every argument before loading the model; ValueError names the wrong one."""
     regions = args.region
-    for region in regions or [None]:
-        check_task_input(args.task, args.text, region, region_format=args.region_format)
+    tasks = _task_list(args) if len(args.task) > 1 else None
+    if tasks is None:
+        for region in regions or [None]:
+            check_task_input(args.task[0], args.text, region, region_format=args.region_format)
     images, several = expand_images(args.images)
     if args.output is not None and Path(args.output).is_dir():
         raise ValueError(f"--output {args.output} is a folder; give a file name")
-    return _Plan(images, several, regions, _check_draw_path(args.draw, several))
+    return _Plan(images, several, None if tasks else regions, _check_draw_path(args.draw, several), tasks)
+
+
+def _task_list(args: argparse.Namespace) -> list[TaskInput]:
+    """Several ``--task``: ``--text`` to the tasks that take text, one ``--region`` to the region tasks."""
+    if args.region is not None and len(args.region) > 1:
+        raise ValueError("several --region need a single --task (or run the region task on its own)")
+    region = args.region[0] if args.region else None
+    takes_text = [t for t in args.task if t in TASKS and TASKS[t].takes_input and not TASKS[t].region_input]
+    takes_region = [t for t in args.task if t in TASKS and TASKS[t].region_input]
+    if args.text is not None and not takes_text:
+        raise ValueError(f"--text is given but none of the tasks {', '.join(args.task)} takes text")
+    if region is not None and not takes_region:
+        raise ValueError(f"--region is given but none of the tasks {', '.join(args.task)} takes a region")
+    entries = [TaskInput(t, args.text if t in takes_text else None, region if t in takes_region else None)
+               for t in args.task]
+    return task_items(entries, args.region_format)
 
 
 class Progress:
@@ -130,10 +154,16 @@ def _draw_names(images: list[Path]) -> Iterator[str]:
 def _records(model, image: Path, args, gen: dict, p: _Plan):
     """(records, results) for one image."""
     pil = load_image(image)
+    if p.tasks is not None:
+        answers = model.run_tasks(pil, p.tasks, region_format=args.region_format, **gen)
+        results = [Florence2Result.from_answer(task, answer, pil.size) for task, answer in answers.items()]
+        record = {"image": str(image)} if p.several_images else {}
+        record.update({r.task: r.to_json_dict() for r in results} if args.typed else answers)
+        return pil, [record], results
     if p.regions is None:
-        results = [model.predict(pil, args.task, text=args.text, **gen)]
+        results = [model.predict(pil, args.task[0], text=args.text, **gen)]
     else:
-        results = model.predict_regions(pil, args.task, p.regions, region_format=args.region_format, **gen)
+        results = model.predict_regions(pil, args.task[0], p.regions, region_format=args.region_format, **gen)
     records = []
     for i, result in enumerate(results):
         record: dict[str, Any] = {}

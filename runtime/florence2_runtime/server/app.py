@@ -25,9 +25,9 @@ from .batching import DynamicBatcher, Job, Outcome, QueueFull
 from .images import decode_base64, decode_image
 from .limits import ServerLimits
 from .metrics import Metrics
-from .nim import asset_id, build_response, parse_request
+from .nim import asset_id, build_response, generation_of, parse_request
 from .problems import RequestError, bad_request, invalid
-from .validation import INFER_FIELDS, build_prompt, check_generation, check_task
+from .validation import INFER_FIELDS, build_prompt, check_generation, check_task, check_tasks
 
 NIM_ROUTE = "/v1/vlm/microsoft/florence-2"
 OPEN_ROUTES = frozenset({"/health", UPLOAD_ROUTE})  # no API key: probes; uploads carry their URL's token
@@ -103,15 +103,25 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
         except asyncio.TimeoutError:
             raise RequestError(504, "timeout", f"the request took longer than {limits.request_timeout_s} s") from None
 
-    async def infer_fields(task, text, region, region_format, generation, image_bytes: bytes) -> tuple[Job, float]:
-        """Checked fields + image bytes -> a Job (image decoded off the event loop) and the decode time."""
-        check_task(task, text, region, region_format)
+    async def infer_fields(task, text, region, region_format, generation, image_bytes: bytes,
+                           tasks=None) -> tuple[Job, float]:
+        """Checked fields + image bytes -> a Job (image decoded off the event loop) and the decode time.
+
+        ``tasks`` (a list, instead of ``task``): several tasks on the image, one vision encoding."""
+        if tasks is not None and task is not None:
+            raise invalid("invalid_task_input", "give either 'task' or 'tasks', not both")
+        entries = check_tasks(tasks, text, region, region_format) if tasks is not None else None
+        if entries is None:
+            check_task(task, text, region, region_format)
         gen, options = check_generation(generation, limits, model)
         t0 = time.perf_counter()
         image = await asyncio.to_thread(decode_image, image_bytes, limits.max_pixels)
         decode_ms = (time.perf_counter() - t0) * 1000.0
-        prompt = build_prompt(task, text, region, region_format, image.size, model)
-        return Job(image, prompt, task, gen, options), decode_ms
+        if entries is None:
+            return Job(image, build_prompt(task, text, region, region_format, image.size, model), task, gen,
+                       options), decode_ms
+        prompts = [(e.task, build_prompt(e.task, e.text, e.region, region_format, image.size, model)) for e in entries]
+        return Job(image, prompts[0][1], prompts[0][0], gen, options, more_tasks=tuple(prompts[1:])), decode_ms
 
     async def infer(request: Request):
         t0 = time.perf_counter()
@@ -126,7 +136,7 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
         image_bytes = image if isinstance(image, bytes) else await asyncio.to_thread(decode_base64, image)
         job, decode_ms = await infer_fields(fields.get("task"), fields.get("text"), fields.get("region"),
                                             fields.get("region_format", "pixels"), fields.get("generation"),
-                                            image_bytes)
+                                            image_bytes, fields.get("tasks"))
         outcome = await run_job(job)
         timing = {"decode_image": decode_ms, "queue": outcome.queue_ms, "inference": outcome.inference_ms,
                   "total": (time.perf_counter() - t0) * 1000.0}
@@ -139,7 +149,7 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
         task, text, src = parse_request(body)
         asset = asset_id(src)
         image_bytes = store.resolve(asset) if asset else await asyncio.to_thread(decode_base64, src)
-        job, _ = await infer_fields(task, text, None, "pixels", None, image_bytes)
+        job, _ = await infer_fields(task, text, None, "pixels", generation_of(body), image_bytes)
         outcome = await run_job(job)
         answer = build_response(task, outcome.result, name)
         if as_json:
@@ -278,7 +288,7 @@ async def _read_multipart(request, body: bytes, limits: ServerLimits) -> dict:
                 fields[key] = await value.read()
             elif key == "image":
                 fields[key] = value  # base64 text in a form field
-            elif key in ("region", "generation"):
+            elif key in ("region", "generation", "tasks"):
                 fields[key] = _form_json(key, value)
             else:
                 fields[key] = value
@@ -288,13 +298,14 @@ async def _read_multipart(request, body: bytes, limits: ServerLimits) -> dict:
 
 
 def _form_json(key: str, value: str) -> Any:
-    """A multipart ``region`` ('[x1, y1, x2, y2]' or 'x1,y1,x2,y2') or ``generation`` (a JSON object)."""
+    """A multipart ``region`` ('[x1, y1, x2, y2]' or 'x1,y1,x2,y2'), ``generation`` (a JSON object) or
+    ``tasks`` (a JSON list)."""
     text = value.strip()
     if key == "region" and text and not text.startswith("["):
         text = f"[{text}]"
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError):
-        what = "[x1, y1, x2, y2] or x1,y1,x2,y2" if key == "region" else "a JSON object"
+        what = {"region": "[x1, y1, x2, y2] or x1,y1,x2,y2", "tasks": "a JSON list"}.get(key, "a JSON object")
         raise invalid(f"invalid_{key}" if key == "generation" else "invalid_task_input",
                       f"multipart field {key!r} must be {what}, got {value[:80]!r}") from None

@@ -5,8 +5,9 @@ never blocks. A batch is formed when the model is free: the oldest waiting job f
 options, then up to ``max_batch_size`` waiting jobs with equal options join it (oldest first), waiting at
 most ``max_wait_ms`` for company. Jobs with other options wait for a later batch.
 
-Results equal unbatched ``Florence2.run``: ``generate`` is token-exact across batch sizes, and each row is
-cut after its first EOS, which removes the padding a shorter row gets in a batch.
+Results equal unbatched ``Florence2.run``: each job's image goes through the vision encoder once (a job may
+ask several tasks of it), then every prompt of the batch shares the text encoder and the decoder
+(``tasks.answer_prompts``: token-exact across batch sizes, each row cut after its first EOS).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from ..decoding import DecodingOptions
-from ..postprocess import post_process_generation
+from ..tasks import PromptItem, answer_prompts, trim_after_eos  # noqa: F401  (trim_after_eos: re-exported)
 
 log = logging.getLogger("florence2.server")
 
@@ -37,6 +37,12 @@ class Job:
     task: str
     generation: dict[str, Any]  # generate() keyword arguments as the client sent them
     options: DecodingOptions  # the resolved options: jobs batch together only when these are equal
+    more_tasks: tuple[tuple[str, str], ...] = ()  # further (task, prompt) pairs on the same image
+
+    @property
+    def prompts(self) -> tuple[tuple[str, str], ...]:
+        """Every (task, processor text) of the job; its result holds one answer per task."""
+        return ((self.task, self.prompt), *self.more_tasks)
 
 
 @dataclass(frozen=True)
@@ -194,19 +200,17 @@ class DynamicBatcher:
                 for p, r in zip(batch, results)]
 
     def _infer(self, jobs: list[Job]) -> list[dict]:
-        """generate() once for all jobs (equal options), then decode and post-process row by row."""
-        model = self.model
-        ids = model.generate([j.image for j in jobs], [j.prompt for j in jobs], **jobs[0].generation)
-        eos = jobs[0].options.eos_token_id
-        decoded = model.decode([trim_after_eos(row, eos) for row in ids]) if len(jobs) > 1 else model.decode(ids)
-        banned = model.config.banned_grounding_tokens or None
-        return [post_process_generation(text, j.task, j.image.size, banned_grounding_tokens=banned)
-                for text, j in zip(decoded, jobs)]
-
-
-def trim_after_eos(row: np.ndarray, eos_token_id: int | None) -> np.ndarray:
-    """int64 [L] -> the row up to and including its first EOS after the start token (padding removed)."""
-    if eos_token_id is None:
-        return row
-    hits = np.flatnonzero(row[1:] == eos_token_id)
-    return row[: hits[0] + 2] if hits.size else row
+        """One vision encoding per job, then every prompt of the batch through one ``answer_prompts`` (equal
+        options); each job's result merges the answers of its tasks."""
+        items = []
+        for job in jobs:
+            encoded = self.model.encode_image(job.image)
+            items += [PromptItem(encoded, task, prompt) for task, prompt in job.prompts]
+        answers = iter(answer_prompts(self.model, items, jobs[0].options))
+        results = []
+        for job in jobs:
+            result: dict = {}
+            for _ in job.prompts:
+                result.update(next(answers))
+            results.append(result)
+        return results

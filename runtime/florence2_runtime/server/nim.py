@@ -5,6 +5,8 @@ the text (only for tasks that take one) may stand before or after the ``<img>`` 
 their region as text, ``<loc_x1><loc_y1><loc_x2><loc_y2>``. The image is inline base64 or an NVCF asset id
 (``data:image/jpeg;asset_id,ID``) uploaded to this server's asset store first (``assets.py``).
 
+``max_tokens`` (optional) sets the number of new tokens; without it the answer may run to 1024 tokens.
+
 Response: the fields of the hosted service's ``.response`` JSON, ``content`` (``"<TASK>answer"`` for text
 tasks, the task token otherwise) and ``entities`` (``bboxes``, ``quad_boxes``, ``labels``,
 ``bboxes_labels``, ``polygons``, null when absent; null for text tasks), both at the top level and in an
@@ -60,6 +62,13 @@ def asset_id(src: str) -> str | None:
     if not value:
         raise bad_request("invalid_content", "the <img> tag names an empty asset id")
     return value
+
+
+def generation_of(body: dict) -> dict | None:
+    """The request's ``max_tokens`` (OpenAI-style, as NVIDIA's API takes it) as generation settings; None
+    without it (the task-level defaults: up to 1024 new tokens). Its range is checked with the others."""
+    max_tokens = body.get("max_tokens")
+    return None if max_tokens is None else {"max_new_tokens": max_tokens}
 
 
 def build_response(task: str, result: dict, model_name: str) -> dict:

@@ -12,10 +12,11 @@ from typing import Any
 
 from ..decoding import DecodingOptions
 from ..prompts import build_task_text, check_task_input, construct_prompt
+from ..tasks import TaskInput, task_generation_kwargs, task_items
 from .limits import ALLOWED_GENERATION_OPTIONS, ServerLimits
 from .problems import invalid
 
-INFER_FIELDS = frozenset({"image", "task", "text", "region", "region_format", "generation"})
+INFER_FIELDS = frozenset({"image", "task", "text", "region", "region_format", "generation", "tasks"})
 
 
 def check_generation(generation: Any, limits: ServerLimits, model) -> tuple[dict, DecodingOptions]:
@@ -38,8 +39,9 @@ def check_generation(generation: Any, limits: ServerLimits, model) -> tuple[dict
             raise invalid("invalid_generation", f"generation.{name} must be an integer, got {value!r}")
         if not low <= value <= high:
             raise invalid("invalid_generation", f"generation.{name} must be in [{low}, {high}], got {value}")
-    try:
-        options = model.decoding_options(**generation)
+    try:  # task-level default: up to 1024 new tokens, capped by the decoder's positions and this server's limit
+        defaults = task_generation_kwargs(generation, max_tokens + 1)
+        options = model.decoding_options(**defaults)
     except (ValueError, TypeError) as e:
         raise invalid("invalid_generation", f"generation: {e}") from None
     for name, (low, high) in ranges.items():  # the checkpoint's defaults must respect the limits too
@@ -55,6 +57,24 @@ def check_task(task: Any, text: Any, region: Any, region_format: Any = "pixels")
         raise invalid("missing_field", "'task' is required, e.g. \"<OD>\"")
     try:
         check_task_input(task, text, region, region_format=region_format)
+    except (ValueError, TypeError) as e:
+        raise invalid("invalid_task_input", str(e)) from None
+
+
+def check_tasks(tasks: Any, text: Any, region: Any, region_format: Any = "pixels") -> list[TaskInput]:
+    """A ``tasks`` list (``"<OD>"`` or ``{"task", "text"?, "region"?}`` entries) -> checked TaskInputs (422 otherwise).
+
+    ``tasks`` replaces ``task`` / ``text`` / ``region``: each entry carries its own input."""
+    if text is not None or region is not None:
+        raise invalid("invalid_task_input", "with 'tasks', give each task's text or region in its own entry "
+                                            "({\"task\": ..., \"text\": ...}), not at the top level")
+    if not isinstance(tasks, list):
+        raise invalid("invalid_task_input", f"'tasks' must be a list of task tokens or {{task, text, region}} "
+                                            f"objects, got {type(tasks).__name__}")
+    if any(not isinstance(t, (str, dict)) for t in tasks):
+        raise invalid("invalid_task_input", "every entry of 'tasks' must be a task token or a {task, text, region} object")
+    try:
+        return task_items(tasks, region_format)
     except (ValueError, TypeError) as e:
         raise invalid("invalid_task_input", str(e)) from None
 
