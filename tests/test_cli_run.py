@@ -122,3 +122,47 @@ def test_bad_arguments_exit_2_with_one_line(onnx_folder, images, tmp_path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("florence2: error:") and words in err, err
+
+
+def test_several_tasks_one_line_per_image_with_every_answer(onnx_folder, onnx_model, images, tmp_path, capsys):
+    tasks = ["<CAPTION>", "<OD>", "<OCR>", "<OPEN_VOCABULARY_DETECTION>", "<REGION_TO_CATEGORY>"]
+    argv = ["run", str(onnx_folder), str(images[0]), str(images[2])]
+    for t in tasks:
+        argv += ["--task", t]
+    drawn = tmp_path / "drawn"
+    assert main([*argv, "--text", "ball", "--region", "1,2,30,40", "--draw", str(drawn), *GEN]) == 0
+    lines = _lines(capsys.readouterr().out)
+    assert [line.pop("image") for line in lines] == [str(images[0]), str(images[2])]
+    for line, path in zip(lines, [images[0], images[2]]):
+        assert list(line) == tasks
+        for t in tasks:
+            inputs = {"text": "ball"} if t == "<OPEN_VOCABULARY_DETECTION>" else (
+                {"region": (1, 2, 30, 40)} if t == "<REGION_TO_CATEGORY>" else {})
+            assert {t: line[t]} == json.loads(json.dumps(onnx_model.run(path, t, **inputs, **GEN_KW)))
+    assert sorted(p.name for p in drawn.iterdir()) == ["im0.png", "im2.png"]
+    assert main(["run", str(onnx_folder), str(images[1]), "--task", "<CAPTION>", "--task", "<OD>", "--typed",
+                 *GEN]) == 0
+    typed = json.loads(capsys.readouterr().out)
+    assert {t: Florence2Result.from_json(v) for t, v in typed.items()} == {
+        t: onnx_model.predict(images[1], t, **GEN_KW) for t in ["<CAPTION>", "<OD>"]}
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--task", "<CAPTION>", "--task", "<NOPE>"], "unknown task '<NOPE>'"),
+    (["--task", "<CAPTION>", "--task", "<CAPTION>"], "listed twice"),
+    (["--task", "<CAPTION>", "--task", "<OD>", "--text", "a dog"], "none of the tasks"),
+    (["--task", "<CAPTION>", "--task", "<OD>", "--region", "1,2,3,4"], "none of the tasks"),
+    (["--task", "<OD>", "--task", "<REGION_TO_CATEGORY>"], "needs an input"),
+    (["--task", "<OD>", "--task", "<REGION_TO_OCR>", "--region", "1,2,3,4", "--region", "1,1,5,5"], "single --task"),
+])
+def test_bad_task_lists_are_one_line_and_exit_2(onnx_folder, images, capsys, extra, message):
+    assert main(["run", str(onnx_folder), str(images[0]), *extra, *GEN]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_help_states_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "up to 1024 new tokens" in out and "repeat it for several tasks" in out
