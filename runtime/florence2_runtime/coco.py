@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from .masks import MIN_POLYGON_POINTS
+
 if TYPE_CHECKING:  # pragma: no cover
     from .results import Florence2Result
-
-MIN_POLYGON_POINTS = 3
 
 
 def _bbox(points_x: Sequence[float], points_y: Sequence[float]) -> list[float]:

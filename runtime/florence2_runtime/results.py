@@ -144,6 +144,15 @@ class Florence2Result:
         """Boxes as float32 [N, 4] (``boxes`` only)."""
         return np.array([b.xyxy for b in self.boxes], dtype=np.float32).reshape(-1, 4)
 
+    def masks(self) -> np.ndarray:
+        """Boolean masks [n, height, width] at the image size, one per polygon object (segmentation answers;
+        ``<OPEN_VOCABULARY_DETECTION>``'s polygons too), equal to ``to_supervision().mask``; numpy only.
+
+        Objects whose parts all have fewer than 3 points are left out, as supervision does."""
+        from .masks import object_masks
+
+        return object_masks([obj.parts for obj in self.polygons], self.image_size)[0]
+
     def __len__(self) -> int:
         return len(self.boxes) + len(self.quad_boxes) + len(self.polygons)
 

@@ -7,7 +7,7 @@ supervision 0.31's ``from_vlm(VLM.FLORENCE_2, {task: answer}, resolution_wh=(w, 
 - ``<REGION_PROPOSAL>``: boxes, no class names;
 - ``<OCR_WITH_REGION>``: ``data["xyxyxyxy"]`` float32 [N, 4, 2], the quads' bounds as boxes, class names;
 - the segmentation tasks: one detection per object, its parts with >= 3 points (int32) filled into one
-  boolean mask of the image size and bounded by one box; no class names;
+  boolean mask of the image size (:mod:`.masks`, OpenCV's rule) and bounded by one box; no class names;
 - ``<REGION_TO_CATEGORY>``, ``<REGION_TO_DESCRIPTION>``: the first 4 location tokens of the text as
   ``bins * (w, h, w, h) / 1000`` (float32), class name = the text before them; "No object detected." -> empty;
 - box corners sorted so that x1 <= x2 and y1 <= y2; no detections -> ``Detections.empty()`` with an
@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from .masks import object_masks
+
 if TYPE_CHECKING:  # pragma: no cover
     from .results import Florence2Result
 
 CLASS_NAME = "class_name"
 ORIENTED_BOXES = "xyxyxyxy"
 NO_OBJECT = "No object detected."
-MIN_POLYGON_POINTS = 3
 _LOC_RUN = re.compile(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>")
 
 # (xyxy float [N, 4], class names or None, masks [N, H, W] or None, quads [N, 4, 2] or None)
@@ -60,21 +61,9 @@ def _quads(result: "Florence2Result", sv) -> _Parts:
 
 
 def _masks(result: "Florence2Result", sv) -> _Parts:
-    width, height = result.image_size
-    boxes, masks = [], []
-    for obj in result.polygons:
-        parts = [np.reshape(p, (-1, 2)).astype(np.int32) for p in obj.parts]
-        parts = [p for p in parts if len(p) >= MIN_POLYGON_POINTS]
-        if not parts:
-            continue
-        mask = np.zeros((height, width), dtype=bool)
-        for p in parts:
-            mask |= sv.polygon_to_mask(p, (width, height)).astype(bool)
-        points = np.concatenate(parts)
-        boxes.append(np.concatenate([points.min(axis=0), points.max(axis=0)]))
-        masks.append(mask)
-    xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
-    return xyxy, None, np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool), None
+    masks, kept = object_masks([obj.parts for obj in result.polygons], result.image_size)
+    boxes = [np.concatenate([np.concatenate(parts).min(axis=0), np.concatenate(parts).max(axis=0)]) for parts in kept]
+    return np.array(boxes, dtype=np.float32).reshape(-1, 4), None, masks, None
 
 
 def _region(result: "Florence2Result", sv) -> _Parts:
