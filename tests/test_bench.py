@@ -117,3 +117,15 @@ def test_benchmark_harness_smoke(tiny_checkpoint, onnx_folder, tmp_path):
     assert "## End to end" in (out / "cpu-tiny.md").read_text()
     pytest.importorskip("matplotlib")
     assert (out / "cpu-tiny.png").stat().st_size > 0
+
+
+def test_tasks_benchmark_smoke(onnx_folder, tmp_path):
+    """benchmarks/tasks.py on the tiny export: both sides timed, answers equal, JSON + markdown written."""
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "tasks.py"), "--smoke", "--model", str(onnx_folder),
+           "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((out / f"tasks-{onnx_folder.name}.json").read_text())
+    assert result["answers_equal"] and set(result["median_s"]) == {"separate", "run_tasks"}
+    assert "Ratio run_tasks / separate" in (out / f"tasks-{onnx_folder.name}.md").read_text()
