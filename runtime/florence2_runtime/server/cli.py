@@ -29,7 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("limits")
     g.add_argument("--max-body-mb", type=float, default=_DEFAULTS.max_body_bytes / MIB)
     g.add_argument("--max-pixels", type=int, default=_DEFAULTS.max_pixels)
-    g.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens)
+    g.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens,
+                   help="largest generation.max_new_tokens a request may ask for, and the default of requests "
+                        "that ask for none (capped by the model's positions; default: %(default)s)")
     g.add_argument("--max-num-beams", type=int, default=_DEFAULTS.max_num_beams)
     g.add_argument("--max-queue", type=int, default=_DEFAULTS.max_queue)
     g.add_argument("--timeout", type=float, default=_DEFAULTS.request_timeout_s, help="seconds per request")
