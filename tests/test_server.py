@@ -536,9 +536,9 @@ def test_server_defaults_reach_1024_tokens_capped_by_limits_and_positions(onnx_m
 
 def test_nim_honours_max_tokens(client, onnx_model):
     body = {**nim_body("<CAPTION>" + img_tag(PNG)), "max_tokens": 5}
-    r = client.post(NIM, json=body)
+    r = client.post(NIM, json=body, headers=JSON_ACCEPT)
     assert r.status_code == 200, r.text
     assert r.json()["content"] == "<CAPTION>" + expected(onnx_model, PNG, "<CAPTION>", max_new_tokens=5)["<CAPTION>"]
     for bad in ["5", 0, 10 ** 6, 2.5]:
-        r = client.post(NIM, json={**body, "max_tokens": bad})
+        r = client.post(NIM, json={**body, "max_tokens": bad}, headers=JSON_ACCEPT)
         assert r.status_code == 422 and r.json()["error"]["kind"] == "invalid_generation", (bad, r.text)

@@ -24,9 +24,11 @@ class _Strict(BaseModel):
 
 # --- /v1/infer -------------------------------------------------------------------------------------------
 class Generation(_Strict):
-    """Generation settings (transformers' names); unset ones take the model's generation_config.json."""
+    """Generation settings (transformers' names); unset ones take the model's generation_config.json, except
+    max_new_tokens: up to 1024 unless set."""
 
-    max_new_tokens: int | None = Field(None, ge=1, description="capped by --max-new-tokens and the model")
+    max_new_tokens: int | None = Field(None, ge=1, description="default 1024; capped by --max-new-tokens and "
+                                                               "the model's positions")
     min_new_tokens: int | None = Field(None, ge=0)
     num_beams: int | None = Field(None, ge=1, description="capped by --max-num-beams")
     no_repeat_ngram_size: int | None = Field(None, ge=0)
@@ -34,11 +36,22 @@ class Generation(_Strict):
     early_stopping: bool | Literal["never"] | None = None
 
 
+class TaskEntry(_Strict):
+    """One of several tasks on the image, with its own input."""
+
+    task: TaskName  # type: ignore[valid-type]
+    text: str | None = None
+    region: list[float] | None = Field(None, min_length=4, max_length=4)
+
+
 class InferRequest(_Strict):
-    """One task on one image."""
+    """One task (``task``, ``text``, ``region``) or several (``tasks``) on one image."""
 
     image: str = Field(description="the image as base64 or a data URL (data:image/png;base64,...); URLs are not fetched")
-    task: TaskName = Field(description="the task token")  # type: ignore[valid-type]
+    task: TaskName | None = Field(None, description="the task token")  # type: ignore[valid-type]
+    tasks: list[TaskName | TaskEntry] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="instead of task/text/region: several tasks, one vision encoding; "
+                                        "result holds every task's answer")
     text: str | None = Field(None, description="the input of a task that takes text; region tasks also take "
                                                "'<loc_x1><loc_y1><loc_x2><loc_y2>' here")
     region: list[float] | None = Field(None, min_length=4, max_length=4,
@@ -52,7 +65,8 @@ class InferForm(BaseModel):
     """The same fields as multipart form data, the image as a file."""
 
     image: bytes = Field(json_schema_extra={"format": "binary"}, description="the image file")
-    task: TaskName  # type: ignore[valid-type]
+    task: TaskName | None = None  # type: ignore[valid-type]
+    tasks: str | None = Field(None, description="instead of task: a JSON list, as in the JSON request")
     text: str | None = None
     region: str | None = Field(None, description="x1,y1,x2,y2 or [x1, y1, x2, y2]")
     region_format: Literal[REGION_FORMATS] = "pixels"  # type: ignore[valid-type]
@@ -110,6 +124,8 @@ class NimRequest(BaseModel):
     """The request body of NVIDIA's hosted Florence-2 (``build.nvidia.com/microsoft/microsoft-florence-2``)."""
 
     messages: list[NimMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, description="new tokens; default 1024, capped by --max-new-tokens "
+                                                           "and the model's positions")
 
 
 class Entities(BaseModel):
