@@ -82,8 +82,8 @@ def task_items(tasks: Any, region_format: str = "pixels") -> list[TaskInput]:
     for i, item in enumerate(items):
         try:
             check_task_input(item.task, item.text, item.region, region_format=region_format)
-        except ValueError as e:
-            raise ValueError(f"tasks[{i}]: {e}") from None
+        except ValueError as e:  # run() passes one task: no index to name
+            raise ValueError(f"tasks[{i}]: {e}" if len(items) > 1 else str(e)) from None
         if item.task in seen:
             raise ValueError(f"tasks[{i}]: {item.task} is listed twice; the answer holds one entry per task "
                              "(several regions: predict_regions; several classes: detect_objects(classes=...))")
