@@ -84,6 +84,15 @@ def load_image(image: ImageInput) -> Image.Image:
     )
 
 
+def resize_for_model(image: Image.Image, size: tuple[int, int], resample: int = 3) -> Image.Image:
+    """An RGB image resized to the model's ``size`` = (height, width) exactly as the processor does it.
+
+    Resizing an image that already has that size returns an equal copy, so a caller may resize early
+    (and drop the full-resolution pixels) without changing what :func:`preprocess` makes of it."""
+    height, width = (int(v) for v in size)
+    return image.resize((width, height), resample=Image.Resampling(resample), reducing_gap=None)
+
+
 def preprocess(
     images: Sequence[Image.Image],
     size: tuple[int, int],
@@ -107,8 +116,7 @@ def preprocess(
         if not isinstance(im, Image.Image) or im.mode != "RGB":
             raise ValueError(f"image {i}: expected an RGB PIL image (use load_image first), got "
                              f"{getattr(im, 'mode', type(im).__name__)!r}")
-        resized = im.resize((width, height), resample=Image.Resampling(resample), reducing_gap=None)
-        batch[i] = np.asarray(resized)
+        batch[i] = np.asarray(resize_for_model(im, (height, width), resample))
     x = (batch.astype(np.float64) * float(rescale_factor)).astype(np.float32)
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..decoding import DecodingOptions
+from ..inference import release_freed_memory
 from ..postprocess import post_process_generation
 
 log = logging.getLogger("florence2.server")
@@ -32,11 +33,17 @@ log = logging.getLogger("florence2.server")
 class Job:
     """One checked request: an RGB image, the processor text and the generation settings."""
 
-    image: Image.Image
+    image: Image.Image  # what the model sees (the server keeps it at the model's size, not the original's)
     prompt: str  # build_task_text's output, e.g. "<OD>" or "<REGION_TO_CATEGORY><loc_1>..."
     task: str
     generation: dict[str, Any]  # generate() keyword arguments as the client sent them
     options: DecodingOptions  # the resolved options: jobs batch together only when these are equal
+    image_size: tuple[int, int] | None = None  # (width, height) of the original image; None: image.size
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """The (width, height) the answer's coordinates refer to."""
+        return self.image_size or self.image.size
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,10 @@ class DynamicBatcher:
                     p.future.set_exception(outcome)
                 else:
                     p.future.set_result(outcome)
+            batch = outcomes = p = None  # the jobs' images are freed before the heap is trimmed
+            self._drop_cancelled()
+            if not self._pending:  # the burst is over: hand the freed heap back to the OS
+                await loop.run_in_executor(self._executor, release_freed_memory)
 
     async def _wait_for_company(self) -> None:
         """Wait up to max_wait for the queue to fill a batch (no wait when batching is off)."""
@@ -200,7 +211,7 @@ class DynamicBatcher:
         eos = jobs[0].options.eos_token_id
         decoded = model.decode([trim_after_eos(row, eos) for row in ids]) if len(jobs) > 1 else model.decode(ids)
         banned = model.config.banned_grounding_tokens or None
-        return [post_process_generation(text, j.task, j.image.size, banned_grounding_tokens=banned)
+        return [post_process_generation(text, j.task, j.original_size, banned_grounding_tokens=banned)
                 for text, j in zip(decoded, jobs)]
 
 
