@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .argtypes import positive_int
 from .errors import Florence2Error, MissingDependencyError
 
 EXIT_USAGE = 2
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", type=_region, action="append",
                    help="region x1,y1,x2,y2 for the region tasks; repeat it for several regions")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
     from .runcmd import add_output_arguments as _add_run_output_arguments
 
     _add_run_output_arguments(p)
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="images per generate call (default: 1)")
     p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run (default: 3)")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
     p.add_argument("--json", action="store_true", help="print every run as JSON instead of a table")
 
     p = sub.add_parser("compare", help="measure how far two exports agree on your images (e.g. fp32 vs int8)")
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, help="max new tokens (default: the models' generation config)")
     p.add_argument("--beams", type=int, help="beam count (default: the models' generation config)")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
 
     p = sub.add_parser("serve", help="serve a model over HTTP with dynamic batching (needs the 'serve' extra; "
