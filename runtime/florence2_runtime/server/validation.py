@@ -46,7 +46,7 @@ def check_generation(generation: Any, limits: ServerLimits, model) -> tuple[dict
         raise invalid("invalid_generation", f"generation{'.' if named else ': '}{e}") from None
     for name, (low, high) in ranges.items():  # the checkpoint's defaults must respect the limits too
         if not low <= getattr(options, name) <= high:
-            raise invalid("invalid_generation", f"{name}={getattr(options, name)} (from the model's defaults) is "
+            raise invalid("invalid_generation", f"generation.{name}={getattr(options, name)} (from the model's defaults) is "
                                                 f"outside this server's range [{low}, {high}]; set it explicitly")
     return dict(generation), options
 
