@@ -13,7 +13,7 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..preprocess import load_image, resize_for_model
+from ..preprocess import is_url, load_image, resize_for_model
 from .problems import RequestError, bad_request
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
@@ -30,7 +30,7 @@ def decode_base64(value: object) -> bytes:
     text = value.strip()
     if not text:
         raise bad_request("invalid_image", "image is empty")
-    if re.match(r"(?i)(https?|ftp|file)://", text):
+    if is_url(text):
         raise bad_request("invalid_image", "image URLs are not fetched; send the image itself as base64 or a data URL")
     if text[:5].lower() == "data:":
         m = _DATA_URL.match(text)
