@@ -8,6 +8,7 @@ a fixed number of examples per route (derandomized, so CI sees the same ones), o
 from __future__ import annotations
 
 import json
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -47,7 +48,8 @@ json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
 images = (st.sampled_from([b64(d) for d in IMAGES.values()])
           | st.sampled_from(["", "@@@", "data:image/png;base64,", "data:,x", "https://example.com/a.png",
                              "file:///etc/passwd", b64(b"GIF89a"), b64(png_header_only(5000, 5000)),
-                             b64(IMAGES["tall"][:300]), "data:image/png;base64," + b64(IMAGES["wide"])])
+                             b64(IMAGES["tall"][:300]), "data:image/png;base64," + b64(IMAGES["wide"]),
+                             "data:image/jpeg;asset_id,no-such-asset", "data:image/jpeg;asset_id,"])
           | st.binary(max_size=64).map(b64) | json_values)
 tasks = st.sampled_from(list(TASKS)) | st.sampled_from(["", "<od>", "OD", "<OD><OD>", "<OD>x"]) | json_values
 texts = st.none() | unicode_text | st.sampled_from(["<OD>", "<loc_1><loc_2><loc_3><loc_4>", "\ud800", "x" * 3000,
@@ -150,12 +152,33 @@ def test_nim_any_json(client, body):
 
 
 # --- the GET routes and methods -----------------------------------------------------------------------------
+# --- the NVCF asset routes -------------------------------------------------------------------------------------
+path_text = st.text(st.characters(codec="utf-8"), max_size=30)
+
+
+@settings(FUZZ, max_examples=80)
+@given(body=json_values, real_token=st.booleans(), token=path_text, data=st.binary(max_size=300)
+       | st.sampled_from(list(IMAGES.values())), asset=path_text)
+def test_asset_routes(client, body, real_token, token, data, asset):
+    created = client.post("/v2/nvcf/assets", content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    check_response(created)
+    if created.status_code == 200:
+        upload = urlsplit(created.json()["uploadUrl"])
+        params = None if real_token else {"token": token}
+        check_response(client.put(upload.path + ("?" + upload.query if real_token else ""), params=params,
+                                  content=data))
+        check_response(client.delete(f"/v2/nvcf/assets/{created.json()['assetId']}"))
+    check_response(client.put(f"/v2/nvcf/assets/{quote(asset, safe='')}/upload", params={"token": token}, content=data))
+    check_response(client.delete(f"/v2/nvcf/assets/{quote(asset, safe='')}"))
+
+
 @settings(FUZZ, max_examples=40)
-@given(path=st.sampled_from(["/health", "/metrics", "/v1/infer", NIM, "/", "/v1", "/%ff", "/health/x"]),
+@given(path=st.sampled_from(["/health", "/metrics", "/v1/infer", NIM, "/", "/v1", "/%ff", "/health/x", "/docs",
+                             "/openapi.json", "/ui/app.js", "/ui/%2e%2e/x", "/docs/static/nope", "/v2/nvcf/assets"]),
        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
        query=st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=20))
 def test_routes_and_methods(client, path, method, query):
     r = client.request(method, path, params={"q": query}, content=b"{}" if method in ("POST", "PUT", "PATCH") else None)
     check_response(r)
     if r.status_code < 300:
-        assert path in ("/health", "/metrics") and method == "GET"
+        assert method in ("GET", "POST") and path not in ("/v1/infer", NIM, "/v1", "/%ff", "/health/x")
