@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -62,8 +64,23 @@ class ExportReport:
         diff, ref = error
         return diff / ref if ref > 0 else diff
 
+    def failures(self) -> list[str]:
+        """One short line per graph over its tolerance (empty when the export is ok)."""
+        out = [f"{name} max |onnx - torch| = {diff:.2e} > {self.tolerance:.0e}"
+               for name, diff in self.max_abs_diff.items() if not diff <= self.tolerance]
+        out += [f"{self.dtype} {name} max |{self.dtype} - torch| = {self._share(e)} max |torch| > "
+                f"{self.variant_tolerance:.0%}"
+                for name, e in self.variant_errors.items() if not self._relative(e) <= self.variant_tolerance]
+        return out
+
+    def _share(self, error: tuple[float, float]) -> str:
+        rel = self._relative(error)
+        return f"{rel:.1%} of" if rel < float("inf") else "inf or NaN (overflow) vs"
+
     def summary(self) -> str:
-        lines = [f"exported to {self.folder} in {self.seconds:.1f} s"]
+        head = (f"exported to {self.folder} in {self.seconds:.1f} s" if self.ok else
+                f"export to {self.folder} FAILED its check after {self.seconds:.1f} s; nothing was written there")
+        lines = [head]
         for a in self.adapters:
             lines.append(f"  merged {a['peft_type']} adapter {a['name']} ({a['weights']} sha256 {a['sha256'][:16]})")
         for name, size in sorted(self.files.items()):
@@ -74,14 +91,21 @@ class ExportReport:
         for name, (diff, ref) in self.variant_errors.items():
             rel = self._relative((diff, ref))
             verdict = "ok" if rel <= self.variant_tolerance else "FAILED"
-            share = f"{rel:.1%} of" if rel < float("inf") else "inf or NaN (overflow) vs"
+            share = self._share((diff, ref))
             lines.append(f"  check {self.dtype} {name:<15} max |{self.dtype} - torch| = {diff:.2e} = {share} max "
                          f"|torch| {ref:.2e}  (tolerance {self.variant_tolerance:.0%}) {verdict}")
         return "\n".join(lines)
 
 
 class ExportCheckError(RuntimeError):
-    """An exported graph disagrees with PyTorch beyond the tolerance."""
+    """An exported graph disagrees with PyTorch beyond the tolerance; ``report`` says by how much.
+
+    The message is one line; the output folder was not written (the export ran in a temporary folder)."""
+
+    def __init__(self, report: "ExportReport"):
+        self.report = report
+        super().__init__(f"the export failed its check ({'; '.join(report.failures())}); nothing was written to "
+                         f"{report.folder}")
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -196,10 +220,12 @@ def export(
     precision_options: :class:`.precision.Int8Options` / :class:`.precision.Fp16Options` (None: defaults).
 
     Raises :class:`ExportCheckError` when a graph differs from PyTorch by more than ``tolerance``.
-    """
-    import torch
 
-    from .precision import VARIANT_TOLERANCE, check_dtype
+    Everything is written into a temporary folder beside ``out`` and moved into place only when the export
+    and its checks succeed: a failed or interrupted export leaves ``out`` as it was (an old folder replaced
+    with ``overwrite`` is removed only then).
+    """
+    from .precision import check_dtype
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -215,12 +241,53 @@ def export(
         raise ValueError(f"dtype {dtype!r} is only available with the native layout")
     t0 = time.perf_counter()
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out}: folder exists and is not empty (pass overwrite=True / --overwrite)")
-        shutil.rmtree(out)
-    (out / ONNX_DIR).mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out}: folder exists and is not empty (pass overwrite=True / --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    work.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would stick to the finished folder
+    try:
+        report = _export_into(work, out, src, tolerance=tolerance, check=check, quiet=quiet, layout=layout,
+                              dtype=dtype, variant_tolerance=variant_tolerance, precision_options=precision_options,
+                              adapters=adapters, t0=t0)
+        _move_into_place(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
 
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _move_into_place(work: Path, out: Path) -> None:
+    """Rename the finished ``work`` folder to ``out``; an existing ``out`` is set aside first, removed after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        out.rename(old)
+    try:
+        work.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)  # put the user's folder back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _export_into(work: Path, out: Path, src, *, tolerance, check, quiet, layout, dtype, variant_tolerance,
+                 precision_options, adapters: list, t0: float) -> ExportReport:
+    """The export proper, written into ``work``; the report names ``out``, where it will end up."""
+    import torch
+
+    from .precision import VARIANT_TOLERANCE
+
+    (work / ONNX_DIR).mkdir(parents=True, exist_ok=True)
     _log(f"loading {src} ...", quiet)
     model, processor = load_checkpoint(src)
     model.eval()  # export() restores each wrapper's mode afterwards: keep everything in eval
@@ -237,12 +304,12 @@ def export(
         from .community import export_community
 
         report = ExportReport(folder=out, tolerance=tolerance, adapters=records)
-        report.max_abs_diff = export_community(model, processor, cfg, out, check=check, quiet=quiet)
+        report.max_abs_diff = export_community(model, processor, cfg, work, check=check, quiet=quiet)
         if records:  # this layout has no florence2_config.json: recorded in config.json
-            config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+            config = json.loads((work / "config.json").read_text(encoding="utf-8"))
             config["florence2_onnx_adapters"] = records
-            (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        return _finish(report, out, t0, quiet)
+            (work / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return _finish(report, work, t0, quiet)
     specs = native_graphs(cfg.dims)
     # the torch computation each graph is checked against: transformers' own for the vision encoder ...
     modules = {"vision_encoder": VisionEncoder(model), "text_encoder": TextEncoder(model), "decoder": Decoder(model)}
@@ -254,36 +321,36 @@ def export(
     with torch.inference_mode(False), torch.no_grad():
         for i, (name, spec) in enumerate(specs.items(), 1):
             _log(f"[{i}/{len(specs)}] exporting {name} ...", quiet)
-            _export_graph(exported[name].eval(), args[name], spec, out / ONNX_DIR / spec.filename)
-            onnxfile.split(out / ONNX_DIR / spec.filename)  # weights in NAME.onnx_data: loads without a 2x spike
-    write_kv_gather(out / ONNX_DIR, cfg.dims)  # device-side beam bookkeeping for the IO-binding path
+            _export_graph(exported[name].eval(), args[name], spec, work / ONNX_DIR / spec.filename)
+            onnxfile.split(work / ONNX_DIR / spec.filename)  # weights in NAME.onnx_data: loads without a 2x spike
+    write_kv_gather(work / ONNX_DIR, cfg.dims)  # device-side beam bookkeeping for the IO-binding path
 
     shared = model.model.language_model.shared  # the lookup transformers does: rows times embed_scale (1 here)
     embeddings = (shared.weight * getattr(shared, "embed_scale", 1.0)).detach().float().numpy()
-    np.save(out / ONNX_DIR / EMBEDDINGS_FILE, embeddings)
-    processor.tokenizer.backend_tokenizer.save(str(out / TOKENIZER_FILE))
-    (out / GENERATION_CONFIG_FILE).write_text(
+    np.save(work / ONNX_DIR / EMBEDDINGS_FILE, embeddings)
+    processor.tokenizer.backend_tokenizer.save(str(work / TOKENIZER_FILE))
+    (work / GENERATION_CONFIG_FILE).write_text(
         json.dumps(model.generation_config.to_diff_dict(), indent=1) + "\n", encoding="utf-8"
     )
-    cfg.save(out)
+    cfg.save(work)
 
     if check:
         from .verify import check_graphs
 
         _log("checking each graph against PyTorch ...", quiet)
-        report.max_abs_diff = check_graphs(model, processor, out, cfg, modules)
+        report.max_abs_diff = check_graphs(model, processor, work, cfg, modules)
     if dtype != "fp32":
         from .precision import apply_precision
         from .verify import graph_errors
 
         _log(f"converting the graphs to {dtype} ...", quiet)
-        apply_precision(out, dtype, precision_options)
+        apply_precision(work, dtype, precision_options)
         report.dtype = dtype
         report.variant_tolerance = VARIANT_TOLERANCE[dtype] if variant_tolerance is None else variant_tolerance
         if check:
             _log(f"checking each {dtype} graph against PyTorch ...", quiet)
-            report.variant_errors = graph_errors(model, processor, out, cfg, modules)
-    return _finish(report, out, t0, quiet)
+            report.variant_errors = graph_errors(model, processor, work, cfg, modules)
+    return _finish(report, work, t0, quiet)
 
 
 def _resolve_adapters(adapter) -> list:
@@ -298,10 +365,10 @@ def _resolve_adapters(adapter) -> list:
     return [resolve_adapter(s) for s in specs]
 
 
-def _finish(report: ExportReport, out: Path, t0: float, quiet: bool) -> ExportReport:
-    report.files = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
+def _finish(report: ExportReport, work: Path, t0: float, quiet: bool) -> ExportReport:
+    report.files = {str(p.relative_to(work)): p.stat().st_size for p in sorted(work.rglob("*")) if p.is_file()}
     report.seconds = time.perf_counter() - t0
     _log(report.summary(), quiet)
     if not report.ok:
-        raise ExportCheckError(report.summary())
+        raise ExportCheckError(report)
     return report

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .argtypes import positive_int
 from .errors import Florence2Error, MissingDependencyError
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # the command ran but its result failed (an export's check)
 
 
 class UsageError(Exception):
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", type=_region, action="append",
                    help="region x1,y1,x2,y2 for the region tasks; repeat it for several regions")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
     from .runcmd import add_output_arguments as _add_run_output_arguments
 
     _add_run_output_arguments(p)
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="images per generate call (default: 1)")
     p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run (default: 3)")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
     p.add_argument("--json", action="store_true", help="print every run as JSON instead of a table")
 
     p = sub.add_parser("compare", help="measure how far two exports agree on your images (e.g. fp32 vs int8)")
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, help="max new tokens (default: the models' generation config)")
     p.add_argument("--beams", type=int, help="beam count (default: the models' generation config)")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=int, help="intra-op threads per session")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
 
     p = sub.add_parser("serve", help="serve a model over HTTP with dynamic batching (needs the 'serve' extra; "
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_export(args) -> int:
     try:
-        from florence2_export import export
+        from florence2_export import ExportCheckError, export
     except ImportError as e:
         raise MissingDependencyError(
             f"'florence2 export' needs PyTorch and transformers ({e}); install them with: "
@@ -137,9 +139,13 @@ def _cmd_export(args) -> int:
         ) from None
     if args.src is None and not args.adapter:
         raise UsageError("the following arguments are required: src (or --adapter, whose base model is used)")
-    report = export(args.src, args.out, tolerance=args.tolerance, check=not args.no_check, overwrite=args.overwrite,
-                    layout=args.layout, dtype=args.dtype, adapter=args.adapter)
-    return 0 if report.ok else 1
+    try:
+        export(args.src, args.out, tolerance=args.tolerance, check=not args.no_check, overwrite=args.overwrite,
+               layout=args.layout, dtype=args.dtype, adapter=args.adapter)
+    except ExportCheckError as e:  # the summary above shows every graph; this is the verdict, once
+        print(f"florence2: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
 
 
 def _cmd_run(args) -> int:

@@ -32,13 +32,14 @@ Facts from transformers that the code below depends on:
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, NamedTuple, Protocol
 
 import numpy as np
 
-from .errors import Florence2Error
+from .errors import Florence2Error, brief
 
 __all__ = [
     "BeamSearchDecoder",
@@ -110,9 +111,7 @@ class DecodingOptions:
         es = self.early_stopping
         if not (es is True or es is False or (isinstance(es, str) and es == "never")):
             raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
-        lp = self.length_penalty
-        if isinstance(lp, bool) or not isinstance(lp, numbers.Real) or not np.isfinite(lp):
-            raise ValueError(f"length_penalty must be a finite number, got {lp!r}")
+        _check_length_penalty(self.length_penalty, self.max_length if self.num_beams > 1 else None)
         _check_int("decoder_start_token_id", self.decoder_start_token_id, minimum=0)
         for name in _OPTIONAL_IDS:
             _check_int(name, getattr(self, name), minimum=0, optional=True)
@@ -131,7 +130,7 @@ class DecodingOptions:
         """
         for name in overrides:
             if name not in _OPTION_NAMES | _LENGTH_NAMES | _IGNORED_SETTINGS | _NEUTRAL_SETTINGS.keys():
-                raise ValueError(f"unknown generation option {name!r}; supported: "
+                raise ValueError(f"unknown generation option {brief(name)}; supported: "
                                  f"{', '.join(sorted(_OPTION_NAMES | _LENGTH_NAMES))}")
         merged = {**config, **overrides}
         for name, neutral in _NEUTRAL_SETTINGS.items():
@@ -195,9 +194,32 @@ def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> N
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ValueError(f"{name} must be an integer, got {brief(value)}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_length_penalty(lp: Any, max_length: int | None) -> None:
+    """A finite number; with beams (``max_length`` given), one whose ``length ** lp`` stays a finite,
+    non-zero float32 for every length the beams reach (a finished score is divided by it)."""
+    if isinstance(lp, bool) or not isinstance(lp, numbers.Real):
+        raise ValueError(f"length_penalty must be a number, got {brief(lp)}")
+    try:
+        finite = math.isfinite(lp)
+    except OverflowError:  # an int with hundreds of digits
+        finite = False
+    if not finite:
+        raise ValueError(f"length_penalty must be a finite number, got {brief(lp)}")
+    if max_length is None:
+        return
+    try:
+        extreme = float(max(max_length, 2)) ** abs(float(lp))
+    except OverflowError:
+        extreme = math.inf
+    if not extreme < float(np.finfo(np.float32).max):
+        bound = math.log(float(np.finfo(np.float32).max)) / math.log(max(max_length, 2))
+        raise ValueError(f"length_penalty={brief(lp)} is too large in size for max length {max_length}: "
+                         f"length ** length_penalty overflows float32; use a value in [-{bound:.1f}, {bound:.1f}]")
 
 
 def _single_id(name: str, value: Any) -> Any:

@@ -32,3 +32,18 @@ def require(module: str, extra: str, what: str) -> ModuleType:
             f"{what} needs the Python package '{module.split('.')[0]}', which is not installed "
             f"({e}). Install it with: pip install 'florence2-onnx[{extra}]'"
         ) from None
+
+
+def brief(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters with the full length noted.
+
+    Messages echo what the caller gave; a 19 MB string or a 5000-digit number must not come back whole
+    (nor fail to print: ``repr`` of a huge int raises ValueError)."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{value[:limit]!r}... ({len(value)} {unit})"
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"<{type(value).__name__} too large to print>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

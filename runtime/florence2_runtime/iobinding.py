@@ -32,6 +32,14 @@ DEVICE_OF_PROVIDER = {
 }
 
 
+def needs_device_buffers(provider: str) -> bool:
+    """Whether ``provider`` computes in device memory, so IO binding pays off (on by default there).
+
+    Providers that compute in host memory (CPU, OpenVINO, and any provider not listed above) take the
+    plain numpy path unless ``io_binding=True`` is asked for."""
+    return DEVICE_OF_PROVIDER.get(provider, "cpu") != "cpu"
+
+
 def device_of(providers: list[tuple[str, dict[str, Any]]]) -> tuple[str, int]:
     """``(device_type, device_id)`` of the first provider: where the bound tensors live."""
     name, options = providers[0]

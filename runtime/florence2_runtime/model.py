@@ -57,7 +57,8 @@ class Florence2(TaskMethods):
         providers: ``None`` (CPU), a short name (``"cpu"``, ``"cuda"``, ``"tensorrt"``) or a list of
         onnxruntime provider names / ``(name, options)`` pairs. threads: intra-op threads per session.
         io_binding: keep encoder outputs and KV caches on the device (:mod:`.iobinding`); default: on for
-        CUDA/TensorRT, off for the CPU (where it is the same computation; ``True`` forces it, e.g. in tests).
+        CUDA/TensorRT, off for the CPU and other host-memory providers such as OpenVINO (where it is the
+        same computation; ``True`` forces it, e.g. in tests).
         tensorrt_limits: :class:`~florence2_runtime.tensorrt.TensorRTLimits` sizing the TensorRT profiles.
         """
         folder = Path(path)
@@ -78,7 +79,9 @@ class Florence2(TaskMethods):
         model = cls(folder, cfg, sessions, tokenizer, generation_config)
         model.layout = layout
         if io_binding is None:
-            io_binding = provider_list[0][0] != "CPUExecutionProvider" and layout.io_binding
+            from .iobinding import needs_device_buffers
+
+            io_binding = needs_device_buffers(provider_list[0][0]) and layout.io_binding
         if io_binding and not layout.io_binding:
             raise ValueError(f"io_binding is not supported for {layout.name}-layout folders")
         if io_binding:

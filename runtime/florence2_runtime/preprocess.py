@@ -13,11 +13,20 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(text: str) -> bool:
+    """``http://...``, ``s3://...``: a string that names a remote resource (never fetched here), not a path."""
+    return _URL.match(text) is not None
+
 
 ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike, bytes, bytearray, memoryview]
 
@@ -28,7 +37,9 @@ def _open_encoded(source, what: str) -> Image.Image:
         with Image.open(source) as im:
             im.load()
             return ImageOps.exif_transpose(im).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:  # PIL's message repeats the path; ``what`` names it already
+        raise ValueError(f"{what}: cannot decode the image (not a format PIL can read)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{what}: cannot decode the image ({e})") from None
 
 
@@ -67,6 +78,8 @@ def load_image(image: ImageInput) -> Image.Image:
     if isinstance(image, np.ndarray):
         return _from_array(image)
     if isinstance(image, (str, os.PathLike)):
+        if isinstance(image, str) and is_url(image):
+            raise ValueError(f"{image}: image URLs are not fetched; download the image and pass the file")
         path = Path(image)
         if path.is_dir():
             raise ValueError(f"{path}: is a folder, not an image file")
@@ -82,6 +95,15 @@ def load_image(image: ImageInput) -> Image.Image:
         f"unsupported image type {type(image).__name__}: pass a PIL image, a uint8 HxW / HxWxC numpy array, "
         "a file path or encoded image bytes"
     )
+
+
+def resize_for_model(image: Image.Image, size: tuple[int, int], resample: int = 3) -> Image.Image:
+    """An RGB image resized to the model's ``size`` = (height, width) exactly as the processor does it.
+
+    Resizing an image that already has that size returns an equal copy, so a caller may resize early
+    (and drop the full-resolution pixels) without changing what :func:`preprocess` makes of it."""
+    height, width = (int(v) for v in size)
+    return image.resize((width, height), resample=Image.Resampling(resample), reducing_gap=None)
 
 
 def preprocess(
@@ -107,8 +129,7 @@ def preprocess(
         if not isinstance(im, Image.Image) or im.mode != "RGB":
             raise ValueError(f"image {i}: expected an RGB PIL image (use load_image first), got "
                              f"{getattr(im, 'mode', type(im).__name__)!r}")
-        resized = im.resize((width, height), resample=Image.Resampling(resample), reducing_gap=None)
-        batch[i] = np.asarray(resized)
+        batch[i] = np.asarray(resize_for_model(im, (height, width), resample))
     x = (batch.astype(np.float64) * float(rescale_factor)).astype(np.float32)
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

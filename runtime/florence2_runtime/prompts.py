@@ -24,6 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .errors import brief
+
 __all__ = [
     "REGION_FORMATS",
     "REGION_TOLERANCE_PX",
@@ -109,7 +111,12 @@ def construct_prompt(text: str, prompts_without_inputs: Mapping[str, str] | None
 
 # --- regions -----------------------------------------------------------------------------------------
 def _is_finite_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, numbers.Real) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float (hundreds of digits)
+        return False
 
 
 def _check_image_size(image_size: Any) -> tuple[float, float]:
@@ -118,10 +125,10 @@ def _check_image_size(image_size: Any) -> tuple[float, float]:
     try:
         width, height = image_size
     except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (width, height), got {image_size!r}") from None
+        raise ValueError(f"image_size must be (width, height), got {brief(image_size)}") from None
     if not (_is_finite_number(width) and _is_finite_number(height) and width > 0 and height > 0):
         raise ValueError(f"image_size must be two positive finite numbers (width, height), "
-                         f"got {image_size!r}")
+                         f"got {brief(image_size)}")
     return width, height
 
 
@@ -133,7 +140,7 @@ _REGION_UNITS = MappingProxyType({
 
 def _check_region_format(region_format: Any) -> str:
     if region_format not in REGION_FORMATS:
-        raise ValueError(f"region_format must be one of {', '.join(REGION_FORMATS)}, got {region_format!r}")
+        raise ValueError(f"region_format must be one of {', '.join(REGION_FORMATS)}, got {brief(region_format)}")
     return region_format
 
 
@@ -141,18 +148,18 @@ def _region_coords(region: Any, region_format: str = "pixels") -> tuple[float, f
     """Shape, finiteness and order of one box (and [0, 1] for normalised boxes); no image needed."""
     units = _REGION_UNITS[_check_region_format(region_format)]
     if isinstance(region, (str, bytes)):
-        raise ValueError(f"region must be (x1, y1, x2, y2) numbers {units}, got the string {region!r}")
+        raise ValueError(f"region must be (x1, y1, x2, y2) numbers {units}, got the string {brief(region)}")
     try:
         coords = tuple(region)
     except TypeError:
-        raise ValueError(f"region must be (x1, y1, x2, y2) {units}, got {region!r}") from None
+        raise ValueError(f"region must be (x1, y1, x2, y2) {units}, got {brief(region)}") from None
     if len(coords) != 4 or not all(_is_finite_number(c) for c in coords):
-        raise ValueError(f"region must be 4 finite numbers (x1, y1, x2, y2) {units}, got {region!r}")
+        raise ValueError(f"region must be 4 finite numbers (x1, y1, x2, y2) {units}, got {brief(region)}")
     x1, y1, x2, y2 = coords
     if x1 > x2 or y1 > y2:
-        raise ValueError(f"region {coords} must have x1 <= x2 and y1 <= y2")
+        raise ValueError(f"region {brief(coords)} must have x1 <= x2 and y1 <= y2")
     if region_format == "normalized" and not all(0 <= c <= 1 for c in coords):
-        raise ValueError(f"normalized region {coords} must lie in [0, 1] (fractions of width and height)")
+        raise ValueError(f"normalized region {brief(coords)} must lie in [0, 1] (fractions of width and height)")
     return coords
 
 
@@ -162,7 +169,7 @@ def _check_region(region: Any, image_size: tuple[float, float]) -> tuple[float, 
     width, height = image_size
     tol = REGION_TOLERANCE_PX
     if min(x1, y1) < -tol or x2 > width + tol or y2 > height + tol:
-        raise ValueError(f"region {coords} lies outside the {width}x{height} image (width x height)")
+        raise ValueError(f"region {brief(coords)} lies outside the {width}x{height} image (width x height)")
     return coords
 
 
@@ -206,10 +213,10 @@ def _check_region_text(task: str, text: str) -> str:
     stripped = text.strip()
     if not _REGION_TEXT.fullmatch(stripped):
         raise ValueError(f"{task} takes a region: pass region=(x1, y1, x2, y2) in pixels, or text "
-                         f"of the form '<loc_x1><loc_y1><loc_x2><loc_y2>' with bins 0..999; got {text!r}")
+                         f"of the form '<loc_x1><loc_y1><loc_x2><loc_y2>' with bins 0..999; got {brief(text)}")
     x1, y1, x2, y2 = (int(v) for v in _LOC_VALUE.findall(stripped))
     if x1 > x2 or y1 > y2:
-        raise ValueError(f"region text {stripped!r} must have x1 <= x2 and y1 <= y2")
+        raise ValueError(f"region text {brief(stripped)} must have x1 <= x2 and y1 <= y2")
     return stripped
 
 
@@ -221,6 +228,15 @@ def _is_box(value: Any) -> bool:
         return False
 
 
+def _check_encodable(text: str) -> None:
+    """The tokenizer takes UTF-8: a lone surrogate (JSON ``"\\ud800"``) is refused here, by name."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"text is not valid Unicode: a lone surrogate {text[e.start]!r} at character "
+                         f"{e.start}") from None
+
+
 def check_task_input(task: str, text: str | None = None, region: Sequence[float] | None = None, *,
                      region_format: str = "pixels") -> TaskSpec:
     """Validate a task and its input as far as possible without the image; returns the task's spec.
@@ -230,10 +246,12 @@ def check_task_input(task: str, text: str | None = None, region: Sequence[float]
     """
     spec = TASKS.get(task) if isinstance(task, str) else None
     if spec is None:
-        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        raise ValueError(f"unknown task {brief(task)}; valid tasks: {', '.join(TASKS)}")
     _check_region_format(region_format)
     if text is not None and not isinstance(text, str):
         raise ValueError(f"text must be a str, got {type(text).__name__}")
+    if text is not None:
+        _check_encodable(text)
     has_text = text is not None and text.strip() != ""
     has_region = region is not None
     if not spec.takes_input:
@@ -288,10 +306,10 @@ def build_task_texts(task: str, text: str | None = None, regions: Sequence[Any] 
     if regions is None:
         return [build_task_text(task, text, None, image_size, region_format=region_format)]
     if isinstance(regions, (str, bytes)):
-        raise ValueError(f"regions must be a sequence of (x1, y1, x2, y2) boxes, got the string {regions!r}")
+        raise ValueError(f"regions must be a sequence of (x1, y1, x2, y2) boxes, got the string {brief(regions)}")
     boxes = [regions] if _is_box(regions) else list(regions) if _iterable(regions) else None
     if not boxes:
-        raise ValueError(f"regions must be a non-empty sequence of (x1, y1, x2, y2) boxes, got {regions!r}")
+        raise ValueError(f"regions must be a non-empty sequence of (x1, y1, x2, y2) boxes, got {brief(regions)}")
     texts = []
     for i, box in enumerate(boxes):
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-from .preprocess import load_image
+from .preprocess import is_url, load_image
 from .prompts import REGION_FORMATS, TASKS, check_task_input
 from .results import Florence2Result
 from .tasks import TaskInput, task_items
@@ -61,6 +61,8 @@ def expand_images(paths: Sequence[str]) -> tuple[list[Path], bool]:
     call is about several images (more than one path, or any folder)."""
     files: list[Path] = []
     for raw in paths:
+        if is_url(raw):
+            raise ValueError(f"{raw}: image URLs are not fetched; download the image and pass the file")
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -101,8 +103,12 @@ def plan(args: argparse.Namespace) -> _Plan:
         for region in regions or [None]:
             check_task_input(args.task[0], args.text, region, region_format=args.region_format)
     images, several = expand_images(args.images)
-    if args.output is not None and Path(args.output).is_dir():
-        raise ValueError(f"--output {args.output} is a folder; give a file name")
+    if args.output is not None:
+        output = Path(args.output)
+        if output.is_dir():
+            raise ValueError(f"--output {args.output} is a folder; give a file name")
+        if not output.parent.is_dir():
+            raise ValueError(f"--output {args.output}: folder {output.parent} does not exist")
     return _Plan(images, several, None if tasks else regions, _check_draw_path(args.draw, several), tasks)
 
 
@@ -176,6 +182,12 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
     return pil, records, results
 
 
+def _problem(image: Path, error: Exception) -> str:
+    """What went wrong with ``image``, without its path (errors from ``load_image`` start with it)."""
+    message, prefix = str(error), f"{image}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
 def run_command(args: argparse.Namespace, generation_kwargs: dict, stdout: IO[str] | None = None,
                 stderr: IO[str] | None = None) -> int:
     """``florence2 run``; returns the exit code (0, or 1 when some image of several failed)."""
@@ -195,11 +207,12 @@ def run_command(args: argparse.Namespace, generation_kwargs: dict, stdout: IO[st
             try:
                 pil, records, results = _records(model, image, args, generation_kwargs, p)
             except (ValueError, OSError) as e:
+                problem = _problem(image, e)
                 if not p.several_images:
-                    raise ValueError(f"{image}: {e}") from None
+                    raise ValueError(f"{image}: {problem}") from None
                 failed += 1
-                records, results = [{"image": str(image), "error": str(e)}], []
-                print(f"florence2: {image}: {e}".splitlines()[0], file=stderr)
+                records, results = [{"image": str(image), "error": problem}], []
+                print(f"florence2: {image}: {problem}".splitlines()[0], file=stderr)
             for record in records:
                 text = json.dumps(record, ensure_ascii=False)
                 out.write(text + "\n")

@@ -17,20 +17,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import require
+from ..errors import brief, require
 from . import hosted
 from .asset_routes import UPLOAD_ROUTE, asset_routes
 from .assets import AssetLimits, AssetStore, sweep_interval
 from .batching import DynamicBatcher, Job, Outcome, QueueFull
-from .images import decode_base64, decode_image
+from .images import decode_base64, decode_for_model, decode_image
 from .limits import ServerLimits
 from .metrics import Metrics
 from .nim import asset_id, build_response, generation_of, parse_request
 from .problems import RequestError, bad_request, invalid
-from .validation import INFER_FIELDS, build_prompt, check_generation, check_task, check_tasks
+from .validation import INFER_FIELDS, brief_names, build_prompt, check_generation, check_task, check_tasks
 
 NIM_ROUTE = "/v1/vlm/microsoft/florence-2"
 OPEN_ROUTES = frozenset({"/health", UPLOAD_ROUTE})  # no API key: probes; uploads carry their URL's token
+DISCONNECTED = 499  # the status a request is counted under when its client left before the answer (nginx's)
+
+
+class ClientGone(Exception):
+    """The client closed the connection while its request waited: the job is dropped, nothing is sent."""
 
 
 def _fastapi():
@@ -43,7 +48,7 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
     ``docs``: ``/openapi.json`` and ``/docs``; ``assets``: bounds of the NVCF asset store."""
     fastapi = _fastapi()
     from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
 
     from . import web  # pydantic models of the API docs: imported once FastAPI is known to be there
@@ -53,6 +58,7 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
     metrics = Metrics()
     batcher = DynamicBatcher(model, limits.max_batch_size, limits.max_wait_ms, limits.max_queue,
                              on_batch=metrics.record_batch)
+    decodes = asyncio.Semaphore(limits.max_concurrent_decodes)  # full-resolution images alive at once
 
     store = AssetStore(assets)
 
@@ -87,6 +93,9 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
                 response = await handler(request)
             except RequestError as e:
                 response = error_response(e)
+            except (ClientGone, ClientDisconnect):  # nobody to answer: counted, not an error of ours
+                metrics.record_error("client_disconnected")
+                response = Response(status_code=DISCONNECTED)
             except Exception as e:  # a bug: still JSON, still counted, the worker lives on
                 response = error_response(RequestError(500, "internal", f"internal error ({type(e).__name__})"))
             metrics.record_request(route, response.status_code, time.perf_counter() - start)
@@ -94,41 +103,57 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
 
         return wrapped
 
-    async def run_job(job: Job) -> Outcome:
+    async def run_job(job: Job, request: Request) -> Outcome:
+        """Queue ``job``; a timeout or the client hanging up takes it out of the queue (it never runs)."""
+        submit = asyncio.ensure_future(batcher.submit(job))
+        gone = asyncio.ensure_future(_wait_for_disconnect(request))
         try:
-            return await asyncio.wait_for(batcher.submit(job), limits.request_timeout_s)
-        except QueueFull:
-            raise RequestError(503, "queue_full", f"the server is busy ({limits.max_queue} requests waiting); retry later",
-                               headers={"Retry-After": str(limits.retry_after_s)}) from None
-        except asyncio.TimeoutError:
-            raise RequestError(504, "timeout", f"the request took longer than {limits.request_timeout_s} s") from None
+            done, _ = await asyncio.wait({submit, gone}, timeout=limits.request_timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not submit.done():
+                submit.cancel()  # cancels the job's future: the batcher drops it unstarted
+        if submit in done:
+            try:
+                return submit.result()
+            except QueueFull:
+                raise RequestError(503, "queue_full", f"the server is busy ({limits.max_queue} requests waiting); "
+                                   "retry later", headers={"Retry-After": str(limits.retry_after_s)}) from None
+        if gone in done:
+            raise ClientGone()
+        raise RequestError(504, "timeout", f"the request took longer than {limits.request_timeout_s} s")
 
     async def infer_fields(task, text, region, region_format, generation, image_bytes: bytes,
                            tasks=None) -> tuple[Job, float]:
-        """Checked fields + image bytes -> a Job (image decoded off the event loop) and the decode time.
+        """Checked fields + image bytes -> a Job (image decoded and prompts tokenised off the event loop, the
+        image kept at the model's size) and the decode time.
 
         ``tasks`` (a list, instead of ``task``): several tasks on the image, one vision encoding."""
         if tasks is not None and task is not None:
             raise invalid("invalid_task_input", "give either 'task' or 'tasks', not both")
-        entries = check_tasks(tasks, text, region, region_format) if tasks is not None else None
+        entries = check_tasks(tasks, text, region, region_format, limits.max_text_bytes) if tasks is not None else None
         if entries is None:
-            check_task(task, text, region, region_format)
+            check_task(task, text, region, region_format, limits.max_text_bytes)
         gen, options = check_generation(generation, limits, model)
         t0 = time.perf_counter()
-        image = await asyncio.to_thread(decode_image, image_bytes, limits.max_pixels)
+        async with decodes:
+            image, size = await asyncio.to_thread(decode_for_model, image_bytes, limits.max_pixels,
+                                                  model.config.image_size, model.config.resample, limits.jpeg_draft)
         decode_ms = (time.perf_counter() - t0) * 1000.0
         if entries is None:
-            return Job(image, build_prompt(task, text, region, region_format, image.size, model), task, gen,
-                       options), decode_ms
-        prompts = [(e.task, build_prompt(e.task, e.text, e.region, region_format, image.size, model)) for e in entries]
-        return Job(image, prompts[0][1], prompts[0][0], gen, options, more_tasks=tuple(prompts[1:])), decode_ms
+            prompt = await asyncio.to_thread(build_prompt, task, text, region, region_format, size, model)
+            return Job(image, prompt, task, gen, options, size), decode_ms
+        prompts = await asyncio.to_thread(
+            lambda: [(e.task, build_prompt(e.task, e.text, e.region, region_format, size, model)) for e in entries])
+        return Job(image, prompts[0][1], prompts[0][0], gen, options, size, more_tasks=tuple(prompts[1:])), decode_ms
 
     async def infer(request: Request):
         t0 = time.perf_counter()
         fields = await _read_infer_request(request, limits)
         unexpected = sorted(set(fields) - INFER_FIELDS)
         if unexpected:
-            raise invalid("unexpected_field", f"unexpected field(s) {', '.join(map(repr, unexpected))}; "
+            raise invalid("unexpected_field", f"unexpected field(s) {brief_names(unexpected)}; "
                                               f"allowed: {', '.join(sorted(INFER_FIELDS))}")
         if fields.get("image") is None:
             raise invalid("missing_field", "'image' is required (base64, a data URL, or a multipart file)")
@@ -137,7 +162,7 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
         job, decode_ms = await infer_fields(fields.get("task"), fields.get("text"), fields.get("region"),
                                             fields.get("region_format", "pixels"), fields.get("generation"),
                                             image_bytes, fields.get("tasks"))
-        outcome = await run_job(job)
+        outcome = await run_job(job, request)
         timing = {"decode_image": decode_ms, "queue": outcome.queue_ms, "inference": outcome.inference_ms,
                   "total": (time.perf_counter() - t0) * 1000.0}
         return JSONResponse({"result": outcome.result, "timing_ms": {k: round(v, 3) for k, v in timing.items()},
@@ -146,15 +171,17 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
     async def nim(request: Request):
         as_json = hosted.wants_json(request.query_params, request.headers)
         body = await asyncio.to_thread(_parse_json, await _read_body(request, limits))
-        task, text, src = parse_request(body)
+        task, text, src = await asyncio.to_thread(parse_request, body)  # a regex over up to max_body_bytes
         asset = asset_id(src)
         image_bytes = store.resolve(asset) if asset else await asyncio.to_thread(decode_base64, src)
         job, _ = await infer_fields(task, text, None, "pixels", generation_of(body), image_bytes)
-        outcome = await run_job(job)
+        outcome = await run_job(job, request)
         answer = build_response(task, outcome.result, name)
         if as_json:
             return JSONResponse(answer)
-        data = await asyncio.to_thread(hosted.zip_answer, task, answer, outcome.result, job.image)
+        async with decodes:  # the overlay is drawn on the full image (the job kept only the model's size)
+            original = await asyncio.to_thread(decode_image, image_bytes, limits.max_pixels)
+            data = await asyncio.to_thread(hosted.zip_answer, task, answer, outcome.result, original)
         return Response(data, media_type=hosted.ZIP_MEDIA_TYPE,
                         headers={"Content-Disposition": f'attachment; filename="{answer["id"]}.zip"'})
 
@@ -209,15 +236,32 @@ def _check_api_key(request, api_key: str | None) -> None:
                            headers={"WWW-Authenticate": "Bearer"})
 
 
+async def _wait_for_disconnect(request) -> None:
+    """Returns when the client hangs up. Called once the body is read, when ``receive`` only reports that."""
+    for _ in range(1000):  # a server that answers receive() at once with empty bodies must not spin forever
+        if (await request.receive())["type"] == "http.disconnect":
+            return
+    await asyncio.Event().wait()
+
+
 async def _read_body(request, limits: ServerLimits, max_bytes: int | None = None) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed ``max_bytes`` (``max_body_bytes``)."""
+    """The whole body within ``body_timeout_s`` (408), refusing (413) as soon as it is known to exceed
+    ``max_bytes`` (``max_body_bytes``)."""
     max_bytes = limits.max_body_bytes if max_bytes is None else max_bytes
+    try:
+        return await asyncio.wait_for(_collect_body(request, max_bytes), limits.body_timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestError(408, "body_timeout", f"the request body did not arrive within {limits.body_timeout_s} s",
+                           headers={"Connection": "close"}) from None
+
+
+async def _collect_body(request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             too_big = int(declared) > max_bytes
         except ValueError:
-            raise bad_request("invalid_request", f"bad Content-Length header {declared!r}") from None
+            raise bad_request("invalid_request", f"bad Content-Length header {brief(declared)}") from None
         if too_big:
             raise _too_large(max_bytes)
     chunks, size = [], 0
@@ -242,6 +286,8 @@ def _parse_json(body: bytes) -> Any:
         raise bad_request("invalid_json", f"request body is not valid JSON ({e})") from None
     except RecursionError:
         raise bad_request("invalid_json", "request body is nested too deeply") from None
+    except ValueError as e:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
+        raise bad_request("invalid_json", f"request body has a number too long to read ({e})") from None
 
 
 async def _read_infer_request(request, limits: ServerLimits) -> dict:
@@ -256,7 +302,7 @@ async def _read_infer_request(request, limits: ServerLimits) -> dict:
     if content_type == "multipart/form-data":
         return await _read_multipart(request, body, limits)
     raise RequestError(415, "unsupported_media_type",
-                       f"Content-Type {content_type!r} is not supported; send application/json or multipart/form-data")
+                       f"Content-Type {brief(content_type)} is not supported; send application/json or multipart/form-data")
 
 
 async def _read_multipart(request, body: bytes, limits: ServerLimits) -> dict:
@@ -281,10 +327,10 @@ async def _read_multipart(request, body: bytes, limits: ServerLimits) -> dict:
     try:
         for key, value in form.multi_items():
             if key in fields:
-                raise bad_request("invalid_multipart", f"field {key!r} is given more than once")
+                raise bad_request("invalid_multipart", f"field {brief(key)} is given more than once")
             if isinstance(value, UploadFile):
                 if key != "image":
-                    raise invalid("unexpected_field", f"only 'image' may be a file, got a file in {key!r}")
+                    raise invalid("unexpected_field", f"only 'image' may be a file, got a file in {brief(key)}")
                 fields[key] = await value.read()
             elif key == "image":
                 fields[key] = value  # base64 text in a form field
@@ -305,7 +351,7 @@ def _form_json(key: str, value: str) -> Any:
         text = f"[{text}]"
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, or an int past Python's digit limit
         what = {"region": "[x1, y1, x2, y2] or x1,y1,x2,y2", "tasks": "a JSON list"}.get(key, "a JSON object")
         raise invalid(f"invalid_{key}" if key == "generation" else "invalid_task_input",
-                      f"multipart field {key!r} must be {what}, got {value[:80]!r}") from None
+                      f"multipart field {brief(key)} must be {what}, got {brief(value)}") from None

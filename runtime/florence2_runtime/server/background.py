@@ -21,9 +21,10 @@ class BackgroundServer:
 
     def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, start_timeout_s: float = 30.0):
         uvicorn = require("uvicorn", "serve", "The Florence-2 server")
+        from .connections import server_config
+
         self.host, self.port = host, port or free_port(host)
-        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(app, self.host, self.port, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, name="florence2-uvicorn", daemon=True)
         self.start_timeout_s = start_timeout_s
 

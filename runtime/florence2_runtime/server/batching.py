@@ -17,12 +17,13 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PIL import Image
 
 from ..decoding import DecodingOptions
+from ..inference import release_freed_memory
 from ..tasks import PromptItem, answer_prompts, trim_after_eos  # noqa: F401  (trim_after_eos: re-exported)
 
 log = logging.getLogger("florence2.server")
@@ -32,17 +33,23 @@ log = logging.getLogger("florence2.server")
 class Job:
     """One checked request: an RGB image, the processor text and the generation settings."""
 
-    image: Image.Image
+    image: Image.Image  # what the model sees (the server keeps it at the model's size, not the original's)
     prompt: str  # build_task_text's output, e.g. "<OD>" or "<REGION_TO_CATEGORY><loc_1>..."
     task: str
     generation: dict[str, Any]  # generate() keyword arguments as the client sent them
     options: DecodingOptions  # the resolved options: jobs batch together only when these are equal
+    image_size: tuple[int, int] | None = None  # (width, height) of the original image; None: image.size
     more_tasks: tuple[tuple[str, str], ...] = ()  # further (task, prompt) pairs on the same image
 
     @property
     def prompts(self) -> tuple[tuple[str, str], ...]:
         """Every (task, processor text) of the job; its result holds one answer per task."""
         return ((self.task, self.prompt), *self.more_tasks)
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """The (width, height) the answer's coordinates refer to."""
+        return self.image_size or self.image.size
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,10 @@ class DynamicBatcher:
                     p.future.set_exception(outcome)
                 else:
                     p.future.set_result(outcome)
+            batch = outcomes = p = None  # the jobs' images are freed before the heap is trimmed
+            self._drop_cancelled()
+            if not self._pending:  # the burst is over: hand the freed heap back to the OS
+                await loop.run_in_executor(self._executor, release_freed_memory)
 
     async def _wait_for_company(self) -> None:
         """Wait up to max_wait for the queue to fill a batch (no wait when batching is off)."""
@@ -204,7 +215,8 @@ class DynamicBatcher:
         options); each job's result merges the answers of its tasks."""
         items = []
         for job in jobs:
-            encoded = self.model.encode_image(job.image)
+            # the queued image is at the model's size; answers are in the original image's pixels
+            encoded = replace(self.model.encode_image(job.image), image_size=job.original_size)
             items += [PromptItem(encoded, task, prompt) for task, prompt in job.prompts]
         answers = iter(answer_prompts(self.model, items, jobs[0].options))
         results = []

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
+from ..argtypes import port_number, positive_int
 from ..errors import require
 from .assets import AssetLimits
 from .limits import API_KEY_ENV, ServerLimits, api_key_from_env
@@ -17,10 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``serve`` subcommand's options."""
     p.add_argument("model", help="exported model folder")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=int, help="intra-op threads per session")
-    p.add_argument("--api-key", help=f"require this key (Authorization: Bearer KEY); default: ${API_KEY_ENV}")
+    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key-file", help="require the key in this file's first line (Authorization: Bearer KEY)")
+    key.add_argument("--api-key", help=f"require this key; visible to every local user in the process list: "
+                                       f"prefer ${API_KEY_ENV} (the default) or --api-key-file")
     p.add_argument("--no-ui", action="store_true", help="do not serve the try-it page at /")
     p.add_argument("--no-docs", action="store_true", help="do not serve /openapi.json and /docs")
     g = p.add_argument_group("batching")
@@ -35,6 +41,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-num-beams", type=int, default=_DEFAULTS.max_num_beams)
     g.add_argument("--max-queue", type=int, default=_DEFAULTS.max_queue)
     g.add_argument("--timeout", type=float, default=_DEFAULTS.request_timeout_s, help="seconds per request")
+    g.add_argument("--max-text-bytes", type=int, default=_DEFAULTS.max_text_bytes,
+                   help="UTF-8 size of a request's text, checked before tokenising")
+    g.add_argument("--header-timeout", type=float, default=_DEFAULTS.header_timeout_s,
+                   help="seconds a connection may take to send a request's headers before it is closed")
+    g.add_argument("--body-timeout", type=float, default=_DEFAULTS.body_timeout_s,
+                   help="seconds a request may take to send its body (408 after)")
+    g.add_argument("--max-connections", type=int, default=_DEFAULTS.max_connections,
+                   help="open connections (also bounded by the open-file limit); past it the longest idle is closed")
+    g.add_argument("--max-concurrent-decodes", type=int, default=_DEFAULTS.max_concurrent_decodes,
+                   help="images decoded at once (each holds its full-resolution pixels while decoding)")
+    g.add_argument("--jpeg-draft", action="store_true",
+                   help="decode JPEGs at a reduced scale still >= the model's size: less memory, but the "
+                        "pixels differ slightly from Florence2.run's full decode")
     g = p.add_argument_group("NVCF assets (images uploaded for the NVIDIA-format route)")
     g.add_argument("--max-assets", type=int, default=_ASSETS.max_assets, help="assets held at once")
     g.add_argument("--max-asset-mb", type=float, default=_ASSETS.max_asset_bytes / MIB, help="size of one asset")
@@ -56,7 +75,10 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
     return ServerLimits(
         max_body_bytes=int(args.max_body_mb * MIB), max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens,
         max_num_beams=args.max_num_beams, max_queue=args.max_queue, request_timeout_s=args.timeout,
-        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, api_key=api_key_from_env(args.api_key),
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, api_key=api_key_from_args(args),
+        max_text_bytes=args.max_text_bytes, header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections, max_concurrent_decodes=args.max_concurrent_decodes,
+        jpeg_draft=args.jpeg_draft,
     )
 
 
@@ -65,6 +87,23 @@ def app_options(args: argparse.Namespace) -> dict:
     assets = AssetLimits(max_assets=args.max_assets, max_asset_bytes=int(args.max_asset_mb * MIB),
                          max_total_bytes=int(args.max_assets_total_mb * MIB), ttl_s=args.asset_ttl)
     return {"ui": not args.no_ui, "docs": not args.no_docs, "assets": assets}
+
+
+def api_key_from_args(args: argparse.Namespace) -> str | None:
+    """``--api-key-file`` (first line), else ``--api-key`` (with a warning), else ``$FLORENCE2_API_KEY``."""
+    if args.api_key_file is not None:
+        try:
+            lines = Path(args.api_key_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--api-key-file {args.api_key_file}: cannot read it ({e})") from None
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise ValueError(f"--api-key-file {args.api_key_file}: the first line is empty")
+        return key
+    if args.api_key is not None:
+        print(f"florence2: warning: --api-key is visible to every local user in the process list; "
+              f"set ${API_KEY_ENV} or use --api-key-file instead", file=sys.stderr)
+    return api_key_from_env(args.api_key)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,9 +122,11 @@ def run(args: argparse.Namespace) -> int:
     from ..model import Florence2
     from .app import create_app
 
+    from .connections import server_config
+
     uvicorn = require("uvicorn", "serve", "The Florence-2 server")
     model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads)
     app = create_app(model, limits, **options)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", limit_concurrency=None,
-                timeout_graceful_shutdown=5)
+    uvicorn.Server(server_config(app, args.host, args.port, limits, log_level="info",
+                                 timeout_graceful_shutdown=5)).run()
     return 0

@@ -11,14 +11,16 @@ import io
 import re
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..preprocess import load_image
+from ..preprocess import is_url, load_image, resize_for_model
 from .problems import RequestError, bad_request
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
                        re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
+_ORIENTATION = 0x0112  # EXIF tag
+_TRANSPOSED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 
 
 def decode_base64(value: object) -> bytes:
@@ -28,7 +30,7 @@ def decode_base64(value: object) -> bytes:
     text = value.strip()
     if not text:
         raise bad_request("invalid_image", "image is empty")
-    if re.match(r"(?i)(https?|ftp|file)://", text):
+    if is_url(text):
         raise bad_request("invalid_image", "image URLs are not fetched; send the image itself as base64 or a data URL")
     if text[:5].lower() == "data:":
         m = _DATA_URL.match(text)
@@ -62,13 +64,45 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise bad_request("corrupt_image", f"the image cannot be decoded ({type(e).__name__}: {e})") from None
 
 
+def decode_for_model(data: bytes, max_pixels: int, size: tuple[int, int], resample: int = 3,
+                     jpeg_draft: bool = False) -> tuple[Image.Image, tuple[int, int]]:
+    """Encoded bytes -> (the RGB image at the model's ``size`` = (height, width), the original (width, height)).
+
+    Only what the model sees is kept: the full-resolution pixels are dropped as soon as they are resized
+    (:func:`~florence2_runtime.preprocess.resize_for_model`, so the model's input is unchanged). The
+    original size stays for the region prompt and the answer's coordinates. ``jpeg_draft``: JPEGs are
+    decoded at the smallest 1/2, 1/4 or 1/8 scale still at least the model's size (less memory and
+    time; the pixels then differ slightly from a full decode)."""
+    if not jpeg_draft:
+        image = decode_image(data, max_pixels)
+        return resize_for_model(image, size, resample), image.size
+    original = probe_image(data, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format == "JPEG":
+                    im.draft("RGB", (max(size),) * 2)  # either orientation still covers the model's size
+                im.load()
+                image = ImageOps.exif_transpose(im).convert("RGB")
+    except Exception as e:
+        raise bad_request("corrupt_image", f"the image is truncated or corrupt ({type(e).__name__}: {e})") from None
+    return resize_for_model(image, size, resample), original
+
+
 def probe_image(data: bytes, max_pixels: int) -> tuple[int, int]:
-    """(width, height) from the image header, refusing non-images (400) and too many pixels (413)."""
+    """The displayed (width, height) from the image header (EXIF rotation applied), refusing non-images
+    (400) and too many pixels (413)."""
+    orientation = 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
+                try:
+                    orientation = int(im.getexif().get(_ORIENTATION, 1))
+                except Exception:  # a broken EXIF block: load_image ignores it the same way
+                    orientation = 1
     except Image.DecompressionBombError:
         width, height = None, None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
@@ -80,4 +114,4 @@ def probe_image(data: bytes, max_pixels: int) -> tuple[int, int]:
                            "(decompression-bomb guard)")
     if width == 0 or height == 0:
         raise bad_request("not_an_image", f"image is empty ({width}x{height})")
-    return width, height
+    return (height, width) if orientation in _TRANSPOSED else (width, height)

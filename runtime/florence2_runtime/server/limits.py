@@ -30,19 +30,27 @@ class ServerLimits:
     max_wait_ms: float = 5.0  # how long a batch waits for company once the model is free
     retry_after_s: int = 1  # the Retry-After header of a 503
     api_key: str | None = field(default=None, repr=False)  # None: no authentication
+    max_text_bytes: int = 8192  # UTF-8 size of a request's text, checked before any tokenising -> 422
+    header_timeout_s: float = 10.0  # a connection must send a request's headers within this -> closed
+    body_timeout_s: float = 60.0  # and its body within this once the headers are in -> 408
+    max_connections: int = 512  # open connections; past it the oldest idle one is closed (see connections.py)
+    max_concurrent_decodes: int = 2  # images decoded at once (each holds its full-resolution pixels meanwhile)
+    jpeg_draft: bool = False  # decode JPEGs at a reduced scale (>= the model's size): less memory, other pixels
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_pixels", "max_new_tokens", "max_num_beams", "max_queue",
-                     "max_batch_size", "retry_after_s"):
+                     "max_batch_size", "retry_after_s", "max_text_bytes", "max_connections",
+                     "max_concurrent_decodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("request_timeout_s", "max_wait_ms"):
+        for name in ("request_timeout_s", "max_wait_ms", "header_timeout_s", "body_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if self.request_timeout_s == 0:
-            raise ValueError("request_timeout_s must be > 0")
+        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"{name} must be > 0")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must not be empty (pass None to disable authentication)")
 

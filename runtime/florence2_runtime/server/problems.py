@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_MESSAGE_CHARS = 1000  # an error message is never longer than this (plus a note of its real length)
+
 
 class RequestError(Exception):
     """A request the server refuses; becomes ``{"error": {"kind": kind, "message": message}}``."""
@@ -14,7 +16,10 @@ class RequestError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        return {"error": {"kind": self.kind, "message": self.message}}
+        message = self.message  # messages echo inputs cut short already; this is the last line of defence
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = f"{message[:MAX_MESSAGE_CHARS]}... ({len(message)} characters)"
+        return {"error": {"kind": self.kind, "message": message}}
 
 
 def bad_request(kind: str, message: str) -> RequestError:

@@ -11,6 +11,7 @@ import numbers
 from typing import Any
 
 from ..decoding import DecodingOptions
+from ..errors import brief
 from ..prompts import build_task_text, check_task_input, construct_prompt
 from ..tasks import TaskInput, task_generation_kwargs, task_items
 from .limits import ALLOWED_GENERATION_OPTIONS, ServerLimits
@@ -27,7 +28,7 @@ def check_generation(generation: Any, limits: ServerLimits, model) -> tuple[dict
         raise invalid("invalid_generation", f"generation must be an object, got {type(generation).__name__}")
     unknown = sorted(set(generation) - ALLOWED_GENERATION_OPTIONS)
     if unknown:
-        raise invalid("invalid_generation", f"unsupported generation option(s) {', '.join(map(repr, unknown))}; "
+        raise invalid("invalid_generation", f"unsupported generation option(s) {brief_names(unknown)}; "
                                             f"allowed: {', '.join(sorted(ALLOWED_GENERATION_OPTIONS))}")
     max_tokens = min(limits.max_new_tokens, model.config.max_position_embeddings - 1)
     ranges = {"max_new_tokens": (1, max_tokens), "num_beams": (1, limits.max_num_beams)}
@@ -36,32 +37,44 @@ def check_generation(generation: Any, limits: ServerLimits, model) -> tuple[dict
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise invalid("invalid_generation", f"generation.{name} must be an integer, got {value!r}")
+            raise invalid("invalid_generation", f"generation.{name} must be an integer, got {brief(value)}")
         if not low <= value <= high:
-            raise invalid("invalid_generation", f"generation.{name} must be in [{low}, {high}], got {value}")
+            raise invalid("invalid_generation", f"generation.{name} must be in [{low}, {high}], got {brief(value)}")
     try:  # task-level default: up to 1024 new tokens, capped by the decoder's positions and this server's limit
         defaults = task_generation_kwargs(generation, max_tokens + 1)
         options = model.decoding_options(**defaults)
     except (ValueError, TypeError) as e:
-        raise invalid("invalid_generation", f"generation: {e}") from None
+        named = any(str(e).startswith(n) for n in generation)  # "length_penalty must be ..." -> generation.length_...
+        raise invalid("invalid_generation", f"generation{'.' if named else ': '}{e}") from None
     for name, (low, high) in ranges.items():  # the checkpoint's defaults must respect the limits too
         if not low <= getattr(options, name) <= high:
-            raise invalid("invalid_generation", f"{name}={getattr(options, name)} (from the model's defaults) is "
+            raise invalid("invalid_generation", f"generation.{name}={getattr(options, name)} (from the model's defaults) is "
                                                 f"outside this server's range [{low}, {high}]; set it explicitly")
     return dict(generation), options
 
 
-def check_task(task: Any, text: Any, region: Any, region_format: Any = "pixels") -> None:
-    """Everything about task / text / region that needs no image (422 otherwise)."""
+def brief_names(names: list[str], most: int = 8) -> str:
+    """Field names for a message: each cut short, at most ``most`` of them."""
+    shown = ", ".join(brief(n, 40) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_task(task: Any, text: Any, region: Any, region_format: Any = "pixels", max_text_bytes: int | None = None) -> None:
+    """Everything about task / text / region that needs no image (422 otherwise).
+
+    ``text`` is bounded by ``max_text_bytes`` (UTF-8) first: nothing longer is ever tokenised."""
     if task is None:
         raise invalid("missing_field", "'task' is required, e.g. \"<OD>\"")
+    if max_text_bytes is not None and isinstance(text, str):
+        check_text_size(text, max_text_bytes)
     try:
         check_task_input(task, text, region, region_format=region_format)
     except (ValueError, TypeError) as e:
         raise invalid("invalid_task_input", str(e)) from None
 
 
-def check_tasks(tasks: Any, text: Any, region: Any, region_format: Any = "pixels") -> list[TaskInput]:
+def check_tasks(tasks: Any, text: Any, region: Any, region_format: Any = "pixels",
+                max_text_bytes: int | None = None) -> list[TaskInput]:
     """A ``tasks`` list (``"<OD>"`` or ``{"task", "text"?, "region"?}`` entries) -> checked TaskInputs (422 otherwise).
 
     ``tasks`` replaces ``task`` / ``text`` / ``region``: each entry carries its own input."""
@@ -73,10 +86,23 @@ def check_tasks(tasks: Any, text: Any, region: Any, region_format: Any = "pixels
                                             f"objects, got {type(tasks).__name__}")
     if any(not isinstance(t, (str, dict)) for t in tasks):
         raise invalid("invalid_task_input", "every entry of 'tasks' must be a task token or a {task, text, region} object")
+    if max_text_bytes is not None:  # every entry's text is bounded before anything is tokenised
+        for entry in tasks:
+            if isinstance(entry, dict) and isinstance(entry.get("text"), str):
+                check_text_size(entry["text"], max_text_bytes)
     try:
         return task_items(tasks, region_format)
     except (ValueError, TypeError) as e:
         raise invalid("invalid_task_input", str(e)) from None
+
+
+def check_text_size(text: str, max_text_bytes: int) -> None:
+    """422 when ``text`` is over ``max_text_bytes`` in UTF-8 (a character is at least one byte: long strings
+    are refused without encoding them)."""
+    size = len(text) if len(text) > max_text_bytes else len(text.encode("utf-8", "surrogatepass"))
+    if size > max_text_bytes:
+        raise invalid("text_too_long", f"text is {'at least ' if len(text) > max_text_bytes else ''}{size} bytes; "
+                                       f"this server takes at most {max_text_bytes} (UTF-8)")
 
 
 def build_prompt(task: str, text: str | None, region: Any, region_format: str, image_size: tuple[int, int],
@@ -91,6 +117,6 @@ def build_prompt(task: str, text: str | None, region: Any, region_format: str, i
     ids, _ = model.tokenizer.encode_prompts([built])
     room = cfg.max_position_embeddings - cfg.num_image_tokens
     if ids.shape[1] > room:
-        raise invalid("text_too_long", f"the prompt is {ids.shape[1]} tokens; this model takes at most {room} "
-                                       "next to the image")
+        raise invalid("text_too_long", f"text: the prompt is {ids.shape[1]} tokens; this model takes at most "
+                                       f"{room} next to the image")
     return prompt
