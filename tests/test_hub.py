@@ -66,6 +66,7 @@ def repos(community_folder, onnx_folder, tmp_path_factory) -> dict[str, StubRepo
         NATIVE: StubRepo(native),
         "someone/gated": StubRepo(dict(native), gated=True),
         "someone/broken": StubRepo(dict(community), missing={"onnx/decoder_model_merged.onnx"}),
+        "someone/no-tokenizer": StubRepo({k: v for k, v in community.items() if k != "tokenizer.json"}),
         "someone/checkpoint": StubRepo(checkpoint),
         "someone/other": StubRepo({"README.md": b"hi", "model.onnx": b"x"}),
     }
@@ -136,8 +137,18 @@ def test_second_precision_then_offline_from_the_cache(env, hub, local_community)
         assert all(n.endswith("_int8.onnx") == (precision == "int8") for n in names), names
         assert _run(model) == _run(local_community)
     assert hub.log == []  # no request at all
-    with pytest.raises(HubError, match="no fp16 variant; it has: fp32, int8"):
-        Florence2.from_pretrained(COMMUNITY, precision="fp16", local_files_only=True)
+    with pytest.raises(HubError, match=r"onnx/vision_encoder_fp16.onnx, .* not in the cache"):
+        Florence2.from_pretrained(COMMUNITY, precision="fp16", local_files_only=True)  # on the hub, not here
+    with pytest.raises(HubError, match="no uint8 variant; it has: fp32, fp16, int8, q4, bnb4"):
+        Florence2.from_pretrained(COMMUNITY, precision="uint8", local_files_only=True)
+
+
+def test_offline_default_is_the_online_default(env, hub):
+    """Only int8 cached: offline, the default is still fp32 (the cached tree listing knows the repository has
+    it), so the error says it is not cached instead of silently loading int8."""
+    Florence2.from_pretrained(COMMUNITY, precision="int8")
+    with pytest.raises(HubError, match=r"onnx/vision_encoder.onnx.* not in the cache"):
+        Florence2.from_pretrained(COMMUNITY, local_files_only=True)
 
 
 def test_hf_hub_offline_in_a_fresh_process(env, hub, tmp_path, local_community):
@@ -232,8 +243,10 @@ def test_gated_repository_needs_a_token(env, hub):
 
 
 def test_missing_file(env):
-    with pytest.raises(HubError, match="someone/broken: a file it lists is missing on the hub"):
+    with pytest.raises(HubError, match="someone/broken: onnx/decoder_model_merged.onnx is listed but missing"):
         Florence2.from_pretrained("someone/broken")
+    with pytest.raises(HubError, match="someone/no-tokenizer has no tokenizer.json"):
+        Florence2.from_pretrained("someone/no-tokenizer")
 
 
 def test_unreachable_hub(env, monkeypatch):

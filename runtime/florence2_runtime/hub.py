@@ -31,6 +31,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from .config import CONFIG_FILE, GENERATION_CONFIG_FILE, TOKENIZER_FILE
 from .errors import Florence2Error, ModelFileError, require
@@ -51,8 +52,8 @@ DEFAULT_PRECISIONS = {"cpu": ("fp32",), "gpu": ("fp16", "fp32")}  # preferred wh
 ONNX_DIR = "onnx"
 COMMUNITY_GRAPHS = ("vision_encoder.onnx", "embed_tokens.onnx", "encoder_model.onnx")
 COMMUNITY_DECODERS = (("decoder_model_merged.onnx",), ("decoder_model.onnx", "decoder_with_past_model.onnx"))
-COMMUNITY_FILES = ("config.json", "preprocessor_config.json", TOKENIZER_FILE)  # required
-COMMUNITY_OPTIONAL = (GENERATION_CONFIG_FILE, "processor_config.json")
+COMMUNITY_FILES = ("config.json", GENERATION_CONFIG_FILE, "preprocessor_config.json", TOKENIZER_FILE)  # required
+COMMUNITY_OPTIONAL = ("processor_config.json",)  # banned grounding phrases, where a repository has them
 NATIVE_FILES = (CONFIG_FILE, TOKENIZER_FILE, GENERATION_CONFIG_FILE)
 CHECKPOINT_WEIGHTS = (".safetensors", ".bin")
 MODEL_HELP = "model folder, hub repository id (owner/name) or alias (" + ", ".join(ALIASES) + ")"
@@ -192,8 +193,8 @@ def select(files: Iterable[str], precision: str | None, *, device: str = "cpu", 
         named = {top_precision or "fp32": "", **{k: v for k, v in named.items() if k != (top_precision or "fp32")}}
     chosen = _pick(list(named), precision, device, where)
     sub = named[chosen]
-    return Selection("native", chosen, sub, (*(( CONFIG_FILE,) if sub and "" in folders else ()),
-                                             *native_files(files, sub)))
+    top_config = (CONFIG_FILE,) if sub and "" in folders else ()  # read for the top folder's precision
+    return Selection("native", chosen, sub, (*top_config, *native_files(files, sub)))
 
 
 def _not_florence2_hint(files: set[str]) -> str:
@@ -310,7 +311,9 @@ class HubFetcher:
         return self.cache_dir or self.constants.HF_HUB_CACHE
 
     def _listing(self) -> tuple[list[str], str | None]:
-        """(repository files, None) online; (the cached snapshot's files, its folder) offline or unreachable."""
+        """(repository files, None) online; offline or unreachable, (the repository's files as the cache last saw
+        them, the cached snapshot folder): the tree listing ``snapshot_download`` keeps, else the files on disk,
+        so that the default precision is the same as online."""
         if not self.offline:
             try:
                 api = self.hf.HfApi(endpoint=self.endpoint, token=self.token)
@@ -327,7 +330,11 @@ class HubFetcher:
                                                  local_files_only=True, allow_patterns=[])
         except Exception:  # noqa: BLE001
             raise HubError(f"{self.where}: {reason}, and it is not in the cache ({self._cache()})") from None
-        return _local_files(Path(snapshot)), snapshot
+        try:
+            tree = self.hf.get_cached_repo_tree(self.repo_id, revision=self.revision, cache_dir=self.cache_dir)
+            return [f.path for f in tree if hasattr(f, "size")], snapshot  # files (folders have no size)
+        except Exception:  # noqa: BLE001 - older huggingface_hub, or no tree cached: what is on disk
+            return _local_files(Path(snapshot)), snapshot
 
     def _download(self, files: list[str]) -> str:
         try:
@@ -338,32 +345,46 @@ class HubFetcher:
             raise self._error(e) from None
 
     def _is_connection_error(self, e: Exception) -> bool:
-        return isinstance(e, (ConnectionError, TimeoutError, self.errors.OfflineModeIsEnabled)) or (
-            type(e).__module__.split(".")[0].startswith("httpx") and ("Connect" in type(e).__name__
-                                                                       or "Timeout" in type(e).__name__))
+        """No answer from the hub: connection refused, DNS, timeout (httpx's, requests' or the builtins)."""
+        name = type(e).__name__
+        return isinstance(e, (ConnectionError, TimeoutError, *self._kinds("OfflineModeIsEnabled"))) or (
+            type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests", "urllib3")
+            and ("Connect" in name or "Timeout" in name))
+
+    def _kinds(self, *names: str) -> tuple[type, ...]:
+        """The exception classes of ``huggingface_hub.errors`` that this version has, of ``names``."""
+        return tuple(k for k in (getattr(self.errors, n, None) for n in names) if isinstance(k, type))
 
     def _error(self, e: Exception) -> HubError:
         """One HubError naming the repository for whatever huggingface_hub raised."""
-        err = self.errors
-        if isinstance(e, err.GatedRepoError):
+        kinds = self._kinds
+        if isinstance(e, kinds("GatedRepoError")):
             return HubError(f"{self.what} is a gated repository: accept its terms on the hub and pass a token "
                             "(token=..., HF_TOKEN, or 'hf auth login')")
-        if isinstance(e, err.RepositoryNotFoundError):
+        if isinstance(e, kinds("RepositoryNotFoundError")):
             return HubError(f"{self.what}: no such repository on {self.endpoint} and no such local "
                             "folder (a private repository needs a token)")
-        if isinstance(e, err.RevisionNotFoundError):
+        if isinstance(e, kinds("RevisionNotFoundError")):
             return HubError(f"{self.what}: revision {self.revision!r} not found")
-        if isinstance(e, err.RemoteEntryNotFoundError):
-            return HubError(f"{self.where}: a file it lists is missing on the hub ({_first_line(e)})")
-        if isinstance(e, (err.LocalEntryNotFoundError, err.IncompleteSnapshotError, err.OfflineModeIsEnabled)):
+        if isinstance(e, kinds("RemoteEntryNotFoundError")) or (
+                isinstance(e, kinds("EntryNotFoundError")) and not isinstance(e, kinds("LocalEntryNotFoundError"))):
+            return HubError(f"{self.where}: {_requested_file(e)} is listed but missing on the hub")
+        if isinstance(e, kinds("LocalEntryNotFoundError", "IncompleteSnapshotError", "OfflineModeIsEnabled")):
             return HubError(f"{self.where}: not (completely) in the cache ({self._cache()}) and the hub is not "
                             "reachable or disabled (HF_HUB_OFFLINE / local_files_only)")
         if self._is_connection_error(e):
             return HubError(f"{self.where}: the hub at {self.endpoint} cannot be reached "
                             f"({type(e).__name__})")
-        if isinstance(e, err.HfHubHTTPError):
+        if isinstance(e, kinds("HfHubHTTPError")):
             return HubError(f"{self.where}: the hub answered {_first_line(e)}")
         return HubError(f"{self.where}: {type(e).__name__}: {_first_line(e)}")
+
+
+def _requested_file(e: Exception) -> str:
+    """The repository path of the file a failed ``.../resolve/REV/PATH`` request asked for."""
+    response = getattr(e, "response", None)
+    url = str(getattr(response, "url", "") or "")
+    return unquote(url.split("/resolve/", 1)[1].split("/", 1)[-1]) if "/resolve/" in url else "a file"
 
 
 def _env_true(name: str) -> bool:
