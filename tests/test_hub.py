@@ -274,6 +274,14 @@ def test_aliases_name_onnx_community_repositories():
     assert all(repo.startswith("onnx-community/Florence-2-") for repo in ALIASES.values())
 
 
+def test_server_names_the_model_by_its_hub_name(env, hub):
+    from fastapi.testclient import TestClient
+    from florence2_runtime.server import create_app
+
+    with TestClient(create_app(Florence2.from_pretrained("florence-2-base"))) as client:
+        assert client.get("/health").json()["model"] == "florence-2-base"  # not the snapshot's commit hash
+
+
 # ----------------------------------------------------------------------------- command line
 
 
