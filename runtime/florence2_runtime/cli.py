@@ -12,6 +12,7 @@ from typing import Sequence
 
 from .argtypes import positive_int
 from .errors import Florence2Error, MissingDependencyError
+from .hub import MODEL_HELP, add_model_arguments, model_options
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran but its result failed (an export's check)
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "quantisation, CPUs); checked against PyTorch with a per-dtype tolerance")
 
     p = sub.add_parser("run", help="run one task on images (files or folders) and print the results as JSON")
-    p.add_argument("model", help="exported model folder")
+    p.add_argument("model", help=MODEL_HELP)
+    add_model_arguments(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
     p.add_argument("--task", required=True, action="append",
                    help='task token, e.g. "<OD>"; repeat it for several tasks on each image (one vision encoding '
@@ -97,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="demo_out", help="where the checkpoint and export go (default: demo_out)")
 
     p = sub.add_parser("bench", help="time each stage of an exported model (forces exactly --tokens new tokens)")
-    p.add_argument("model", help="exported model folder")
+    p.add_argument("model", help=MODEL_HELP)
+    add_model_arguments(p)
     p.add_argument("--image", help="image file (default: a generated 640x480 image)")
     p.add_argument("--task", default="<OD>", help="task token, optionally followed by its text input (default: <OD>)")
     p.add_argument("--tokens", type=int, default=20, help="new tokens per sequence, forced exactly (default: 20)")
@@ -109,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print every run as JSON instead of a table")
 
     p = sub.add_parser("compare", help="measure how far two exports agree on your images (e.g. fp32 vs int8)")
-    p.add_argument("model_a", help="reference model folder")
-    p.add_argument("model_b", help="model folder to compare with it")
+    p.add_argument("model_a", help="reference model (" + MODEL_HELP + ")")
+    p.add_argument("model_b", help="model to compare with it")
+    add_model_arguments(p, "a")
+    add_model_arguments(p, "b")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
     p.add_argument("--task", default="<MORE_DETAILED_CAPTION>", help="task token (default: <MORE_DETAILED_CAPTION>)")
     p.add_argument("--text", help="text input of the task, if it takes one")
@@ -172,7 +177,8 @@ def _cmd_bench(args) -> int:
     options = BenchOptions(task=args.task, tokens=args.tokens, beams=args.beams, batch=args.batch, runs=args.runs)
     if args.image is not None and not Path(args.image).is_file():
         raise UsageError(f"image not found: {args.image}")
-    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads)
+    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads,
+                                      **model_options(args))
     report = run_bench(model, options, images=args.image)
     print(report_json(report) if args.json else report.table())
     return 0
@@ -184,7 +190,8 @@ def _cmd_compare(args) -> int:
     options = CompareOptions(task=args.task, text=args.text, region=args.region, max_new_tokens=args.tokens,
                              num_beams=args.beams)
     report = compare_models(args.model_a, args.model_b, args.images, options, providers=args.provider,
-                            threads=args.threads)
+                            threads=args.threads, options_a=model_options(args, "a"),
+                            options_b=model_options(args, "b"))
     print(report.to_json() if args.json else report.format_text())
     return 0
 

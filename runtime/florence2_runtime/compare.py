@@ -246,15 +246,19 @@ def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> 
 
 def compare_models(model_a: str | Path, model_b: str | Path, images: Sequence[str | Path],
                    options: CompareOptions = CompareOptions(), *, providers=None,
-                   threads: int | None = None) -> CompareReport:
-    """Load two model folders and compare them on ``images`` (files, or folders of image files)."""
+                   threads: int | None = None, options_a: dict | None = None,
+                   options_b: dict | None = None) -> CompareReport:
+    """Load two models (folders, hub ids or aliases) and compare them on ``images`` (files, or folders of image
+    files). options_a / options_b: ``Florence2.from_pretrained`` keywords (precision, revision) of each."""
     from .model import Florence2
 
     paths = collect_images(images)
-    a = Florence2.from_pretrained(model_a, providers=providers, threads=threads)
-    b = Florence2.from_pretrained(model_b, providers=providers, threads=threads)
+    options_a, options_b = options_a or {}, options_b or {}
+    a = Florence2.from_pretrained(model_a, providers=providers, threads=threads, **options_a)
+    b = Florence2.from_pretrained(model_b, providers=providers, threads=threads, **options_b)
     _check_compatible(a, b)
-    report = CompareReport(str(model_a), str(model_b), a.config.precision, b.config.precision, options)
+    report = CompareReport(str(model_a), str(model_b), options_a.get("precision") or a.config.precision,
+                           options_b.get("precision") or b.config.precision, options)
     for path in paths:
         report.images.append(compare_image(a, b, path, options, name=str(path)))
     return report

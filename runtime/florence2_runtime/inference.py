@@ -21,9 +21,14 @@ ProvidersFor = Union[ProviderList, Callable[[GraphSpec], ProviderList]]
 class Sessions:
     """The three graphs of a native-layout folder plus the memory-mapped embedding table."""
 
-    def __init__(self, folder: Path, cfg: RuntimeConfig, providers: ProvidersFor, session_options=None):
+    def __init__(self, folder: Path, cfg: RuntimeConfig, providers: ProvidersFor, session_options=None,
+                 precision: str | None = None):
         """providers: one ``[(name, options)]`` list for every graph, or a function of the graph's spec
-        giving its own list (TensorRT needs per-graph optimisation profiles)."""
+        giving its own list (TensorRT needs per-graph optimisation profiles). precision: the precision the
+        folder must hold (``florence2_config.json``'s ``precision``), None for any."""
+        if precision is not None and precision != cfg.precision:
+            raise ModelFileError(Path(folder) / "florence2_config.json",
+                                 f"holds {cfg.precision} graphs, not the {precision} asked for")
         self.cfg = cfg
         self.specs = native_graphs(cfg.dims, decoder_embeds=cfg.decoder_inputs_embeds)
         onnx_dir = Path(folder) / ONNX_DIR

@@ -11,7 +11,7 @@ import numpy as np
 from .config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig, read_json
 from .decoding import DecodingOptions, Inference, generate
 from .encoded import EncodedImage
-from .errors import ModelFileError
+from .hub import resolve_model
 from .inference import Sessions, session_options
 from .layouts import LAYOUTS, layout_of
 from .methods import TaskMethods
@@ -40,6 +40,7 @@ class Florence2(TaskMethods):
         self.generation_config = generation_config
         self.layout = LAYOUTS["native"]  # from_pretrained sets the folder's layout (layouts.py)
         self.device_runner = None  # set when IO binding is on (iobinding.DeviceRunner)
+        self.name_or_path = str(folder)  # what from_pretrained was given (a folder, hub id or alias)
 
     @classmethod
     def from_pretrained(
@@ -47,13 +48,21 @@ class Florence2(TaskMethods):
         path: str | Path,
         providers: Sequence[ProviderSpec] | str | None = None,
         *,
+        precision: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool | None = None,
+        token: str | bool | None = None,
         threads: int | None = None,
         session_options_=None,
         io_binding: bool | None = None,
         tensorrt_limits=None,
     ) -> "Florence2":
-        """Load an exported model folder.
+        """Load a model: an exported folder, a hub repository id or a short alias (:data:`.hub.ALIASES`).
 
+        precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ``"q4"``, ... (:data:`.hub.PRECISIONS`); default fp32 on
+        the CPU and host-memory providers, fp16 on CUDA / TensorRT where the repository has it. revision, cache_dir, local_files_only (None: follow
+        ``HF_HUB_OFFLINE``), token: as in ``huggingface_hub.snapshot_download`` (:mod:`.hub`).
         providers: ``None`` (CPU), a short name (``"cpu"``, ``"cuda"``, ``"tensorrt"``) or a list of
         onnxruntime provider names / ``(name, options)`` pairs. threads: intra-op threads per session.
         io_binding: keep encoder outputs and KV caches on the device (:mod:`.iobinding`); default: on for
@@ -61,27 +70,29 @@ class Florence2(TaskMethods):
         same computation; ``True`` forces it, e.g. in tests).
         tensorrt_limits: :class:`~florence2_runtime.tensorrt.TensorRTLimits` sizing the TensorRT profiles.
         """
-        folder = Path(path)
-        if not folder.is_dir():
-            raise ModelFileError(folder, "not a folder (expected a model folder written by 'florence2 export')")
+        from .iobinding import needs_device_buffers
+
+        provider_list = normalize_providers(providers)
+        on_device = needs_device_buffers(provider_list[0][0])  # CUDA / TensorRT; OpenVINO computes in host memory
+        resolved = resolve_model(path, precision=precision, revision=revision, cache_dir=cache_dir,
+                                 local_files_only=local_files_only, token=token, device="gpu" if on_device else "cpu")
+        folder = resolved.folder
         layout = layout_of(folder)
         cfg = layout.load_config(folder)
         generation_config = read_json(folder / GENERATION_CONFIG_FILE)
         tokenizer = layout.load_tokenizer(folder / TOKENIZER_FILE)
         so = session_options_ if session_options_ is not None else session_options(threads)
-        provider_list = normalize_providers(providers)
         providers_for = provider_list
         if any(name == "TensorrtExecutionProvider" for name, _ in provider_list):
             from .tensorrt import graph_providers
 
             providers_for = graph_providers(provider_list, cfg.dims, tensorrt_limits)
-        sessions = layout.sessions(folder, cfg, providers_for, so)
+        sessions = layout.sessions(folder, cfg, providers_for, so, precision=resolved.precision)
         model = cls(folder, cfg, sessions, tokenizer, generation_config)
         model.layout = layout
+        model.name_or_path = str(path)
         if io_binding is None:
-            from .iobinding import needs_device_buffers
-
-            io_binding = needs_device_buffers(provider_list[0][0]) and layout.io_binding
+            io_binding = on_device and layout.io_binding
         if io_binding and not layout.io_binding:
             raise ValueError(f"io_binding is not supported for {layout.name}-layout folders")
         if io_binding:

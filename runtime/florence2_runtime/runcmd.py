@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
+from .hub import model_options
 from .preprocess import is_url, load_image
 from .prompts import REGION_FORMATS, TASKS, check_task_input
 from .results import Florence2Result
@@ -195,7 +196,8 @@ def run_command(args: argparse.Namespace, generation_kwargs: dict, stdout: IO[st
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     p = plan(args)
-    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads)
+    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads,
+                                      **model_options(args))
     if p.draw_path is not None and p.several_images:
         p.draw_path.mkdir(parents=True, exist_ok=True)
     out = open(args.output, "w", encoding="utf-8") if args.output else stdout

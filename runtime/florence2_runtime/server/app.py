@@ -54,7 +54,7 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
     from . import web  # pydantic models of the API docs: imported once FastAPI is known to be there
 
     limits = limits or ServerLimits()
-    name = model_name or Path(getattr(model, "folder", "florence2")).name
+    name = model_name or _model_name(model)
     metrics = Metrics()
     batcher = DynamicBatcher(model, limits.max_batch_size, limits.max_wait_ms, limits.max_queue,
                              on_batch=metrics.record_batch)
@@ -355,3 +355,11 @@ def _form_json(key: str, value: str) -> Any:
         what = {"region": "[x1, y1, x2, y2] or x1,y1,x2,y2", "tasks": "a JSON list"}.get(key, "a JSON object")
         raise invalid(f"invalid_{key}" if key == "generation" else "invalid_task_input",
                       f"multipart field {brief(key)} must be {what}, got {brief(value)}") from None
+
+
+def _model_name(model) -> str:
+    """A folder's name, or the hub id / alias the model was loaded by (its folder is a commit hash then)."""
+    given = str(getattr(model, "name_or_path", "") or "")
+    if given and not Path(given).is_dir():
+        return given
+    return Path(getattr(model, "folder", "florence2")).name

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..argtypes import port_number, positive_int
 from ..errors import require
+from ..hub import MODEL_HELP, add_model_arguments, model_options
 from .assets import AssetLimits
 from .limits import API_KEY_ENV, ServerLimits, api_key_from_env
 
@@ -18,7 +19,8 @@ _ASSETS = AssetLimits()
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``serve`` subcommand's options."""
-    p.add_argument("model", help="exported model folder")
+    p.add_argument("model", help=MODEL_HELP)
+    add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                                target_ongoing_requests=args.target_ongoing_requests, num_cpus=args.num_cpus,
                                num_gpus=args.num_gpus, address=args.ray_address)
         serve_forever(args.model, limits, settings, host=args.host, port=args.port, provider=args.provider,
-                      threads=args.threads, app_options=options)
+                      threads=args.threads, app_options=options, model_options=model_options(args))
         return 0
     from ..model import Florence2
     from .app import create_app
@@ -125,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     from .connections import server_config
 
     uvicorn = require("uvicorn", "serve", "The Florence-2 server")
-    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads)
+    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads,
+                                      **model_options(args))
     app = create_app(model, limits, **options)
     uvicorn.Server(server_config(app, args.host, args.port, limits, log_level="info",
                                  timeout_graceful_shutdown=5)).run()

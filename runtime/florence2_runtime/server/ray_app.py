@@ -51,10 +51,12 @@ class Florence2Replica:
     """One Ray Serve replica: loads the model; Ray serves the ASGI app it builds."""
 
     def __init__(self, model_dir: str, limits: ServerLimits, provider: str = "cpu", threads: int | None = None,
-                 app_options: dict | None = None):
+                 app_options: dict | None = None, model_options: dict | None = None):
         from ..model import Florence2
 
-        self.model = Florence2.from_pretrained(model_dir, providers=provider, threads=threads)
+        # a hub id or alias is resolved in each replica: every node fetches it into its own cache
+        self.model = Florence2.from_pretrained(model_dir, providers=provider, threads=threads,
+                                               **(model_options or {}))
         self.limits = limits
         self.app_options = app_options or {}
 
@@ -66,19 +68,22 @@ class Florence2Replica:
 
 def build_application(model_dir: str | Path, limits: ServerLimits | None = None,
                       settings: RaySettings | None = None, provider: str = "cpu", threads: int | None = None,
-                      app_options: dict | None = None):
+                      app_options: dict | None = None, model_options: dict | None = None):
     """A bound Ray Serve application, ready for ``serve.run`` (``app_options``: ``create_app``'s keywords;
-    each replica has its own asset store)."""
+    each replica has its own asset store). model_dir: a folder, hub id or alias; model_options:
+    ``Florence2.from_pretrained`` keywords (precision, revision, ...)."""
     serve = require("ray.serve", "ray", "Serving with Ray")
     limits = limits or ServerLimits()
     settings = settings or RaySettings()
     deployment = serve.deployment(serve.ingress()(Florence2Replica), **settings.deployment_options(limits))
-    return deployment.bind(str(Path(model_dir).resolve()), limits, provider, threads, app_options)
+    model = str(Path(model_dir).resolve()) if Path(model_dir).is_dir() else str(model_dir)
+    return deployment.bind(model, limits, provider, threads, app_options, model_options)
 
 
 def start(model_dir: str | Path, limits: ServerLimits | None = None, settings: RaySettings | None = None, *,
           host: str = "127.0.0.1", port: int = 8000, provider: str = "cpu", threads: int | None = None,
-          ray_init_kwargs: dict | None = None, app_options: dict | None = None):
+          ray_init_kwargs: dict | None = None, app_options: dict | None = None,
+          model_options: dict | None = None):
     """Connect to (or start) Ray, start Serve's HTTP proxy on host:port and deploy; returns the app handle."""
     ray = require("ray", "ray", "Serving with Ray")
     serve = require("ray.serve", "ray", "Serving with Ray")
@@ -86,7 +91,7 @@ def start(model_dir: str | Path, limits: ServerLimits | None = None, settings: R
     if not ray.is_initialized():
         ray.init(address=settings.address, **(ray_init_kwargs or {}))
     serve.start(http_options={"host": host, "port": port})
-    app = build_application(model_dir, limits, settings, provider, threads, app_options)
+    app = build_application(model_dir, limits, settings, provider, threads, app_options, model_options)
     return serve.run(app, name=DEPLOYMENT_NAME, route_prefix="/")
 
 
