@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -113,6 +113,7 @@ class Sample:
     text: str
     target: str
     scene: Scene
+    inputs: dict = field(default_factory=dict)  # the task's input as Florence2.run takes it: text=, region= (pixels)
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -402,7 +403,7 @@ def make_sample(task: str, rng: np.random.Generator, size: int = 128, scene: Sce
     scene = make_scene(TASK_SCENES[task], rng, size) if scene is None else scene
     inputs = _inputs(task, scene, rng, size)
     return Sample(scene.image, task, processor_text(task, size, **inputs), target_for(task, scene, size, **inputs),
-                  scene)
+                  scene, inputs)
 
 
 def sample_task(rng: np.random.Generator) -> str:
