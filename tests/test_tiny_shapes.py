@@ -140,3 +140,36 @@ def test_answers_agree():
     assert not tiny_eval.answers_agree("circle<loc_10><loc_20>", "circle<loc_14><loc_20>", max_bins=3)
     assert not tiny_eval.answers_agree("circle<loc_10>", "square<loc_10>")
     assert not tiny_eval.answers_agree("circle<loc_10>", "circle<loc_10><loc_11>")
+
+
+def test_batched_serving_gives_the_unbatched_answers(shapes_model):
+    """The server's dynamic batcher on the trained model: every task in shared batches, same answers as run()."""
+    import asyncio
+
+    from florence2_runtime.prompts import build_task_text
+    from florence2_runtime.server.batching import DynamicBatcher, Job
+
+    gen = {"max_new_tokens": 80, "num_beams": 3}
+    requests = demo_requests(seed=99)
+    jobs = [Job(r["image"], build_task_text(r["task"], text=r.get("text"), region=r.get("region"),
+                                            image_size=r["image"].size), r["task"], gen,
+                shapes_model.decoding_options(**gen)) for r in requests]
+
+    async def main():
+        batcher = DynamicBatcher(shapes_model, max_batch_size=8, max_wait_ms=200)
+        outcomes = await asyncio.gather(*(batcher.submit(j) for j in jobs))
+        await batcher.close()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert max(o.batch_size for o in outcomes) > 1
+    for r, o in zip(requests, outcomes):
+        assert o.result == shapes_model.run(r["image"], r["task"], text=r.get("text"), region=r.get("region"), **gen)
+
+
+def test_demo_rejects_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
+    from florence2_runtime.cli import main
+
+    assert main(["demo", "--workdir", str(tmp_path / "out"), "--checkpoint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a checkpoint folder" in err

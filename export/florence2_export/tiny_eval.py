@@ -39,6 +39,7 @@ EXACT_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<R
 CHAR_TASKS = ("<OCR>", "<REGION_TO_OCR>")
 MASK_TASKS = ("<REFERRING_EXPRESSION_SEGMENTATION>", "<REGION_TO_SEGMENTATION>")
 IOU = 0.5
+NUM_BINS = shapes.NUM_BINS
 MAX_NEW_TOKENS = 80
 Generate = Callable[[Sequence[Image.Image], Sequence[str]], list[str]]
 
@@ -243,7 +244,7 @@ mean something. It knows nothing about real photographs.
 
 - Trained by `bash scripts/train_tiny.sh` (`florence2_export.train_tiny`): {steps} AdamW steps of
   {batch} examples generated on the fly (`florence2_export.shapes`), seed {seed}, {threads} CPU threads,
-  {minutes:.0f} min of training ({torch_version}); final training loss {loss}.
+  {minutes:.0f} min of training on a shared machine ({cpu}; {torch_version}); final training loss {loss}.
 - Data: 1-4 filled `circle` / `square` / `triangle` / `star` shapes in `red`, `green`, `blue`, `yellow`,
   `black`, `white`, small (16-28 px) or large (38-56 px), on plain, striped, checkered or noisy
   backgrounds; or 1-2 short words / numbers in Pillow's built-in font. Every one of Florence-2's 15
@@ -282,7 +283,9 @@ def write_model_card(out: Path, report: dict) -> None:
     tr, ev = report["training"], report["eval"]
     head = _CARD_HEAD.format(params=tr["parameters"] / 1e6, image_tokens=report.get("image_tokens", 17),
                              steps=tr["steps"], batch=tr["batch_size"], seed=tr["seed"], threads=tr["threads"],
-                             minutes=tr["train_seconds"] / 60, torch_version=f"torch {tr['torch']}",
+                             minutes=tr["train_seconds"] / 60,
+                             cpu=(f"{tr['train_cpu_seconds'] / 60:.0f} min of CPU time" if "train_cpu_seconds" in tr
+                                  else "CPU time not recorded"), torch_version=f"torch {tr['torch']}",
                              loss=tr["final_loss"], per_task=ev["per_task"], eval_seed=ev["seed"],
                              max_new_tokens=ev["max_new_tokens"])
     rows = [f"| `{task}` | {metric} | {value:.3f} |" for task, metrics in report["tasks"].items()
