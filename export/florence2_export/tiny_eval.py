@@ -242,7 +242,9 @@ parameters, 128 x 128 px, {image_tokens} image tokens) trained from scratch in t
 synthetic images only, so that the offline demo and the precision variants have a model whose answers
 mean something. It knows nothing about real photographs.
 
-- Trained by `bash scripts/train_tiny.sh` (`florence2_export.train_tiny`): {steps} AdamW steps of
+{status}
+
+- Trained by `bash scripts/train_tiny.sh` (`florence2_export.train_tiny`): {steps_done} AdamW steps of
   {batch} examples generated on the fly (`florence2_export.shapes`), seed {seed}, {threads} CPU threads,
   {minutes:.0f} min of training on a shared machine ({cpu}; {torch_version}); final training loss {loss}.
 - Data: 1-4 filled `circle` / `square` / `triangle` / `star` shapes in `red`, `green`, `blue`, `yellow`,
@@ -281,7 +283,18 @@ distance / length of the true text. Segmentation: IoU of the rasterised predicte
 def write_model_card(out: Path, report: dict) -> None:
     """README.md of the checkpoint folder: what it is, how it was trained, the held-out numbers, its limits."""
     tr, ev = report["training"], report["eval"]
-    head = _CARD_HEAD.format(params=tr["parameters"] / 1e6, image_tokens=report.get("image_tokens", 17),
+    s = report["summary"]
+    weak = s["od_box_recall@0.5"] < 0.5 and s["caption_exact_match"] < 0.5
+    steps_done = (f"{tr['stop_after']} (of a {tr['steps']}-step schedule, `--stop-after {tr['stop_after']}`)"
+                  if tr.get("stop_after") else str(tr["steps"]))
+    status = ("**Status: UNDERTRAINED.** This checkpoint has learned each task's answer format (which words and how "
+              "many `<loc_>` tokens), not yet what is in the image: its scores below are near chance. It was "
+              "trained with far less compute than the recipe's budget (a machine shared by many jobs); train longer "
+              "(`--steps`) for a useful model." if weak else
+              "It answers most held-out questions right (numbers below).")
+    if tr.get("note"):
+        status += "\n\n" + tr["note"]
+    head = _CARD_HEAD.format(status=status, steps_done=steps_done, params=tr["parameters"] / 1e6, image_tokens=report.get("image_tokens", 17),
                              steps=tr["steps"], batch=tr["batch_size"], seed=tr["seed"], threads=tr["threads"],
                              minutes=tr["train_seconds"] / 60,
                              cpu=(f"{tr['train_cpu_seconds'] / 60:.0f} min of CPU time" if "train_cpu_seconds" in tr

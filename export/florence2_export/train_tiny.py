@@ -56,6 +56,8 @@ class TrainOptions:
     eval_per_task: int = 40
     eval_seed: int = 10_000  # the held-out set's generator (training draws from ``seed``)
     log_every: int = 50
+    stop_after: int = 0  # stop after this many steps of the ``steps``-step schedule (0: run it all)
+    init: str = ""  # start from this checkpoint folder's weights (a second stage) instead of a fresh init
     save_every: int = 200  # a checkpoint of the run so far in OUT.partial/ (0: none)
 
 
@@ -161,7 +163,7 @@ def train(model, encoder: Encoder, opts: TrainOptions, log=print, save=None) -> 
                                {"params": rest, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.98))
     model.train()
     history, running, start = [], 0.0, time.perf_counter()
-    for step in range(opts.steps):
+    for step in range(opts.stop_after or opts.steps):
         for group in optim.param_groups:
             group["lr"] = _lr_at(step, opts)
         loss = model(**training_batch(rng, encoder, opts.batch_size)).loss
@@ -170,13 +172,13 @@ def train(model, encoder: Encoder, opts: TrainOptions, log=print, save=None) -> 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
         running += loss.item()
-        if (step + 1) % opts.log_every == 0 or step + 1 == opts.steps:
+        if (step + 1) % opts.log_every == 0 or step + 1 == (opts.stop_after or opts.steps):
             n = (step % opts.log_every) + 1
             entry = {"step": step + 1, "loss": round(running / n, 4), "seconds": round(time.perf_counter() - start, 1)}
             history.append(entry)
             log(json.dumps(entry))
             running = 0.0
-        if save is not None and opts.save_every and (step + 1) % opts.save_every == 0 and step + 1 < opts.steps:
+        if save is not None and opts.save_every and (step + 1) % opts.save_every == 0 and step + 1 < (opts.stop_after or opts.steps):
             save()
     model.eval()
     return history
@@ -204,10 +206,14 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
     out = Path(out_dir)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, opts.seed)
+    if opts.init:
+        from transformers import Florence2ForConditionalGeneration
+
+        model.load_state_dict(Florence2ForConditionalGeneration.from_pretrained(opts.init).state_dict())
     n_params = sum(p.numel() for p in model.parameters())
     log(f"# {n_params / 1e6:.2f} M parameters, {opts.steps} steps of {opts.batch_size}, {opts.threads} threads")
     encoder = Encoder(tokenizer, tiny.image_grid(IMAGE_SIZE) ** 2 + 1)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     partial = out.with_name(out.name + ".partial")
     history = train(model, encoder, opts, log, save=lambda: save_checkpoint(model, tokenizer, partial))
     train_seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
