@@ -29,10 +29,16 @@ from pathlib import Path
 import numpy as np
 from florence2_export import export, tiny_eval
 from florence2_export.demo import TINY_SHAPES
+from florence2_export.precision import Int8Options, convert_folder
 from florence2_runtime import Florence2
 from florence2_runtime.compare import CompareOptions, compare_image
 
 VARIANTS = ("fp16", "int8")
+# recipes tried when int8 misses: name -> Int8Options (converted from the fp32 folder without PyTorch)
+RECIPES = {
+    "int8-float-lm-head": Int8Options(exclude=Int8Options().exclude + ("/lm_head/",)),
+    "int8-per-tensor": Int8Options(per_channel=False),
+}
 
 
 def exports(checkpoint: Path, cache: Path, refresh: bool) -> dict[str, Path]:
@@ -56,6 +62,12 @@ def hybrid(folders: dict[str, Path], cache: Path, name: str) -> Path:
     shutil.copytree(folders["fp32"], out)
     for suffix in (".onnx", ".onnx_data"):
         shutil.copy2(folders[dtype] / "onnx" / f"{graph}{suffix}", out / "onnx" / f"{graph}{suffix}")
+    return out
+
+
+def recipe(folders: dict[str, Path], cache: Path, name: str) -> Path:
+    out = cache / name
+    convert_folder(folders["fp32"], out, "int8", RECIPES[name], overwrite=True)
     return out
 
 
@@ -128,7 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-bins", type=int, default=5, help="task-level agreement: locations within this many bins")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", default=",".join(VARIANTS),
-                   help="fp16, int8, or DTYPE:GRAPH (only that graph converted, e.g. int8:vision_encoder)")
+                   help="fp16, int8, a recipe of RECIPES, or DTYPE:GRAPH (only that graph converted, e.g. "
+                        "int8:vision_encoder)")
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
     folders = exports(args.checkpoint, args.cache, args.refresh)
@@ -136,7 +149,8 @@ def main(argv=None) -> int:
     ref = Florence2.from_pretrained(folders["fp32"], threads=args.threads)
     results = {}
     for name in args.variants.split(","):
-        folder = hybrid(folders, args.cache, name) if ":" in name else folders[name]
+        folder = (hybrid(folders, args.cache, name) if ":" in name else
+                  recipe(folders, args.cache, name) if name in RECIPES else folders[name])
         model = Florence2.from_pretrained(folder, threads=args.threads)
         results[name] = summarise(judge(ref, model, samples, args.max_bins, args.tokens))
         print(name, json.dumps(results[name]["overall"]), file=sys.stderr)

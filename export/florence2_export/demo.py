@@ -124,7 +124,7 @@ def _font(px: int):
     return ImageFont.load_default(size=px)
 
 
-def draw_answers(requests: list[dict], results: list[dict], out: Path, columns: int = 5) -> Path:
+def draw_answers(requests: list[dict], results: list[dict], out: Path, columns: int = 5, note: str = "") -> Path:
     """All answers on one labelled picture (the README's): a grid of panels, one per task."""
     from florence2_runtime import Florence2Result
 
@@ -132,13 +132,13 @@ def draw_answers(requests: list[dict], results: list[dict], out: Path, columns: 
               for r, res in zip(requests, results)]
     rows = -(-len(panels) // columns)
     w, h = panels[0].size
-    footer = 26
+    footer = 44
     sheet = Image.new("RGB", (columns * w, rows * h + footer), (255, 255, 255))
     for i, p in enumerate(panels):
         sheet.paste(p, ((i % columns) * w, (i // columns) * h))
     ImageDraw.Draw(sheet).text(
-        (6, rows * h + 5), "Real output of a TOY model (florence2-tiny-shapes, 3.3 M parameters, trained on "
-        "generated shapes and words only), run by the torch-free ONNX runtime", fill=(0, 0, 0), font=_font(14))
+        (6, rows * h + 5), "Real output of a TOY model (florence2-tiny-shapes, 3.3 M parameters, trained on generated "
+        f"shapes and words only), run by the torch-free ONNX runtime\n{note}", fill=(0, 0, 0), font=_font(14))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)
     return out
@@ -162,7 +162,7 @@ def _run_trained_demo(workdir: Path, checkpoint: Path, max_new_tokens: int, seed
         print(json.dumps({**result, "input": kwargs or None, "truth": r["truth"][r["task"]],
                           "right": ok}, ensure_ascii=False))
     print(f"# {right} of {len(requests)} answers right (boxes and polygons within 2 px of the truth)")
-    picture = draw_answers(requests, results, workdir / "demo_answers.png")
+    picture = draw_answers(requests, results, workdir / "demo_answers.png", note=_scores_note(checkpoint))
     print(f"# answers drawn in {picture}")
     for i, r in enumerate(requests):
         r["image"].save(workdir / f"demo_{i:02d}.png")
@@ -170,6 +170,16 @@ def _run_trained_demo(workdir: Path, checkpoint: Path, max_new_tokens: int, seed
     _compare_with_transformers(checkpoint, model, [r["image"] for r in pair], [r["task"] for r in pair],
                                max_new_tokens)
     return {r["task"]: res for r, res in zip(requests, results)}
+
+
+def _scores_note(checkpoint: Path) -> str:
+    """The checkpoint's held-out headline numbers (its eval.json), to print under the picture."""
+    path = checkpoint / "eval.json"
+    if not path.is_file():
+        return "no held-out evaluation in the checkpoint folder"
+    s = json.loads(path.read_text())["summary"]
+    return (f"its held-out scores (model card): <OD> box recall {s['od_box_recall@0.5']:.0%}, <CAPTION> exact match "
+            f"{s['caption_exact_match']:.0%}, <OCR> character accuracy {s['ocr_char_accuracy']:.0%}")
 
 
 def _close(a, b, px: float = 2.0) -> bool:
