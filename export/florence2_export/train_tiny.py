@@ -2,7 +2,7 @@
 
 ``python -m florence2_export.train_tiny OUT_DIR`` (or ``bash scripts/train_tiny.sh``) builds the tokenizer
 (the BPE of :mod:`florence2_export.tiny`, trained on the task prompts and the dataset's words), a
-``Florence2ForConditionalGeneration`` of ~3.8 M parameters at 128 px, trains it on examples generated on
+``Florence2ForConditionalGeneration`` of 3.3 M parameters at 128 px, trains it on examples generated on
 the fly for all 15 tasks, evaluates it on a held-out generated set (:mod:`florence2_export.tiny_eval`)
 and writes a transformers checkpoint folder (safetensors, tokenizer, processor files, model card).
 
