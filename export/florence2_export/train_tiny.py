@@ -57,7 +57,6 @@ class TrainOptions:
     eval_seed: int = 10_000  # the held-out set's generator (training draws from ``seed``)
     log_every: int = 50
     stop_after: int = 0  # stop after this many steps of the ``steps``-step schedule (0: run it all)
-    init: str = ""  # start from this checkpoint folder's weights (a second stage) instead of a fresh init
     save_every: int = 200  # a checkpoint of the run so far in OUT.partial/ (0: none)
 
 
@@ -206,10 +205,6 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
     out = Path(out_dir)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, opts.seed)
-    if opts.init:
-        from transformers import Florence2ForConditionalGeneration
-
-        model.load_state_dict(Florence2ForConditionalGeneration.from_pretrained(opts.init).state_dict())
     n_params = sum(p.numel() for p in model.parameters())
     log(f"# {n_params / 1e6:.2f} M parameters, {opts.steps} steps of {opts.batch_size}, {opts.threads} threads")
     encoder = Encoder(tokenizer, tiny.image_grid(IMAGE_SIZE) ** 2 + 1)
