@@ -97,3 +97,30 @@ def word_level_processor():
                                              post_processor_config=post_processor_config)
 
     return make
+
+
+# --- the trained toy model (models/florence2-tiny-shapes): peaked logits, for precision and batching tests ---
+@pytest.fixture(scope="session")
+def shapes_checkpoint() -> Path:
+    """The committed checkpoint trained on generated shapes and words (``florence2_export.train_tiny``)."""
+    from florence2_export.demo import TINY_SHAPES
+
+    assert (TINY_SHAPES / "model.safetensors").is_file(), f"the trained checkpoint is missing: {TINY_SHAPES}"
+    return TINY_SHAPES
+
+
+@pytest.fixture(scope="session")
+def shapes_onnx_folder(shapes_checkpoint, tmp_path_factory) -> Path:
+    """Its fp32 export (checked against PyTorch)."""
+    from florence2_export import export
+
+    out = tmp_path_factory.mktemp("shapes-onnx") / "model"
+    export(shapes_checkpoint, out, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shapes_model(shapes_onnx_folder):
+    from florence2_runtime import Florence2
+
+    return Florence2.from_pretrained(shapes_onnx_folder)

@@ -207,12 +207,14 @@ def _corpus() -> list[str]:
     return TASK_PROMPT_SENTENCES * 4 + _CAPTIONS * 2 + word_lines
 
 
-def build_tokenizer(base_vocab_size: int | None = None, train_vocab_size: int = 800) -> Tokenizer:
-    """A Florence-2-shaped byte-level BPE ``tokenizers.Tokenizer`` trained on a built-in corpus.
+def build_tokenizer(base_vocab_size: int | None = None, train_vocab_size: int = 800,
+                    corpus: list[str] | None = None) -> Tokenizer:
+    """A Florence-2-shaped byte-level BPE ``tokenizers.Tokenizer`` trained on a corpus (default: built in).
 
     base_vocab_size: entries before the added tokens, ``<mask>`` included (BART: 50265). ``None``
     keeps what training produced plus ``<mask>``; a larger value pads with unreachable filler
-    tokens so that the added tokens land on the real Florence-2 ids. Deterministic.
+    tokens so that the added tokens land on the real Florence-2 ids. corpus: lines to learn the
+    merges from (the task prompts are always added). Deterministic.
     """
     # the same model, pre-tokenizer and decoder as transformers' RobertaTokenizer (= BartTokenizer) rebuilds
     bpe = models.BPE(dropout=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
@@ -226,7 +228,8 @@ def build_tokenizer(base_vocab_size: int | None = None, train_vocab_size: int = 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() if corpus is None else TASK_PROMPT_SENTENCES * 4 + list(corpus),
+                            trainer=trainer)
 
     # Re-assemble as JSON: the trained vocab (+ fillers) + <mask>, then the added tokens in order.
     spec = json.loads(tok.to_str())

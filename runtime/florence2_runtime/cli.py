@@ -94,9 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_output_arguments(p)
     _add_generation_args(p)
 
-    p = sub.add_parser("demo", help="build a tiny RANDOM-weight model offline, export it and run every task "
-                                    "(needs the 'export' extra)")
-    p.add_argument("--workdir", default="demo_out", help="where the checkpoint and export go (default: demo_out)")
+    p = sub.add_parser("demo", help="export the toy model trained on generated shapes (models/florence2-tiny-shapes), "
+                                    "run every task on fresh images and draw the answers (needs the 'export' extra)")
+    p.add_argument("--workdir", default="demo_out", help="where the export and pictures go (default: demo_out)")
+    p.add_argument("--checkpoint", help="a trained checkpoint folder (default: models/florence2-tiny-shapes)")
+    p.add_argument("--random", action="store_true", help="build a RANDOM-weight checkpoint instead (answers are noise)")
 
     p = sub.add_parser("bench", help="time each stage of an exported model (forces exactly --tokens new tokens)")
     p.add_argument("model", help=MODEL_HELP)
@@ -166,7 +168,9 @@ def _cmd_demo(args) -> int:
         raise MissingDependencyError(
             f"'florence2 demo' builds a checkpoint with PyTorch ({e}); install: pip install 'florence2-onnx[export]'"
         ) from None
-    run_demo(Path(args.workdir))
+    if args.checkpoint is not None and not Path(args.checkpoint, "config.json").is_file():
+        raise UsageError(f"not a checkpoint folder (no config.json): {args.checkpoint}")
+    run_demo(Path(args.workdir), checkpoint=args.checkpoint and Path(args.checkpoint), random_weights=args.random)
     return 0
 
 

@@ -1,0 +1,167 @@
+"""Precision variants judged on a model that has learned something: the toy florence2-tiny-shapes.
+
+    python benchmarks/precision_tiny.py                       # fp16 and int8 vs fp32, 20 images per task
+    python benchmarks/precision_tiny.py --per-task 40 --out benchmarks/results/precision_tiny
+
+Exports the committed checkpoint ``models/florence2-tiny-shapes`` as fp32, fp16 and int8 (cached under
+``--cache``), draws a held-out generated set (``florence2_export.tiny_eval.held_out_set``, its own seed),
+and for every image runs ``florence2_runtime.compare.compare_image`` (what ``florence2 compare`` does)
+between fp32 and each variant, with the models' generation defaults (3 beams) and up to 80 new tokens:
+
+- identical answers: the same generated token ids;
+- token agreement: tokens before the first difference / the longer length, summed over the images;
+- task-level agreement: the same text and as many ``<loc_>`` tokens, each within ``--max-bins`` bins
+  (``tiny_eval.answers_agree``; 5 bins = 0.64 px at 128 px);
+- the variant's own task scores against the generator's truth, next to fp32's.
+
+``--variants int8:vision_encoder,int8:text_encoder,int8:decoder`` converts one graph at a time, to find
+which graph loses the agreement. Prints a Markdown table; ``--out`` also writes ``.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from florence2_export import export, tiny_eval
+from florence2_export.demo import TINY_SHAPES
+from florence2_export.precision import Int8Options, convert_folder
+from florence2_runtime import Florence2
+from florence2_runtime.compare import CompareOptions, compare_image
+
+VARIANTS = ("fp16", "int8")
+# recipes tried when int8 misses: name -> Int8Options (converted from the fp32 folder without PyTorch)
+RECIPES = {
+    "int8-float-lm-head": Int8Options(exclude=Int8Options().exclude + ("/lm_head/",)),
+    "int8-per-tensor": Int8Options(per_channel=False),
+}
+
+
+def exports(checkpoint: Path, cache: Path, refresh: bool) -> dict[str, Path]:
+    folders = {}
+    for dtype in ("fp32", *VARIANTS):
+        out = cache / dtype
+        if refresh or not (out / "florence2_config.json").is_file():
+            report = export(checkpoint, out, overwrite=True, dtype=dtype)
+            if not report.ok:
+                raise SystemExit(f"the {dtype} export failed its check")
+        folders[dtype] = out
+    return folders
+
+
+def hybrid(folders: dict[str, Path], cache: Path, name: str) -> Path:
+    """``DTYPE:GRAPH``: the fp32 folder with only GRAPH taken from the DTYPE export (which graph loses it)."""
+    dtype, graph = name.split(":")
+    out = cache / name.replace(":", "-")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(folders["fp32"], out)
+    for suffix in (".onnx", ".onnx_data"):
+        shutil.copy2(folders[dtype] / "onnx" / f"{graph}{suffix}", out / "onnx" / f"{graph}{suffix}")
+    return out
+
+
+def recipe(folders: dict[str, Path], cache: Path, name: str) -> Path:
+    out = cache / name
+    convert_folder(folders["fp32"], out, "int8", RECIPES[name], overwrite=True)
+    return out
+
+
+def judge(ref: Florence2, model: Florence2, samples, max_bins: int, max_new_tokens: int) -> dict:
+    """Per task: identical answers, token agreement, task-level agreement, and both models' scores."""
+    per_task: dict[str, dict] = {}
+    for sample in samples:
+        inputs = sample.inputs
+        options = CompareOptions(task=sample.task, text=inputs.get("text"), region=inputs.get("region"),
+                                 max_new_tokens=max_new_tokens)
+        c = compare_image(ref, model, sample.image, options)
+        text_a, text_b = (ref.decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b))
+        t = per_task.setdefault(sample.task, {"n": 0, "exact": 0, "prefix": 0, "longest": 0, "task_level": 0,
+                                              "text_equal": 0, "scores_a": [], "scores_b": [], "first_logits_max": 0.0})
+        t["n"] += 1
+        t["exact"] += c.exact
+        t["prefix"] += c.common_prefix
+        t["longest"] += max(len(c.tokens_a), len(c.tokens_b))
+        t["task_level"] += tiny_eval.answers_agree(text_a, text_b, max_bins)
+        t["text_equal"] += tiny_eval.answers_agree(text_a, text_b, tiny_eval.NUM_BINS)
+        t["scores_a"].append(tiny_eval.score_answer(sample, c.result_a[sample.task]))
+        t["scores_b"].append(tiny_eval.score_answer(sample, c.result_b[sample.task]))
+        t["first_logits_max"] = max(t["first_logits_max"], c.tensors["first_logits"].max_abs)
+    return per_task
+
+
+def summarise(per_task: dict) -> dict:
+    rows = {}
+    for task, t in per_task.items():
+        rows[task] = {"n": t["n"], "identical": t["exact"] / t["n"], "token_agreement": t["prefix"] / max(t["longest"], 1),
+                      "task_level": t["task_level"] / t["n"], "text_equal": t["text_equal"] / t["n"], "first_logits_max_abs_diff": t["first_logits_max"],
+                      "fp32": tiny_eval.summarise(task, t["scores_a"]), "variant": tiny_eval.summarise(task, t["scores_b"])}
+    total = lambda k: sum(t[k] for t in per_task.values())  # noqa: E731
+    overall = {"n": total("n"), "identical": total("exact") / total("n"),
+               "token_agreement": total("prefix") / max(total("longest"), 1), "task_level": total("task_level") / total("n"),
+               "text_equal": total("text_equal") / total("n")}
+    return {"overall": overall, "tasks": rows}
+
+
+def markdown(results: dict, args) -> str:
+    lines = [f"Precision variants of florence2-tiny-shapes vs its fp32 export: {args.per_task} held-out images per "
+             f"task (seed {args.seed}), generation defaults (3 beams), up to {args.tokens} new tokens, "
+             f"task-level = same text and every location within {args.max_bins} bins.", ""]
+    lines += ["| variant | answers | identical | token agreement | task-level agreement | same text, locations anywhere |",
+              "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        o = r["overall"]
+        lines.append(f"| {name} | {o['n']} | {o['identical']:.1%} | {o['token_agreement']:.1%} | {o['task_level']:.1%} | {o['text_equal']:.1%} |")
+    lines += ["", "Per task (identical / task-level; first metric of the task for fp32 -> variant):", "",
+              "| task | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for task in next(iter(results.values()))["tasks"]:
+        cells = []
+        for r in results.values():
+            t = r["tasks"][task]
+            metric = next(iter(t["fp32"]))
+            cells.append(f"{t['identical']:.0%} / {t['task_level']:.0%}; {metric} {t['fp32'][metric]:.2f} -> "
+                         f"{t['variant'][metric]:.2f}")
+        lines.append(f"| `{task}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, default=TINY_SHAPES)
+    p.add_argument("--cache", type=Path, default=Path("benchmarks/.cache/precision-tiny"))
+    p.add_argument("--refresh", action="store_true", help="re-export even if the cache has the folders")
+    p.add_argument("--per-task", type=int, default=20)
+    p.add_argument("--seed", type=int, default=20_000)
+    p.add_argument("--tokens", type=int, default=80)
+    p.add_argument("--max-bins", type=int, default=5, help="task-level agreement: locations within this many bins")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="fp16, int8, a recipe of RECIPES, or DTYPE:GRAPH (only that graph converted, e.g. "
+                        "int8:vision_encoder)")
+    p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    args = p.parse_args(argv)
+    folders = exports(args.checkpoint, args.cache, args.refresh)
+    samples = tiny_eval.held_out_set(args.per_task, args.seed)
+    ref = Florence2.from_pretrained(folders["fp32"], threads=args.threads)
+    results = {}
+    for name in args.variants.split(","):
+        folder = (hybrid(folders, args.cache, name) if ":" in name else
+                  recipe(folders, args.cache, name) if name in RECIPES else folders[name])
+        model = Florence2.from_pretrained(folder, threads=args.threads)
+        results[name] = summarise(judge(ref, model, samples, args.max_bins, args.tokens))
+        print(name, json.dumps(results[name]["overall"]), file=sys.stderr)
+    text = markdown(results, args)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+        args.out.with_suffix(".md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""Train a tiny Florence-2 on generated shapes and words (:mod:`florence2_export.shapes`), offline, on a CPU.
+
+``python -m florence2_export.train_tiny OUT_DIR`` (or ``bash scripts/train_tiny.sh``) builds the tokenizer
+(the BPE of :mod:`florence2_export.tiny`, trained on the task prompts and the dataset's words), a
+``Florence2ForConditionalGeneration`` of 3.3 M parameters at 128 px, trains it on examples generated on
+the fly for all 15 tasks, evaluates it on a held-out generated set (:mod:`florence2_export.tiny_eval`)
+and writes a transformers checkpoint folder (safetensors, tokenizer, processor files, model card).
+
+Deterministic for a given seed and thread count: the data come from one ``numpy`` generator, the
+weights from ``torch.manual_seed``, and the loop runs in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import shapes, tiny
+from florence2_runtime.prompts import construct_prompt
+
+IMAGE_SIZE = 128
+VISION_CONFIG = {**tiny.MODEL_CONFIGS["tiny"]["vision_config"], "depths": [1, 1, 2, 1],
+                 "embed_dim": [16, 32, 96, 192], "num_heads": [1, 2, 4, 6], "num_groups": [1, 2, 4, 6],
+                 "projection_dim": 128, "drop_path_rate": 0.0}
+TEXT_CONFIG = {**tiny.MODEL_CONFIGS["tiny"]["text_config"], "d_model": 128, "encoder_layers": 3,
+               "decoder_layers": 3, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+               "encoder_ffn_dim": 512, "decoder_ffn_dim": 512, "dropout": 0.0, "attention_dropout": 0.0,
+               "activation_dropout": 0.0}
+# the published generation defaults, without no_repeat_ngram_size: the toy captions repeat trigrams
+# ("... in the top left and a small ... in the top right")
+GENERATION_CONFIG = {**tiny.GENERATION_CONFIG, "no_repeat_ngram_size": 0}
+MAX_TARGET_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The run's recipe (recorded in the checkpoint folder as ``training_args.json``)."""
+
+    steps: int = 800
+    batch_size: int = 32
+    lr: float = 1.5e-3
+    warmup: int = 80
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 1  # one thread: on a busy machine two threads wait on each other (measured: 3x slower)
+    eval_per_task: int = 40
+    eval_seed: int = 10_000  # the held-out set's generator (training draws from ``seed``)
+    log_every: int = 50
+    stop_after: int = 0  # stop after this many steps of the ``steps``-step schedule (0: run it all)
+    save_every: int = 200  # a checkpoint of the run so far in OUT.partial/ (0: none)
+
+
+def build_tokenizer():
+    """The tiny BPE (``tiny.build_tokenizer``) trained on the prompts and every word of the dataset."""
+    return tiny.build_tokenizer(corpus=shapes.corpus(), train_vocab_size=600)
+
+
+def build_model(tokenizer, seed: int):
+    """A freshly initialised Florence-2 (transformers' own class and init) sized for the shapes task.
+
+    The 1000 ``<loc_>`` embeddings (tied to ``lm_head``) start as a smooth function of the bin index
+    (random Fourier features), so that neighbouring bins begin close and a near miss costs little.
+    """
+    import torch
+    from transformers import Florence2Config, Florence2ForConditionalGeneration, GenerationConfig
+
+    torch.manual_seed(seed)
+    grid = tiny.image_grid(IMAGE_SIZE)
+    text = dict(TEXT_CONFIG, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+                max_position_embeddings=-(-(grid * grid + 1 + tiny.TINY_TEXT_POSITIONS) // 64) * 64)
+    config = Florence2Config(vision_config=copy.deepcopy(VISION_CONFIG), text_config=text,
+                             image_token_id=tokenizer.token_to_id(tiny.IMAGE_TOKEN))
+    model = Florence2ForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(**GENERATION_CONFIG)
+    loc0 = tokenizer.token_to_id("<loc_0>")
+    emb = model.get_input_embeddings().weight
+    d = emb.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    freqs = torch.exp(torch.linspace(math.log(0.5), math.log(60.0), d // 2)) * 2 * math.pi
+    t = torch.arange(shapes.NUM_BINS, dtype=torch.float32)[:, None] / shapes.NUM_BINS
+    phase = torch.rand(d // 2, generator=g) * 2 * math.pi
+    smooth = torch.cat([torch.sin(t * freqs + phase), torch.cos(t * freqs + phase)], dim=1)
+    with torch.no_grad():
+        emb[loc0:loc0 + shapes.NUM_BINS] = 0.05 * smooth + 0.01 * torch.randn(shapes.NUM_BINS, d, generator=g)
+    return model
+
+
+class Encoder:
+    """Samples -> model tensors, exactly as ``Florence2Processor`` builds them (tested against it)."""
+
+    def __init__(self, tokenizer, num_image_tokens: int):
+        self.tokenizer = tokenizer
+        self.image_prefix = [tokenizer.token_to_id(tiny.IMAGE_TOKEN)] * num_image_tokens
+        self.pad = tokenizer.token_to_id("<pad>")
+        self.mean = np.array(tiny.IMAGE_MEAN, np.float32)
+        self.std = np.array(tiny.IMAGE_STD, np.float32)
+
+    def pixels(self, images: Sequence) -> np.ndarray:
+        """[B, 3, S, S] float32: the images (already S x S) rescaled and normalised."""
+        arr = np.stack([np.asarray(im.convert("RGB"), np.float32) for im in images]) / 255.0
+        return ((arr - self.mean) / self.std).transpose(0, 3, 1, 2).copy()
+
+    def prompts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """input_ids and attention_mask [B, T]: image tokens, then ``<s> prompt </s>``, right-padded."""
+        rows = [self.image_prefix + self.tokenizer.encode(construct_prompt(t)).ids for t in texts]
+        return self._pad(rows, self.pad)
+
+    def targets(self, targets: Sequence[str]) -> np.ndarray:
+        """labels [B, L]: ``<s> target </s>``, padded with -100 (ignored by the loss)."""
+        rows = [self.tokenizer.encode(t).ids[:MAX_TARGET_TOKENS] for t in targets]
+        return self._pad(rows, -100)[0]
+
+    @staticmethod
+    def _pad(rows: list[list[int]], value: int) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), value, np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = r
+            mask[i, :len(r)] = 1
+        return ids, mask
+
+
+def training_batch(rng: np.random.Generator, encoder: Encoder, batch_size: int) -> dict:
+    """One batch of fresh examples, tasks drawn with ``shapes.TASK_WEIGHTS``."""
+    import torch
+
+    samples = [shapes.make_sample(shapes.sample_task(rng), rng, IMAGE_SIZE) for _ in range(batch_size)]
+    ids, mask = encoder.prompts([s.text for s in samples])
+    return {"pixel_values": torch.from_numpy(encoder.pixels([s.image for s in samples])),
+            "input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+            "labels": torch.from_numpy(encoder.targets([s.target for s in samples]))}
+
+
+def _lr_at(step: int, opts: TrainOptions) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the peak."""
+    if step < opts.warmup:
+        return opts.lr * (step + 1) / opts.warmup
+    p = (step - opts.warmup) / max(opts.steps - opts.warmup, 1)
+    return opts.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def train(model, encoder: Encoder, opts: TrainOptions, log=print, save=None) -> list[dict]:
+    """Run ``opts.steps`` AdamW steps in place; returns the logged losses. ``save()`` every ``opts.save_every``."""
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    rng = np.random.default_rng(opts.seed)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
+                               {"params": rest, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.98))
+    model.train()
+    history, running, start = [], 0.0, time.perf_counter()
+    for step in range(opts.stop_after or opts.steps):
+        for group in optim.param_groups:
+            group["lr"] = _lr_at(step, opts)
+        loss = model(**training_batch(rng, encoder, opts.batch_size)).loss
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        running += loss.item()
+        if (step + 1) % opts.log_every == 0 or step + 1 == (opts.stop_after or opts.steps):
+            n = (step % opts.log_every) + 1
+            entry = {"step": step + 1, "loss": round(running / n, 4), "seconds": round(time.perf_counter() - start, 1)}
+            history.append(entry)
+            log(json.dumps(entry))
+            running = 0.0
+        if save is not None and opts.save_every and (step + 1) % opts.save_every == 0 and step + 1 < (opts.stop_after or opts.steps):
+            save()
+    model.eval()
+    return history
+
+
+def save_checkpoint(model, tokenizer, out: Path) -> None:
+    """The transformers checkpoint folder: weights, config, tokenizer and processor files."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tiny._save_tokenizer(tokenizer, out)
+    tiny._write_json(out / "preprocessor_config.json", tiny.preprocessor_config(IMAGE_SIZE))
+    tiny._write_json(out / "processor_config.json", {
+        "processor_class": "Florence2Processor",
+        "num_additional_image_tokens": 0,
+        "post_processor_config": copy.deepcopy(tiny.POST_PROCESSOR_CONFIG),
+    })
+
+
+def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
+    """Build, train, evaluate and save; returns the evaluation report (also in ``eval.json``)."""
+    import torch
+
+    from . import tiny_eval
+
+    out = Path(out_dir)
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, opts.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"# {n_params / 1e6:.2f} M parameters, {opts.steps} steps of {opts.batch_size}, {opts.threads} threads")
+    encoder = Encoder(tokenizer, tiny.image_grid(IMAGE_SIZE) ** 2 + 1)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    partial = out.with_name(out.name + ".partial")
+    history = train(model, encoder, opts, log, save=lambda: save_checkpoint(model, tokenizer, partial))
+    train_seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    save_checkpoint(model, tokenizer, out)
+    with torch.no_grad():
+        report = tiny_eval.evaluate_checkpoint(out, opts.eval_per_task, opts.eval_seed)
+    report["training"] = {**asdict(opts), "parameters": n_params, "train_seconds": round(train_seconds, 1),
+                          "train_cpu_seconds": round(cpu_seconds, 1),
+                          "final_loss": history[-1]["loss"] if history else None,
+                          "torch": torch.__version__}
+    tiny._write_json(out / "eval.json", report)
+    tiny._write_json(out / "training_log.json", {"history": history})
+    tiny_eval.write_model_card(out, report)
+    shutil.rmtree(partial, ignore_errors=True)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    defaults = TrainOptions()
+    p = argparse.ArgumentParser(prog="python -m florence2_export.train_tiny", description=__doc__.splitlines()[0])
+    p.add_argument("out", help="checkpoint folder to write (created; files in it are replaced)")
+    for name, value in asdict(defaults).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = p.parse_args(argv)
+    opts = TrainOptions(**{k: getattr(args, k) for k in asdict(defaults)})
+    if opts.steps < 1 or opts.batch_size < 1 or opts.threads < 1 or opts.eval_per_task < 1:
+        print("steps, batch-size, threads and eval-per-task must be at least 1", file=sys.stderr)
+        return 2
+    report = run(args.out, opts)
+    print(json.dumps(report["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""The synthetic shapes data, the toy trainer (a smoke run) and the trained florence2-tiny-shapes model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from florence2_export import shapes, tiny_eval, train_tiny
+from florence2_export.demo import demo_requests
+from florence2_runtime.postprocess import post_process_generation
+
+TASKS = list(shapes.TASK_SCENES)
+
+
+def _samples(seed: int, per_task: int = 1):
+    return tiny_eval.held_out_set(per_task, seed)
+
+
+def test_samples_are_deterministic():
+    a, b = _samples(7), _samples(7)
+    assert [(s.task, s.text, s.target) for s in a] == [(s.task, s.text, s.target) for s in b]
+    assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image)) for x, y in zip(a, b))
+    assert [s.target for s in _samples(8)] != [s.target for s in a]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_targets_parse_back_to_the_scene(seed):
+    """Each target, post-processed like the processor does, gives the scene's boxes / polygons within 1.5 px."""
+    for sample in _samples(seed):
+        answer = post_process_generation(sample.target, sample.task, (128, 128))[sample.task]
+        scene = sample.scene
+        if sample.task in ("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>"):
+            assert np.allclose(answer["bboxes"], [s.box for s in scene.shapes], atol=1.5)
+        elif sample.task == "<OCR_WITH_REGION>":
+            assert answer["labels"] == [w.text for w in scene.words]
+        elif sample.task in tiny_eval.MASK_TASKS:
+            assert tiny_eval.score_answer(sample, answer)["iou"] > 0.9
+        elif sample.task in tiny_eval.BOX_TASKS:
+            assert tiny_eval.score_answer(sample, answer)["matched"] == len(answer["bboxes"]) > 0
+        else:
+            assert tiny_eval.score_answer(sample, answer).get("exact") == 1.0
+
+
+def test_every_task_is_generated():
+    assert set(TASKS) == set(shapes.TASK_WEIGHTS)
+    rng = np.random.default_rng(0)
+    assert {shapes.sample_task(rng) for _ in range(500)} == set(TASKS)
+
+
+def test_encoder_matches_the_processor(shapes_checkpoint):
+    """The trainer's tensors are exactly what Florence2Processor builds for the same images and texts."""
+    from tokenizers import Tokenizer
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(shapes_checkpoint, backend="pil")
+    encoder = train_tiny.Encoder(Tokenizer.from_file(str(shapes_checkpoint / "tokenizer.json")), 17)
+    samples = _samples(3)
+    batch = processor(text=[s.text for s in samples], images=[s.image for s in samples], return_tensors="np",
+                      padding=True)
+    ids, mask = encoder.prompts([s.text for s in samples])
+    np.testing.assert_array_equal(ids, batch["input_ids"])
+    np.testing.assert_array_equal(mask, batch["attention_mask"])
+    np.testing.assert_allclose(encoder.pixels([s.image for s in samples]), batch["pixel_values"], atol=1e-6)
+    labels = encoder.targets([s.target for s in samples])
+    for row, s in zip(labels, samples):
+        assert list(row[row >= 0]) == processor.tokenizer(s.target)["input_ids"][:train_tiny.MAX_TARGET_TOKENS]
+
+
+def test_training_is_deterministic():
+    tokenizer = train_tiny.build_tokenizer()
+    encoder = train_tiny.Encoder(tokenizer, 17)
+    opts = train_tiny.TrainOptions(steps=2, batch_size=2, log_every=1)
+    states = []
+    for _ in range(2):
+        model = train_tiny.build_model(tokenizer, seed=0)
+        history = train_tiny.train(model, encoder, opts, log=lambda _: None)
+        assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_trainer_smoke_run(tmp_path, capsys):
+    """What CI runs instead of training: the whole script for a few steps, then the folder it writes."""
+    from transformers import Florence2ForConditionalGeneration
+
+    out = tmp_path / "ckpt"
+    assert train_tiny.main([str(out), "--steps", "2", "--batch-size", "2", "--eval-per-task", "1",
+                            "--log-every", "1"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report["tasks"]) == set(TASKS) and report["training"]["steps"] == 2
+    assert "What it cannot do" in (out / "README.md").read_text()
+    assert not (tmp_path / "ckpt.partial").exists()
+    Florence2ForConditionalGeneration.from_pretrained(out)
+    assert "od_box_recall@0.5" in capsys.readouterr().out
+
+
+def test_trainer_rejects_bad_options(tmp_path, capsys):
+    assert train_tiny.main([str(tmp_path / "x"), "--steps", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+# --- the committed trained model ----------------------------------------------------------------------
+
+
+def test_trained_model_tokens_match_transformers(shapes_checkpoint, shapes_model):
+    """Peaked logits, 3 beams, every task batched: the runtime's ids equal transformers'."""
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+    from florence2_runtime.prompts import build_task_text
+
+    processor = AutoProcessor.from_pretrained(shapes_checkpoint, backend="pil")
+    ref = Florence2ForConditionalGeneration.from_pretrained(shapes_checkpoint, attn_implementation="eager").eval()
+    requests = demo_requests()
+    images = [r["image"] for r in requests]
+    texts = [build_task_text(r["task"], text=r.get("text"), region=r.get("region"), image_size=r["image"].size)
+             for r in requests]
+    batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = ref.generate(**batch, max_new_tokens=80, num_beams=3).numpy()
+    np.testing.assert_array_equal(shapes_model.generate(images, texts, max_new_tokens=80, num_beams=3), expected)
+
+
+def test_trained_model_scores_like_transformers(shapes_checkpoint, shapes_model):
+    """The runtime's greedy answers score exactly what transformers' do on a held-out set."""
+    samples = _samples(321, per_task=2)
+
+    def runtime_generate(images, texts):
+        return shapes_model.decode(shapes_model.generate(images, texts, max_new_tokens=tiny_eval.MAX_NEW_TOKENS,
+                                                         num_beams=1))
+
+    ours = tiny_eval.evaluate(runtime_generate, samples)
+    theirs = tiny_eval.evaluate(tiny_eval.transformers_generate(shapes_checkpoint), samples)
+    assert ours["decoded"] == theirs["decoded"]
+    assert ours["tasks"] == theirs["tasks"]
+
+
+def test_answers_agree():
+    assert tiny_eval.answers_agree("circle<loc_10><loc_20>", "circle<loc_12><loc_17>", max_bins=3)
+    assert not tiny_eval.answers_agree("circle<loc_10><loc_20>", "circle<loc_14><loc_20>", max_bins=3)
+    assert not tiny_eval.answers_agree("circle<loc_10>", "square<loc_10>")
+    assert not tiny_eval.answers_agree("circle<loc_10>", "circle<loc_10><loc_11>")
+
+
+def test_batched_serving_gives_the_unbatched_answers(shapes_model):
+    """The server's dynamic batcher on the trained model: every task in shared batches, same answers as run()."""
+    import asyncio
+
+    from florence2_runtime.prompts import build_task_text
+    from florence2_runtime.server.batching import DynamicBatcher, Job
+
+    gen = {"max_new_tokens": 80, "num_beams": 3}
+    requests = demo_requests(seed=99)
+    jobs = [Job(r["image"], build_task_text(r["task"], text=r.get("text"), region=r.get("region"),
+                                            image_size=r["image"].size), r["task"], gen,
+                shapes_model.decoding_options(**gen)) for r in requests]
+
+    async def main():
+        batcher = DynamicBatcher(shapes_model, max_batch_size=8, max_wait_ms=200)
+        outcomes = await asyncio.gather(*(batcher.submit(j) for j in jobs))
+        await batcher.close()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert max(o.batch_size for o in outcomes) > 1
+    for r, o in zip(requests, outcomes):
+        assert o.result == shapes_model.run(r["image"], r["task"], text=r.get("text"), region=r.get("region"), **gen)
+
+
+def test_demo_rejects_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
+    from florence2_runtime.cli import main
+
+    assert main(["demo", "--workdir", str(tmp_path / "out"), "--checkpoint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a checkpoint folder" in err
+
+
+def _agreement(model, variant, samples) -> tuple[int, int]:
+    """(identical answers, task-level agreements: text equal, locations within 5 bins) over the samples."""
+    from florence2_runtime.compare import CompareOptions, compare_image
+
+    identical = agree = 0
+    for s in samples:
+        options = CompareOptions(task=s.task, text=s.inputs.get("text"), region=s.inputs.get("region"),
+                                 max_new_tokens=tiny_eval.MAX_NEW_TOKENS)
+        c = compare_image(model, variant, s.image, options)
+        identical += c.exact
+        texts = [model.decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b)]
+        agree += tiny_eval.answers_agree(*texts, max_bins=5)
+    return identical, agree
+
+
+@pytest.mark.parametrize("dtype, graphs", [("fp16", None), ("int8", ("vision_encoder",))])
+def test_precision_variants_keep_the_answers(shapes_onnx_folder, shapes_model, tmp_path, dtype, graphs):
+    """Peaked logits make agreement measurable: fp16 (every graph) and the int8 vision encoder give the
+    same tokens as fp32 on held-out images of every task, with the default 3 beams."""
+    import shutil
+
+    from florence2_export.precision import convert_folder
+    from florence2_runtime import Florence2
+
+    convert_folder(shapes_onnx_folder, tmp_path / dtype, dtype)
+    folder = tmp_path / dtype
+    if graphs is not None:  # only these graphs from the variant, the others fp32
+        folder = tmp_path / "hybrid"
+        shutil.copytree(shapes_onnx_folder, folder)
+        for name in (f"{g}{suffix}" for g in graphs for suffix in (".onnx", ".onnx_data")):
+            shutil.copy2(tmp_path / dtype / "onnx" / name, folder / "onnx" / name)
+    samples = _samples(4242)
+    identical, _ = _agreement(shapes_model, Florence2.from_pretrained(folder), samples)
+    assert identical == len(samples)
+
+
+@pytest.mark.xfail(reason="int8's decoder changes ~30 % of this undertrained model's answers (README)", strict=False)
+def test_int8_meets_the_task_level_target(shapes_onnx_folder, shapes_model, tmp_path):
+    from florence2_export.precision import convert_folder
+    from florence2_runtime import Florence2
+
+    convert_folder(shapes_onnx_folder, tmp_path / "int8", "int8")
+    samples = _samples(4242)
+    _, agree = _agreement(shapes_model, Florence2.from_pretrained(tmp_path / "int8"), samples)
+    assert agree >= 0.95 * len(samples)
