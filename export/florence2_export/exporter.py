@@ -53,11 +53,13 @@ class ExportReport:
     variant_errors: dict[str, tuple[float, float]] = field(default_factory=dict)  # graph -> (max |diff|, max |torch|)
     variant_tolerance: float = 0.0  # max relative error max |variant - torch| / max |torch| allowed per graph
     adapters: list[dict] = field(default_factory=list)  # PEFT adapters merged before export (adapters.Adapter.record)
+    variant_problems: list[str] = field(default_factory=list)  # what else fails the variant (int8: verify.variant_problems)
 
     @property
     def ok(self) -> bool:
         fp32_ok = all(d <= self.tolerance for d in self.max_abs_diff.values())
-        return fp32_ok and all(self._relative(e) <= self.variant_tolerance for e in self.variant_errors.values())
+        variant_ok = all(self._relative(e) <= self.variant_tolerance for e in self.variant_errors.values())
+        return fp32_ok and variant_ok and not self.variant_problems
 
     @staticmethod
     def _relative(error: tuple[float, float]) -> float:
@@ -71,7 +73,7 @@ class ExportReport:
         out += [f"{self.dtype} {name} max |{self.dtype} - torch| = {self._share(e)} max |torch| > "
                 f"{self.variant_tolerance:.0%}"
                 for name, e in self.variant_errors.items() if not self._relative(e) <= self.variant_tolerance]
-        return out
+        return out + [f"{self.dtype}: {problem}" for problem in self.variant_problems]
 
     def _share(self, error: tuple[float, float]) -> str:
         rel = self._relative(error)
@@ -94,6 +96,7 @@ class ExportReport:
             share = self._share((diff, ref))
             lines.append(f"  check {self.dtype} {name:<15} max |{self.dtype} - torch| = {diff:.2e} = {share} max "
                          f"|torch| {ref:.2e}  (tolerance {self.variant_tolerance:.0%}) {verdict}")
+        lines += [f"  check {self.dtype} FAILED: {problem}" for problem in self.variant_problems]
         return "\n".join(lines)
 
 
@@ -341,7 +344,7 @@ def _export_into(work: Path, out: Path, src, *, tolerance, check, quiet, layout,
         report.max_abs_diff = check_graphs(model, processor, work, cfg, modules)
     if dtype != "fp32":
         from .precision import apply_precision
-        from .verify import graph_errors
+        from .verify import graph_errors, variant_problems
 
         _log(f"converting the graphs to {dtype} ...", quiet)
         apply_precision(work, dtype, precision_options)
@@ -350,6 +353,7 @@ def _export_into(work: Path, out: Path, src, *, tolerance, check, quiet, layout,
         if check:
             _log(f"checking each {dtype} graph against PyTorch ...", quiet)
             report.variant_errors = graph_errors(model, processor, work, cfg, modules)
+            report.variant_problems = variant_problems(work)
     return _finish(report, work, t0, quiet)
 
 

@@ -10,7 +10,9 @@ inputs and outputs (the KV cache included), int64 ids and masks. Only what happe
   nodes through inserted casts, so it is slower there, not faster.
 - ``int8``: dynamic quantisation (``onnxruntime.quantization.quantize_dynamic``): int8 weights for
   every MatMul with a constant weight (the tied ``lm_head`` Gemm is first rewritten as such a MatMul),
-  uint8 activations quantised per call. Meant for x86 CPUs.
+  uint8 activations quantised per call. Meant for CPUs. The recipe (:data:`florence2_runtime.int8cpu.RECIPES`)
+  is recorded in ``florence2_config.json``: the default ``7bit`` (7-bit int8 weights) is right on every CPU;
+  ``full-range`` saturates on x86 CPUs without VNNI (:mod:`florence2_runtime.int8cpu`).
 
 ``onnxruntime.transformers``' transformer optimizer (attention / LayerNorm / GELU fusions) is
 available as :func:`fuse_graph`; it is not applied by default (see the README's numbers).
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from florence2_runtime.config import RuntimeConfig
 from florence2_runtime.graphs import native_graphs
+from florence2_runtime.int8cpu import DEFAULT_RECIPE, check_recipe
 
 from . import onnxfile
 
@@ -61,13 +64,18 @@ class Int8Options:
     """How ``quantize_dynamic`` is called (see the README for the measured choice)."""
 
     per_channel: bool = True  # one scale per output column of each weight: same speed, smaller error
-    reduce_range: bool = False  # 7-bit weights: only helps CPUs without VNNI (saturation of u8*s8 sums)
+    # weights: "7bit" (int8 within +-64: right on every CPU), "full-range" (int8: wrong on x86 CPUs without
+    # VNNI, whose u8*s8 pair sums saturate), "u8u8" (uint8 weights); florence2_runtime.int8cpu.RECIPES
+    recipe: str = DEFAULT_RECIPE
     op_types: tuple[str, ...] = ("MatMul",)  # Conv stays float: ConvInteger is slower than float Conv
     untie_lm_head: bool = True  # rewrite Gemm(h, table, transB=1) as MatMul(h, table^T) so it is quantised
     # nodes whose name contains one of these stay float32. DaViT's channel attention sums q * k over every
     # spatial token: quantising its q/k/v projections triples the vision encoder's error (README). The
     # vision graph has them as q, k, v (florence2_export.vision); folders exported before that, as qkv.
     exclude: tuple[str, ...] = ("channel_attn/q/", "channel_attn/k/", "channel_attn/v/", "channel_attn/qkv/")
+
+    def __post_init__(self):
+        check_recipe(self.recipe)
 
 
 @dataclass(frozen=True)
@@ -130,9 +138,11 @@ def gemm_to_matmul(model) -> int:
 
 
 def to_int8(src: Path, dst: Path, graph: str = "", options: Int8Options = Int8Options()) -> None:
-    """Dynamically quantise graph ``src`` into ``dst`` (weights int8, activations uint8 per call)."""
+    """Dynamically quantise graph ``src`` into ``dst`` (weights int8 or uint8 as ``options.recipe`` says,
+    activations uint8 per call)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    recipe = check_recipe(options.recipe)
     model = _load(src)
     if options.untie_lm_head:
         gemm_to_matmul(model)
@@ -146,8 +156,8 @@ def to_int8(src: Path, dst: Path, graph: str = "", options: Int8Options = Int8Op
             str(dst),
             op_types_to_quantize=list(options.op_types),
             per_channel=options.per_channel,
-            reduce_range=options.reduce_range,
-            weight_type=QuantType.QInt8,
+            reduce_range=recipe.reduce_range,
+            weight_type=QuantType.QInt8 if recipe.weight_type == "int8" else QuantType.QUInt8,
             nodes_to_exclude=excluded,
             extra_options={"MatMulConstBOnly": True},
         )
@@ -292,6 +302,12 @@ def _fp32_config(folder: Path) -> RuntimeConfig:
     return cfg
 
 
+def variant_config(cfg: RuntimeConfig, dtype: str, options=None) -> RuntimeConfig:
+    """``cfg`` of an fp32 folder as its ``dtype`` variant records it: the precision, and the int8 recipe."""
+    recipe = (options or Int8Options()).recipe if dtype == "int8" else ""
+    return replace(cfg, precision=dtype, int8_recipe=recipe)
+
+
 def apply_precision(folder: str | Path, dtype: str, options: Int8Options | Fp16Options | None = None, *,
                     fuse: bool = False) -> RuntimeConfig:
     """Turn the fp32 graphs of model folder ``folder`` into ``dtype`` graphs in place; returns the new config
@@ -307,7 +323,7 @@ def apply_precision(folder: str | Path, dtype: str, options: Int8Options | Fp16O
     if dtype == "fp32" and not fuse:
         return cfg
     _convert_graphs(folder / ONNX_DIR, folder / ONNX_DIR, cfg, dtype, options, fuse)
-    cfg = replace(cfg, precision=dtype)
+    cfg = variant_config(cfg, dtype, options)
     cfg.save(folder)
     return cfg
 
@@ -334,7 +350,7 @@ def convert_folder(src: str | Path, dst: str | Path, dtype: str, options: Int8Op
     shutil.copytree(src, dst, dirs_exist_ok=True,
                     ignore=lambda d, names: [n for n in names if Path(d).name == ONNX_DIR and n in graphs])
     _convert_graphs(src / ONNX_DIR, dst / ONNX_DIR, cfg, dtype, options, fuse)
-    cfg = replace(cfg, precision=dtype)
+    cfg = variant_config(cfg, dtype, options)
     cfg.save(dst)
     return cfg
 

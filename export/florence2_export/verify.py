@@ -8,6 +8,7 @@ import numpy as np
 
 from florence2_runtime.config import RuntimeConfig
 from florence2_runtime.graphs import native_graphs
+from florence2_runtime.int8cpu import RECIPES, cpu_description, recipe_of_graphs, u8s8_saturates
 
 from .tiny import make_test_image
 
@@ -80,3 +81,29 @@ def graph_errors(model, processor, folder: Path, cfg: RuntimeConfig, modules: di
             past_t = list(out_t[1:])
         diffs["decoder"] = worst
     return diffs
+
+
+def variant_problems(folder: Path) -> list[str]:
+    """What fails a precision variant besides its errors against PyTorch; for int8, two things that make the
+    check mean the same on every machine:
+
+    - the weights read off the graphs must be those of the recipe ``florence2_config.json`` records (the
+      ``7bit`` default: no int8 weight beyond +-64, so no uint8 x int8 pair sum can saturate on any CPU);
+    - a recipe that needs VNNI (``full-range``) cannot be checked on a CPU whose onnxruntime saturates: the
+      errors measured there are not those of the CPUs the folder is for.
+    """
+    folder = Path(folder)
+    cfg = RuntimeConfig.load(folder)
+    if cfg.precision != "int8":
+        return []
+    files = [folder / "onnx" / spec.filename for spec in native_graphs(cfg.dims).values()]
+    found = recipe_of_graphs(files)
+    problems = []
+    if found != cfg.int8_recipe:
+        problems.append(f"the graphs hold {found!r} int8 weights, florence2_config.json records {cfg.int8_recipe!r}")
+    if cfg.int8_recipe in RECIPES and RECIPES[cfg.int8_recipe].needs_vnni and u8s8_saturates():
+        problems.append(f"'{cfg.int8_recipe}' int8 cannot be checked on this CPU ({cpu_description()}): "
+                        "onnxruntime adds its uint8 x int8 products in saturating int16 pairs here, so the folder "
+                        "computes wrong results here and the errors above are not those of the CPUs it is for "
+                        "(x86 with VNNI/AMX, ARM). Export it on such a CPU, or use the default '7bit' recipe")
+    return problems

@@ -13,6 +13,8 @@ from typing import Sequence
 from .argtypes import positive_int
 from .errors import Florence2Error, MissingDependencyError
 from .hub import MODEL_HELP, add_model_arguments, model_options
+from .int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
+from .int8cpu import RECIPES as INT8_RECIPES
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran but its result failed (an export's check)
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32",
                    help="graph precision: fp32, fp16 (GPUs; float32 inputs/outputs) or int8 (dynamic "
                         "quantisation, CPUs); checked against PyTorch with a per-dtype tolerance")
+    p.add_argument("--int8-recipe", choices=list(INT8_RECIPES), default=DEFAULT_INT8_RECIPE,
+                   help="int8 weights: 7bit (default: right on every CPU), full-range (only for x86 CPUs with "
+                        "VNNI/AMX and ARM: wrong on x86 CPUs without VNNI) or u8u8 (uint8 weights)")
 
     p = sub.add_parser("run", help="run one task on images (files or folders) and print the results as JSON")
     p.add_argument("model", help=MODEL_HELP)
@@ -146,9 +151,12 @@ def _cmd_export(args) -> int:
         ) from None
     if args.src is None and not args.adapter:
         raise UsageError("the following arguments are required: src (or --adapter, whose base model is used)")
+    from florence2_export.precision import Int8Options
+
+    options = Int8Options(recipe=args.int8_recipe) if args.dtype == "int8" else None
     try:
         export(args.src, args.out, tolerance=args.tolerance, check=not args.no_check, overwrite=args.overwrite,
-               layout=args.layout, dtype=args.dtype, adapter=args.adapter)
+               layout=args.layout, dtype=args.dtype, adapter=args.adapter, precision_options=options)
     except ExportCheckError as e:  # the summary above shows every graph; this is the verdict, once
         print(f"florence2: error: {e}", file=sys.stderr)
         return EXIT_FAILED

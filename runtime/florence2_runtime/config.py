@@ -54,6 +54,7 @@ class RuntimeConfig:
     shared_cross_kv: bool = False  # decoder takes one cross K/V per item, not per beam (exports since 0.1)
     decoder_inputs_embeds: bool = False  # decoder takes the new tokens' embedding rows, not ids (format 2)
     precision: str = "fp32"  # what the graphs compute in: fp32, fp16 (fp32 I/O) or int8 (dynamic quantisation)
+    int8_recipe: str = ""  # int8 folders: how weights were quantised (int8cpu.RECIPES); "": not recorded
     source: str = ""
     adapters: tuple[dict, ...] = ()  # PEFT adapters merged at export: name or path, peft_type, weights file, sha256
     format_version: int = FORMAT_VERSION

@@ -32,6 +32,7 @@ class Sessions:
         self.cfg = cfg
         self.specs = native_graphs(cfg.dims, decoder_embeds=cfg.decoder_inputs_embeds)
         onnx_dir = Path(folder) / ONNX_DIR
+        self.files = [onnx_dir / spec.filename for spec in self.specs.values()]  # the graph files in use
         providers_for = providers if callable(providers) else (lambda spec: providers)
 
         def open_graph(name: str):

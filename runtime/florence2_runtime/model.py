@@ -13,6 +13,7 @@ from .decoding import DecodingOptions, Inference, generate
 from .encoded import EncodedImage
 from .hub import resolve_model
 from .inference import Sessions, session_options
+from .int8cpu import check_model_files
 from .layouts import LAYOUTS, layout_of
 from .methods import TaskMethods
 from .preprocess import ImageInput, load_image, preprocess
@@ -88,6 +89,7 @@ class Florence2(TaskMethods):
 
             providers_for = graph_providers(provider_list, cfg.dims, tensorrt_limits)
         sessions = layout.sessions(folder, cfg, providers_for, so, precision=resolved.precision)
+        check_model_files(folder, cfg, sessions.files)  # int8 graphs that saturate on this CPU: warns once
         model = cls(folder, cfg, sessions, tokenizer, generation_config)
         model.layout = layout
         model.name_or_path = str(path)
