@@ -33,7 +33,9 @@ from florence2_runtime.compare import CompareOptions, compare_image
 # name -> (dtype, options); the named extras are the int8 choices the README's table compares
 VARIANTS = {
     "fp32": ("fp32", None),
-    "int8": ("int8", None),
+    "int8": ("int8", None),  # the default recipe: 7-bit int8 weights, right on every CPU
+    "int8-full-range": ("int8", Int8Options(recipe="full-range")),  # wrong on x86 CPUs without VNNI
+    "int8-u8u8": ("int8", Int8Options(recipe="u8u8")),
     "int8-per-tensor": ("int8", Int8Options(per_channel=False)),
     "int8-all-matmuls": ("int8", Int8Options(exclude=())),
     "fp16": ("fp16", Fp16Options()),

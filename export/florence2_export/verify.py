@@ -102,7 +102,7 @@ def variant_problems(folder: Path) -> list[str]:
     if found != cfg.int8_recipe:
         problems.append(f"the graphs hold {found!r} int8 weights, florence2_config.json records {cfg.int8_recipe!r}")
     if cfg.int8_recipe in RECIPES and RECIPES[cfg.int8_recipe].needs_vnni and u8s8_saturates():
-        problems.append(f"'{cfg.int8_recipe}' int8 cannot be checked on this CPU ({cpu_description()}): "
+        problems.append(f"'{cfg.int8_recipe}' int8 cannot be checked on this CPU (measured; {cpu_description()}): "
                         "onnxruntime adds its uint8 x int8 products in saturating int16 pairs here, so the folder "
                         "computes wrong results here and the errors above are not those of the CPUs it is for "
                         "(x86 with VNNI/AMX, ARM). Export it on such a CPU, or use the default '7bit' recipe")

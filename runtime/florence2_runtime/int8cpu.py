@@ -181,8 +181,8 @@ def int8_problem(recipe: str | None) -> str | None:
     """Why ``recipe`` is wrong on this CPU, or None when it is right (or unknown: nothing to say)."""
     if recipe is None or not RECIPES[recipe].needs_vnni or not u8s8_saturates():
         return None
-    return (f"int8 weights are full-range ('{recipe}' recipe) and this CPU ({cpu_description()}) makes "
-            f"onnxruntime add uint8 x int8 products in saturating int16 pairs: RESULTS WILL BE WRONG. "
+    return (f"int8 weights are full-range ('{recipe}' recipe) and on this CPU onnxruntime adds uint8 x int8 "
+            f"products in saturating int16 pairs (measured; {cpu_description()}): RESULTS WILL BE WRONG. "
             f"Use a folder exported with the default '{DEFAULT_RECIPE}' recipe "
             f"(florence2 export --dtype int8), or the fp32 one")
 
