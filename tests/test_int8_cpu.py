@@ -255,3 +255,17 @@ def test_full_range_export_passes_or_fails_as_this_cpu_computes(tiny_checkpoint,
         report = export(tiny_checkpoint, tmp_path / "m", dtype="int8", precision_options=options, quiet=True)
         assert report.ok and report.variant_problems == []
         assert RuntimeConfig.load(report.folder).int8_recipe == "full-range"
+
+
+@pytest.mark.parametrize("argv, recipe", [([], "7bit"), (["--int8-recipe", "full-range"], "full-range"),
+                                          (["--int8-recipe", "u8u8"], "u8u8")])
+def test_cli_export_takes_the_recipe(monkeypatch, tmp_path, argv, recipe):
+    import types
+
+    import florence2_export
+    from florence2_runtime.cli import main
+
+    seen = {}
+    monkeypatch.setattr(florence2_export, "export", lambda src, out, **kw: seen.update(kw) or types.SimpleNamespace(ok=True))
+    assert main(["export", "ckpt", str(tmp_path / "out"), "--dtype", "int8", *argv]) == 0
+    assert seen["precision_options"].recipe == recipe
