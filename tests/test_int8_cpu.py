@@ -266,6 +266,7 @@ def test_cli_export_takes_the_recipe(monkeypatch, tmp_path, argv, recipe):
     from florence2_runtime.cli import main
 
     seen = {}
-    monkeypatch.setattr(florence2_export, "export", lambda src, out, **kw: seen.update(kw) or types.SimpleNamespace(ok=True))
+    fake = lambda src, out, **kw: seen.update(kw) or types.SimpleNamespace(ok=True)  # noqa: E731
+    monkeypatch.setattr(florence2_export, "export", fake)
     assert main(["export", "ckpt", str(tmp_path / "out"), "--dtype", "int8", *argv]) == 0
     assert seen["precision_options"].recipe == recipe

@@ -95,7 +95,8 @@ def recipe_of_weights(weights: Iterable[np.ndarray]) -> str | None:
 def quantized_weights(path: str | Path) -> list[np.ndarray]:
     """The constant weights of the integer ops (:data:`WEIGHT_INPUT`) of ONNX file ``path`` (flat arrays)."""
     graph = onnxproto.GraphFile(path)
-    names = {inputs[WEIGHT_INPUT[op]] for op, inputs in graph.nodes if op in WEIGHT_INPUT and len(inputs) > WEIGHT_INPUT[op]}
+    names = {inputs[WEIGHT_INPUT[op]] for op, inputs in graph.nodes
+             if op in WEIGHT_INPUT and len(inputs) > WEIGHT_INPUT[op]}
     arrays = (graph.array(graph.initializers[n]) for n in sorted(names) if n in graph.initializers)
     return [a for a in arrays if a is not None]
 
