@@ -230,11 +230,14 @@ def test_fp16_on_cuda_stays_close_to_fp32(onnx_folder, fp16_folder, image_dir):
 
 @pytest.mark.parametrize("dtype", ["int8", "fp16"])
 def test_variant_io_binding_path_matches_host_path(request, dtype):
-    """The device-side (IO binding) path runs variants unchanged: their inputs/outputs are float32."""
+    """The device-side (IO binding) path runs variants unchanged: their inputs/outputs are float32.
+
+    One image per call: the host path runs the CPU's vision encoder one image at a time, the device path
+    the whole batch, and dynamic int8 quantises activations with one scale per tensor, so a batch of two
+    images is not computed like two single images (a near-tie of the random weights then flips a token)."""
     folder = _folder(request, dtype)
     host = Florence2.from_pretrained(folder, io_binding=False)
     bound = Florence2.from_pretrained(folder, io_binding=True)
-    images = [make_test_image(90, 70, seed=7), make_test_image(70, 90, seed=8)]
-    texts = ["<OD>", "<CAPTION>"]
-    np.testing.assert_array_equal(bound.generate(images, texts, max_new_tokens=12, num_beams=3),
-                                  host.generate(images, texts, max_new_tokens=12, num_beams=3))
+    for image, text in ((make_test_image(90, 70, seed=7), "<OD>"), (make_test_image(70, 90, seed=8), "<CAPTION>")):
+        np.testing.assert_array_equal(bound.generate([image], [text], max_new_tokens=12, num_beams=3),
+                                      host.generate([image], [text], max_new_tokens=12, num_beams=3))
