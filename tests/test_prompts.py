@@ -220,7 +220,7 @@ def test_build_task_text_regions(processor, quantizer):
     (dict(task="<REGION_TO_OCR>", text="<loc_1><loc_1><loc_2><loc_2>", region=(0, 0, 1, 1),
           image_size=(2, 2)),
      "not both"),
-    (dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text="a cat <OD>"), "must not contain a task token"),
+    (dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text="a cat <OD>"), "the text of <CAPTION_TO_PHRASE_GROUNDING> must not contain a task token"),
     (dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text=5), "text must be a str"),
     (dict(task="<REGION_TO_CATEGORY>", text="the cat"), "takes a region"),
     (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3>"), "takes a region"),

@@ -272,7 +272,7 @@ def check_task_input(task: str, text: str | None = None, region: Sequence[float]
     else:
         inner = _first_token_in(text, TASKS)
         if inner is not None:
-            raise ValueError(f"the input of {task} must not contain a task token, found {inner}")
+            raise ValueError(f"the text of {task} must not contain a task token, found {inner}")
     return spec
 
 
