@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..decoding import DecodingOptions
 from ..inference import release_freed_memory
-from ..tasks import PromptItem, answer_prompts, trim_after_eos  # noqa: F401  (trim_after_eos: re-exported)
+from ..tasks import PromptItem, answer_prompts
 
 log = logging.getLogger("florence2.server")
 
