@@ -11,9 +11,9 @@ import torch
 
 peft = pytest.importorskip("peft")
 
-from florence2_export.adapters import AdapterError, merge_adapters, resolve_adapter  # noqa: E402
-from florence2_export.original import write_original_checkpoint  # noqa: E402
-from florence2_export.original_adapter import write_original_adapter  # noqa: E402
+from florence2_export.checkpoints.adapters import AdapterError, merge_adapters, resolve_adapter  # noqa: E402
+from florence2_export.checkpoints.original import write_original_checkpoint  # noqa: E402
+from florence2_export.checkpoints.original_adapter import write_original_adapter  # noqa: E402
 from florence2_export.tiny import make_test_image  # noqa: E402
 from florence2_runtime import Florence2  # noqa: E402
 from florence2_runtime.config import RuntimeConfig  # noqa: E402
@@ -166,7 +166,7 @@ def test_other_mergeable_adapters_match_peft(config, tiny_checkpoint, hf_process
 
 def test_original_target_names_map_to_the_native_modules(hf_model):
     """'proj' and 'dw' name different modules in the two layouts (convs.{i}.proj is native convs.{i}.conv)."""
-    from florence2_export.original_adapter import to_native
+    from florence2_export.checkpoints.original_adapter import to_native
 
     config = peft.LoraConfig(r=2, target_modules=["proj", "dw"], modules_to_save=["lm_head"])
     native, _ = to_native(config, {}, hf_model, "test")
@@ -185,7 +185,7 @@ def test_original_target_names_map_to_the_native_modules(hf_model):
 
 
 def test_original_adapter_merges_to_the_same_weights(adapters, tiny_checkpoint, hf_model):
-    from florence2_export.loading import load_checkpoint
+    from florence2_export.checkpoints.loading import load_checkpoint
 
     native = _merge(tiny_checkpoint, adapters["head"])
     original_base, _ = load_checkpoint(adapters["original_checkpoint"])
@@ -302,7 +302,7 @@ def test_missing_or_wrong_folders_are_refused(tiny_checkpoint, tmp_path):
         resolve_adapter(tmp_path / "nothing")
     (tmp_path / "nobase").mkdir()
     (tmp_path / "nobase" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
-    from florence2_export.adapters import base_of
+    from florence2_export.checkpoints.adapters import base_of
 
     with pytest.raises(AdapterError, match="base_model_name_or_path"):
         base_of(resolve_adapter(tmp_path / "nobase"))

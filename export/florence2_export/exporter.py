@@ -31,7 +31,7 @@ from florence2_runtime.graphs import EMBEDDINGS_FILE, GraphSpec, native_graphs
 
 from . import onnxfile
 from .gather import write_kv_gather
-from .loading import load_checkpoint
+from .checkpoints.loading import load_checkpoint
 from .modules import Decoder, TextEncoder, VisionEncoder
 from .vision import DaViTEncoder
 
@@ -237,7 +237,7 @@ def export(
     if src is None:
         if not adapters:
             raise ValueError("no checkpoint given (src is None and no adapter names a base model)")
-        from .adapters import base_of
+        from .checkpoints.adapters import base_of
 
         src = base_of(adapters[0])
     if dtype != "fp32" and layout != "native":
@@ -297,7 +297,7 @@ def _export_into(work: Path, out: Path, src, *, tolerance, check, quiet, layout,
     cfg = runtime_config_from(model, processor, str(src))
     records = []
     if adapters:
-        from .adapters import merge_adapters
+        from .checkpoints.adapters import merge_adapters
 
         _log(f"merging {len(adapters)} adapter(s) with peft (float32) ...", quiet)
         model = merge_adapters(model, adapters, cfg.image_size, cfg.num_image_tokens)
@@ -364,7 +364,7 @@ def _resolve_adapters(adapter) -> list:
     specs = [adapter] if isinstance(adapter, (str, Path)) else list(adapter)
     if not specs:
         return []
-    from .adapters import resolve_adapter
+    from .checkpoints.adapters import resolve_adapter
 
     return [resolve_adapter(s) for s in specs]
 

@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from .checkpoints.processor_config import POST_PROCESSOR_CONFIG
+
 # ----------------------------------------------------------------------------- published configs
 # Values of the transformers-native checkpoints (florence-community/Florence-2-{base,large}).
 
@@ -96,33 +98,6 @@ GENERATION_CONFIG = {
 
 IMAGE_MEAN = [0.485, 0.456, 0.406]
 IMAGE_STD = [0.229, 0.224, 0.225]
-
-BANNED_GROUNDING_TOKENS = [
-    "it", "I", "me", "mine", "you", "your", "yours", "he", "him", "his", "she", "her", "hers", "they", "them",
-    "their", "theirs", "one", "oneself", "we", "us", "our", "ours", "you", "your", "yours", "they", "them",
-    "their", "theirs", "mine", "yours", "his", "hers", "its", "ours", "yours", "theirs", "myself", "yourself",
-    "himself", "herself", "itself", "ourselves", "yourselves", "themselves", "this", "that", "these", "those",
-    "who", "whom", "whose", "which", "what", "who", "whom", "whose", "which", "that", "all", "another", "any",
-    "anybody", "anyone", "anything", "each", "everybody", "everyone", "everything", "few", "many", "nobody",
-    "none", "one", "several", "some", "somebody", "someone", "something", "each other", "one another",
-    "myself",
-    "yourself", "himself", "herself", "itself", "ourselves", "yourselves", "themselves", "the image", "image",
-    "images", "the", "a", "an", "a group", "other objects", "lots", "a set",
-]  # fmt: skip
-
-POST_PROCESSOR_CONFIG = {
-    "ocr": {
-        "pattern": r"(.+?)" + r"<loc_(\d+)>" * 8,
-        "area_threshold": 0.0,
-    },
-    "phrase_grounding": {"banned_grounding_tokens": BANNED_GROUNDING_TOKENS},
-    "pure_text": {},
-    "description_with_bboxes": {},
-    "description_with_polygons": {},
-    "polygons": {},
-    "bboxes": {},
-    "description_with_bboxes_or_polygons": {},
-}
 
 # ----------------------------------------------------------------------------- tokenizer layout
 

@@ -11,7 +11,7 @@ module ``M`` holding a tensor ``M.p`` corresponds to the original module ``O`` w
 ``O.p``. peft's own matching (``check_target_module_exists``) picks the original modules the config
 selects; the native config then lists exactly their native names, so peft selects the same modules in
 the native model. Tensors are renamed by their module prefix. A tensor or module that has no native
-counterpart raises :class:`~.adapters.AdapterError` naming it.
+counterpart raises :class:`~.errors.AdapterError` naming it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import re
 
+from .errors import AdapterError
 from .original import rename
 
 PREFIX = "base_model.model."
@@ -27,9 +28,7 @@ ORIGINAL_ROOTS = ("vision_tower", "language_model", "image_projection", "image_p
 NATIVE_ROOTS = ("model", "lm_head")
 
 
-def _error(message: str):
-    from .adapters import AdapterError
-
+def _error(message: str) -> AdapterError:
     return AdapterError(message)
 
 

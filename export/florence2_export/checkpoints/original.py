@@ -22,7 +22,8 @@ import json
 import re
 from pathlib import Path
 
-from .loading import CheckpointError
+from .errors import CheckpointError
+from .processor_config import POST_PROCESSOR_CONFIG
 
 # (original name, native name); {i} {s} {b} {n}: numbers, {kind}: spatial|channel, {rest}: the remainder.
 # The first rule whose pattern matches a name applies, in either direction.
@@ -302,8 +303,6 @@ def convert_original_checkpoint(src: str | Path, dst: str | Path) -> Path:
     import torch
     from safetensors.torch import save_file
     from transformers import Florence2Config, Florence2ForConditionalGeneration, GenerationConfig
-
-    from .tiny import POST_PROCESSOR_CONFIG
 
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)

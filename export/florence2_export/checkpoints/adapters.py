@@ -19,17 +19,14 @@ from pathlib import Path
 
 from florence2_runtime.errors import require
 
-from .loading import CheckpointError, _hub_reachable
+from .errors import AdapterError
+from .loading import _hub_reachable
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAMES = ("adapter_model.safetensors", "adapter_model.bin")  # peft's order of preference
 ADAPTER_NAME = "default"
 # max |merged - unmerged| of the logits allowed, relative to max |unmerged logits| (float32 round-off only)
 MERGE_TOLERANCE = 1e-4
-
-
-class AdapterError(CheckpointError):
-    """An adapter cannot be found, read, mapped or merged exactly; the message says which and why."""
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
-
-class CheckpointError(ValueError):
-    """The checkpoint cannot be found or loaded; the message says why."""
+from .errors import CheckpointError
 
 
 def _describe_folder(path: Path) -> dict:
