@@ -16,7 +16,7 @@ the same weights with:
   pad/crop only where a stage's grid is not a multiple of the window.
 
 The export checks the graph against transformers' own ``get_image_features``
-(:class:`florence2_export.modules.VisionEncoder`), not against this module.
+(:class:`florence2_export.graphs.modules.VisionEncoder`), not against this module.
 """
 
 from __future__ import annotations
