@@ -64,7 +64,7 @@ def cached_checkpoint(size: str, cache: Path) -> Path:
     """A random-weight transformers checkpoint of ``size`` (real config), built once."""
     folder = cache / size / "checkpoint"
     if not (folder / COMPLETE).exists():
-        from florence2_export.tiny import write_tiny_checkpoint
+        from florence2_export.toy.tiny import write_tiny_checkpoint
 
         log(f"building the {size} random-weight checkpoint in {folder} ...")
         write_tiny_checkpoint(folder, size=size)

@@ -62,7 +62,7 @@ def build_model(size: str) -> Path:
     if (out / "florence2_config.json").is_file():
         return out
     from florence2_export import export
-    from florence2_export.tiny import write_tiny_checkpoint
+    from florence2_export.toy.tiny import write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(CACHE / size / "checkpoint", size=size, seed=0)
     print(f"exporting {size} (once) ...", flush=True)
@@ -72,7 +72,7 @@ def build_model(size: str) -> Path:
 
 def make_images(n: int) -> list[str]:
     """Base64 JPEGs of different sizes (the server resizes them all to the model's input)."""
-    from florence2_export.tiny import make_test_image
+    from florence2_export.verify import make_test_image
 
     out = []
     for i in range(n):

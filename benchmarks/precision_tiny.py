@@ -4,7 +4,7 @@
     python benchmarks/precision_tiny.py --per-task 40 --out benchmarks/results/precision_tiny
 
 Exports the committed checkpoint ``models/florence2-tiny-shapes`` as fp32, fp16 and int8 (cached under
-``--cache``), draws a held-out generated set (``florence2_export.tiny_eval.held_out_set``, its own seed),
+``--cache``), draws a held-out generated set (``florence2_export.toy.tiny_eval.held_out_set``, its own seed),
 and for every image runs ``florence2_runtime.compare.compare_image`` (what ``florence2 compare`` does)
 between fp32 and each variant, with the models' generation defaults (3 beams) and up to 80 new tokens:
 
@@ -27,8 +27,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from florence2_export import export, tiny_eval
-from florence2_export.demo import TINY_SHAPES
+from florence2_export import export
+from florence2_export.toy import tiny_eval
+from florence2_export.toy.demo import TINY_SHAPES
 from florence2_export.precision import Int8Options, convert_folder
 from florence2_runtime import Florence2
 from florence2_runtime.compare import CompareOptions, compare_image

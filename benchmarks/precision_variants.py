@@ -51,7 +51,7 @@ def fp32_folder(cache: Path, size: str) -> Path:
     out = cache / f"{size}-fp32"
     if not (out / "florence2_config.json").is_file():
         from florence2_export import export
-        from florence2_export.tiny import write_tiny_checkpoint
+        from florence2_export.toy.tiny import write_tiny_checkpoint
 
         checkpoint = write_tiny_checkpoint(cache / f"{size}-checkpoint", size=size)
         export(checkpoint, out, overwrite=True)

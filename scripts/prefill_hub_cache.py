@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from florence2_export import export
-    from florence2_export.tiny import write_tiny_checkpoint
+    from florence2_export.toy.tiny import write_tiny_checkpoint
     from florence2_runtime.hub import resolve_model
     from hubstub import HubStub, StubRepo, folder_files
 

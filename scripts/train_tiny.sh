@@ -11,4 +11,4 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   bash scripts/setup.sh
   . "${VENV:-.venv}/bin/activate"
 fi
-python -m florence2_export.train_tiny "$out" "$@"
+python -m florence2_export.toy.train_tiny "$out" "$@"

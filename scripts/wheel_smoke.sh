@@ -16,7 +16,7 @@ python -m pip wheel --disable-pip-version-check -q --no-deps -w "$work/dist" . 2
 wheel=$(ls "$work"/dist/florence2_onnx-*.whl)
 echo "wheel smoke: filling a hub cache with a tiny model (onnx-community/Florence-2-base)"
 python scripts/prefill_hub_cache.py "$work/cache" --repo onnx-community/Florence-2-base
-python -c "from florence2_export.tiny import make_test_image; make_test_image(160, 120, seed=1).save('$work/image.png')"
+python -c "from florence2_export.verify import make_test_image; make_test_image(160, 120, seed=1).save('$work/image.png')"
 deactivate
 
 echo "wheel smoke: fresh virtualenv with $(basename "$wheel")[cpu]"

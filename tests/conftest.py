@@ -15,7 +15,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A transformers-native tiny Florence-2 checkpoint folder (128 px, 17 image tokens)."""
-    from florence2_export.tiny import write_tiny_checkpoint
+    from florence2_export.toy.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "checkpoint", size="tiny", seed=0)
 
@@ -102,8 +102,8 @@ def word_level_processor():
 # --- the trained toy model (models/florence2-tiny-shapes): peaked logits, for precision and batching tests ---
 @pytest.fixture(scope="session")
 def shapes_checkpoint() -> Path:
-    """The committed checkpoint trained on generated shapes and words (``florence2_export.train_tiny``)."""
-    from florence2_export.demo import TINY_SHAPES
+    """The committed checkpoint trained on generated shapes and words (``florence2_export.toy.train_tiny``)."""
+    from florence2_export.toy.demo import TINY_SHAPES
 
     assert (TINY_SHAPES / "model.safetensors").is_file(), f"the trained checkpoint is missing: {TINY_SHAPES}"
     return TINY_SHAPES

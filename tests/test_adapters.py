@@ -14,7 +14,7 @@ peft = pytest.importorskip("peft")
 from florence2_export.checkpoints.adapters import AdapterError, merge_adapters, resolve_adapter  # noqa: E402
 from florence2_export.checkpoints.original import write_original_checkpoint  # noqa: E402
 from florence2_export.checkpoints.original_adapter import write_original_adapter  # noqa: E402
-from florence2_export.tiny import make_test_image  # noqa: E402
+from florence2_export.verify import make_test_image  # noqa: E402
 from florence2_runtime import Florence2  # noqa: E402
 from florence2_runtime.config import RuntimeConfig  # noqa: E402
 

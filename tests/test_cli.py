@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 from florence2_runtime.cli import main
 
 

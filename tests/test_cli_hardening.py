@@ -4,7 +4,7 @@ checked before the model loads; a failed export is one line, exit 1, and leaves 
 from __future__ import annotations
 
 import pytest
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 from florence2_runtime.cli import main
 
 

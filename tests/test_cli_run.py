@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2Result
 from florence2_runtime.cli import build_parser, main
 from florence2_runtime.runcmd import run_command

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from florence2_export.tiny import GENERATION_CONFIG
+from florence2_export.toy.tiny import GENERATION_CONFIG
 from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
 from transformers.generation.logits_process import (
     ForcedBOSTokenLogitsProcessor,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from florence2_export.demo import DEMO_INPUTS
-from florence2_export.tiny import make_test_image
+from florence2_export.toy.demo import DEMO_INPUTS
+from florence2_export.verify import make_test_image
 from florence2_runtime.prompts import build_task_text
 
 TASKS = list(DEMO_INPUTS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 
 ort = pytest.importorskip("onnxruntime")

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from florence2_export.onnxfile import MIN_EXTERNAL_BYTES, data_file
-from florence2_export.tiny import make_test_image
+from florence2_export.graphs.onnxfile import MIN_EXTERNAL_BYTES, data_file
+from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 
 GRAPHS = ("vision_encoder", "text_encoder", "decoder")

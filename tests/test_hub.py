@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.errors import ModelFileError
 from florence2_runtime.hub import ALIASES, HubError, resolve_model, select

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from florence2_export.exporter import ExportCheckError
+from florence2_export.pipeline import ExportCheckError
 from florence2_export.precision import Int8Options, convert_folder
 from florence2_export.verify import variant_problems
 from florence2_runtime import Florence2, int8cpu, onnxproto

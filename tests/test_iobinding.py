@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.iobinding import BoundDecoderInference, device_of
 

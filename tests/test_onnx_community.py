@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.community import community_runtime_config
 from florence2_runtime.config import RuntimeConfig

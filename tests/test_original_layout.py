@@ -9,7 +9,7 @@ import pytest
 import torch
 from florence2_export.checkpoints.loading import CheckpointError, load_checkpoint
 from florence2_export.checkpoints.original import rename, write_original_checkpoint
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.config import RuntimeConfig
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from florence2_export.precision import attention_score_nodes, convert_folder, gemm_to_matmul
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.cli import main
 from florence2_runtime.compare import CompareOptions, compare_models

@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from florence2_export.demo import DEMO_INPUTS
-from florence2_export.tiny import make_test_image
+from florence2_export.toy.demo import DEMO_INPUTS
+from florence2_export.verify import make_test_image
 from florence2_runtime import BoundingBox, Florence2Result, Polygon, QuadBox
 from florence2_runtime.prompts import TASKS, build_task_text, build_task_texts, check_task_input, region_bins
 from florence2_runtime.results import TASK_KINDS

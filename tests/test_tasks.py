@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import florence2_runtime.model as model_module
-from florence2_export.demo import DEMO_INPUTS
-from florence2_export.tiny import make_test_image
+from florence2_export.toy.demo import DEMO_INPUTS
+from florence2_export.verify import make_test_image
 from florence2_runtime import EncodedImage, Florence2
 from florence2_runtime.decoding import DEFAULT_MAX_NEW_TOKENS
 from florence2_runtime.methods import METHODS

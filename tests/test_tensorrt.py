@@ -85,7 +85,7 @@ def test_unknown_graph_is_a_value_error():
 
 def test_ranges_follow_the_real_configs():
     """Image tokens and head sizes come from the model: large has 16 heads of 64, 577 image tokens."""
-    from florence2_export.tiny import MODEL_CONFIGS  # the published configs, embedded (checked in test_tiny)
+    from florence2_export.toy.tiny import MODEL_CONFIGS  # the published configs, embedded (checked in test_tiny)
 
     text = MODEL_CONFIGS["large"]["text_config"]
     dims = ModelDims((768, 768), 577, text["d_model"], text["vocab_size"], text["decoder_layers"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from florence2_export.tiny import MODEL_CONFIGS
+from florence2_export.toy.tiny import MODEL_CONFIGS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "florence2" / "configs.json"
 

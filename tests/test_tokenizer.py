@@ -1,6 +1,6 @@
 """``florence2_runtime.tokenizer`` against the checkpoint's ``Florence2Processor``: same ids, same text.
 
-Also pins the tiny checkpoint's tokenizer layout (``florence2_export.tiny``) to Florence-2's.
+Also pins the tiny checkpoint's tokenizer layout (``florence2_export.toy.tiny``) to Florence-2's.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from florence2_export.tiny import ADDED_TOKENS, BART_BASE_VOCAB, TASK_TOKENS, build_tokenizer, make_test_image
+from florence2_export.toy.tiny import ADDED_TOKENS, BART_BASE_VOCAB, TASK_TOKENS, build_tokenizer
+from florence2_export.verify import make_test_image
 from florence2_runtime.errors import ModelFileError
 from florence2_runtime.tokenizer import Florence2Tokenizer
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from florence2_export.tiny import make_test_image
+from florence2_export.verify import make_test_image
 
 BLOCKED = ("torch", "transformers", "optimum", "torchvision")
 

@@ -1,4 +1,4 @@
-"""The exported vision encoder (florence2_export.vision.DaViTEncoder) computes transformers' function.
+"""The exported vision encoder (florence2_export.graphs.vision.DaViTEncoder) computes transformers' function.
 
 The export already checks its ONNX graph against transformers' ``get_image_features``; these tests pin
 the torch rewrite itself on grids that need window padding (the tiny 128 px model: 32/16/8/4 tokens a
@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from florence2_export.modules import VisionEncoder
-from florence2_export.tiny import write_tiny_checkpoint
-from florence2_export.vision import DaViTEncoder, ResidualDepthwise
+from florence2_export.graphs.modules import VisionEncoder
+from florence2_export.toy.tiny import write_tiny_checkpoint
+from florence2_export.graphs.vision import DaViTEncoder, ResidualDepthwise
 
 
 def _model(folder):

@@ -35,7 +35,7 @@ from florence2_runtime.config import RuntimeConfig
 from florence2_runtime.graphs import native_graphs
 from florence2_runtime.int8cpu import DEFAULT_RECIPE, check_recipe
 
-from . import onnxfile
+from .graphs import onnxfile
 
 ONNX_DIR = "onnx"
 DTYPES = ("fp32", "fp16", "int8")

@@ -1,16 +1,40 @@
-"""Check exported graphs against the PyTorch modules they came from, on real inputs."""
+"""Check exported graphs against the PyTorch modules they came from, on real inputs.
+
+The inputs are images of :func:`make_test_image` (deterministic, colourful, any size) through the
+checkpoint's own processor; the tests and the demo draw their images with it too.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from florence2_runtime.config import RuntimeConfig
 from florence2_runtime.graphs import native_graphs
 from florence2_runtime.int8cpu import RECIPES, cpu_description, recipe_of_graphs, u8s8_saturates
 
-from .tiny import make_test_image
+
+def make_test_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A colourful deterministic RGB image: smooth gradients, a few solid shapes and some noise."""
+    if width < 1 or height < 1:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = x / max(width - 1, 1), y / max(height - 1, 1)
+    phase = rng.uniform(0, 2 * np.pi, size=3)
+    freq = rng.uniform(1.0, 4.0, size=3)
+    img = np.stack([0.5 + 0.5 * np.sin(2 * np.pi * f * (u * c + v * (1 - c)) + p)
+                    for f, p, c in zip(freq, phase, rng.uniform(0, 1, size=3))], axis=-1)
+    for _ in range(int(rng.integers(2, 5))):  # solid rectangles and discs
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.08, 0.3)
+        colour = rng.uniform(0, 1, size=3)
+        inside = ((u - cx) ** 2 + (v - cy) ** 2 < r * r) if rng.random() < 0.5 else \
+            (np.abs(u - cx) < r) & (np.abs(v - cy) < r * 0.6)
+        img[inside] = colour
+    img += rng.normal(0, 0.03, size=img.shape)
+    return Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8), mode="RGB")
 
 
 def _errors(onnx_out, torch_out) -> tuple[float, float]:

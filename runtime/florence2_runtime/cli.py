@@ -171,7 +171,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_demo(args) -> int:
     try:
-        from florence2_export.demo import run_demo
+        from florence2_export.toy.demo import run_demo
     except ImportError as e:
         raise MissingDependencyError(
             f"'florence2 demo' builds a checkpoint with PyTorch ({e}); install: pip install 'florence2-onnx[export]'"

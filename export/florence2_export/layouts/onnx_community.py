@@ -10,7 +10,7 @@ Output folder::
     onnx/decoder_model.onnx  onnx/decoder_with_past_model.onnx  onnx/decoder_model_merged.onnx
 
 Graph names, tensor names and dynamic axes come from :func:`florence2_runtime.graphs.community_graphs`.
-``decoder_model_merged`` is built from the two decoder graphs by :mod:`florence2_export.merge`.
+``decoder_model_merged`` is built from the two decoder graphs by :mod:`florence2_export.layouts.merge`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ from florence2_runtime.graphs import USE_CACHE_BRANCH, GraphSpec, community_grap
 from florence2_runtime.postprocess import TASK_PARSE_TYPES
 from torch import nn
 
-from .modules import DecoderCore, VisionEncoder, _additive_padding_mask, _heads
-from .vision import DaViTEncoder
+from ..graphs.modules import DecoderCore, VisionEncoder, _additive_padding_mask, _heads
+from ..graphs.to_onnx import export_graph
+from ..graphs.vision import DaViTEncoder
+from ..progress import log
+from ..verify import make_test_image
+from .merge import merge_decoders
 
 ONNX_DIR = "onnx"
 TORCH_GRAPHS = ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model", "decoder_with_past_model")
@@ -68,7 +72,7 @@ class EncoderModel(nn.Module):
 
 
 class _DecoderCore(DecoderCore):
-    """:class:`~florence2_export.modules.DecoderCore` with the cross K/V computed here and logits at every position."""
+    """:class:`~florence2_export.graphs.modules.DecoderCore` with the cross K/V computed here and logits at every position."""
 
     def cross_kv(self, encoder_hidden_states) -> list[torch.Tensor]:
         """[B, S, D] -> per layer key, value [B, h, S, hd]."""
@@ -180,9 +184,6 @@ def export_community(
     model, processor, cfg: RuntimeConfig, out: Path, *, check: bool = True, quiet: bool = False
 ) -> dict[str, float]:
     """Write the onnx-community layout of ``model`` into ``out``; return max |onnx - torch| per graph."""
-    from .exporter import _export_graph, _log
-    from .merge import merge_decoders
-
     specs = community_graphs(cfg.dims)
     modules = community_modules(model)  # what each graph is checked against
     exported = {**modules, "vision_encoder": DaViTEncoder(model, cfg.image_size)}  # same function, faster graph
@@ -191,9 +192,9 @@ def export_community(
     onnx_dir.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode(False), torch.no_grad():
         for i, name in enumerate(TORCH_GRAPHS, 1):
-            _log(f"[{i}/{len(specs)}] exporting {name} ...", quiet)
-            _export_graph(exported[name].eval(), args[name], specs[name], onnx_dir / specs[name].filename)
-    _log(f"[{len(specs)}/{len(specs)}] merging the decoders into decoder_model_merged ...", quiet)
+            log(f"[{i}/{len(specs)}] exporting {name} ...", quiet)
+            export_graph(exported[name].eval(), args[name], specs[name], onnx_dir / specs[name].filename)
+    log(f"[{len(specs)}/{len(specs)}] merging the decoders into decoder_model_merged ...", quiet)
     merge_decoders(
         onnx_dir / specs["decoder_model"].filename,
         onnx_dir / specs["decoder_with_past_model"].filename,
@@ -203,7 +204,7 @@ def export_community(
     write_json_files(model, processor, out)
     if not check:
         return {}
-    _log("checking each graph against PyTorch ...", quiet)
+    log("checking each graph against PyTorch ...", quiet)
     return check_community_graphs(model, processor, onnx_dir, cfg, modules, specs)
 
 
@@ -224,8 +225,6 @@ def check_community_graphs(
     two decoder steps); return max |onnx - torch| per graph. The merged decoder is run in both branches.
     """
     import onnxruntime as ort
-
-    from .tiny import make_test_image
 
     sess = {
         name: ort.InferenceSession(str(onnx_dir / spec.filename), providers=["CPUExecutionProvider"])

@@ -1,7 +1,7 @@
 """The offline demo: a toy Florence-2 that has been trained, exported and run on every task.
 
 By default the demo exports the committed checkpoint ``models/florence2-tiny-shapes/`` (trained on
-generated shapes and words by :mod:`florence2_export.train_tiny`), generates fresh images it has never
+generated shapes and words by :mod:`florence2_export.toy.train_tiny`), generates fresh images it has never
 seen, runs all 15 tasks with the torch-free runtime, prints each answer next to the generator's truth,
 draws the answers on one picture and checks the runtime's tokens against transformers'. With
 ``random_weights=True`` (or when the checkpoint is absent) it builds a RANDOM-weight checkpoint instead,
@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .exporter import export
-from .tiny import make_test_image, write_tiny_checkpoint
+from ..pipeline import export
+from ..verify import make_test_image
+from .tiny import write_tiny_checkpoint
 
-TINY_SHAPES = Path(__file__).resolve().parents[2] / "models" / "florence2-tiny-shapes"
+TINY_SHAPES = Path(__file__).resolve().parents[3] / "models" / "florence2-tiny-shapes"
 DEMO_SEED = 2026  # the demo's scenes: never drawn by training (seed 0) nor by the model card's evaluation
 PANEL = 256  # side of one answer's picture in the drawing (the model sees 128 px)
 

@@ -201,7 +201,7 @@ def transformers_generate(checkpoint: str | Path, max_new_tokens: int = MAX_NEW_
     from transformers import Florence2ForConditionalGeneration
 
     from .tiny import image_grid
-    from .train_tiny import Encoder
+    from .encoding import Encoder
 
     model = Florence2ForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
     tokenizer = Tokenizer.from_file(str(Path(checkpoint) / "tokenizer.json"))
@@ -244,14 +244,14 @@ mean something. It knows nothing about real photographs.
 
 {status}
 
-- Trained by `bash scripts/train_tiny.sh` (`florence2_export.train_tiny`): {steps_done} AdamW steps of
-  {batch} examples generated on the fly (`florence2_export.shapes`), seed {seed}, {threads} CPU threads,
+- Trained by `bash scripts/train_tiny.sh` (`florence2_export.toy.train_tiny`): {steps_done} AdamW steps of
+  {batch} examples generated on the fly (`florence2_export.toy.shapes`), seed {seed}, {threads} CPU threads,
   {minutes:.0f} min of training on a shared machine ({cpu}; {torch_version}); final training loss {loss}.
 - Data: 1-4 filled `circle` / `square` / `triangle` / `star` shapes in `red`, `green`, `blue`, `yellow`,
   `black`, `white`, small (16-28 px) or large (38-56 px), on plain, striped, checkered or noisy
   backgrounds; or 1-2 short words / numbers in Pillow's built-in font. Every one of Florence-2's 15
   tasks is trained, with answers in the published checkpoints' formats.
-- Tokenizer: the byte-level BPE of `florence2_export.tiny` (Florence-2's special and `<loc_>` tokens)
+- Tokenizer: the byte-level BPE of `florence2_export.toy.tiny` (Florence-2's special and `<loc_>` tokens)
   trained on the prompts and the dataset's words.
 
 ## Evaluation

@@ -1,9 +1,9 @@
-"""Train a tiny Florence-2 on generated shapes and words (:mod:`florence2_export.shapes`), offline, on a CPU.
+"""Train a tiny Florence-2 on generated shapes and words (:mod:`florence2_export.toy.shapes`), offline, on a CPU.
 
-``python -m florence2_export.train_tiny OUT_DIR`` (or ``bash scripts/train_tiny.sh``) builds the tokenizer
-(the BPE of :mod:`florence2_export.tiny`, trained on the task prompts and the dataset's words), a
+``python -m florence2_export.toy.train_tiny OUT_DIR`` (or ``bash scripts/train_tiny.sh``) builds the tokenizer
+(the BPE of :mod:`florence2_export.toy.tiny`, trained on the task prompts and the dataset's words), a
 ``Florence2ForConditionalGeneration`` of 3.3 M parameters at 128 px, trains it on examples generated on
-the fly for all 15 tasks, evaluates it on a held-out generated set (:mod:`florence2_export.tiny_eval`)
+the fly for all 15 tasks, evaluates it on a held-out generated set (:mod:`florence2_export.toy.tiny_eval`)
 and writes a transformers checkpoint folder (safetensors, tokenizer, processor files, model card).
 
 Deterministic for a given seed and thread count: the data come from one ``numpy`` generator, the
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import shapes, tiny
-from florence2_runtime.prompts import construct_prompt
+from .encoding import Encoder
 
 IMAGE_SIZE = 128
 VISION_CONFIG = {**tiny.MODEL_CONFIGS["tiny"]["vision_config"], "depths": [1, 1, 2, 1],
@@ -39,7 +39,6 @@ TEXT_CONFIG = {**tiny.MODEL_CONFIGS["tiny"]["text_config"], "d_model": 128, "enc
 # the published generation defaults, without no_repeat_ngram_size: the toy captions repeat trigrams
 # ("... in the top left and a small ... in the top right")
 GENERATION_CONFIG = {**tiny.GENERATION_CONFIG, "no_repeat_ngram_size": 0}
-MAX_TARGET_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -93,42 +92,6 @@ def build_model(tokenizer, seed: int):
     with torch.no_grad():
         emb[loc0:loc0 + shapes.NUM_BINS] = 0.05 * smooth + 0.01 * torch.randn(shapes.NUM_BINS, d, generator=g)
     return model
-
-
-class Encoder:
-    """Samples -> model tensors, exactly as ``Florence2Processor`` builds them (tested against it)."""
-
-    def __init__(self, tokenizer, num_image_tokens: int):
-        self.tokenizer = tokenizer
-        self.image_prefix = [tokenizer.token_to_id(tiny.IMAGE_TOKEN)] * num_image_tokens
-        self.pad = tokenizer.token_to_id("<pad>")
-        self.mean = np.array(tiny.IMAGE_MEAN, np.float32)
-        self.std = np.array(tiny.IMAGE_STD, np.float32)
-
-    def pixels(self, images: Sequence) -> np.ndarray:
-        """[B, 3, S, S] float32: the images (already S x S) rescaled and normalised."""
-        arr = np.stack([np.asarray(im.convert("RGB"), np.float32) for im in images]) / 255.0
-        return ((arr - self.mean) / self.std).transpose(0, 3, 1, 2).copy()
-
-    def prompts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """input_ids and attention_mask [B, T]: image tokens, then ``<s> prompt </s>``, right-padded."""
-        rows = [self.image_prefix + self.tokenizer.encode(construct_prompt(t)).ids for t in texts]
-        return self._pad(rows, self.pad)
-
-    def targets(self, targets: Sequence[str]) -> np.ndarray:
-        """labels [B, L]: ``<s> target </s>``, padded with -100 (ignored by the loss)."""
-        rows = [self.tokenizer.encode(t).ids[:MAX_TARGET_TOKENS] for t in targets]
-        return self._pad(rows, -100)[0]
-
-    @staticmethod
-    def _pad(rows: list[list[int]], value: int) -> tuple[np.ndarray, np.ndarray]:
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), value, np.int64)
-        mask = np.zeros((len(rows), width), np.int64)
-        for i, r in enumerate(rows):
-            ids[i, :len(r)] = r
-            mask[i, :len(r)] = 1
-        return ids, mask
 
 
 def training_batch(rng: np.random.Generator, encoder: Encoder, batch_size: int) -> dict:
@@ -228,7 +191,7 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = TrainOptions()
-    p = argparse.ArgumentParser(prog="python -m florence2_export.train_tiny", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m florence2_export.toy.train_tiny", description=__doc__.splitlines()[0])
     p.add_argument("out", help="checkpoint folder to write (created; files in it are replaced)")
     for name, value in asdict(defaults).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)

@@ -1,0 +1,42 @@
+"""What the runtime needs from a loaded checkpoint: its :class:`~florence2_runtime.config.RuntimeConfig`."""
+
+from __future__ import annotations
+
+from florence2_runtime.config import RuntimeConfig
+
+
+def runtime_config_from(model, processor, source: str) -> RuntimeConfig:
+    """Collect everything the runtime needs from a loaded model + processor."""
+    tc = model.config.text_config
+    ip = processor.image_processor
+    size = ip.size
+    height, width = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
+    post = processor.post_processor_config or {}
+    banned = post.get("phrase_grounding", {}).get("banned_grounding_tokens", [])
+    return RuntimeConfig(
+        d_model=tc.d_model,
+        vocab_size=model.lm_head.out_features,
+        encoder_layers=tc.encoder_layers,
+        decoder_layers=tc.decoder_layers,
+        encoder_heads=tc.encoder_attention_heads,
+        decoder_heads=tc.decoder_attention_heads,
+        max_position_embeddings=tc.max_position_embeddings,
+        num_image_tokens=processor.num_image_tokens,
+        image_token_id=model.config.image_token_id,
+        bos_token_id=tc.bos_token_id,
+        pad_token_id=tc.pad_token_id,
+        eos_token_id=tc.eos_token_id,
+        unk_token_id=processor.tokenizer.unk_token_id,
+        decoder_start_token_id=tc.decoder_start_token_id,
+        image_size=(int(height), int(width)),
+        image_mean=tuple(float(x) for x in ip.image_mean),
+        image_std=tuple(float(x) for x in ip.image_std),
+        rescale_factor=float(ip.rescale_factor),
+        resample=int(ip.resample),
+        task_prompts_without_inputs=dict(processor.task_prompts_without_inputs),
+        task_prompts_with_input=dict(processor.task_prompts_with_input),
+        banned_grounding_tokens=tuple(banned),
+        shared_cross_kv=True,
+        decoder_inputs_embeds=True,
+        source=str(source),
+    )
