@@ -21,7 +21,6 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from ..checkpoints.processor_config import POST_PROCESSOR_CONFIG
