@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from florence2_export.toy import encoding, shapes, tiny_eval, train_tiny
+from florence2_export.toy import shapes, tiny_eval, train_tiny
 from florence2_export.toy.demo import demo_requests
 from florence2_runtime.postprocess import post_process_generation
 
@@ -55,7 +55,7 @@ def test_encoder_matches_the_processor(shapes_checkpoint):
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(shapes_checkpoint, backend="pil")
-    encoder = encoding.Encoder(Tokenizer.from_file(str(shapes_checkpoint / "tokenizer.json")), 17)
+    encoder = train_tiny.Encoder(Tokenizer.from_file(str(shapes_checkpoint / "tokenizer.json")), 17)
     samples = _samples(3)
     batch = processor(text=[s.text for s in samples], images=[s.image for s in samples], return_tensors="np",
                       padding=True)
@@ -65,12 +65,12 @@ def test_encoder_matches_the_processor(shapes_checkpoint):
     np.testing.assert_allclose(encoder.pixels([s.image for s in samples]), batch["pixel_values"], atol=1e-6)
     labels = encoder.targets([s.target for s in samples])
     for row, s in zip(labels, samples):
-        assert list(row[row >= 0]) == processor.tokenizer(s.target)["input_ids"][:encoding.MAX_TARGET_TOKENS]
+        assert list(row[row >= 0]) == processor.tokenizer(s.target)["input_ids"][:train_tiny.MAX_TARGET_TOKENS]
 
 
 def test_training_is_deterministic():
     tokenizer = train_tiny.build_tokenizer()
-    encoder = encoding.Encoder(tokenizer, 17)
+    encoder = train_tiny.Encoder(tokenizer, 17)
     opts = train_tiny.TrainOptions(steps=2, batch_size=2, log_every=1)
     states = []
     for _ in range(2):
@@ -130,7 +130,7 @@ def test_trained_model_scores_like_transformers(shapes_checkpoint, shapes_model)
                                                          num_beams=1))
 
     ours = tiny_eval.evaluate(runtime_generate, samples)
-    theirs = tiny_eval.evaluate(tiny_eval.transformers_generate(shapes_checkpoint), samples)
+    theirs = tiny_eval.evaluate(train_tiny.transformers_generate(shapes_checkpoint), samples)
     assert ours["decoded"] == theirs["decoded"]
     assert ours["tasks"] == theirs["tasks"]
 

@@ -15,13 +15,13 @@ segmentation                               mask IoU of the predicted polygon(s) 
 :func:`answers_agree` is the task-level agreement of two models' decoded answers (precision variants):
 same text, same number of ``<loc_>`` tokens, each within ``max_bins`` bins.
 
-Model-agnostic: a model is a function ``(images, texts) -> decoded strings``; :func:`evaluate_checkpoint`
-wraps transformers' ``generate`` (greedy), the runtime's ``Florence2`` works the same way.
+Model-agnostic: a model is a function ``(images, texts) -> decoded strings``;
+:func:`florence2_export.toy.train_tiny.evaluate_checkpoint` wraps transformers' ``generate`` (greedy), the
+runtime's ``Florence2`` works the same way.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -189,41 +189,6 @@ def answers_agree(a: str, b: str, max_bins: int = 3) -> bool:
     if _LOC.sub("<loc>", a) != _LOC.sub("<loc>", b):
         return False
     return all(abs(int(x) - int(y)) <= max_bins for x, y in zip(_LOC.findall(a), _LOC.findall(b)))
-
-
-# ----------------------------------------------------------------------------- transformers side
-
-
-def transformers_generate(checkpoint: str | Path, max_new_tokens: int = MAX_NEW_TOKENS) -> Generate:
-    """Greedy ``Florence2ForConditionalGeneration.generate`` on a checkpoint folder, decoded like the processor."""
-    import torch
-    from tokenizers import Tokenizer
-    from transformers import Florence2ForConditionalGeneration
-
-    from .tiny import image_grid
-    from .encoding import Encoder
-
-    model = Florence2ForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
-    tokenizer = Tokenizer.from_file(str(Path(checkpoint) / "tokenizer.json"))
-    image_size = json.loads((Path(checkpoint) / "preprocessor_config.json").read_text())["size"]["height"]
-    encoder = Encoder(tokenizer, image_grid(image_size) ** 2 + 1)
-
-    def generate(images, texts):
-        ids, mask = encoder.prompts(texts)
-        with torch.no_grad():
-            out = model.generate(pixel_values=torch.from_numpy(encoder.pixels(images)),
-                                 input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                                 max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
-        return [tokenizer.decode(row.tolist(), skip_special_tokens=False) for row in out]
-
-    return generate
-
-
-def evaluate_checkpoint(checkpoint: str | Path, per_task: int, seed: int) -> dict:
-    report = evaluate(transformers_generate(checkpoint), held_out_set(per_task, seed))
-    report.pop("decoded")
-    report["eval"] = {"per_task": per_task, "seed": seed, "decoding": "greedy", "max_new_tokens": MAX_NEW_TOKENS}
-    return report
 
 
 # ----------------------------------------------------------------------------- model card

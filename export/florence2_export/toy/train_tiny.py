@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import shapes, tiny
-from .encoding import Encoder
+from . import shapes, tiny, tiny_eval
+from florence2_runtime.prompts import construct_prompt
 
 IMAGE_SIZE = 128
 VISION_CONFIG = {**tiny.MODEL_CONFIGS["tiny"]["vision_config"], "depths": [1, 1, 2, 1],
@@ -39,6 +39,7 @@ TEXT_CONFIG = {**tiny.MODEL_CONFIGS["tiny"]["text_config"], "d_model": 128, "enc
 # the published generation defaults, without no_repeat_ngram_size: the toy captions repeat trigrams
 # ("... in the top left and a small ... in the top right")
 GENERATION_CONFIG = {**tiny.GENERATION_CONFIG, "no_repeat_ngram_size": 0}
+MAX_TARGET_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,42 @@ def build_model(tokenizer, seed: int):
     with torch.no_grad():
         emb[loc0:loc0 + shapes.NUM_BINS] = 0.05 * smooth + 0.01 * torch.randn(shapes.NUM_BINS, d, generator=g)
     return model
+
+
+class Encoder:
+    """Samples -> model tensors, exactly as ``Florence2Processor`` builds them (tested against it)."""
+
+    def __init__(self, tokenizer, num_image_tokens: int):
+        self.tokenizer = tokenizer
+        self.image_prefix = [tokenizer.token_to_id(tiny.IMAGE_TOKEN)] * num_image_tokens
+        self.pad = tokenizer.token_to_id("<pad>")
+        self.mean = np.array(tiny.IMAGE_MEAN, np.float32)
+        self.std = np.array(tiny.IMAGE_STD, np.float32)
+
+    def pixels(self, images: Sequence) -> np.ndarray:
+        """[B, 3, S, S] float32: the images (already S x S) rescaled and normalised."""
+        arr = np.stack([np.asarray(im.convert("RGB"), np.float32) for im in images]) / 255.0
+        return ((arr - self.mean) / self.std).transpose(0, 3, 1, 2).copy()
+
+    def prompts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """input_ids and attention_mask [B, T]: image tokens, then ``<s> prompt </s>``, right-padded."""
+        rows = [self.image_prefix + self.tokenizer.encode(construct_prompt(t)).ids for t in texts]
+        return self._pad(rows, self.pad)
+
+    def targets(self, targets: Sequence[str]) -> np.ndarray:
+        """labels [B, L]: ``<s> target </s>``, padded with -100 (ignored by the loss)."""
+        rows = [self.tokenizer.encode(t).ids[:MAX_TARGET_TOKENS] for t in targets]
+        return self._pad(rows, -100)[0]
+
+    @staticmethod
+    def _pad(rows: list[list[int]], value: int) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), value, np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = r
+            mask[i, :len(r)] = 1
+        return ids, mask
 
 
 def training_batch(rng: np.random.Generator, encoder: Encoder, batch_size: int) -> dict:
@@ -163,8 +200,6 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
     """Build, train, evaluate and save; returns the evaluation report (also in ``eval.json``)."""
     import torch
 
-    from . import tiny_eval
-
     out = Path(out_dir)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, opts.seed)
@@ -177,7 +212,7 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
     train_seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     save_checkpoint(model, tokenizer, out)
     with torch.no_grad():
-        report = tiny_eval.evaluate_checkpoint(out, opts.eval_per_task, opts.eval_seed)
+        report = evaluate_checkpoint(out, opts.eval_per_task, opts.eval_seed)
     report["training"] = {**asdict(opts), "parameters": n_params, "train_seconds": round(train_seconds, 1),
                           "train_cpu_seconds": round(cpu_seconds, 1),
                           "final_loss": history[-1]["loss"] if history else None,
@@ -186,6 +221,41 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
     tiny._write_json(out / "training_log.json", {"history": history})
     tiny_eval.write_model_card(out, report)
     shutil.rmtree(partial, ignore_errors=True)
+    return report
+
+
+# ----------------------------------------------------------------------------- evaluation, transformers side
+
+
+def transformers_generate(checkpoint: str | Path,
+                          max_new_tokens: int = tiny_eval.MAX_NEW_TOKENS) -> tiny_eval.Generate:
+    """Greedy ``Florence2ForConditionalGeneration.generate`` on a checkpoint folder, decoded like the processor."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import Florence2ForConditionalGeneration
+
+    model = Florence2ForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
+    tokenizer = Tokenizer.from_file(str(Path(checkpoint) / "tokenizer.json"))
+    image_size = json.loads((Path(checkpoint) / "preprocessor_config.json").read_text())["size"]["height"]
+    encoder = Encoder(tokenizer, tiny.image_grid(image_size) ** 2 + 1)
+
+    def generate(images, texts):
+        ids, mask = encoder.prompts(texts)
+        with torch.no_grad():
+            out = model.generate(pixel_values=torch.from_numpy(encoder.pixels(images)),
+                                 input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                                 max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+        return [tokenizer.decode(row.tolist(), skip_special_tokens=False) for row in out]
+
+    return generate
+
+
+def evaluate_checkpoint(checkpoint: str | Path, per_task: int, seed: int) -> dict:
+    """:func:`.tiny_eval.evaluate` of :func:`transformers_generate` on a held-out set (the model card's report)."""
+    report = tiny_eval.evaluate(transformers_generate(checkpoint), tiny_eval.held_out_set(per_task, seed))
+    report.pop("decoded")
+    report["eval"] = {"per_task": per_task, "seed": seed, "decoding": "greedy",
+                      "max_new_tokens": tiny_eval.MAX_NEW_TOKENS}
     return report
 
 
