@@ -1,4 +1,4 @@
-"""The int8 recipes (florence2_runtime.int8cpu.RECIPES) side by side on this CPU: accuracy and speed.
+"""The int8 recipes (florence2_runtime.engine.int8cpu.RECIPES) side by side on this CPU: accuracy and speed.
 
     python benchmarks/int8_recipes.py                  # base size, 30 alternating runs
     qemu-x86_64 -cpu Haswell .venv/bin/python benchmarks/int8_recipes.py --no-vision --runs 1   # AVX2, no VNNI
@@ -24,7 +24,7 @@ from precision_variants import variant_folder
 from florence2_runtime import Florence2
 from florence2_runtime.bench import generated_image
 from florence2_runtime.compare import TensorDiff
-from florence2_runtime.int8cpu import cpu_description, u8s8_saturates
+from florence2_runtime.engine.int8cpu import cpu_description, u8s8_saturates
 from florence2_runtime.prompts import build_task_text
 
 VARIANTS = ("fp32", "int8", "int8-full-range", "int8-u8u8")  # int8: the default recipe (7bit)

@@ -16,7 +16,7 @@ from florence2_export.checkpoints.original import write_original_checkpoint  # n
 from florence2_export.checkpoints.original_adapter import write_original_adapter  # noqa: E402
 from florence2_export.verify import make_test_image  # noqa: E402
 from florence2_runtime import Florence2  # noqa: E402
-from florence2_runtime.config import RuntimeConfig  # noqa: E402
+from florence2_runtime.engine.config import RuntimeConfig  # noqa: E402
 
 # short names as users write them: peft matches them by suffix (in the original layout too)
 TARGETS = ["q_proj", "v_proj", "out_proj", "fc1", "qkv"]

@@ -103,7 +103,7 @@ def test_failed_export_is_one_line_exit_1_and_leaves_nothing(tiny_checkpoint, tm
 
 def test_export_moves_the_finished_folder_into_place(onnx_folder):
     """The session's export (conftest) went through the temporary folder: the result is whole and readable."""
-    from florence2_runtime.config import RuntimeConfig
+    from florence2_runtime.engine.config import RuntimeConfig
 
     assert RuntimeConfig.load(onnx_folder).precision == "fp32"
     assert not [p for p in onnx_folder.parent.iterdir() if p.name.startswith(".")]
@@ -111,7 +111,7 @@ def test_export_moves_the_finished_folder_into_place(onnx_folder):
 
 
 def test_io_binding_only_for_device_memory_providers():
-    from florence2_runtime.iobinding import needs_device_buffers
+    from florence2_runtime.engine.iobinding import needs_device_buffers
 
     assert needs_device_buffers("CUDAExecutionProvider") and needs_device_buffers("TensorrtExecutionProvider")
     for name in ("CPUExecutionProvider", "OpenVINOExecutionProvider", "CoreMLExecutionProvider", "SomethingNew"):

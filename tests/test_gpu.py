@@ -67,7 +67,7 @@ def test_fp16_agrees_with_fp32_on_cuda(tiny_checkpoint, onnx_model, tmp_path):
 @pytest.mark.skipif("TensorrtExecutionProvider" not in ort.get_available_providers(),
                     reason="needs onnxruntime with the TensorRT provider and TensorRT libraries")
 def test_tensorrt_fp32_tokens_equal_cpu(onnx_folder, onnx_model, tmp_path):
-    from florence2_runtime.tensorrt import TensorRTLimits
+    from florence2_runtime.engine.tensorrt import TensorRTLimits
 
     limits = TensorRTLimits(max_batch=3, max_beams=3, max_prompt_tokens=64, max_new_tokens=32,
                             opt_batch=1, opt_beams=1, opt_prompt_tokens=12, opt_new_tokens=16)

@@ -1,4 +1,4 @@
-"""Loading by hub id and alias (florence2_runtime.hub) against a hub stand-in on loopback (tests/hubstub.py).
+"""Loading by hub id and alias (florence2_runtime.engine.hub) against a hub stand-in on loopback (tests/hubstub.py).
 
 The stand-in holds an onnx-community-layout export and a native export of the tiny checkpoint with several
 precision variants; every test asserts exactly which files were downloaded. Nothing reaches the internet.
@@ -16,7 +16,7 @@ import pytest
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.errors import ModelFileError
-from florence2_runtime.hub import ALIASES, HubError, resolve_model, select
+from florence2_runtime.engine.hub import ALIASES, HubError, resolve_model, select
 from hubstub import TOKEN, HubStub, StubRepo, folder_files
 
 COMMUNITY = "onnx-community/Florence-2-base"  # what the alias florence-2-base names

@@ -1,4 +1,4 @@
-"""int8 recipes and the CPUs they are right on (florence2_runtime.int8cpu, the export's int8 check).
+"""int8 recipes and the CPUs they are right on (florence2_runtime.engine.int8cpu, the export's int8 check).
 
 The saturation of onnxruntime's uint8 x int8 kernels on x86 CPUs without VNNI cannot happen on a CPU with
 VNNI; these tests hold on both kinds: what depends on the CPU is asked of onnxruntime
@@ -17,8 +17,8 @@ from florence2_export.pipeline import ExportCheckError
 from florence2_export.precision import Int8Options, convert_folder
 from florence2_export.verify import variant_problems
 from florence2_runtime import Florence2, int8cpu, onnxproto
-from florence2_runtime.config import RuntimeConfig
-from florence2_runtime.providers import onnxruntime
+from florence2_runtime.engine.config import RuntimeConfig
+from florence2_runtime.engine.providers import onnxruntime
 
 GRAPHS = ("vision_encoder", "text_encoder", "decoder")
 

@@ -10,7 +10,7 @@ import pytest
 
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
-from florence2_runtime.iobinding import BoundDecoderInference, device_of
+from florence2_runtime.engine.iobinding import BoundDecoderInference, device_of
 
 IMAGES = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (40, 200), (128, 128)])]
 TEXTS = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball", "<MORE_DETAILED_CAPTION>"]

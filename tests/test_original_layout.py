@@ -11,7 +11,7 @@ from florence2_export.checkpoints.loading import CheckpointError, load_checkpoin
 from florence2_export.checkpoints.original import rename, write_original_checkpoint
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
-from florence2_runtime.config import RuntimeConfig
+from florence2_runtime.engine.config import RuntimeConfig
 
 
 @pytest.fixture(scope="module")

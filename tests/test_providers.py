@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from florence2_runtime import providers as prov
-from florence2_runtime.providers import ProviderError, create_session, normalize_providers
+from florence2_runtime.engine import providers as prov
+from florence2_runtime.engine.providers import ProviderError, create_session, normalize_providers
 
 
 def test_short_names_expand_with_cpu_fallback(monkeypatch):

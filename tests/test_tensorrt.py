@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from florence2_runtime.graphs import ModelDims, kv_gather_graph, native_graphs
-from florence2_runtime.tensorrt import (
+from florence2_runtime.engine.graphs import ModelDims, kv_gather_graph, native_graphs
+from florence2_runtime.engine.tensorrt import (
     TensorRTLimits,
     TensorRTSettings,
     axis_ranges,
@@ -96,7 +96,7 @@ def test_ranges_follow_the_real_configs():
 
 
 def test_graphs_without_profiles_still_get_caching():
-    from florence2_runtime.graphs import community_graphs
+    from florence2_runtime.engine.graphs import community_graphs
 
     spec = community_graphs(BASE)["embed_tokens"]
     opts = provider_options(spec, BASE, LIMITS)

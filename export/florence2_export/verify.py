@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from florence2_runtime.config import RuntimeConfig
-from florence2_runtime.graphs import native_graphs
-from florence2_runtime.int8cpu import RECIPES, cpu_description, recipe_of_graphs, u8s8_saturates
+from florence2_runtime.engine.config import RuntimeConfig
+from florence2_runtime.engine.graphs import native_graphs
+from florence2_runtime.engine.int8cpu import RECIPES, cpu_description, recipe_of_graphs, u8s8_saturates
 
 
 def make_test_image(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -12,9 +12,9 @@ from typing import Sequence
 
 from .argtypes import positive_int
 from .errors import Florence2Error, MissingDependencyError
-from .hub import MODEL_HELP, add_model_arguments, model_options
-from .int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
-from .int8cpu import RECIPES as INT8_RECIPES
+from .engine.hub import MODEL_HELP, add_model_arguments, model_options
+from .engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
+from .engine.int8cpu import RECIPES as INT8_RECIPES
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran but its result failed (an export's check)

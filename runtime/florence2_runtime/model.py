@@ -8,17 +8,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig, read_json
+from .engine.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig, read_json
 from .decoding import DecodingOptions, Inference, generate
 from .encoded import EncodedImage
-from .hub import resolve_model
-from .inference import Sessions, session_options
-from .int8cpu import check_model_files
-from .layouts import LAYOUTS, layout_of
+from .engine.hub import resolve_model
+from .engine.native import Sessions, session_options
+from .engine.int8cpu import check_model_files
+from .engine.layouts import LAYOUTS, layout_of
 from .methods import TaskMethods
 from .preprocess import ImageInput, load_image, preprocess
 from .prompts import build_task_texts, construct_prompt
-from .providers import ProviderSpec, normalize_providers
+from .engine.providers import ProviderSpec, normalize_providers
 from .results import Florence2Result
 from .tasks import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
 from .tokenizer import Florence2Tokenizer
@@ -69,9 +69,9 @@ class Florence2(TaskMethods):
         io_binding: keep encoder outputs and KV caches on the device (:mod:`.iobinding`); default: on for
         CUDA/TensorRT, off for the CPU and other host-memory providers such as OpenVINO (where it is the
         same computation; ``True`` forces it, e.g. in tests).
-        tensorrt_limits: :class:`~florence2_runtime.tensorrt.TensorRTLimits` sizing the TensorRT profiles.
+        tensorrt_limits: :class:`~florence2_runtime.engine.tensorrt.TensorRTLimits` sizing the TensorRT profiles.
         """
-        from .iobinding import needs_device_buffers
+        from .engine.iobinding import needs_device_buffers
 
         provider_list = normalize_providers(providers)
         on_device = needs_device_buffers(provider_list[0][0])  # CUDA / TensorRT; OpenVINO computes in host memory
@@ -85,7 +85,7 @@ class Florence2(TaskMethods):
         so = session_options_ if session_options_ is not None else session_options(threads)
         providers_for = provider_list
         if any(name == "TensorrtExecutionProvider" for name, _ in provider_list):
-            from .tensorrt import graph_providers
+            from .engine.tensorrt import graph_providers
 
             providers_for = graph_providers(provider_list, cfg.dims, tensorrt_limits)
         sessions = layout.sessions(folder, cfg, providers_for, so, precision=resolved.precision)
@@ -98,7 +98,7 @@ class Florence2(TaskMethods):
         if io_binding and not layout.io_binding:
             raise ValueError(f"io_binding is not supported for {layout.name}-layout folders")
         if io_binding:
-            from .iobinding import DeviceRunner
+            from .engine.iobinding import DeviceRunner
 
             model.device_runner = DeviceRunner(sessions, folder, providers_for, so)
         return model

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-from .hub import model_options
+from .engine.hub import model_options
 from .preprocess import is_url, load_image
 from .prompts import REGION_FORMATS, TASKS, check_task_input
 from .results import Florence2Result

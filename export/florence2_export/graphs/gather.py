@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from florence2_runtime.graphs import GraphSpec, ModelDims, kv_gather_graph
+from florence2_runtime.engine.graphs import GraphSpec, ModelDims, kv_gather_graph
 
 OPSET = 17
 

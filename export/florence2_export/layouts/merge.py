@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from florence2_runtime.graphs import USE_CACHE_BRANCH, GraphSpec, TensorSpec
+from florence2_runtime.engine.graphs import USE_CACHE_BRANCH, GraphSpec, TensorSpec
 
 ELEM_TYPES = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9, "float16": 10}
 

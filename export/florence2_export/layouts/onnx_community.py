@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from florence2_runtime.config import RuntimeConfig
-from florence2_runtime.graphs import USE_CACHE_BRANCH, GraphSpec, community_graphs
+from florence2_runtime.engine.config import RuntimeConfig
+from florence2_runtime.engine.graphs import USE_CACHE_BRANCH, GraphSpec, community_graphs
 from florence2_runtime.postprocess import TASK_PARSE_TYPES
 from torch import nn
 

@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image
 
 from ..decoding import DecodingOptions
-from ..inference import release_freed_memory
+from ..engine.native import release_freed_memory
 from ..tasks import PromptItem, answer_prompts
 
 log = logging.getLogger("florence2.server")

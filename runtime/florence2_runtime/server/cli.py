@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..argtypes import port_number, positive_int
 from ..errors import require
-from ..hub import MODEL_HELP, add_model_arguments, model_options
+from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
 from .assets import AssetLimits
 from .limits import API_KEY_ENV, ServerLimits, api_key_from_env
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .graphs import ModelDims
 
 CONFIG_FILE = "florence2_config.json"

@@ -8,7 +8,7 @@ from typing import Any, Callable, Union
 import numpy as np
 
 from .config import RuntimeConfig
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .graphs import EMBEDDINGS_FILE, GraphSpec, kv_names, native_graphs
 from .providers import create_session, onnxruntime
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import onnxproto
 from .config import CONFIG_FILE
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ INT8_SUFFIXES = ("_quantized", "_int8", "_uint8")  # onnx-community file names o
 
 def check_model_files(folder: str | Path, cfg, files: Iterable[str | Path]) -> str | None:
     """The load-time check of :class:`~florence2_runtime.Florence2`: warns (once) when the int8 graphs among
-    ``files`` compute wrong results on this CPU. cfg: the folder's :class:`~florence2_runtime.config.RuntimeConfig`
+    ``files`` compute wrong results on this CPU. cfg: the folder's :class:`~florence2_runtime.engine.config.RuntimeConfig`
     (an int8 folder's record of its recipe); onnx-community 8-bit files are recognised by their suffix."""
     files = [Path(f) for f in files]
     quantized = [f for f in files if f.stem.endswith(INT8_SUFFIXES)]

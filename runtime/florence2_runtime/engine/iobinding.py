@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .graphs import kv_gather_graph, kv_names
-from .inference import ProvidersFor, Sessions
+from .native import ProvidersFor, Sessions
 from .providers import create_session, onnxruntime
 
 # where a provider keeps its tensors: onnxruntime device type of its OrtValues

@@ -1,6 +1,6 @@
 """Run model folders in the onnx-community layout (onnx-community/Florence-2-*, transformers.js exports).
 
-Graphs and tensor names: :func:`florence2_runtime.graphs.community_graphs`. Per request:
+Graphs and tensor names: :func:`florence2_runtime.engine.graphs.community_graphs`. Per request:
 
 1. ``vision_encoder``: pixel_values -> image features; ``embed_tokens``: prompt ids -> embeddings;
    ``encoder_model`` over ``[image features; prompt embeddings]`` -> encoder hidden states.
@@ -25,7 +25,7 @@ from typing import Any, Union
 import numpy as np
 
 from .config import CONFIG_FILE, RuntimeConfig, read_json
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .graphs import (
     PRECISION_SUFFIXES,
     USE_CACHE_BRANCH,
@@ -35,7 +35,7 @@ from .graphs import (
     seq2seq_kv_names,
 )
 from .providers import create_session
-from .tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
+from ..tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
 
 ONNX_DIR = "onnx"
 LAYOUT = "onnx-community"

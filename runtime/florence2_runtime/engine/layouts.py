@@ -1,14 +1,14 @@
 """The model-folder layouts the runtime reads, and which one a folder is in.
 
 =================  ==========================================================  ============================
-layout             graphs in ``onnx/`` (see :mod:`florence2_runtime.graphs`)    runtime config
+layout             graphs in ``onnx/`` (see :mod:`florence2_runtime.engine.graphs`)    runtime config
 =================  ==========================================================  ============================
 native             vision_encoder, text_encoder, decoder + embed_tokens.npy     florence2_config.json
 onnx-community     vision_encoder, embed_tokens, encoder_model, decoder_model   florence2_config.json, else
                    + decoder_with_past_model or decoder_model_merged            config.json & co.
 =================  ==========================================================  ============================
 
-:func:`layout_of` picks the layout from the files present (:func:`~florence2_runtime.graphs.detect_layout`).
+:func:`layout_of` picks the layout from the files present (:func:`~florence2_runtime.engine.graphs.detect_layout`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .community import (
+from .onnx_community import (
     CommunityDecoderInference,
     CommunitySessions,
     community_runtime_config,
@@ -25,8 +25,8 @@ from .community import (
 )
 from .config import CONFIG_FILE, RuntimeConfig
 from .graphs import detect_layout
-from .inference import ONNX_DIR, DecoderInference, Sessions
-from .tokenizer import Florence2Tokenizer
+from .native import ONNX_DIR, DecoderInference, Sessions
+from ..tokenizer import Florence2Tokenizer
 
 
 @dataclass(frozen=True)

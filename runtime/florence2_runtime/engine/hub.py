@@ -1,6 +1,6 @@
 """Model names -> local model folders: a folder, a hub repository id or a short alias (no torch, no transformers).
 
-A hub repository is in one of the two layouts (:mod:`florence2_runtime.layouts`):
+A hub repository is in one of the two layouts (:mod:`florence2_runtime.engine.layouts`):
 
 =================  ===========================================================  =================================
 layout             repository                                                   precision variants
@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from .config import CONFIG_FILE, GENERATION_CONFIG_FILE, TOKENIZER_FILE
-from .errors import Florence2Error, ModelFileError, require
+from ..errors import Florence2Error, ModelFileError, require
 from .graphs import LAYOUT_MARKERS, PRECISION_SUFFIXES, graph_file_candidates
 
 ALIASES: dict[str, str] = {

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence, Union
 
-from .errors import Florence2Error, ModelFileError, require
+from ..errors import Florence2Error, ModelFileError, require
 
 ProviderSpec = Union[str, tuple[str, dict[str, Any]]]
 
