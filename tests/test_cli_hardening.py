@@ -47,7 +47,7 @@ def test_url_image_says_urls_are_not_fetched(no_model_load, tmp_path, capsys):
 
 
 def test_url_image_in_the_library():
-    from florence2_runtime.preprocess import load_image
+    from florence2_runtime.inputs.images import load_image
 
     with pytest.raises(ValueError, match="not fetched"):
         load_image("http://example.com/a.png")

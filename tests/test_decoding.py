@@ -1,4 +1,4 @@
-"""``florence2_runtime.decoding`` against transformers: exact token ids of ``generate()`` and the pieces.
+"""``florence2_runtime.generation`` against transformers: exact token ids of ``generate()`` and the pieces.
 
 The reference is a tiny random ``BartForConditionalGeneration`` (Florence-2's language model is a BART)
 with peaked, context-dependent logits, so beams diverge, n-grams repeat and, with a biased EOS logit,
@@ -28,7 +28,7 @@ from transformers.generation.logits_process import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from florence2_runtime.decoding import (
+from florence2_runtime.generation import (
     DecodingOptions,
     ForcedBOS,
     ForcedEOS,
@@ -408,7 +408,7 @@ def test_generate_rejects_logits_of_the_wrong_shape():
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_nan_logits_are_a_clear_error(num_beams):
-    from florence2_runtime.decoding import DecodingOptions, NonFiniteLogitsError, generate
+    from florence2_runtime.generation import DecodingOptions, NonFiniteLogitsError, generate
 
     class NaNInference:
         def logits(self, tokens):

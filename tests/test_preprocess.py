@@ -1,4 +1,4 @@
-"""``florence2_runtime.preprocess`` against the checkpoint's ``Florence2Processor``: bit-exact pixels."""
+"""``florence2_runtime.inputs.images`` against the checkpoint's ``Florence2Processor``: bit-exact pixels."""
 
 from __future__ import annotations
 

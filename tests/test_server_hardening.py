@@ -299,7 +299,7 @@ def test_large_images_are_kept_at_model_size_and_memory_comes_back(onnx_model):
 
 
 def test_decode_for_model_keeps_the_original_size():
-    from florence2_runtime.preprocess import load_image, resize_for_model
+    from florence2_runtime.inputs.images import load_image, resize_for_model
     from florence2_runtime.server.images import decode_for_model
 
     data = encode(noise_image(300, 200, 5), "JPEG")

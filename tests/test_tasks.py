@@ -9,7 +9,7 @@ import florence2_runtime.model as model_module
 from florence2_export.toy.demo import DEMO_INPUTS
 from florence2_export.verify import make_test_image
 from florence2_runtime import EncodedImage, Florence2
-from florence2_runtime.decoding import DEFAULT_MAX_NEW_TOKENS
+from florence2_runtime.generation import DEFAULT_MAX_NEW_TOKENS
 from florence2_runtime.methods import METHODS
 from florence2_runtime.postprocess import post_process_generation
 from florence2_runtime.prompts import build_task_text

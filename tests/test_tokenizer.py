@@ -1,4 +1,4 @@
-"""``florence2_runtime.tokenizer`` against the checkpoint's ``Florence2Processor``: same ids, same text.
+"""``florence2_runtime.inputs.tokenizer`` against the checkpoint's ``Florence2Processor``: same ids, same text.
 
 Also pins the tiny checkpoint's tokenizer layout (``florence2_export.toy.tiny``) to Florence-2's.
 """
@@ -13,7 +13,7 @@ import pytest
 from florence2_export.toy.tiny import ADDED_TOKENS, BART_BASE_VOCAB, TASK_TOKENS, build_tokenizer
 from florence2_export.verify import make_test_image
 from florence2_runtime.errors import ModelFileError
-from florence2_runtime.tokenizer import Florence2Tokenizer
+from florence2_runtime.inputs.tokenizer import Florence2Tokenizer
 
 REGION = "<loc_12><loc_345><loc_678><loc_999>"
 TASK_INPUTS = {  # task -> input text ("" for tasks that take none)

@@ -5,7 +5,7 @@
     model.run("photo.jpg", "<OD>")  # {"<OD>": {"bboxes": [...], "labels": [...]}}
 """
 
-from .encoded import EncodedImage
+from .inputs.encoded import EncodedImage
 from .errors import Florence2Error, MissingDependencyError, ModelFileError
 from .model import Florence2
 from .postprocess import post_process_generation

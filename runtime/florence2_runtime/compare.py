@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .decoding import PROMPT_LENGTH, generate
+from .generation import PROMPT_LENGTH, generate
 from .postprocess import post_process_generation
-from .preprocess import load_image
+from .inputs.images import load_image
 from .prompts import build_task_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")

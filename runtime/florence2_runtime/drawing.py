@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .preprocess import ImageInput, load_image
+from .inputs.images import ImageInput, load_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from .results import Florence2Result

@@ -33,8 +33,8 @@ from .results import Florence2Result
 from .tasks import merge_class_answers
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .encoded import EncodedImage
-    from .preprocess import ImageInput
+    from .inputs.encoded import EncodedImage
+    from .inputs.images import ImageInput
 
 __all__ = ["METHODS", "MethodSpec", "TaskMethods"]
 

@@ -9,26 +9,26 @@ from typing import Any, Sequence
 import numpy as np
 
 from .engine.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig, read_json
-from .decoding import DecodingOptions, Inference, generate
-from .encoded import EncodedImage
+from .generation import DecodingOptions, Inference, generate
+from .inputs.encoded import EncodedImage
 from .engine.hub import resolve_model
 from .engine.native import Sessions, session_options
 from .engine.int8cpu import check_model_files
 from .engine.layouts import LAYOUTS, layout_of
 from .methods import TaskMethods
-from .preprocess import ImageInput, load_image, preprocess
+from .inputs.images import ImageInput, load_image, preprocess
 from .prompts import build_task_texts, construct_prompt
 from .engine.providers import ProviderSpec, normalize_providers
 from .results import Florence2Result
 from .tasks import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
-from .tokenizer import Florence2Tokenizer
+from .inputs.tokenizer import Florence2Tokenizer
 
 
 class Florence2(TaskMethods):
     """A Florence-2 model exported by ``florence2 export``, run with ONNX Runtime.
 
     Task-level calls (the per-task methods, ``run``, ``run_tasks``, ``predict``, ``predict_regions``)
-    take an image or an :class:`~florence2_runtime.encoded.EncodedImage` and generate up to 1024 new
+    take an image or an :class:`~florence2_runtime.inputs.encoded.EncodedImage` and generate up to 1024 new
     tokens unless told otherwise; ``generate`` mirrors transformers' ``generate`` (20 by default).
     """
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 from .engine.hub import model_options
-from .preprocess import is_url, load_image
+from .inputs.images import is_url, load_image
 from .prompts import REGION_FORMATS, TASKS, check_task_input
 from .results import Florence2Result
 from .tasks import TaskInput, task_items

@@ -129,7 +129,7 @@ class DeviceRunner:
 
 
 class BoundDecoderInference:
-    """The ``Inference`` protocol of :mod:`florence2_runtime.decoding` with every K/V tensor on the device.
+    """The ``Inference`` protocol of :mod:`florence2_runtime.generation` with every K/V tensor on the device.
 
     Rows are ``batch * num_beams`` sequences; ``cross`` holds 2 * decoder_layers OrtValues
     [rows, heads, encoder_length, head_dim] and is fixed for the request.

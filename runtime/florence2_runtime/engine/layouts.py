@@ -26,7 +26,7 @@ from .onnx_community import (
 from .config import CONFIG_FILE, RuntimeConfig
 from .graphs import detect_layout
 from .native import ONNX_DIR, DecoderInference, Sessions
-from ..tokenizer import Florence2Tokenizer
+from ..inputs.tokenizer import Florence2Tokenizer
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def _load_embeddings(path: Path, cfg: RuntimeConfig) -> np.ndarray:
 class DecoderInference:
     """Runs the decoder graph one step at a time, keeping the self-attention KV cache.
 
-    Implements the ``Inference`` protocol of :mod:`florence2_runtime.decoding`. Rows are
+    Implements the ``Inference`` protocol of :mod:`florence2_runtime.generation`. Rows are
     ``batch * num_beams`` sequences; the cross-attention K/V and the encoder mask are fixed
     per request (beams of one item share them, so beam reordering never touches them).
     """

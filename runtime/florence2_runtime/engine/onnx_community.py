@@ -9,7 +9,7 @@ Graphs and tensor names: :func:`florence2_runtime.engine.graphs.community_graphs
 3. Later steps: ``decoder_with_past_model`` (or the merged graph with ``use_cache_branch=True``).
 
 :class:`CommunityDecoderInference` implements the ``Inference`` protocol of
-:mod:`florence2_runtime.decoding`, so greedy and beam search run unchanged. Graphs with float16
+:mod:`florence2_runtime.generation`, so greedy and beam search run unchanged. Graphs with float16
 inputs (``*_fp16.onnx``) are fed float16; logits come back as float32.
 
 Without ``florence2_config.json`` the runtime config is built from the transformers files of the folder
@@ -35,7 +35,7 @@ from .graphs import (
     seq2seq_kv_names,
 )
 from .providers import create_session
-from ..tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
+from ..inputs.tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
 
 ONNX_DIR = "onnx"
 LAYOUT = "onnx-community"

@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..decoding import DecodingOptions
+from ..generation import DecodingOptions
 from ..engine.native import release_freed_memory
 from ..tasks import PromptItem, answer_prompts
 

@@ -13,7 +13,7 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..preprocess import is_url, load_image, resize_for_model
+from ..inputs.images import is_url, load_image, resize_for_model
 from .problems import RequestError, bad_request
 
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
@@ -69,7 +69,7 @@ def decode_for_model(data: bytes, max_pixels: int, size: tuple[int, int], resamp
     """Encoded bytes -> (the RGB image at the model's ``size`` = (height, width), the original (width, height)).
 
     Only what the model sees is kept: the full-resolution pixels are dropped as soon as they are resized
-    (:func:`~florence2_runtime.preprocess.resize_for_model`, so the model's input is unchanged). The
+    (:func:`~florence2_runtime.inputs.images.resize_for_model`, so the model's input is unchanged). The
     original size stays for the region prompt and the answer's coordinates. ``jpeg_draft``: JPEGs are
     decoded at the smallest 1/2, 1/4 or 1/8 scale still at least the model's size (less memory and
     time; the pixels then differ slightly from a full decode)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from ..decoding import DecodingOptions
+from ..generation import DecodingOptions
 from ..errors import brief
 from ..prompts import build_task_text, check_task_input, construct_prompt
 from ..tasks import TaskInput, task_generation_kwargs, task_items

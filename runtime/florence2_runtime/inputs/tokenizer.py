@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
 BOS, PAD, EOS, UNK, IMAGE = "<s>", "<pad>", "</s>", "<unk>", "<image>"
 

@@ -1,0 +1,245 @@
+"""Greedy and beam-search generation for an encoder-decoder model, with numpy only.
+
+Reproduces the token ids of transformers 5.23 ``generate()`` (``_sample`` with ``do_sample=False`` and
+``_beam_search``) for the options Florence-2 uses. The model is reached through the :class:`Inference`
+protocol; everything here is bookkeeping on numpy arrays. The options are :mod:`.options`'s
+``DecodingOptions``; the logit filters, ``log_softmax`` and ``top_k`` live in :mod:`.logits`.
+
+Layout: ``N = batch * num_beams`` rows, the beams of one batch item contiguous (item 0 beams 0..k-1, then
+item 1, ...), as transformers expands its inputs with ``repeat_interleave``. Every sequence starts with
+``decoder_start_token_id`` (the decoder prompt, length 1); ``max_length = 1 + max_new_tokens``.
+
+Facts from transformers that the code below depends on:
+
+- Logits processors, in this order: no-repeat-ngram, min-length / min-new-tokens (both only set EOS to
+  -inf), forced BOS (at length 1), forced EOS (at ``max_length - 1``). The forced ones replace the whole
+  row by -inf with 0 at their token, so forced EOS wins over forced BOS when ``max_new_tokens == 1``, and
+  both win over the EOS suppression of ``min_new_tokens``.
+- Greedy: processors on the raw float32 logits, first argmax; finished rows get ``pad_token_id``; the
+  loop ends when every row has emitted EOS or at ``max_length``.
+- Beam search: float32 ``log_softmax`` first, processors on the log-probabilities, add the running beam
+  scores, top ``2 * num_beams`` over ``num_beams * vocab``. Placeholders are ``-1e9`` (not -inf) and
+  masks are *added* as ``-1e9`` multiples in float32, so their rounding is reproduced as is.
+- Only the first ``num_beams`` of those candidates may finish (EOS or ``max_length``); a finished
+  hypothesis scores ``sum_logprobs / generated_len ** length_penalty`` where ``generated_len`` counts the
+  new tokens, forced BOS and EOS included, the decoder start token excluded.
+- Beam search stops when no item can improve (``early_stopping`` heuristics), when every item of the
+  batch holds ``num_beams`` finished hypotheses (``early_stopping=True``) or at ``max_length``. Its output
+  is the best finished hypothesis per item, cut to the longest of them and right-padded with
+  ``pad_token_id`` (``eos_token_id`` if pad is 0, a transformers quirk; -1 without EOS).
+- Cache reorders: skipped when the source rows are the identity (always after the forced-BOS step) and
+  after the last step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from ..errors import Florence2Error
+from .logits import build_logit_filters, log_softmax, top_k
+from .options import PROMPT_LENGTH, DecodingOptions, check_int
+
+PLACEHOLDER = np.float32(-1.0e9)  # transformers' "very negative" score for empty and masked beams
+
+
+class Inference(Protocol):
+    """The model side of decoding: next-token logits with a KV cache kept by the implementation."""
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens int64 [N, T] (the whole sequences so far) -> next-token logits float32 [N, V].
+
+        Implementations keep a cache of past positions and feed only ``tokens[:, cached:]``.
+        """
+        ...
+
+    def rearrange_kv_cache(self, source_indices: np.ndarray) -> None:
+        """Make cache row ``i`` a copy of row ``source_indices[i]`` (int64 [N]) before the next step.
+
+        Skippable when the indices are the identity: :func:`generate` then does not call it (nor after
+        the last step), and greedy search never does. Sources stay within a batch item's beams.
+        """
+        ...
+
+
+class Step(NamedTuple):
+    """What a decoder's ``update`` returns."""
+
+    tokens: np.ndarray  # int64 [N, T + 1]: the sequences to feed next
+    source_indices: np.ndarray | None  # int64 [N]: cache row each new row continues; None: unchanged
+    done: bool  # no further step is needed
+
+
+class GreedyDecoder:
+    """Greedy search as transformers' ``_sample`` with ``do_sample=False``."""
+
+    def __init__(self, options: DecodingOptions, batch_size: int):
+        self.options = options
+        self.filters = build_logit_filters(options)
+        self.unfinished = np.ones(batch_size, dtype=bool)
+        self.batch_size = batch_size
+
+    def initial_tokens(self) -> np.ndarray:
+        return np.full((self.batch_size, PROMPT_LENGTH), self.options.decoder_start_token_id, dtype=np.int64)
+
+    def update(self, tokens: np.ndarray, logits: np.ndarray) -> Step:
+        """tokens [B, T], logits [B, V] -> the sequences with one more token."""
+        opts = self.options
+        scores = np.array(logits, dtype=np.float32)  # a copy: filters work in place
+        for f in self.filters:
+            f.apply(tokens, scores)
+        next_tokens = scores.argmax(axis=1).astype(np.int64)  # first maximum, as torch.argmax
+        if opts.eos_token_id is not None:
+            next_tokens = np.where(self.unfinished, next_tokens, opts.pad_token_id)
+            self.unfinished &= next_tokens != opts.eos_token_id
+        tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
+        done = tokens.shape[1] >= opts.max_length or not self.unfinished.any()
+        return Step(tokens, None, done)
+
+    def finalize(self, tokens: np.ndarray) -> np.ndarray:
+        """The last ``update``'s tokens are the output: int64 [B, L]."""
+        return tokens
+
+
+class BeamSearchDecoder:
+    """Beam search as transformers' ``_beam_search`` (``do_sample=False``, one returned sequence per item).
+
+    State, per batch item ``b`` and beam slot: running sequences and their summed log-probabilities, and
+    the ``num_beams`` best finished hypotheses with their length-penalised scores. Sequences are stored at
+    full ``max_length`` width filled with the output pad value, as transformers does.
+    """
+
+    def __init__(self, options: DecodingOptions, batch_size: int):
+        self.options = options
+        self.filters = build_logit_filters(options)
+        self.batch_size = b = batch_size
+        self.num_beams = k = options.num_beams
+        self.candidates = 2 * k  # transformers: max(2, 1 + number of EOS ids) * num_beams
+        eos, pad = options.eos_token_id, options.pad_token_id
+        fill = -1 if eos is None else (pad or eos)  # `pad or eos`: a pad id of 0 is replaced by EOS
+        self.running = np.full((b, k, options.max_length), fill, dtype=np.int64)
+        self.running[:, :, :PROMPT_LENGTH] = options.decoder_start_token_id
+        self.running_scores = np.zeros((b, k), dtype=np.float32)
+        self.running_scores[:, 1:] = PLACEHOLDER  # only beam 0 is live at first
+        self.finished = self.running.copy()
+        self.finished_scores = np.full((b, k), PLACEHOLDER, dtype=np.float32)
+        self.finished_lengths = np.zeros((b, k), dtype=np.int64)  # generated tokens, EOS included
+        self.is_finished = np.zeros((b, k), dtype=bool)
+        self.improvable = np.ones(b, dtype=bool)  # transformers' is_early_stop_heuristic_unsatisfied
+        self.cur_len = PROMPT_LENGTH
+
+    def initial_tokens(self) -> np.ndarray:
+        return self.running[:, :, : self.cur_len].reshape(-1, self.cur_len)
+
+    def update(self, tokens: np.ndarray, logits: np.ndarray) -> Step:
+        """tokens [B*k, T], logits [B*k, V] -> the running sequences with one more token."""
+        opts, b, k, cur = self.options, self.batch_size, self.num_beams, self.cur_len
+        log_probs = log_softmax(logits)
+        for f in self.filters:
+            f.apply(tokens, log_probs)
+        vocab = log_probs.shape[1]
+        totals = (log_probs.reshape(b, k, vocab) + self.running_scores[:, :, None]).reshape(b, k * vocab)
+
+        # top 2k continuations over all beams of an item
+        scores, flat = top_k(totals, self.candidates)
+        beam, token = flat // vocab, flat % vocab
+        sequences = np.take_along_axis(self.running, beam[:, :, None], axis=1)
+        sequences[:, :, cur] = token
+        stops = np.full(token.shape, cur + 1 >= opts.max_length)
+        if opts.eos_token_id is not None:
+            stops |= token == opts.eos_token_id
+
+        # the best k that did not stop keep running
+        masked = scores + stops.astype(np.float32) * PLACEHOLDER
+        keep = top_k(masked, k)[1]
+        self.running = np.take_along_axis(sequences, keep[:, :, None], axis=1)
+        self.running_scores = np.take_along_axis(masked, keep, axis=1)
+        source = (np.arange(b)[:, None] * k + np.take_along_axis(beam, keep, axis=1)).reshape(-1)
+
+        self._update_finished(sequences, scores, stops, generated=cur + 1 - PROMPT_LENGTH)
+        self.cur_len = cur = cur + 1
+        self.improvable = self._early_stop_unsatisfied()
+        done = not (self.improvable.any()
+                    and not (self.is_finished.all() and opts.early_stopping is True)
+                    and not stops.all())
+        return Step(self.running[:, :, :cur].reshape(b * k, cur), source, done)
+
+    def _update_finished(self, sequences: np.ndarray, scores: np.ndarray, stops: np.ndarray,
+                         generated: int) -> None:
+        """Merge the candidates among the first k that just stopped into the k best finished hypotheses."""
+        k, opts = self.num_beams, self.options
+        just_finished = stops.copy()
+        just_finished[:, k:] = False  # only the top k candidates may finish
+        penalised = scores / _length_factor(generated, opts.length_penalty)
+        full = self.is_finished.all(axis=1) & (opts.early_stopping is True)
+        penalised += full[:, None].astype(np.float32) * PLACEHOLDER
+        penalised += (~self.improvable)[:, None].astype(np.float32) * PLACEHOLDER
+        penalised += (~just_finished).astype(np.float32) * PLACEHOLDER
+
+        merged_scores = np.concatenate([self.finished_scores, penalised], axis=1)
+        best = top_k(merged_scores, k)[1]
+        lengths = np.concatenate([self.finished_lengths, np.full(scores.shape, generated, np.int64)], axis=1)
+        flags = np.concatenate([self.is_finished, just_finished], axis=1)
+        merged = np.concatenate([self.finished, sequences], axis=1)
+        self.finished = np.take_along_axis(merged, best[:, :, None], axis=1)
+        self.finished_scores = np.take_along_axis(merged_scores, best, axis=1)
+        self.finished_lengths = np.take_along_axis(lengths, best, axis=1)
+        self.is_finished = np.take_along_axis(flags, best, axis=1)
+
+    def _early_stop_unsatisfied(self) -> np.ndarray:
+        """[B] bool: may the best running beam still beat the worst finished one (transformers' heuristic)."""
+        opts = self.options
+        if opts.early_stopping == "never" and opts.length_penalty > 0.0:
+            best_length = opts.max_length - PROMPT_LENGTH
+        else:
+            best_length = self.cur_len - PROMPT_LENGTH
+        best_running = self.running_scores[:, :1] / _length_factor(best_length, opts.length_penalty)
+        worst = self.finished_scores.min(axis=1, keepdims=True)  # placeholders count while slots are empty
+        worst_finished = np.where(self.is_finished, worst, PLACEHOLDER)
+        return self.improvable & (best_running > worst_finished).any(axis=1)
+
+    def finalize(self, tokens: np.ndarray | None = None) -> np.ndarray:
+        """The best finished hypothesis per item, cut to the longest of them: int64 [B, L]."""
+        best_length = PROMPT_LENGTH + int(self.finished_lengths[:, 0].max())
+        return self.finished[:, 0, :best_length].copy()
+
+
+def _length_factor(length: int, length_penalty: float) -> float:
+    """``length ** length_penalty`` as a Python float: numpy then rounds it to float32 before dividing a
+    float32 array, as torch does with a Python scalar."""
+    return float(length) ** float(length_penalty)
+
+
+_DECODERS = {True: GreedyDecoder, False: BeamSearchDecoder}  # keyed by "num_beams == 1"
+
+
+class NonFiniteLogitsError(Florence2Error, ValueError):
+    """The decoder returned NaN logits (numerical overflow in the graphs)."""
+
+
+def generate(inference: Inference, batch_size: int, options: DecodingOptions) -> np.ndarray:
+    """Decode ``batch_size`` items; returns int64 [batch, L] as ``model.generate()`` does.
+
+    ``inference`` holds ``batch_size * options.num_beams`` rows (beams of an item contiguous).
+    """
+    check_int("batch_size", batch_size, minimum=1)
+    options.validate()
+    decoder = _DECODERS[options.num_beams == 1](options, batch_size)
+    rows = batch_size * options.num_beams
+    identity = np.arange(rows)
+    tokens = decoder.initial_tokens()
+    while True:
+        logits = inference.logits(tokens)
+        if getattr(logits, "ndim", 0) != 2 or logits.shape[0] != rows:
+            raise ValueError(f"Inference.logits returned shape {getattr(logits, 'shape', None)}, expected "
+                             f"[{rows}, vocab]")
+        if np.isnan(logits).any():  # ~50 us per step; silent garbage (or a crash in top-k) otherwise
+            raise NonFiniteLogitsError(
+                f"the model produced NaN logits at decoder length {tokens.shape[1]} (an overflow: e.g. an fp16 "
+                "graph whose activations exceed the fp16 range; try the fp32 export)")
+        tokens, source, done = decoder.update(tokens, logits)
+        if done:  # a final cache reorder would be wasted
+            return decoder.finalize(tokens)
+        if source is not None and not np.array_equal(source, identity):
+            inference.rearrange_kv_cache(source)
