@@ -25,7 +25,7 @@ from florence2_runtime import Florence2
 from florence2_runtime.bench import generated_image
 from florence2_runtime.compare import TensorDiff
 from florence2_runtime.engine.int8cpu import cpu_description, u8s8_saturates
-from florence2_runtime.prompts import build_task_text
+from florence2_runtime.tasks.prompts import build_task_text
 
 VARIANTS = ("fp32", "int8", "int8-full-range", "int8-u8u8")  # int8: the default recipe (7bit)
 TASK = "<MORE_DETAILED_CAPTION>"

@@ -10,7 +10,7 @@ import pytest
 
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2Result
-from florence2_runtime.masks import polygon_mask
+from florence2_runtime.tasks.masks import polygon_mask
 
 sv = pytest.importorskip("supervision", reason="the reference masks come from supervision (the 'supervision' extra)")
 

@@ -1,4 +1,4 @@
-"""florence2_runtime.postprocess against transformers' own Florence2Processor.post_process_generation.
+"""florence2_runtime.tasks.postprocess against transformers' own Florence2Processor.post_process_generation.
 
 The reference is a real ``Florence2Processor`` (tiny word-level tokenizer, the published
 post_processor_config from configs.json), so every expected value below comes from transformers.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from florence2_runtime.postprocess import (
+from florence2_runtime.tasks.postprocess import (
     DEFAULT_BANNED_GROUNDING_TOKENS,
     PARSE_TYPES,
     TASK_PARSE_TYPES,

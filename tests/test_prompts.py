@@ -1,4 +1,4 @@
-"""florence2_runtime.prompts against transformers' Florence2Processor._construct_prompts and quantize."""
+"""florence2_runtime.tasks.prompts against transformers' Florence2Processor._construct_prompts and quantize."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from florence2_runtime.prompts import (
+from florence2_runtime.tasks.prompts import (
     TASK_PROMPTS_WITH_INPUT,
     TASK_PROMPTS_WITHOUT_INPUTS,
     TASKS,

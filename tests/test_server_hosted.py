@@ -26,8 +26,8 @@ from PIL import Image
 httpx = pytest.importorskip("httpx", reason="the server tests need httpx (pip install 'florence2-onnx[dev]')")
 pytest.importorskip("fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')")
 
-from florence2_runtime.prompts import TASKS
-from florence2_runtime.results import Florence2Result
+from florence2_runtime.tasks.prompts import TASKS
+from florence2_runtime.tasks.results import Florence2Result
 from florence2_runtime.server import AssetLimits, ServerLimits, create_app
 from florence2_runtime.server import openapi
 from florence2_runtime.server.assets import AssetStore

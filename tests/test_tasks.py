@@ -10,10 +10,10 @@ from florence2_export.toy.demo import DEMO_INPUTS
 from florence2_export.verify import make_test_image
 from florence2_runtime import EncodedImage, Florence2
 from florence2_runtime.generation import DEFAULT_MAX_NEW_TOKENS
-from florence2_runtime.methods import METHODS
-from florence2_runtime.postprocess import post_process_generation
-from florence2_runtime.prompts import build_task_text
-from florence2_runtime.tasks import TASK_MAX_NEW_TOKENS
+from florence2_runtime.tasks.methods import METHODS
+from florence2_runtime.tasks.postprocess import post_process_generation
+from florence2_runtime.tasks.prompts import build_task_text
+from florence2_runtime.tasks.requests import TASK_MAX_NEW_TOKENS
 
 TASKS = list(DEMO_INPUTS)
 IMAGE = make_test_image(160, 120, seed=11)

@@ -107,7 +107,7 @@ def test_trainer_rejects_bad_options(tmp_path, capsys):
 def test_trained_model_tokens_match_transformers(shapes_checkpoint, shapes_model):
     """Peaked logits, 3 beams, every task batched: the runtime's ids equal transformers'."""
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
-    from florence2_runtime.prompts import build_task_text
+    from florence2_runtime.tasks.prompts import build_task_text
 
     processor = AutoProcessor.from_pretrained(shapes_checkpoint, backend="pil")
     ref = Florence2ForConditionalGeneration.from_pretrained(shapes_checkpoint, attn_implementation="eager").eval()
@@ -146,7 +146,7 @@ def test_batched_serving_gives_the_unbatched_answers(shapes_model):
     """The server's dynamic batcher on the trained model: every task in shared batches, same answers as run()."""
     import asyncio
 
-    from florence2_runtime.prompts import build_task_text
+    from florence2_runtime.tasks.prompts import build_task_text
     from florence2_runtime.server.batching import DynamicBatcher, Job
 
     gen = {"max_new_tokens": 80, "num_beams": 3}

@@ -21,7 +21,7 @@ import pytest
 import torch
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
-from florence2_runtime.prompts import construct_prompt
+from florence2_runtime.tasks.prompts import construct_prompt
 
 NODE_DIR = Path(__file__).parent / "node"
 SCRIPT = NODE_DIR / "florence2_generate.mjs"

@@ -8,8 +8,9 @@
 from .inputs.encoded import EncodedImage
 from .errors import Florence2Error, MissingDependencyError, ModelFileError
 from .model import Florence2
-from .postprocess import post_process_generation
-from .results import BoundingBox, Florence2Result, Polygon, QuadBox
+from .tasks.postprocess import post_process_generation
+from .tasks.results import Florence2Result
+from .tasks.shapes import BoundingBox, Polygon, QuadBox
 
 __all__ = ["BoundingBox", "EncodedImage", "Florence2", "Florence2Error", "Florence2Result", "MissingDependencyError",
            "ModelFileError", "Polygon", "QuadBox", "post_process_generation"]

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from .generation import PROMPT_LENGTH, generate
-from .postprocess import post_process_generation
+from .tasks.postprocess import post_process_generation
 from .inputs.images import load_image
-from .prompts import build_task_text
+from .tasks.prompts import build_task_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TENSORS = ("vision_features", "cross_kv", "first_logits")

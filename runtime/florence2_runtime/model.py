@@ -15,12 +15,12 @@ from .engine.hub import resolve_model
 from .engine.native import Sessions, session_options
 from .engine.int8cpu import check_model_files
 from .engine.layouts import LAYOUTS, layout_of
-from .methods import TaskMethods
+from .tasks.methods import TaskMethods
 from .inputs.images import ImageInput, load_image, preprocess
-from .prompts import build_task_texts, construct_prompt
+from .tasks.prompts import build_task_texts, construct_prompt
 from .engine.providers import ProviderSpec, normalize_providers
-from .results import Florence2Result
-from .tasks import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
+from .tasks.results import Florence2Result
+from .tasks.requests import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
 from .inputs.tokenizer import Florence2Tokenizer
 
 
@@ -119,7 +119,7 @@ class Florence2(TaskMethods):
 
     def task_options(self, **generation_kwargs: Any) -> DecodingOptions:
         """``decoding_options`` with the task-level default ``max_new_tokens`` = min(1024, positions - 1)
-        (:func:`~florence2_runtime.tasks.task_generation_kwargs`)."""
+        (:func:`~florence2_runtime.tasks.requests.task_generation_kwargs`)."""
         return self.decoding_options(**task_generation_kwargs(generation_kwargs, self.config.max_position_embeddings))
 
     def prepare_inputs(self, images: Sequence[ImageInput], texts: Sequence[str]):
@@ -241,7 +241,7 @@ class Florence2(TaskMethods):
     def predict(self, image: ImageInput | EncodedImage, task: str, text: str | None = None,
                 region: Sequence[float] | None = None, *, region_format: str = "pixels",
                 **generation_kwargs: Any) -> Florence2Result:
-        """``run`` as a typed :class:`~florence2_runtime.results.Florence2Result` (``.raw`` is run's dict)."""
+        """``run`` as a typed :class:`~florence2_runtime.tasks.results.Florence2Result` (``.raw`` is run's dict)."""
         image, size = _image_and_size(image)
         answer = self.run(image, task, text, region, region_format=region_format, **generation_kwargs)
         return Florence2Result.from_dict(answer, size)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from florence2_runtime.engine.config import RuntimeConfig
 from florence2_runtime.engine.graphs import USE_CACHE_BRANCH, GraphSpec, community_graphs
-from florence2_runtime.postprocess import TASK_PARSE_TYPES
+from florence2_runtime.tasks.postprocess import TASK_PARSE_TYPES
 from torch import nn
 
 from ..graphs.modules import DecoderCore, VisionEncoder, _additive_padding_mask, _heads

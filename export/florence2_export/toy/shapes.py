@@ -383,7 +383,7 @@ def processor_text(task: str, size: int, text: str | None = None, region: Sequen
 
 def answer_for(task: str, scene: Scene, size: int, inputs: dict) -> dict:
     """The right post-processed answer, ``{task: ...}`` as ``Florence2.run`` returns it."""
-    from florence2_runtime.postprocess import post_process_generation
+    from florence2_runtime.tasks.postprocess import post_process_generation
 
     return post_process_generation(target_for(task, scene, size, **inputs), task, (size, size))
 

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import shapes
-from florence2_runtime.postprocess import post_process_generation
+from florence2_runtime.tasks.postprocess import post_process_generation
 
 BOX_TASKS = ("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>", "<CAPTION_TO_PHRASE_GROUNDING>",
              "<OPEN_VOCABULARY_DETECTION>", "<OCR_WITH_REGION>")

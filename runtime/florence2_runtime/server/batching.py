@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..generation import DecodingOptions
 from ..engine.native import release_freed_memory
-from ..tasks import PromptItem, answer_prompts
+from ..tasks.requests import PromptItem, answer_prompts
 
 log = logging.getLogger("florence2.server")
 

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from PIL import Image
 
-from ..results import Florence2Result
+from ..tasks.results import Florence2Result
 from .assets import ASSET_HEADERS
 from .problems import invalid
 

@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from ..prompts import REGION_FORMATS, TASKS
+from ..tasks.prompts import REGION_FORMATS, TASKS
 
 TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 

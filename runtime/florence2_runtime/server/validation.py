@@ -12,8 +12,8 @@ from typing import Any
 
 from ..generation import DecodingOptions
 from ..errors import brief
-from ..prompts import build_task_text, check_task_input, construct_prompt
-from ..tasks import TaskInput, task_generation_kwargs, task_items
+from ..tasks.prompts import build_task_text, check_task_input, construct_prompt
+from ..tasks.requests import TaskInput, task_generation_kwargs, task_items
 from .limits import ALLOWED_GENERATION_OPTIONS, ServerLimits
 from .problems import invalid
 

@@ -13,7 +13,7 @@ from importlib.resources import files
 from typing import Any
 
 from .. import __version__
-from ..prompts import TASKS
+from ..tasks.prompts import TASKS
 from . import openapi
 
 log = logging.getLogger("florence2.server")

@@ -11,14 +11,12 @@ from __future__ import annotations
 import hashlib
 import textwrap
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .inputs.images import ImageInput, load_image
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .results import Florence2Result
+from ..inputs.images import ImageInput, load_image
+from .shapes import ShapesOfResult
 
 __all__ = ["DrawStyle", "draw_result"]
 
@@ -124,7 +122,7 @@ class _Canvas:
         return Image.alpha_composite(self.image, self.overlay).convert("RGB")
 
 
-def draw_result(result: "Florence2Result", image: ImageInput, style: DrawStyle | None = None,
+def draw_result(result: ShapesOfResult, image: ImageInput, style: DrawStyle | None = None,
                 **options) -> Image.Image:
     """A new RGB image: ``image`` with ``result`` drawn on it; ``options`` are ``DrawStyle`` fields."""
     style = style or DrawStyle(**options)

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import brief
+from ..errors import brief
 
 __all__ = [
     "REGION_FORMATS",

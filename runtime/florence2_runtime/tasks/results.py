@@ -9,6 +9,9 @@ the task; :class:`Florence2Result` gives every task the same fields::
 
 Which answer shape a task has is the table ``TASK_KINDS`` (task -> kind), and each kind has one reader in
 ``_READERS``. Coordinates are pixels of the original image, exactly the numbers of the dict (ints).
+The shapes (:class:`BoundingBox`, :class:`QuadBox`, :class:`Polygon`) live in :mod:`.shapes`; the converters
+(:mod:`.coco`, :mod:`.supervision`, :mod:`.drawing`, :mod:`.masks`) read a result through
+:class:`~.shapes.ShapesOfResult` and never import this module.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import require
+from ..errors import require
 from .postprocess import FALLBACK_PARSE_TYPE, TASK_PARSE_TYPES, dequantize
+from .shapes import BoundingBox, Polygon, QuadBox
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -52,43 +56,6 @@ FALLBACK_KIND = _KIND_OF_PARSE_TYPE[FALLBACK_PARSE_TYPE]  # post-processing trea
 
 _LOC_RUN = re.compile(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>")
 _LOC_TOKEN = re.compile(r"<loc_\d+>")
-
-
-# --- the dataclasses -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BoundingBox:
-    """An axis-aligned box ``(x1, y1, x2, y2)`` in pixels, with its label ("" when the task gives none)."""
-
-    xyxy: tuple[float, float, float, float]
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class QuadBox:
-    """A four-corner box ``(x1, y1, ..., x4, y4)`` in pixels (OCR with regions), with its text."""
-
-    points: tuple[float, ...]
-    label: str = ""
-
-    @property
-    def xyxy(self) -> tuple[float, float, float, float]:
-        xs, ys = self.points[0::2], self.points[1::2]
-        return (min(xs), min(ys), max(xs), max(ys))
-
-
-@dataclass(frozen=True)
-class Polygon:
-    """One object as one or more polygons, each a flat ``(x1, y1, x2, y2, ...)`` tuple in pixels."""
-
-    parts: tuple[tuple[float, ...], ...]
-    label: str = ""
-
-    @property
-    def xyxy(self) -> tuple[float, float, float, float] | None:
-        """Bounds of every part with at least one point; None when there is none."""
-        xs = [x for p in self.parts for x in p[0::2]]
-        ys = [y for p in self.parts for y in p[1::2]]
-        return (min(xs), min(ys), max(xs), max(ys)) if xs else None
 
 
 @dataclass(frozen=True)
@@ -223,7 +190,7 @@ class Florence2Result:
         Detections where supervision raises ValueError.
         """
         sv = require("supervision", "supervision", "Florence2Result.to_supervision()")
-        from .svconvert import to_detections
+        from .supervision import to_detections
 
         return to_detections(self, sv)
 
@@ -232,7 +199,7 @@ class Florence2Result:
         """A copy of ``image`` (PIL, array, path or bytes) with the boxes, quads, polygons and labels drawn.
 
         Coordinates are scaled when the image's size differs from ``image_size``. Options: see
-        ``florence2_runtime.drawing.draw_result``.
+        ``florence2_runtime.tasks.drawing.draw_result``.
         """
         from .drawing import draw_result
 

@@ -1,7 +1,7 @@
 """The per-task methods of ``Florence2`` (the jobs Roboflow's inference-models offers), one table.
 
 ``METHODS`` maps each method to its task token(s) and the input it takes; every method is a thin
-wrapper over ``Florence2.run`` / ``predict_prompts`` and returns a :class:`~florence2_runtime.results.Florence2Result`
+wrapper over ``Florence2.run`` / ``predict_prompts`` and returns a :class:`~florence2_runtime.tasks.results.Florence2Result`
 (a list of them for several regions). Each takes an image or an ``EncodedImage`` and generation keywords
 (transformers' names; by default up to 1024 new tokens and the checkpoint's beams).
 
@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .prompts import _is_box
 from .results import Florence2Result
-from .tasks import merge_class_answers
+from .requests import merge_class_answers
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .inputs.encoded import EncodedImage
-    from .inputs.images import ImageInput
+    from ..inputs.encoded import EncodedImage
+    from ..inputs.images import ImageInput
 
 __all__ = ["METHODS", "MethodSpec", "TaskMethods"]
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .masks import MIN_POLYGON_POINTS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .results import Florence2Result
+from .shapes import ShapesOfResult
 
 
 def _bbox(points_x: Sequence[float], points_y: Sequence[float]) -> list[float]:
@@ -23,7 +21,7 @@ def polygon_area(flat: Sequence[float]) -> float:
     return abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))) / 2.0
 
 
-def _objects(result: "Florence2Result") -> list[tuple[str, list[float], float, list[list[float]] | None]]:
+def _objects(result: ShapesOfResult) -> list[tuple[str, list[float], float, list[list[float]] | None]]:
     """(label, bbox, area, segmentation or None) per object, boxes then quads then polygons."""
     out = []
     for b in result.boxes:
@@ -44,7 +42,7 @@ def _objects(result: "Florence2Result") -> list[tuple[str, list[float], float, l
     return out
 
 
-def to_coco(result: "Florence2Result", image_id: int, category_ids: Mapping[str, int] | None,
+def to_coco(result: ShapesOfResult, image_id: int, category_ids: Mapping[str, int] | None,
             first_annotation_id: int = 1, file_name: str | None = None) -> dict[str, Any]:
     """See ``Florence2Result.to_coco``."""
     objects = _objects(result)

@@ -22,8 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .generation import DecodingOptions
-from .inputs.encoded import EncodedImage
+from ..generation import DecodingOptions
+from ..inputs.encoded import EncodedImage
 from .postprocess import post_process_generation
 from .prompts import build_task_text, check_task_input
 

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .masks import object_masks
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .results import Florence2Result
+from .shapes import ShapesOfResult
 
 CLASS_NAME = "class_name"
 ORIENTED_BOXES = "xyxyxyxy"
@@ -46,27 +44,27 @@ def _sorted_corners(xyxy: np.ndarray) -> np.ndarray:
     return np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1).astype(xyxy.dtype, copy=False)
 
 
-def _boxes(result: "Florence2Result", sv) -> _Parts:
+def _boxes(result: ShapesOfResult, sv) -> _Parts:
     return result.xyxy, np.array([b.label for b in result.boxes]), None, None
 
 
-def _unlabelled_boxes(result: "Florence2Result", sv) -> _Parts:
+def _unlabelled_boxes(result: ShapesOfResult, sv) -> _Parts:
     return result.xyxy, None, None, None
 
 
-def _quads(result: "Florence2Result", sv) -> _Parts:
+def _quads(result: ShapesOfResult, sv) -> _Parts:
     quads = np.array([q.points for q in result.quad_boxes], dtype=np.float32).reshape(-1, 4, 2)
     xyxy = np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
     return xyxy, np.array([q.label for q in result.quad_boxes]), None, quads
 
 
-def _masks(result: "Florence2Result", sv) -> _Parts:
+def _masks(result: ShapesOfResult, sv) -> _Parts:
     masks, kept = object_masks([obj.parts for obj in result.polygons], result.image_size)
     boxes = [np.concatenate([np.concatenate(parts).min(axis=0), np.concatenate(parts).max(axis=0)]) for parts in kept]
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), None, masks, None
 
 
-def _region(result: "Florence2Result", sv) -> _Parts:
+def _region(result: ShapesOfResult, sv) -> _Parts:
     answer = result.raw.get(result.task) if result.raw else None
     if not isinstance(answer, str):
         raise ValueError(f"{result.task}: to_supervision needs the raw text answer (Florence2Result.raw)")
@@ -79,7 +77,7 @@ def _region(result: "Florence2Result", sv) -> _Parts:
     return xyxy, np.array([answer[: match.start()]]), None, None
 
 
-def _nothing(result: "Florence2Result", sv) -> _Parts:
+def _nothing(result: ShapesOfResult, sv) -> _Parts:
     return np.empty((0, 4), dtype=np.float32), None, None, None
 
 
@@ -97,7 +95,7 @@ _CONVERTERS: Mapping[str, Callable[[Any, Any], _Parts]] = MappingProxyType({
 })
 
 
-def to_detections(result: "Florence2Result", sv):
+def to_detections(result: ShapesOfResult, sv):
     """See ``Florence2Result.to_supervision``; ``sv`` is the imported supervision module."""
     xyxy, names, masks, quads = _CONVERTERS.get(result.task, _nothing)(result, sv)
     xyxy = _sorted_corners(xyxy)

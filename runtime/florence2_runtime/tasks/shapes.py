@@ -1,0 +1,69 @@
+"""The shapes of a Florence-2 answer (boxes, quad boxes, polygons) and what the converters read of a result.
+
+:class:`~.results.Florence2Result` holds these; the converters (:mod:`.coco`, :mod:`.supervision`,
+:mod:`.drawing`) take any object with the fields of :class:`ShapesOfResult`, so they depend on this module
+only and ``results`` can call them without an import circle. Coordinates are pixels of the original image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    """An axis-aligned box ``(x1, y1, x2, y2)`` in pixels, with its label ("" when the task gives none)."""
+
+    xyxy: tuple[float, float, float, float]
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class QuadBox:
+    """A four-corner box ``(x1, y1, ..., x4, y4)`` in pixels (OCR with regions), with its text."""
+
+    points: tuple[float, ...]
+    label: str = ""
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        xs, ys = self.points[0::2], self.points[1::2]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+@dataclass(frozen=True)
+class Polygon:
+    """One object as one or more polygons, each a flat ``(x1, y1, x2, y2, ...)`` tuple in pixels."""
+
+    parts: tuple[tuple[float, ...], ...]
+    label: str = ""
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float] | None:
+        """Bounds of every part with at least one point; None when there is none."""
+        xs = [x for p in self.parts for x in p[0::2]]
+        ys = [y for p in self.parts for y in p[1::2]]
+        return (min(xs), min(ys), max(xs), max(ys)) if xs else None
+
+
+class ShapesOfResult(Protocol):
+    """What the converters read of a result (:class:`~.results.Florence2Result` has these fields)."""
+
+    task: str  # the task token
+    image_size: tuple[int, int]  # (width, height) the coordinates refer to
+    text: str | None
+    boxes: tuple[BoundingBox, ...]
+    quad_boxes: tuple[QuadBox, ...]
+    polygons: tuple[Polygon, ...]
+    raw: Mapping[str, Any]  # ``run()``'s dict ``{task: answer}``
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """Boxes as float32 [N, 4] (``boxes`` only)."""
+        ...
+
+    def __len__(self) -> int:
+        ...
