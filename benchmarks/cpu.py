@@ -104,7 +104,7 @@ def decoder_weight_bytes(model_folder: Path) -> int:
 
 def bench_images(cache: Path) -> list[Path]:
     """The benchmark's images as PNG files (both sides load the same files)."""
-    from florence2_runtime.bench import generated_image
+    from florence2_runtime.cli.bench import generated_image
 
     folder = cache / "images"
     folder.mkdir(parents=True, exist_ok=True)

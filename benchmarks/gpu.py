@@ -67,7 +67,7 @@ def reference_times(checkpoint: Path, device: str, grid: dict, runs: int, task: 
     import torch
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
-    from florence2_runtime.bench import generated_image
+    from florence2_runtime.cli.bench import generated_image
 
     model = Florence2ForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager",
                                                               dtype=torch.float32).to(device).eval()
@@ -95,7 +95,7 @@ def reference_times(checkpoint: Path, device: str, grid: dict, runs: int, task: 
 
 def bench_folder(folder: Path, provider: str, io_binding: bool, grid: dict, runs: int, task: str) -> dict:
     from florence2_runtime import Florence2
-    from florence2_runtime.bench import BenchOptions, run_bench
+    from florence2_runtime.cli.bench import BenchOptions, run_bench
 
     model = Florence2.from_pretrained(folder, providers=provider, io_binding=io_binding)
     out = {"providers": model.providers}

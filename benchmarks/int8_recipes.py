@@ -22,8 +22,8 @@ import numpy as np
 from precision_variants import variant_folder
 
 from florence2_runtime import Florence2
-from florence2_runtime.bench import generated_image
-from florence2_runtime.compare import TensorDiff
+from florence2_runtime.cli.bench import generated_image
+from florence2_runtime.cli.compare import TensorDiff
 from florence2_runtime.engine.int8cpu import cpu_description, u8s8_saturates
 from florence2_runtime.tasks.prompts import build_task_text
 

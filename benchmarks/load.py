@@ -175,7 +175,7 @@ def stage_split(model: Path, task: str, tokens: int, batches: list[int], threads
     Runs in this process after the servers have stopped; one warm-up and one measured run per batch size.
     """
     from florence2_runtime import Florence2
-    from florence2_runtime.bench import BenchOptions, run_bench
+    from florence2_runtime.cli.bench import BenchOptions, run_bench
 
     m = Florence2.from_pretrained(model, threads=threads)
     rows = []

@@ -32,7 +32,7 @@ from florence2_export.toy import tiny_eval
 from florence2_export.toy.demo import TINY_SHAPES
 from florence2_export.precision import Int8Options, convert_folder
 from florence2_runtime import Florence2
-from florence2_runtime.compare import CompareOptions, compare_image
+from florence2_runtime.cli.compare import CompareOptions, compare_image
 
 VARIANTS = ("fp16", "int8")
 # recipes tried when int8 misses: name -> Int8Options (converted from the fp32 folder without PyTorch)

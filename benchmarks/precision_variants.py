@@ -10,7 +10,7 @@ Writes (once) a random-weight full-size checkpoint and its fp32 export under ``-
 - times ``--runs`` generate calls (after a warm-up) with exactly ``--tokens`` new tokens and
   ``--beams`` beams, variants interleaved run by run so that a busy machine slows all alike; the
   speed-up compares best runs (the least disturbed by other load);
-- compares it with fp32 on ``--images`` generated images (``florence2_runtime.compare``): token
+- compares it with fp32 on ``--images`` generated images (``florence2_runtime.cli.compare``): token
   agreement, equal results, and max |diff| of each graph's output.
 
 Random weights make the divergence figures pessimistic (flat logits flip on small errors; the
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from florence2_export.precision import Fp16Options, Int8Options, convert_folder
 from florence2_runtime import Florence2
-from florence2_runtime.bench import generated_image, timed_generate
-from florence2_runtime.compare import CompareOptions, compare_image
+from florence2_runtime.cli.bench import generated_image, timed_generate
+from florence2_runtime.cli.compare import CompareOptions, compare_image
 
 # name -> (dtype, options); the named extras are the int8 choices the README's table compares
 VARIANTS = {

@@ -28,7 +28,7 @@ def peak_rss_bytes() -> int:
 
 
 class RuntimeSide:
-    """The torch-free runtime, timed by ``florence2_runtime.bench.timed_generate``."""
+    """The torch-free runtime, timed by ``florence2_runtime.cli.bench.timed_generate``."""
 
     name = "runtime"
 
@@ -38,7 +38,7 @@ class RuntimeSide:
         self.model = Florence2.from_pretrained(model, threads=threads)
 
     def run(self, images, texts, tokens: int, beams: int) -> tuple[list, dict]:
-        from florence2_runtime.bench import timed_generate
+        from florence2_runtime.cli.bench import timed_generate
 
         ids, times = timed_generate(
             self.model, images, texts, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=beams

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from florence2_runtime.bench import STAGES, BenchOptions, generated_image, run_bench, timed_generate
+from florence2_runtime.cli.bench import STAGES, BenchOptions, generated_image, run_bench, timed_generate
 from florence2_runtime.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2Result
 from florence2_runtime.cli import build_parser, main
-from florence2_runtime.runcmd import run_command
+from florence2_runtime.cli.run import run_command
 from PIL import Image
 
 GEN = ["--max-new-tokens", "12", "--num-beams", "1"]

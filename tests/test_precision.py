@@ -11,7 +11,7 @@ from florence2_export.precision import attention_score_nodes, convert_folder, ge
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.cli import main
-from florence2_runtime.compare import CompareOptions, compare_models
+from florence2_runtime.cli.compare import CompareOptions, compare_models
 from florence2_runtime.engine.config import RuntimeConfig
 
 GRAPHS = ("vision_encoder", "text_encoder", "decoder")

@@ -177,7 +177,7 @@ def test_demo_rejects_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
 
 def _agreement(model, variant, samples) -> tuple[int, int]:
     """(identical answers, task-level agreements: text equal, locations within 5 bins) over the samples."""
-    from florence2_runtime.compare import CompareOptions, compare_image
+    from florence2_runtime.cli.compare import CompareOptions, compare_image
 
     identical = agree = 0
     for s in samples:

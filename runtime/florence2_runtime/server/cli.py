@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..argtypes import port_number, positive_int
+from ..cli.argtypes import port_number, positive_int
 from ..errors import require
 from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
 from .assets import AssetLimits

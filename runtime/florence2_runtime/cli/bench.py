@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .generation import Inference, generate
+from ..generation import Inference, generate
 
 STAGES = ("preprocess", "vision_encoder", "text_encoder", "first_step", "per_token", "end_to_end")
 DEFAULT_TASK = "<OD>"

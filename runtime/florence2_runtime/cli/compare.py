@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .generation import PROMPT_LENGTH, generate
-from .tasks.postprocess import post_process_generation
-from .inputs.images import load_image
-from .tasks.prompts import build_task_text
+from ..generation import PROMPT_LENGTH, generate
+from ..tasks.postprocess import post_process_generation
+from ..inputs.images import load_image
+from ..tasks.prompts import build_task_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TENSORS = ("vision_features", "cross_kv", "first_logits")
@@ -250,7 +250,7 @@ def compare_models(model_a: str | Path, model_b: str | Path, images: Sequence[st
                    options_b: dict | None = None) -> CompareReport:
     """Load two models (folders, hub ids or aliases) and compare them on ``images`` (files, or folders of image
     files). options_a / options_b: ``Florence2.from_pretrained`` keywords (precision, revision) of each."""
-    from .model import Florence2
+    from ..model import Florence2
 
     paths = collect_images(images)
     options_a, options_b = options_a or {}, options_b or {}

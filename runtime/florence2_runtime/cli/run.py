@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-from .engine.hub import model_options
-from .inputs.images import is_url, load_image
-from .tasks.prompts import REGION_FORMATS, TASKS, check_task_input
-from .tasks.results import Florence2Result
-from .tasks.requests import TaskInput, task_items
+from ..engine.hub import model_options
+from ..inputs.images import is_url, load_image
+from ..tasks.prompts import REGION_FORMATS, TASKS, check_task_input
+from ..tasks.results import Florence2Result
+from ..tasks.requests import TaskInput, task_items
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -192,7 +192,7 @@ def _problem(image: Path, error: Exception) -> str:
 def run_command(args: argparse.Namespace, generation_kwargs: dict, stdout: IO[str] | None = None,
                 stderr: IO[str] | None = None) -> int:
     """``florence2 run``; returns the exit code (0, or 1 when some image of several failed)."""
-    from .model import Florence2
+    from ..model import Florence2
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     p = plan(args)

@@ -1,4 +1,4 @@
-"""The ``florence2`` command: export, run, demo.
+"""The ``florence2`` command and its sub-commands: export, run, demo, bench, compare, serve.
 
 Bad arguments and bad input print one line on stderr and exit with code 2.
 """
@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 from .argtypes import positive_int
-from .errors import Florence2Error, MissingDependencyError
-from .engine.hub import MODEL_HELP, add_model_arguments, model_options
-from .engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
-from .engine.int8cpu import RECIPES as INT8_RECIPES
+from ..errors import Florence2Error, MissingDependencyError
+from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
+from ..engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
+from ..engine.int8cpu import RECIPES as INT8_RECIPES
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran but its result failed (an export's check)
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="region x1,y1,x2,y2 for the region tasks; repeat it for several regions")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
     p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
-    from .runcmd import add_output_arguments as _add_run_output_arguments
+    from .run import add_output_arguments as _add_run_output_arguments
 
     _add_run_output_arguments(p)
     _add_generation_args(p)
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve a model over HTTP with dynamic batching (needs the 'serve' extra; "
                                      "--ray: Ray Serve, the 'ray' extra)")
-    from .server.cli import add_arguments as _add_serve_arguments
+    from ..server.cli import add_arguments as _add_serve_arguments
 
     _add_serve_arguments(p)
     return parser
@@ -164,7 +164,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .runcmd import run_command
+    from .run import run_command
 
     return run_command(args, _generation_kwargs(args))
 
@@ -184,7 +184,7 @@ def _cmd_demo(args) -> int:
 
 def _cmd_bench(args) -> int:
     from .bench import BenchOptions, report_json, run_bench
-    from .model import Florence2
+    from ..model import Florence2
 
     options = BenchOptions(task=args.task, tokens=args.tokens, beams=args.beams, batch=args.batch, runs=args.runs)
     if args.image is not None and not Path(args.image).is_file():
@@ -209,7 +209,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from .server.cli import run as run_server
+    from ..server.cli import run as run_server
 
     return run_server(args)
 
@@ -227,7 +227,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
