@@ -45,18 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     pil = generated_image(seed=100)
     pixels, ids, mask = ref.prepare_inputs([pil], [build_task_text(TASK, image_size=pil.size)])
     saved = args.cache / f"{args.size}-fp32-features.npy"
-    feats = np.load(saved) if args.no_vision else ref.sessions.encode_images(pixels)
+    feats = np.load(saved) if args.no_vision else ref.engine.encode_images(pixels)
     np.save(saved, feats)
-    cross, cross_mask = ref.sessions.encode_text(ids, mask, feats)
+    cross, cross_mask = ref.engine.encode_text(ids, mask, feats)
     start = np.full((1, 1), ref.config.decoder_start_token_id, np.int64)
-    logits = ref.decoder_inference(cross, cross_mask).logits(start)
+    logits = ref.engine.decoder(cross, cross_mask).logits(start)
     for name, m in models.items():
         if name == "fp32":
             continue
-        diffs = {"cross_kv": TensorDiff.of(cross, m.sessions.encode_text(ids, mask, feats)[0]),
-                 "first_logits": TensorDiff.of([logits], [m.decoder_inference(cross, cross_mask).logits(start)])}
+        diffs = {"cross_kv": TensorDiff.of(cross, m.engine.encode_text(ids, mask, feats)[0]),
+                 "first_logits": TensorDiff.of([logits], [m.engine.decoder(cross, cross_mask).logits(start)])}
         if not args.no_vision:
-            diffs["vision_features"] = TensorDiff.of([feats], [m.sessions.encode_images(pixels)])
+            diffs["vision_features"] = TensorDiff.of([feats], [m.engine.encode_images(pixels)])
         print(f"{name:16} ({m.config.int8_recipe}) max |int8 - fp32| (max |fp32|): "
               + ", ".join(f"{k} {d.max_abs:.3g} ({d.ref_max_abs:.3g})" for k, d in diffs.items()), flush=True)
 
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.runs):
         for name, m in models.items():
             t0 = time.perf_counter()
-            kv, kv_mask = m.sessions.encode_text(ids, mask, feats)
+            kv, kv_mask = m.engine.encode_text(ids, mask, feats)
             t1 = time.perf_counter()
-            step = m.decoder_inference(kv, kv_mask, 3)
+            step = m.engine.decoder(kv, kv_mask, 3)
             tokens = np.full((3, 1), m.config.decoder_start_token_id, np.int64)
             step.logits(tokens)
             tokens = np.concatenate([tokens, np.zeros((3, 1), np.int64)], axis=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from florence2_export.verify import make_test_image
 from florence2_runtime.cli import main
+from florence2_runtime.engine.host import HostEngine
 
 
 @pytest.fixture
@@ -128,4 +129,4 @@ def test_openvino_folder_loads_on_the_plain_path(onnx_folder, monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: [*real, "OpenVINOExecutionProvider"])
     with pytest.warns(RuntimeWarning):  # onnxruntime runs it on the CPU and says so
         model = Florence2.from_pretrained(onnx_folder, providers=["OpenVINOExecutionProvider", "CPUExecutionProvider"])
-    assert model.device_runner is None
+    assert isinstance(model.engine, HostEngine)

@@ -27,7 +27,7 @@ TEXTS = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball", "<MORE_DETAILED_CAPT
 def cuda_model(onnx_folder):
     model = Florence2.from_pretrained(onnx_folder, providers="cuda")
     assert model.providers[0] == "CUDAExecutionProvider"
-    assert model.device_runner is not None and model.device_runner.device == "cuda"
+    assert type(model.engine).__name__ == "DeviceEngine" and model.engine.device == "cuda"
     return model
 
 

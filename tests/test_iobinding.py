@@ -10,7 +10,8 @@ import pytest
 
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
-from florence2_runtime.engine.iobinding import BoundDecoderInference, device_of
+from florence2_runtime.engine.host import HostEngine
+from florence2_runtime.engine.iobinding import BoundDecoderInference, DeviceEngine, device_of
 
 IMAGES = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (40, 200), (128, 128)])]
 TEXTS = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball", "<MORE_DETAILED_CAPTION>"]
@@ -31,9 +32,12 @@ def test_tokens_equal_the_plain_path(onnx_model, bound_model, num_beams, batch):
 
 
 def test_the_bound_path_is_the_one_used(bound_model, onnx_model):
-    assert onnx_model.device_runner is None  # CPU default: plain path
-    assert bound_model.device_runner is not None and bound_model.device_runner.gather is not None
-    inference = bound_model.device_runner.start(*bound_model.prepare_inputs(IMAGES[:1], TEXTS[:1]), num_beams=2)
+    assert isinstance(onnx_model.engine, HostEngine)  # CPU default: plain path
+    assert isinstance(bound_model.engine, DeviceEngine) and bound_model.engine.gather is not None
+    pixel_values, text_ids, text_mask = bound_model.prepare_inputs(IMAGES[:1], TEXTS[:1])
+    features = bound_model.engine.encode_images(pixel_values, to_host=False)
+    assert type(features).__name__ == "OrtValue"
+    inference = bound_model.engine.start(features, text_ids, text_mask, num_beams=2)
     assert isinstance(inference, BoundDecoderInference)
     # K/V live in OrtValues, never as numpy arrays
     assert all(type(v).__name__ == "OrtValue" for v in inference.past + list(inference.fixed.values()))
@@ -47,7 +51,7 @@ def test_folder_without_kv_gather_falls_back_to_host_gathers(onnx_folder, onnx_m
     shutil.copytree(onnx_folder, old)
     (old / "onnx" / "kv_gather.onnx").unlink()
     model = Florence2.from_pretrained(old, io_binding=True)
-    assert model.device_runner.gather is None
+    assert model.engine.gather is None
     kwargs = dict(max_new_tokens=16, num_beams=3)
     np.testing.assert_array_equal(model.generate(IMAGES[:2], TEXTS[:2], **kwargs),
                                   onnx_model.generate(IMAGES[:2], TEXTS[:2], **kwargs))

@@ -492,8 +492,8 @@ TASK_LIST = ["<CAPTION>", {"task": "<REGION_TO_CATEGORY>", "region": [3, 4, 40, 
 
 def test_infer_tasks_answers_every_task_with_one_vision_encoding(client, onnx_model, monkeypatch):
     calls = []
-    original = onnx_model.sessions.encode_images
-    monkeypatch.setattr(onnx_model.sessions, "encode_images", lambda pv: (calls.append(len(pv)), original(pv))[1])
+    original = onnx_model.engine.encode_images
+    monkeypatch.setattr(onnx_model.engine, "encode_images", lambda pv, **kw: (calls.append(len(pv)), original(pv, **kw))[1])
     r = client.post("/v1/infer", json={"image": b64(PNG), "tasks": TASK_LIST, "generation": {"num_beams": 2}})
     assert r.status_code == 200, r.text
     assert sum(calls) == 1

@@ -33,14 +33,13 @@ class VisionCounter:
 
     def __init__(self, model, monkeypatch):
         self.calls = 0
-        target = model.device_runner if model.device_runner is not None else model.sessions
-        original = target.encode_images
+        original = model.engine.encode_images
 
-        def counted(pixel_values):
+        def counted(pixel_values, **kwargs):
             self.calls += len(pixel_values)
-            return original(pixel_values)
+            return original(pixel_values, **kwargs)
 
-        monkeypatch.setattr(target, "encode_images", counted)
+        monkeypatch.setattr(model.engine, "encode_images", counted)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +141,7 @@ def test_task_level_calls_default_to_1024_new_tokens_capped_by_the_positions(onn
 def test_a_model_that_never_ends_runs_past_20_tokens(onnx_model, monkeypatch):
     """A decoder that never emits EOS: the task-level default lets it run to the position cap."""
     eos = onnx_model.decoding_options().eos_token_id
-    original = onnx_model.decoder_inference
+    original = onnx_model.engine.decoder
 
     def no_eos(*args, **kwargs):
         inner = original(*args, **kwargs)
@@ -158,7 +157,7 @@ def test_a_model_that_never_ends_runs_past_20_tokens(onnx_model, monkeypatch):
 
         return NoEOS()
 
-    monkeypatch.setattr(onnx_model, "decoder_inference", no_eos)
+    monkeypatch.setattr(onnx_model.engine, "decoder", no_eos)
     lengths = []
     original_decode = onnx_model.decode
     monkeypatch.setattr(onnx_model, "decode", lambda ids: (lengths.extend(len(r) for r in ids), original_decode(ids))[1])

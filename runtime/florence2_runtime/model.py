@@ -1,5 +1,9 @@
-"""The user-facing model: ``Florence2.from_pretrained(folder)``, the per-task methods (:mod:`.methods`),
-``run`` / ``run_tasks`` and ``generate``."""
+"""The user-facing model: ``Florence2.from_pretrained(folder)``, the per-task methods
+(:mod:`.tasks.methods`), ``run`` / ``run_tasks`` and ``generate``.
+
+The facade on top of every layer: it resolves the folder (:mod:`.engine.hub`), opens one
+:class:`~.engine.interface.Engine` (host sessions or IO binding on the device) and runs every call
+through it; prompts, post-processing and typed results come from :mod:`.tasks`."""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from .engine.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig, read_json
-from .generation import DecodingOptions, Inference, generate
+from .generation import DecodingOptions, generate
 from .inputs.encoded import EncodedImage
 from .engine.hub import resolve_model
-from .engine.native import Sessions, session_options
+from .engine.host import HostEngine
+from .engine.interface import Engine
+from .engine.native import session_options
 from .engine.int8cpu import check_model_files
 from .engine.layouts import LAYOUTS, layout_of
 from .tasks.methods import TaskMethods
@@ -32,15 +38,14 @@ class Florence2(TaskMethods):
     tokens unless told otherwise; ``generate`` mirrors transformers' ``generate`` (20 by default).
     """
 
-    def __init__(self, folder: Path, cfg: RuntimeConfig, sessions: Sessions, tokenizer: Florence2Tokenizer,
+    def __init__(self, folder: Path, cfg: RuntimeConfig, engine: Engine, tokenizer: Florence2Tokenizer,
                  generation_config: dict):
         self.folder = folder
         self.config = cfg
-        self.sessions = sessions
+        self.engine = engine  # the one route through the graphs: HostEngine or, with IO binding, DeviceEngine
         self.tokenizer = tokenizer
         self.generation_config = generation_config
-        self.layout = LAYOUTS["native"]  # from_pretrained sets the folder's layout (layouts.py)
-        self.device_runner = None  # set when IO binding is on (iobinding.DeviceRunner)
+        self.layout = LAYOUTS["native"]  # from_pretrained sets the folder's layout (engine/layouts.py)
         self.name_or_path = str(folder)  # what from_pretrained was given (a folder, hub id or alias)
 
     @classmethod
@@ -90,23 +95,30 @@ class Florence2(TaskMethods):
             providers_for = graph_providers(provider_list, cfg.dims, tensorrt_limits)
         sessions = layout.sessions(folder, cfg, providers_for, so, precision=resolved.precision)
         check_model_files(folder, cfg, sessions.files)  # int8 graphs that saturate on this CPU: warns once
-        model = cls(folder, cfg, sessions, tokenizer, generation_config)
-        model.layout = layout
-        model.name_or_path = str(path)
         if io_binding is None:
             io_binding = on_device and layout.io_binding
         if io_binding and not layout.io_binding:
             raise ValueError(f"io_binding is not supported for {layout.name}-layout folders")
         if io_binding:
-            from .engine.iobinding import DeviceRunner
+            from .engine.iobinding import DeviceEngine
 
-            model.device_runner = DeviceRunner(sessions, folder, providers_for, so)
+            engine: Engine = DeviceEngine(sessions, folder, providers_for, so)
+        else:
+            engine = HostEngine(sessions, layout.inference)
+        model = cls(folder, cfg, engine, tokenizer, generation_config)
+        model.layout = layout
+        model.name_or_path = str(path)
         return model
+
+    @property
+    def sessions(self):
+        """The layout's onnxruntime sessions (``engine.sessions``): graph files, raw sessions."""
+        return self.engine.sessions
 
     @property
     def providers(self) -> list[str]:
         """The execution providers onnxruntime actually runs the decoder on."""
-        return self.sessions.providers
+        return self.engine.providers
 
     def decoding_options(self, **generation_kwargs: Any) -> DecodingOptions:
         """The checkpoint's generation defaults overridden by ``generation_kwargs`` (transformers' names)."""
@@ -155,10 +167,7 @@ class Florence2(TaskMethods):
             return self._check_encoded(image)
         pil = load_image(image)
         pixel_values = self.pixel_values([pil])
-        if self.device_runner is not None:
-            features = self.device_runner.encode_images(pixel_values)
-        else:
-            features = self.sessions.encode_images(pixel_values)
+        features = self.engine.encode_images(pixel_values)
         return EncodedImage(features[0], pil.size, self.encoding_token)
 
     def _check_encoded(self, encoded: EncodedImage) -> EncodedImage:
@@ -170,29 +179,7 @@ class Florence2(TaskMethods):
     def generate_encoded(self, features: np.ndarray, texts: Sequence[str], options: DecodingOptions) -> np.ndarray:
         """``generate`` on vision features [B, I, D] (``EncodedImage.features`` stacked) instead of images."""
         text_ids, text_mask = self.prepare_texts(texts)
-        if self.device_runner is not None:
-            inference = self.device_runner.start_encoded(features, text_ids, text_mask, num_beams=options.num_beams)
-        else:
-            inference = self.decoder_inference(*self.sessions.encode_text(text_ids, text_mask, features),
-                                               options.num_beams)
-        return generate(inference, len(texts), options)
-
-    def encode(self, images: Sequence[ImageInput], texts: Sequence[str]):
-        """Images and processor-style texts -> (cross K/V, encoder mask), batch-first."""
-        pixel_values, text_ids, text_mask = self.prepare_inputs(images, texts)
-        features = self.sessions.encode_images(pixel_values)
-        return self.sessions.encode_text(text_ids, text_mask, features)
-
-    def decoder_inference(self, cross: list[np.ndarray], mask: np.ndarray, num_beams: int = 1) -> Inference:
-        """The decoder state for encoded inputs, ``num_beams`` rows per item (an item's beams contiguous).
-
-        Exports with ``shared_cross_kv`` take one cross K/V per item; older ones get it repeated per beam."""
-        if num_beams > 1 and not self.config.shared_cross_kv:
-            cross = [np.repeat(c, num_beams, axis=0) for c in cross]
-            mask = np.repeat(mask, num_beams, axis=0)
-        if self.config.shared_cross_kv:
-            return self.layout.inference(self.sessions, cross, mask, rows=mask.shape[0] * num_beams)
-        return self.layout.inference(self.sessions, cross, mask)
+        return generate(self.engine.start(features, text_ids, text_mask, options.num_beams), len(texts), options)
 
     def generate(self, images: ImageInput | Sequence[ImageInput], texts: str | Sequence[str],
                  **generation_kwargs: Any) -> np.ndarray:
@@ -203,11 +190,10 @@ class Florence2(TaskMethods):
         """
         images, texts = _as_batch(images, texts)
         options = self.decoding_options(**generation_kwargs)
-        if self.device_runner is not None:
-            inference = self.device_runner.start(*self.prepare_inputs(images, texts), num_beams=options.num_beams)
-        else:
-            # no local reference: with beams the un-repeated cross K/V would stay alive during decoding
-            inference = self.decoder_inference(*self.encode(images, texts), options.num_beams)
+        pixel_values, text_ids, text_mask = self.prepare_inputs(images, texts)
+        features = self.engine.encode_images(pixel_values, to_host=False)  # stays on the device with IO binding
+        inference = self.engine.start(features, text_ids, text_mask, options.num_beams)
+        del features, pixel_values
         return generate(inference, len(images), options)
 
     def decode(self, ids: np.ndarray) -> list[str]:

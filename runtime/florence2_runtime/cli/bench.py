@@ -5,8 +5,8 @@ runs are comparable whatever the (random or real) weights would have said. Stage
 
 ==============  ==============================================================================
 preprocess      image resize + normalise and prompt tokenisation (``Florence2.prepare_inputs``)
-vision_encoder  ``Sessions.encode_images`` (with IO binding: both encoders, ``DeviceRunner.start``)
-text_encoder    ``Sessions.encode_text`` (BART encoder + the decoder's cross-attention K/V; 0 with IO binding)
+vision_encoder  ``model.engine.encode_images`` (with IO binding the features stay on the device)
+text_encoder    ``model.engine.encode_text`` (BART encoder + the decoder's cross-attention K/V)
 first_step      the first decoder call and its bookkeeping (empty past, forced BOS)
 per_token       each later step: decoder call, logit filters / beam bookkeeping, KV reorder
 end_to_end      all of the above, one ``generate`` on ``batch`` images
@@ -115,17 +115,13 @@ def timed_generate(
     t0 = clock()
     pixel_values, text_ids, text_mask = model.prepare_inputs(images, texts)
     t1 = clock()
-    runner = getattr(model, "device_runner", None)
-    if runner is not None:  # IO binding: both encoders in one call, counted as vision_encoder
-        inner = runner.start(pixel_values, text_ids, text_mask, num_beams=options.num_beams)
-        t2 = t3 = clock()
-    else:
-        features = model.sessions.encode_images(pixel_values)
-        t2 = clock()
-        cross, mask = model.sessions.encode_text(text_ids, text_mask, features)
-        t3 = clock()
-        inner = model.decoder_inference(cross, mask, options.num_beams)
-        del cross, features  # as in Florence2.generate: only the decoder's (per-beam) copies stay alive
+    engine = model.engine  # host sessions or IO binding: features and cross K/V stay where the engine keeps them
+    features = engine.encode_images(pixel_values, to_host=False)
+    t2 = clock()
+    cross, mask = engine.encode_text(text_ids, text_mask, features, to_host=False)
+    t3 = clock()
+    inner = engine.decoder(cross, mask, options.num_beams)
+    del cross, features  # as in Florence2.generate: only the decoder's (per-beam) copies stay alive
     inference = _TimedInference(inner, clock)
     ids = generate(inference, len(images), options)
     t4 = clock()

@@ -218,14 +218,14 @@ def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> 
     prompt = build_task_text(options.task, text=options.text, region=options.region, image_size=pil.size)
     pixel_values, text_ids, text_mask = a.prepare_inputs([pil], [prompt])
 
-    feats_a = a.sessions.encode_images(pixel_values)
-    feats_b = b.sessions.encode_images(pixel_values)
-    cross_a, mask = a.sessions.encode_text(text_ids, text_mask, feats_a)
-    cross_b_iso, _ = b.sessions.encode_text(text_ids, text_mask, feats_a)
-    cross_b, _ = b.sessions.encode_text(text_ids, text_mask, feats_b)
+    feats_a = a.engine.encode_images(pixel_values)
+    feats_b = b.engine.encode_images(pixel_values)
+    cross_a, mask = a.engine.encode_text(text_ids, text_mask, feats_a)
+    cross_b_iso, _ = b.engine.encode_text(text_ids, text_mask, feats_a)
+    cross_b, _ = b.engine.encode_text(text_ids, text_mask, feats_b)
     start = np.full((1, PROMPT_LENGTH), a.config.decoder_start_token_id, np.int64)
-    logits_a = a.decoder_inference(cross_a, mask).logits(start)
-    logits_b = b.decoder_inference(cross_a, mask).logits(start)
+    logits_a = a.engine.decoder(cross_a, mask).logits(start)
+    logits_b = b.engine.decoder(cross_a, mask).logits(start)
     tensors = {
         "vision_features": TensorDiff.of([feats_a], [feats_b]),
         "cross_kv": TensorDiff.of(cross_a, cross_b_iso),
@@ -236,7 +236,7 @@ def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> 
     tokens, results = [], []
     for model, cross in ((a, cross_a), (b, cross_b)):
         decoding = model.decoding_options(**kwargs)
-        ids = generate(model.decoder_inference(cross, mask, decoding.num_beams), 1, decoding)[0]
+        ids = generate(model.engine.decoder(cross, mask, decoding.num_beams), 1, decoding)[0]
         tokens.append(generated_tokens(ids, decoding.eos_token_id))
         text = model.decode(ids[None])[0]
         results.append(post_process_generation(text, options.task, pil.size,

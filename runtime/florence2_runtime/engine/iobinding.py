@@ -11,6 +11,8 @@ request stays on the device from the vision encoder to the last decoder step:
 The logits cross to the host because the logit filters and the beam bookkeeping run there, in
 numpy, bit-compatible with transformers. ``Florence2.from_pretrained(..., io_binding=True)`` forces
 this path on the CPU provider too, which is how CI proves its tokens equal the plain path's.
+:class:`DeviceEngine` implements :class:`~.interface.Engine`, as :class:`~.host.HostEngine` does for the
+plain path; ``Florence2.from_pretrained`` picks one of the two.
 """
 
 from __future__ import annotations
@@ -49,11 +51,13 @@ def device_of(providers: list[tuple[str, dict[str, Any]]]) -> tuple[str, int]:
     return device, int(options.get("device_id", 0))
 
 
-class DeviceRunner:
-    """Runs the encoders on the device and starts :class:`BoundDecoderInference` for a request."""
+class DeviceEngine:
+    """:class:`~.interface.Engine` with IO binding: the encoders run on the device and
+    :class:`BoundDecoderInference` keeps every K/V tensor there (native layout)."""
 
     def __init__(self, sessions: Sessions, folder: Path, providers: ProvidersFor, session_options=None):
         self.sessions = sessions
+        self.config = sessions.cfg
         spec = kv_gather_graph(sessions.cfg.dims)
         gather_providers = providers(spec) if callable(providers) else providers
         self.device, self.device_id = device_of(gather_providers)
@@ -97,35 +101,54 @@ class DeviceRunner:
                        [o.name for o in self.gather.get_outputs()])
         return list(out.values())
 
-    def encode_images(self, pixel_values: np.ndarray) -> np.ndarray:
-        """pixel_values [B, 3, H, W] float32 -> image_features [B, I, D] on the host (an ``EncodedImage``'s)."""
+    @property
+    def providers(self) -> list[str]:
+        return self.sessions.providers
+
+    @property
+    def files(self) -> list[Path]:
+        return self.sessions.files
+
+    def encode_images(self, pixel_values: np.ndarray, *, to_host: bool = True):
+        """pixel_values [B, 3, H, W] float32 -> image_features [B, I, D]: on the host (an ``EncodedImage``'s),
+        or with ``to_host=False`` an OrtValue on the device."""
         s = self.sessions
-        return self.run(s.vision, {"pixel_values": pixel_values}, [], host_outputs=("image_features",))["image_features"]
+        if to_host:
+            return self.run(s.vision, {"pixel_values": pixel_values}, [], host_outputs=("image_features",))[
+                "image_features"]
+        return self.run(s.vision, {"pixel_values": pixel_values}, ["image_features"])["image_features"]
 
-    def start(self, pixel_values: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray,
-              num_beams: int = 1) -> "BoundDecoderInference":
-        """Encode a batch on the device and return the decoder state for ``batch * num_beams`` rows.
-
-        pixel_values [B, 3, H, W] float32; text_ids, text_mask [B, T] int64.
-        """
-        s = self.sessions
-        feats = self.run(s.vision, {"pixel_values": pixel_values}, ["image_features"])["image_features"]
-        return self.start_encoded(feats, text_ids, text_mask, num_beams)
-
-    def start_encoded(self, features, text_ids: np.ndarray, text_mask: np.ndarray,
-                      num_beams: int = 1) -> "BoundDecoderInference":
-        """``start`` from image features [B, I, D] (a host array, copied to the device once, or an OrtValue)."""
+    def encode_text(self, text_ids: np.ndarray, text_mask: np.ndarray, features, *,
+                    to_host: bool = True) -> tuple[list, np.ndarray]:
+        """text ids, mask [B, T] int64, image features [B, I, D] (a host array, copied to the device once, or an
+        OrtValue) -> (cross K/V: numpy arrays, or OrtValues on the device with ``to_host=False``; mask [B, I + T])."""
         s = self.sessions
         b = text_ids.shape[0]
         mask = np.concatenate([np.ones((b, s.cfg.num_image_tokens), np.int64), text_mask.astype(np.int64)], axis=1)
         embeds = np.ascontiguousarray(s.embed_tokens[text_ids], dtype=np.float32)
-        cross = list(self.run(s.text, {"inputs_embeds": embeds, "image_features": features, "attention_mask": mask},
-                              s.cross_names).values())
+        feed = {"inputs_embeds": embeds, "image_features": features, "attention_mask": mask}
+        if to_host:
+            out = self.run(s.text, feed, [], host_outputs=tuple(s.cross_names))
+        else:
+            out = self.run(s.text, feed, s.cross_names)
+        return [out[n] for n in s.cross_names], mask
+
+    def decoder(self, cross: list, encoder_mask: np.ndarray, num_beams: int = 1) -> "BoundDecoderInference":
+        """The decoder state for ``batch * num_beams`` rows; cross K/V as OrtValues (numpy arrays are copied
+        to the device once)."""
+        s = self.sessions
+        b = encoder_mask.shape[0]
+        cross = [self.to_device(c) if isinstance(c, np.ndarray) else c for c in cross]
         if num_beams > 1 and not s.cfg.shared_cross_kv:  # older exports: cross K/V repeated per beam
             rows = np.repeat(np.arange(b), num_beams)
             cross = self.gather_rows(cross, rows)
-            mask = mask[rows]
-        return BoundDecoderInference(self, cross, mask, rows=b * num_beams if s.cfg.shared_cross_kv else b)
+            encoder_mask = encoder_mask[rows]
+        return BoundDecoderInference(self, cross, encoder_mask, rows=b * num_beams)
+
+    def start(self, features, text_ids: np.ndarray, text_mask: np.ndarray,
+              num_beams: int = 1) -> "BoundDecoderInference":
+        # no local reference: with beams the un-repeated cross K/V would stay alive during decoding
+        return self.decoder(*self.encode_text(text_ids, text_mask, features, to_host=False), num_beams)
 
 
 class BoundDecoderInference:
@@ -135,13 +158,13 @@ class BoundDecoderInference:
     [rows, heads, encoder_length, head_dim] and is fixed for the request.
     """
 
-    def __init__(self, runner: DeviceRunner, cross: list, encoder_mask: np.ndarray, rows: int | None = None):
-        self.runner = runner
-        s = runner.sessions
+    def __init__(self, engine: DeviceEngine, cross: list, encoder_mask: np.ndarray, rows: int | None = None):
+        self.engine = engine
+        s = engine.sessions
         cfg = s.cfg
         rows = encoder_mask.shape[0] if rows is None else rows
-        self.fixed = {"encoder_attention_mask": runner.to_device(encoder_mask), **dict(zip(s.cross_names, cross))}
-        empty = runner.empty((rows, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads))
+        self.fixed = {"encoder_attention_mask": engine.to_device(encoder_mask), **dict(zip(s.cross_names, cross))}
+        empty = engine.empty((rows, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads))
         self.past: list = [empty] * (2 * cfg.decoder_layers)
         self.present_names = kv_names("present", cfg.decoder_layers)
 
@@ -151,15 +174,15 @@ class BoundDecoderInference:
 
     def logits(self, tokens: np.ndarray) -> np.ndarray:
         """tokens [N, T] (whole sequences so far) -> next-token logits [N, V] on the host."""
-        s = self.runner.sessions
+        s = self.engine.sessions
         new = np.ascontiguousarray(tokens[:, self.past_length:], dtype=np.int64)
         inputs = {**s.step_feed(new), **self.fixed, **dict(zip(s.past_names, self.past))}
-        out = self.runner.run(s.decoder, inputs, self.present_names, host_outputs=("logits",))
+        out = self.engine.run(s.decoder, inputs, self.present_names, host_outputs=("logits",))
         self.past = [out[n] for n in self.present_names]
         return out["logits"]
 
     def rearrange_kv_cache(self, source_indices: np.ndarray) -> None:
         """Row i of the cache continues row ``source_indices[i]``; a gather on the device.
 
-        :func:`decoding.generate` does not call it for the identity (greedy search, beams that kept their order)."""
-        self.past = self.runner.gather_rows(self.past, source_indices)
+        :func:`~florence2_runtime.generation.generate` does not call it for the identity (greedy search, beams that kept their order)."""
+        self.past = self.engine.gather_rows(self.past, source_indices)

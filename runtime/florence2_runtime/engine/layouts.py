@@ -37,8 +37,8 @@ class Layout:
     load_config: Callable[[Path], RuntimeConfig]
     load_tokenizer: Callable[[Path], Florence2Tokenizer]  # tokenizer.json -> the runtime's tokenizer
     sessions: type  # (folder, cfg, providers, session_options) -> the layout's sessions
-    inference: type  # (sessions, cross, encoder_mask) -> an ``Inference`` for decoding.generate
-    io_binding: bool  # whether iobinding.DeviceRunner can run it
+    inference: type  # (sessions, cross, encoder_mask[, rows]) -> an ``Inference`` (for host.HostEngine)
+    io_binding: bool  # whether iobinding.DeviceEngine can run it
 
 
 LAYOUTS: dict[str, Layout] = {
