@@ -3,14 +3,32 @@
     from florence2_runtime import Florence2
     model = Florence2.from_pretrained("florence2-base-onnx")
     model.run("photo.jpg", "<OD>")  # {"<OD>": {"bboxes": [...], "labels": [...]}}
+
+Layers, lowest first; a layer imports only layers below it (``tests/test_layout.py`` checks it)::
+
+    errors       project errors and ``require`` (optional dependencies with an install hint)
+    generation   decoding options, logit filters, greedy and beam search (the ``Inference`` protocol)
+    inputs       images, tokenizer, ``EncodedImage``
+    engine       graph declarations, runtime config, hub resolution, layouts, sessions, IO binding, providers
+    tasks        prompts, post-processing, task-level generation, typed results and their converters
+    model        ``Florence2``, the facade: one ``engine.Engine`` per model
+    (package)    this module: the public API
+    cli          the ``florence2`` command (``server`` and ``florence2_export`` only lazily, per sub-command)
+    server       the HTTP server
+
+Old module paths (``florence2_runtime.hub``, ...) still import, with a ``DeprecationWarning`` naming the
+new one, for one release (:mod:`._moved`).
 """
 
-from .inputs.encoded import EncodedImage
+from . import _moved
 from .errors import Florence2Error, MissingDependencyError, ModelFileError
+from .inputs.encoded import EncodedImage
 from .model import Florence2
 from .tasks.postprocess import post_process_generation
 from .tasks.results import Florence2Result
 from .tasks.shapes import BoundingBox, Polygon, QuadBox
+
+_moved.install()
 
 __all__ = ["BoundingBox", "EncodedImage", "Florence2", "Florence2Error", "Florence2Result", "MissingDependencyError",
            "ModelFileError", "Polygon", "QuadBox", "post_process_generation"]
