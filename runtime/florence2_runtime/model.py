@@ -64,14 +64,14 @@ class Florence2(TaskMethods):
         io_binding: bool | None = None,
         tensorrt_limits=None,
     ) -> "Florence2":
-        """Load a model: an exported folder, a hub repository id or a short alias (:data:`.hub.ALIASES`).
+        """Load a model: an exported folder, a hub repository id or a short alias (:data:`.engine.hub.ALIASES`).
 
-        precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ``"q4"``, ... (:data:`.hub.PRECISIONS`); default fp32 on
+        precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ``"q4"``, ... (:data:`.engine.hub.PRECISIONS`); default fp32 on
         the CPU and host-memory providers, fp16 on CUDA / TensorRT where the repository has it. revision, cache_dir, local_files_only (None: follow
-        ``HF_HUB_OFFLINE``), token: as in ``huggingface_hub.snapshot_download`` (:mod:`.hub`).
+        ``HF_HUB_OFFLINE``), token: as in ``huggingface_hub.snapshot_download`` (:mod:`.engine.hub`).
         providers: ``None`` (CPU), a short name (``"cpu"``, ``"cuda"``, ``"tensorrt"``) or a list of
         onnxruntime provider names / ``(name, options)`` pairs. threads: intra-op threads per session.
-        io_binding: keep encoder outputs and KV caches on the device (:mod:`.iobinding`); default: on for
+        io_binding: keep encoder outputs and KV caches on the device (:mod:`.engine.iobinding`); default: on for
         CUDA/TensorRT, off for the CPU and other host-memory providers such as OpenVINO (where it is the
         same computation; ``True`` forces it, e.g. in tests).
         tensorrt_limits: :class:`~florence2_runtime.engine.tensorrt.TensorRTLimits` sizing the TensorRT profiles.

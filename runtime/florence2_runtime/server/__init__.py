@@ -4,6 +4,10 @@
     app = create_app(Florence2.from_pretrained("model"), ServerLimits(max_batch_size=8))
 
 Importing this package needs no web framework; ``create_app`` imports FastAPI when called.
+
+The top layer: the app and its routes, request validation, batching over ``Florence2.encode_image`` and
+task-level generation, the ``serve`` sub-command's options. May import every layer below it (errors,
+generation, inputs, engine, tasks, model, the package's ``__version__``, cli's argparse types).
 """
 
 from __future__ import annotations
