@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
-from florence2_runtime.errors import ModelFileError
 from florence2_runtime.engine.hub import ALIASES, HubError, resolve_model, select
+from florence2_runtime.errors import ModelFileError
 from hubstub import TOKEN, HubStub, StubRepo, folder_files
 
 COMMUNITY = "onnx-community/Florence-2-base"  # what the alias florence-2-base names

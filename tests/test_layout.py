@@ -14,9 +14,8 @@ import sys
 import warnings
 from pathlib import Path
 
-import pytest
-
 import florence2_runtime
+import pytest
 from florence2_runtime import _moved
 
 PACKAGE = "florence2_runtime"

@@ -10,11 +10,11 @@ import pytest
 import torch
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
-from florence2_runtime.engine.onnx_community import community_runtime_config
 from florence2_runtime.engine.config import RuntimeConfig
-from florence2_runtime.errors import ModelFileError
 from florence2_runtime.engine.graphs import community_graphs, detect_layout
 from florence2_runtime.engine.layouts import layout_of
+from florence2_runtime.engine.onnx_community import community_runtime_config
+from florence2_runtime.errors import ModelFileError
 
 IMAGES = [(160, 120), (33, 200), (300, 31)]
 TEXTS = [

@@ -13,7 +13,13 @@ import pytest
 from florence2_export.toy.demo import DEMO_INPUTS
 from florence2_export.verify import make_test_image
 from florence2_runtime import BoundingBox, Florence2Result, Polygon, QuadBox
-from florence2_runtime.tasks.prompts import TASKS, build_task_text, build_task_texts, check_task_input, region_bins
+from florence2_runtime.tasks.prompts import (
+    TASKS,
+    build_task_text,
+    build_task_texts,
+    check_task_input,
+    region_bins,
+)
 from florence2_runtime.tasks.results import TASK_KINDS
 from PIL import Image, ImageChops
 

@@ -13,21 +13,21 @@ from typing import Any, Sequence
 import numpy as np
 
 from .engine.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig, read_json
+from .engine.host import HostEngine
+from .engine.hub import resolve_model
+from .engine.int8cpu import check_model_files
+from .engine.interface import Engine
+from .engine.layouts import LAYOUTS, layout_of
+from .engine.native import session_options
+from .engine.providers import ProviderSpec, normalize_providers
 from .generation import DecodingOptions, generate
 from .inputs.encoded import EncodedImage
-from .engine.hub import resolve_model
-from .engine.host import HostEngine
-from .engine.interface import Engine
-from .engine.native import session_options
-from .engine.int8cpu import check_model_files
-from .engine.layouts import LAYOUTS, layout_of
-from .tasks.methods import TaskMethods
 from .inputs.images import ImageInput, load_image, preprocess
-from .tasks.prompts import build_task_texts, construct_prompt
-from .engine.providers import ProviderSpec, normalize_providers
-from .tasks.results import Florence2Result
-from .tasks.requests import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
 from .inputs.tokenizer import Florence2Tokenizer
+from .tasks.methods import TaskMethods
+from .tasks.prompts import build_task_texts, construct_prompt
+from .tasks.requests import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
+from .tasks.results import Florence2Result
 
 
 class Florence2(TaskMethods):

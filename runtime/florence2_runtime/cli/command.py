@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .argtypes import positive_int
-from ..errors import Florence2Error, MissingDependencyError
 from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
 from ..engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
 from ..engine.int8cpu import RECIPES as INT8_RECIPES
+from ..errors import Florence2Error, MissingDependencyError
+from .argtypes import positive_int
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran but its result failed (an export's check)
@@ -183,8 +183,8 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import BenchOptions, report_json, run_bench
     from ..model import Florence2
+    from .bench import BenchOptions, report_json, run_bench
 
     options = BenchOptions(task=args.task, tokens=args.tokens, beams=args.beams, batch=args.batch, runs=args.runs)
     if args.image is not None and not Path(args.image).is_file():

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..generation import PROMPT_LENGTH, generate
-from ..tasks.postprocess import post_process_generation
 from ..inputs.images import load_image
+from ..tasks.postprocess import post_process_generation
 from ..tasks.prompts import build_task_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")

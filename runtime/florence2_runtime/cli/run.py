@@ -29,8 +29,8 @@ from typing import IO, Any, Iterator, Sequence
 from ..engine.hub import model_options
 from ..inputs.images import is_url, load_image
 from ..tasks.prompts import REGION_FORMATS, TASKS, check_task_input
-from ..tasks.results import Florence2Result
 from ..tasks.requests import TaskInput, task_items
+from ..tasks.results import Florence2Result
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 

@@ -1,5 +1,7 @@
 """Model names -> local model folders: a folder, a hub repository id or a short alias (no torch, no transformers).
 
+In the engine layer because which files to fetch follows from the graph declarations (:mod:`.graphs`).
+
 A hub repository is in one of the two layouts (:mod:`florence2_runtime.engine.layouts`):
 
 =================  ===========================================================  =================================
@@ -33,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from .config import CONFIG_FILE, GENERATION_CONFIG_FILE, TOKENIZER_FILE
 from ..errors import Florence2Error, ModelFileError, require
+from .config import CONFIG_FILE, GENERATION_CONFIG_FILE, TOKENIZER_FILE
 from .graphs import LAYOUT_MARKERS, PRECISION_SUFFIXES, graph_file_candidates
 
 ALIASES: dict[str, str] = {

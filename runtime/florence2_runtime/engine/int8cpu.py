@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ModelFileError
 from . import onnxproto
 from .config import CONFIG_FILE
-from ..errors import ModelFileError
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..inputs.tokenizer import Florence2Tokenizer
+from .config import CONFIG_FILE, RuntimeConfig
+from .graphs import detect_layout
+from .native import ONNX_DIR, DecoderInference, Sessions
 from .onnx_community import (
     CommunityDecoderInference,
     CommunitySessions,
     community_runtime_config,
     community_tokenizer,
 )
-from .config import CONFIG_FILE, RuntimeConfig
-from .graphs import detect_layout
-from .native import ONNX_DIR, DecoderInference, Sessions
-from ..inputs.tokenizer import Florence2Tokenizer
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""ONNX Runtime sessions of an exported model and the decoder step with its KV cache."""
+"""The native layout (folders written by ``florence2 export``): its ONNX Runtime sessions and the decoder
+step with its KV cache. :class:`~.host.HostEngine` runs them in host memory, :class:`~.iobinding.DeviceEngine`
+on the device."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from .config import RuntimeConfig
 from ..errors import ModelFileError
+from .config import RuntimeConfig
 from .graphs import EMBEDDINGS_FILE, GraphSpec, kv_names, native_graphs
 from .providers import create_session, onnxruntime
 

@@ -24,8 +24,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from .config import CONFIG_FILE, RuntimeConfig, read_json
 from ..errors import ModelFileError
+from ..inputs.tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
+from .config import CONFIG_FILE, RuntimeConfig, read_json
 from .graphs import (
     PRECISION_SUFFIXES,
     USE_CACHE_BRANCH,
@@ -35,7 +36,6 @@ from .graphs import (
     seq2seq_kv_names,
 )
 from .providers import create_session
-from ..inputs.tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
 
 ONNX_DIR = "onnx"
 LAYOUT = "onnx-community"

@@ -20,7 +20,15 @@ from .logits import (
     top_k,
 )
 from .options import DEFAULT_MAX_NEW_TOKENS, PROMPT_LENGTH, DecodingOptions
-from .search import PLACEHOLDER, BeamSearchDecoder, GreedyDecoder, Inference, NonFiniteLogitsError, Step, generate
+from .search import (
+    PLACEHOLDER,
+    BeamSearchDecoder,
+    GreedyDecoder,
+    Inference,
+    NonFiniteLogitsError,
+    Step,
+    generate,
+)
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",

@@ -22,8 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from ..generation import DecodingOptions
 from ..engine.native import release_freed_memory
+from ..generation import DecodingOptions
 from ..tasks.requests import PromptItem, answer_prompts
 
 log = logging.getLogger("florence2.server")

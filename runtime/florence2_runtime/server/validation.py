@@ -10,8 +10,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from ..generation import DecodingOptions
 from ..errors import brief
+from ..generation import DecodingOptions
 from ..tasks.prompts import build_task_text, check_task_input, construct_prompt
 from ..tasks.requests import TaskInput, task_generation_kwargs, task_items
 from .limits import ALLOWED_GENERATION_OPTIONS, ServerLimits

@@ -29,8 +29,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .prompts import _is_box
-from .results import Florence2Result
 from .requests import merge_class_answers
+from .results import Florence2Result
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..inputs.encoded import EncodedImage
