@@ -122,7 +122,8 @@ def test_io_binding_only_for_device_memory_providers():
 def test_openvino_folder_loads_on_the_plain_path(onnx_folder, monkeypatch):
     """With a host-memory provider first (OpenVINO, faked here as onnxruntime has no such build on this
     machine), from_pretrained takes the plain numpy path instead of raising in IO binding."""
-    from florence2_runtime import Florence2, providers
+    from florence2_runtime import Florence2
+    from florence2_runtime.engine import providers
 
     ort = providers.onnxruntime()
     real = ort.get_available_providers()

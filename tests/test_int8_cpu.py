@@ -16,7 +16,8 @@ import pytest
 from florence2_export.pipeline import ExportCheckError
 from florence2_export.precision import Int8Options, convert_folder
 from florence2_export.verify import variant_problems
-from florence2_runtime import Florence2, int8cpu, onnxproto
+from florence2_runtime import Florence2
+from florence2_runtime.engine import int8cpu, onnxproto
 from florence2_runtime.engine.config import RuntimeConfig
 from florence2_runtime.engine.providers import onnxruntime
 
