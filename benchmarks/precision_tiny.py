@@ -5,7 +5,7 @@
 
 Exports the committed checkpoint ``models/florence2-tiny-shapes`` as fp32, fp16 and int8 (cached under
 ``--cache``), draws a held-out generated set (``florence2_export.toy.tiny_eval.held_out_set``, its own seed),
-and for every image runs ``florence2_runtime.compare.compare_image`` (what ``florence2 compare`` does)
+and for every image runs ``florence2_runtime.cli.compare.compare_image`` (what ``florence2 compare`` does)
 between fp32 and each variant, with the models' generation defaults (3 beams) and up to 80 new tokens:
 
 - identical answers: the same generated token ids;

@@ -27,7 +27,7 @@ def main() -> None:
 
     from florence2_export import export
     from florence2_export.toy.tiny import write_tiny_checkpoint
-    from florence2_runtime.hub import resolve_model
+    from florence2_runtime.engine.hub import resolve_model
     from hubstub import HubStub, StubRepo, folder_files
 
     with tempfile.TemporaryDirectory() as tmp:

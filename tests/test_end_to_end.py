@@ -8,7 +8,7 @@ import torch
 
 from florence2_export.toy.demo import DEMO_INPUTS
 from florence2_export.verify import make_test_image
-from florence2_runtime.prompts import build_task_text
+from florence2_runtime.tasks.prompts import build_task_text
 
 TASKS = list(DEMO_INPUTS)
 

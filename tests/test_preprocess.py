@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from florence2_export.verify import make_test_image
-from florence2_runtime.preprocess import load_image, preprocess
+from florence2_runtime.inputs.images import load_image, preprocess
 
 SIZES = [(1, 1), (3, 7), (7, 3), (2, 2), (127, 129), (128, 128), (160, 120), (33, 200), (300, 31),
          (1501, 997)]  # (width, height)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from florence2_export.toy import shapes, tiny_eval, train_tiny
 from florence2_export.toy.demo import demo_requests
-from florence2_runtime.postprocess import post_process_generation
+from florence2_runtime.tasks.postprocess import post_process_generation
 
 TASKS = list(shapes.TASK_SCENES)
 

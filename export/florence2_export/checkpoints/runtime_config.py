@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from florence2_runtime.config import RuntimeConfig
+from florence2_runtime.engine.config import RuntimeConfig
 
 
 def runtime_config_from(model, processor, source: str) -> RuntimeConfig:

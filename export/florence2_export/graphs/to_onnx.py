@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from florence2_runtime.graphs import GraphSpec
+from florence2_runtime.engine.graphs import GraphSpec
 
 OPSET = 17
 

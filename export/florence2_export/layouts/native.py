@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from florence2_runtime.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig
-from florence2_runtime.graphs import EMBEDDINGS_FILE, GraphSpec, native_graphs
+from florence2_runtime.engine.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig
+from florence2_runtime.engine.graphs import EMBEDDINGS_FILE, GraphSpec, native_graphs
 
 from ..graphs import onnxfile
 from ..graphs.gather import write_kv_gather

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import shapes, tiny, tiny_eval
-from florence2_runtime.prompts import construct_prompt
+from florence2_runtime.tasks.prompts import construct_prompt
 
 IMAGE_SIZE = 128
 VISION_CONFIG = {**tiny.MODEL_CONFIGS["tiny"]["vision_config"], "depths": [1, 1, 2, 1],
