@@ -15,6 +15,7 @@ measured in the same run. Writes ``cpu-<model>.json``, ``cpu-<model>.md`` and ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import itertools
 import json
@@ -236,10 +237,8 @@ def machine_description(threads: int) -> dict:
         "onnxruntime": onnxruntime.__version__,
     }
     for name in ("torch", "transformers"):
-        try:
+        with contextlib.suppress(ImportError):
             versions[name] = __import__(name).__version__
-        except ImportError:
-            pass
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True

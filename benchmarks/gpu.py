@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cpu import CACHE, RESULTS, cached_checkpoint, cached_export, log  # noqa: E402
+from cpu import CACHE, RESULTS, cached_checkpoint, cached_export, log
 
 GRID = dict(tokens=[20, 128], beams=[1, 3], batch=[1, 4])
 SMOKE = dict(tokens=[4], beams=[1, 2], batch=[1])
@@ -56,7 +56,7 @@ def device_name(provider: str) -> str:
         import torch
 
         return torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001 - any failure: fall back to a generic name
+    except Exception:
         return "cuda"
 
 
@@ -69,8 +69,13 @@ def reference_times(checkpoint: Path, device: str, grid: dict, runs: int, task: 
 
     from florence2_runtime.cli.bench import generated_image
 
-    model = Florence2ForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager",
-                                                              dtype=torch.float32).to(device).eval()
+    model = (
+        Florence2ForConditionalGeneration.from_pretrained(
+            checkpoint, attn_implementation="eager", dtype=torch.float32
+        )
+        .to(device)
+        .eval()
+    )
     processor = AutoProcessor.from_pretrained(checkpoint)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     out = {}
@@ -102,20 +107,31 @@ def bench_folder(folder: Path, provider: str, io_binding: bool, grid: dict, runs
     for n in grid["tokens"]:
         for k in grid["beams"]:
             for b in grid["batch"]:
-                report = run_bench(model, BenchOptions(task=task, tokens=n, beams=k, batch=b, runs=runs, warmup=1))
+                report = run_bench(
+                    model, BenchOptions(task=task, tokens=n, beams=k, batch=b, runs=runs, warmup=1)
+                )
                 out[f"{n}-{k}-{b}"] = report.summary()
     return out
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# GPU benchmark: {result['device']}", "",
-             f"{result['date']}; provider {result['provider']}; onnxruntime {result['onnxruntime']}; "
-             f"{result['runs']} run(s) per config after one warm-up; task {result['task']}, forced N new tokens.",
-             "", "Times in ms (medians). `io` = IO binding (KV cache on the device).", ""]
+    lines = [
+        f"# GPU benchmark: {result['device']}",
+        "",
+        f"{result['date']}; provider {result['provider']}; onnxruntime {result['onnxruntime']}; "
+        f"{result['runs']} run(s) per config after one warm-up; task {result['task']}, forced N new tokens.",
+        "",
+        "Times in ms (medians). `io` = IO binding (KV cache on the device).",
+        "",
+    ]
     for size, sides in result["models"].items():
-        lines += [f"## {size}", "",
-                  "| side | N | beams | batch | preprocess | vision | text enc | first step | per token | end to end "
-                  "| tokens/s | vs transformers |", "|" + "---|" * 12]
+        lines += [
+            f"## {size}",
+            "",
+            "| side | N | beams | batch | preprocess | vision | text enc | first step | per token | end to end "
+            "| tokens/s | vs transformers |",
+            "|" + "---|" * 12,
+        ]
         ref = sides.get("transformers", {})
         for side, rows in sides.items():
             if side == "transformers":
@@ -125,10 +141,21 @@ def markdown(result: dict) -> str:
                     continue
                 n, k, b = key.split("-")
                 ratio = f"{ref[key] / s['end_to_end']:.2f}x" if key in ref else ""
-                lines.append(f"| {side} | {n} | {k} | {b} | " + " | ".join(
-                    f"{s[x] * 1e3:.1f}" for x in ("preprocess", "vision_encoder", "text_encoder", "first_step",
-                                                   "per_token", "end_to_end"))
-                    + f" | {s['tokens_per_second']:.1f} | {ratio} |")
+                lines.append(
+                    f"| {side} | {n} | {k} | {b} | "
+                    + " | ".join(
+                        f"{s[x] * 1e3:.1f}"
+                        for x in (
+                            "preprocess",
+                            "vision_encoder",
+                            "text_encoder",
+                            "first_step",
+                            "per_token",
+                            "end_to_end",
+                        )
+                    )
+                    + f" | {s['tokens_per_second']:.1f} | {ratio} |"
+                )
         for key, t in ref.items():
             n, k, b = key.split("-")
             lines.append(f"| transformers | {n} | {k} | {b} | | | | | | {t * 1e3:.1f} | | |")
@@ -137,15 +164,23 @@ def markdown(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="GPU latency benchmark of the runtime (and transformers on the same GPU)")
+    p = argparse.ArgumentParser(
+        description="GPU latency benchmark of the runtime (and transformers on the same GPU)"
+    )
     p.add_argument("--models", nargs="+", default=["base", "large"], choices=["base", "large"])
     p.add_argument("--provider", default="cuda", help="cuda (default), tensorrt or cpu")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--task", default="<OD>")
     p.add_argument("--no-fp16", action="store_true", help="fp32 only")
-    p.add_argument("--reference", choices=["auto", "yes", "no"], default="auto",
-                   help="time transformers on the same device (auto: when torch sees a GPU)")
-    p.add_argument("--smoke", action="store_true", help="tiny model, CPU provider, tiny grid (checks the script)")
+    p.add_argument(
+        "--reference",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="time transformers on the same device (auto: when torch sees a GPU)",
+    )
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny model, CPU provider, tiny grid (checks the script)"
+    )
     p.add_argument("--cache", default=str(CACHE))
     p.add_argument("--out", default=str(RESULTS))
     return p.parse_args(argv)
@@ -167,18 +202,31 @@ def main(argv=None) -> int:
             reference = torch.cuda.is_available()
         except ImportError:
             reference = False
-    result = {"device": device_name(provider), "provider": provider, "onnxruntime": onnxruntime.__version__,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "runs": runs, "task": args.task, "grid": grid, "models": {}}
+    result = {
+        "device": device_name(provider),
+        "provider": provider,
+        "onnxruntime": onnxruntime.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "runs": runs,
+        "task": args.task,
+        "grid": grid,
+        "models": {},
+    }
     for size in sizes:
         checkpoint = cached_checkpoint(size, cache)
         fp32 = cached_export(checkpoint, "fp32", cache, size)
-        sides = {"fp32 io": bench_folder(fp32, provider, True, grid, runs, args.task),
-                 "fp32": bench_folder(fp32, provider, False, grid, runs, args.task)}
+        sides = {
+            "fp32 io": bench_folder(fp32, provider, True, grid, runs, args.task),
+            "fp32": bench_folder(fp32, provider, False, grid, runs, args.task),
+        }
         if not args.no_fp16 and not args.smoke:
-            sides["fp16 io"] = bench_folder(fp16_folder(fp32, cache, size), provider, True, grid, runs, args.task)
+            sides["fp16 io"] = bench_folder(
+                fp16_folder(fp32, cache, size), provider, True, grid, runs, args.task
+            )
         if reference or args.smoke:
-            sides["transformers"] = reference_times(checkpoint, "cuda" if reference else "cpu", grid, runs, args.task)
+            sides["transformers"] = reference_times(
+                checkpoint, "cuda" if reference else "cpu", grid, runs, args.task
+            )
         result["models"][size] = sides
         log(f"{size}: done")
     out = Path(args.out)

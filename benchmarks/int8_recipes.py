@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"onnxruntime saturates uint8 x int8 here: {u8s8_saturates()} ({cpu_description()})", flush=True)
     warnings.simplefilter("ignore")  # the full-range folder's warning where it saturates: the point here
-    models = {n: Florence2.from_pretrained(variant_folder(args.cache, args.size, n), threads=1) for n in VARIANTS}
+    models = {
+        n: Florence2.from_pretrained(variant_folder(args.cache, args.size, n), threads=1) for n in VARIANTS
+    }
     ref = models["fp32"]
     pil = generated_image(seed=100)
     pixels, ids, mask = ref.prepare_inputs([pil], [build_task_text(TASK, image_size=pil.size)])
@@ -53,12 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in models.items():
         if name == "fp32":
             continue
-        diffs = {"cross_kv": TensorDiff.of(cross, m.engine.encode_text(ids, mask, feats)[0]),
-                 "first_logits": TensorDiff.of([logits], [m.engine.decoder(cross, cross_mask).logits(start)])}
+        diffs = {
+            "cross_kv": TensorDiff.of(cross, m.engine.encode_text(ids, mask, feats)[0]),
+            "first_logits": TensorDiff.of([logits], [m.engine.decoder(cross, cross_mask).logits(start)]),
+        }
         if not args.no_vision:
             diffs["vision_features"] = TensorDiff.of([feats], [m.engine.encode_images(pixels)])
-        print(f"{name:16} ({m.config.int8_recipe}) max |int8 - fp32| (max |fp32|): "
-              + ", ".join(f"{k} {d.max_abs:.3g} ({d.ref_max_abs:.3g})" for k, d in diffs.items()), flush=True)
+        print(
+            f"{name:16} ({m.config.int8_recipe}) max |int8 - fp32| (max |fp32|): "
+            + ", ".join(f"{k} {d.max_abs:.3g} ({d.ref_max_abs:.3g})" for k, d in diffs.items()),
+            flush=True,
+        )
 
     best = {n: [float("inf"), float("inf")] for n in models}
     for _ in range(args.runs):
@@ -75,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             t3 = time.perf_counter()
             best[name] = [min(best[name][0], t1 - t0), min(best[name][1], t3 - t2)]
     for name, (text, step_s) in best.items():
-        print(f"{name:16} text encoder {1e3 * text:8.1f} ms   decoder step (3 beams) {1e3 * step_s:7.1f} ms"
-              f"   (min of {args.runs}, 1 thread)")
+        print(
+            f"{name:16} text encoder {1e3 * text:8.1f} ms   decoder step (3 beams) {1e3 * step_s:7.1f} ms"
+            f"   (min of {args.runs}, 1 thread)"
+        )
     return 0
 
 

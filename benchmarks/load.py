@@ -35,8 +35,20 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache" / "serve"
 RESULTS = HERE / "results"
-MODES = {"batching": ["--max-batch-size", "8", "--max-wait-ms", "10"], "one-at-a-time": ["--max-batch-size", "1"]}
-IMAGE_SIZES = [(640, 480), (480, 640), (800, 600), (512, 512), (1024, 768), (300, 400), (768, 768), (600, 338)]
+MODES = {
+    "batching": ["--max-batch-size", "8", "--max-wait-ms", "10"],
+    "one-at-a-time": ["--max-batch-size", "1"],
+}
+IMAGE_SIZES = [
+    (640, 480),
+    (480, 640),
+    (800, 600),
+    (512, 512),
+    (1024, 768),
+    (300, 400),
+    (768, 768),
+    (600, 338),
+]
 
 
 @dataclass
@@ -90,8 +102,20 @@ class Server:
         from florence2_runtime.server.background import free_port
 
         self.port = free_port()
-        cmd = [sys.executable, "-m", "florence2_runtime.cli", "serve", str(model), "--port", str(self.port),
-               "--max-queue", "256", "--timeout", "600", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "florence2_runtime.cli",
+            "serve",
+            str(model),
+            "--port",
+            str(self.port),
+            "--max-queue",
+            "256",
+            "--timeout",
+            "600",
+            *extra,
+        ]
         if threads:
             cmd += ["--threads", str(threads)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -154,10 +178,17 @@ def run_level(client, url: str, mode: str, concurrency: int, n: int, images: lis
     seconds = time.perf_counter() - start
     s1, c1 = batch_stats(client, url)
     ms = np.array(latencies) * 1000.0
-    return Level(mode, concurrency, n, errors[0], round(seconds, 3), round(n / seconds, 4),
-                 *(round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)),
-                 round((s1 - s0) / max(c1 - c0, 1), 2),
-                 {b: round(float(np.mean(v)), 1) for b, v in sorted(batches.items())})
+    return Level(
+        mode,
+        concurrency,
+        n,
+        errors[0],
+        round(seconds, 3),
+        round(n / seconds, 4),
+        *(round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)),
+        round((s1 - s0) / max(c1 - c0, 1), 2),
+        {b: round(float(np.mean(v)), 1) for b, v in sorted(batches.items())},
+    )
 
 
 def _cost_per_request(levels: list[Level]) -> dict[int, float]:
@@ -181,10 +212,21 @@ def stage_split(model: Path, task: str, tokens: int, batches: list[int], threads
     rows = []
     for b in batches:
         med = run_bench(m, BenchOptions(task=task, tokens=tokens, batch=b, runs=1, warmup=1)).summary()
-        rows.append({"batch": b, **{k: round(med[k] * 1000.0 / b, 1) for k in
-                                    ("vision_encoder", "text_encoder", "first_step", "end_to_end")},
-                     "decoder_steps": round((med["end_to_end"] - med["vision_encoder"] - med["text_encoder"]
-                                             - med["preprocess"]) * 1000.0 / b, 1)})
+        rows.append(
+            {
+                "batch": b,
+                **{
+                    k: round(med[k] * 1000.0 / b, 1)
+                    for k in ("vision_encoder", "text_encoder", "first_step", "end_to_end")
+                },
+                "decoder_steps": round(
+                    (med["end_to_end"] - med["vision_encoder"] - med["text_encoder"] - med["preprocess"])
+                    * 1000.0
+                    / b,
+                    1,
+                ),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -192,62 +234,103 @@ def stage_split(model: Path, task: str, tokens: int, batches: list[int], threads
 def machine() -> dict:
     import onnxruntime
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), None)
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": mem, "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "load_average_at_start": os.getloadavg(),
-            "note": "shared machine: other jobs used the CPU during the run"}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        (
+            int(line.split()[1]) // 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        None,
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": mem,
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "load_average_at_start": os.getloadavg(),
+        "note": "shared machine: other jobs used the CPU during the run",
+    }
 
 
 def markdown(report: dict) -> str:
     cfg = report["config"]
-    lines = [f"# Server load test ({cfg['model']}, {cfg['task']}, {cfg['tokens']} new tokens)", "",
-             f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; "
-             f"{report['machine']['note']} (load average at start "
-             f"{', '.join(f'{x:.1f}' for x in report['machine']['load_average_at_start'])}).",
-             f"Command: `{cfg['command']}`", "",
-             "| mode | concurrency | requests | errors | throughput (req/s) | p50 ms | p95 ms | p99 ms | mean batch |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Server load test ({cfg['model']}, {cfg['task']}, {cfg['tokens']} new tokens)",
+        "",
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores; "
+        f"{report['machine']['note']} (load average at start "
+        f"{', '.join(f'{x:.1f}' for x in report['machine']['load_average_at_start'])}).",
+        f"Command: `{cfg['command']}`",
+        "",
+        "| mode | concurrency | requests | errors | throughput (req/s) | p50 ms | p95 ms | p99 ms | mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for lv in report["levels"]:
-        lines.append(f"| {lv['mode']} | {lv['concurrency']} | {lv['requests']} | {lv['errors']} | "
-                     f"{lv['throughput_rps']:.3f} | {lv['p50_ms']:.0f} | {lv['p95_ms']:.0f} | {lv['p99_ms']:.0f} | "
-                     f"{lv['mean_batch_size']:.2f} |")
+        lines.append(
+            f"| {lv['mode']} | {lv['concurrency']} | {lv['requests']} | {lv['errors']} | "
+            f"{lv['throughput_rps']:.3f} | {lv['p50_ms']:.0f} | {lv['p95_ms']:.0f} | {lv['p99_ms']:.0f} | "
+            f"{lv['mean_batch_size']:.2f} |"
+        )
     lines += ["", "Speed-up of dynamic batching over one-at-a-time serving (throughput ratio):", ""]
     for c, ratio in report["speedup"].items():
         lines.append(f"- concurrency {c}: {ratio:.2f}x")
     cost = report["model_ms_per_request"]
     if cost:
-        lines += ["", "Model time per request by batch size (batch time / batch size, from the responses; what "
-                      "batching can save is the drop from batch size 1):", "",
-                  "| batch size | " + " | ".join(map(str, cost)) + " |", "|---|" + "---:|" * len(cost),
-                  "| ms per request | " + " | ".join(f"{v:.0f}" for v in cost.values()) + " |"]
+        lines += [
+            "",
+            "Model time per request by batch size (batch time / batch size, from the responses; what "
+            "batching can save is the drop from batch size 1):",
+            "",
+            "| batch size | " + " | ".join(map(str, cost)) + " |",
+            "|---|" + "---:|" * len(cost),
+            "| ms per request | " + " | ".join(f"{v:.0f}" for v in cost.values()) + " |",
+        ]
     if report.get("stages"):
-        lines += ["", "Stage split of one `generate` call, ms per image (`florence2 bench` stages, measured after the "
-                      "load test in one process; decoder steps = end to end - encoders - preprocessing):", "",
-                  "| batch | vision encoder | text encoder | decoder steps | end to end per image |",
-                  "|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Stage split of one `generate` call, ms per image (`florence2 bench` stages, measured after the "
+            "load test in one process; decoder steps = end to end - encoders - preprocessing):",
+            "",
+            "| batch | vision encoder | text encoder | decoder steps | end to end per image |",
+            "|---:|---:|---:|---:|---:|",
+        ]
         for row in report["stages"]:
-            lines.append(f"| {row['batch']} | {row['vision_encoder']:.0f} | {row['text_encoder']:.0f} | "
-                         f"{row['decoder_steps']:.0f} | {row['end_to_end']:.0f} |")
+            lines.append(
+                f"| {row['batch']} | {row['vision_encoder']:.0f} | {row['text_encoder']:.0f} | "
+                f"{row['decoder_steps']:.0f} | {row['end_to_end']:.0f} |"
+            )
         one, big = report["stages"][0], report["stages"][-1]
         encoders = big["vision_encoder"] + big["text_encoder"]
-        lines += ["", f"Batching amortises the decoder steps ({one['decoder_steps']:.0f} -> {big['decoder_steps']:.0f} ms "
-                      f"per image at batch {big['batch']}) but not the compute-bound vision encoder "
-                      f"({one['vision_encoder']:.0f} -> {big['vision_encoder']:.0f} ms), which is "
-                      f"{100 * one['vision_encoder'] / one['end_to_end']:.0f}% of a request at batch 1. Even with "
-                      f"free decoding a request would cost the encoders' {encoders:.0f} ms, so batching can raise "
-                      f"throughput by at most {one['end_to_end'] / encoders:.2f}x for this workload "
-                      f"({one['end_to_end'] / big['end_to_end']:.2f}x measured at batch {big['batch']})."]
+        lines += [
+            "",
+            f"Batching amortises the decoder steps ({one['decoder_steps']:.0f} -> {big['decoder_steps']:.0f} ms "
+            f"per image at batch {big['batch']}) but not the compute-bound vision encoder "
+            f"({one['vision_encoder']:.0f} -> {big['vision_encoder']:.0f} ms), which is "
+            f"{100 * one['vision_encoder'] / one['end_to_end']:.0f}% of a request at batch 1. Even with "
+            f"free decoding a request would cost the encoders' {encoders:.0f} ms, so batching can raise "
+            f"throughput by at most {one['end_to_end'] / encoders:.2f}x for this workload "
+            f"({one['end_to_end'] / big['end_to_end']:.2f}x measured at batch {big['batch']}).",
+        ]
         steps = report["config"]["tokens"] - 1  # the decoder steps after the first
         d1, dn = one["decoder_steps"] / steps, big["decoder_steps"] / steps
         e1, en = one["end_to_end"] - one["decoder_steps"], big["end_to_end"] - big["decoder_steps"]
         if 2 * dn < d1 and e1 < 2 * en:
-            lines += ["", f"Projection from the same figures (not measured): a decoder step costs {d1:.0f} ms per image "
-                          f"at batch 1 and {dn:.0f} ms at batch {big['batch']}, so batching reaches 2x only for outputs "
-                          f"of about {(2 * en - e1) / (d1 - 2 * dn):.0f}+ new tokens per request (long captions, "
-                          "dense OCR), or with a faster vision encoder (GPU, quantised weights)."]
+            lines += [
+                "",
+                f"Projection from the same figures (not measured): a decoder step costs {d1:.0f} ms per image "
+                f"at batch 1 and {dn:.0f} ms at batch {big['batch']}, so batching reaches 2x only for outputs "
+                f"of about {(2 * en - e1) / (d1 - 2 * dn):.0f}+ new tokens per request (long captions, "
+                "dense OCR), or with a faster vision encoder (GPU, quantised weights).",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -262,9 +345,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     p.add_argument("--out", default=str(RESULTS / "serve_load"), help="output path without extension")
-    p.add_argument("--stage-batches", type=int, nargs="*", default=[1, 4],
-                   help="batch sizes of the stage split measured after the load test (none: skip it)")
-    p.add_argument("--smoke", action="store_true", help="tiny model, few requests: checks the harness in seconds")
+    p.add_argument(
+        "--stage-batches",
+        type=int,
+        nargs="*",
+        default=[1, 4],
+        help="batch sizes of the stage split measured after the load test (none: skip it)",
+    )
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny model, few requests: checks the harness in seconds"
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.size, args.requests = "tiny", args.requests or 8
@@ -291,18 +381,27 @@ def main(argv=None) -> int:
         for server in servers.values():
             server.stop()
     by = {(lv.mode, lv.concurrency): lv.throughput_rps for lv in levels}
-    speedup = {c: by[("batching", c)] / by[("one-at-a-time", c)] for c in args.concurrency
-               if ("batching", c) in by and ("one-at-a-time", c) in by}
+    speedup = {
+        c: by[("batching", c)] / by[("one-at-a-time", c)]
+        for c in args.concurrency
+        if ("batching", c) in by and ("one-at-a-time", c) in by
+    }
     report = {
-        "config": {"model": args.model or f"random-weight {args.size}", "task": args.task, "tokens": args.tokens,
-                   "threads": args.threads, "modes": {m: MODES[m] for m in args.modes},
-                   "command": "python benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:])},
+        "config": {
+            "model": args.model or f"random-weight {args.size}",
+            "task": args.task,
+            "tokens": args.tokens,
+            "threads": args.threads,
+            "modes": {m: MODES[m] for m in args.modes},
+            "command": "python benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        },
         "machine": machine(),
         "levels": [asdict(lv) for lv in levels],
         "speedup": speedup,
         "model_ms_per_request": _cost_per_request(levels),
         "stages": stage_split(model, args.task, args.tokens, args.stage_batches, args.threads)
-        if args.stage_batches else [],
+        if args.stage_batches
+        else [],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

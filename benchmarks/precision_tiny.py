@@ -27,10 +27,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from florence2_export import export
+from florence2_export.precision import Int8Options, convert_folder
 from florence2_export.toy import tiny_eval
 from florence2_export.toy.demo import TINY_SHAPES
-from florence2_export.precision import Int8Options, convert_folder
 from florence2_runtime import Florence2
 from florence2_runtime.cli.compare import CompareOptions, compare_image
 
@@ -77,12 +78,28 @@ def judge(ref: Florence2, model: Florence2, samples, max_bins: int, max_new_toke
     per_task: dict[str, dict] = {}
     for sample in samples:
         inputs = sample.inputs
-        options = CompareOptions(task=sample.task, text=inputs.get("text"), region=inputs.get("region"),
-                                 max_new_tokens=max_new_tokens)
+        options = CompareOptions(
+            task=sample.task,
+            text=inputs.get("text"),
+            region=inputs.get("region"),
+            max_new_tokens=max_new_tokens,
+        )
         c = compare_image(ref, model, sample.image, options)
         text_a, text_b = (ref.decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b))
-        t = per_task.setdefault(sample.task, {"n": 0, "exact": 0, "prefix": 0, "longest": 0, "task_level": 0,
-                                              "text_equal": 0, "scores_a": [], "scores_b": [], "first_logits_max": 0.0})
+        t = per_task.setdefault(
+            sample.task,
+            {
+                "n": 0,
+                "exact": 0,
+                "prefix": 0,
+                "longest": 0,
+                "task_level": 0,
+                "text_equal": 0,
+                "scores_a": [],
+                "scores_b": [],
+                "first_logits_max": 0.0,
+            },
+        )
         t["n"] += 1
         t["exact"] += c.exact
         t["prefix"] += c.common_prefix
@@ -98,34 +115,59 @@ def judge(ref: Florence2, model: Florence2, samples, max_bins: int, max_new_toke
 def summarise(per_task: dict) -> dict:
     rows = {}
     for task, t in per_task.items():
-        rows[task] = {"n": t["n"], "identical": t["exact"] / t["n"], "token_agreement": t["prefix"] / max(t["longest"], 1),
-                      "task_level": t["task_level"] / t["n"], "text_equal": t["text_equal"] / t["n"], "first_logits_max_abs_diff": t["first_logits_max"],
-                      "fp32": tiny_eval.summarise(task, t["scores_a"]), "variant": tiny_eval.summarise(task, t["scores_b"])}
+        rows[task] = {
+            "n": t["n"],
+            "identical": t["exact"] / t["n"],
+            "token_agreement": t["prefix"] / max(t["longest"], 1),
+            "task_level": t["task_level"] / t["n"],
+            "text_equal": t["text_equal"] / t["n"],
+            "first_logits_max_abs_diff": t["first_logits_max"],
+            "fp32": tiny_eval.summarise(task, t["scores_a"]),
+            "variant": tiny_eval.summarise(task, t["scores_b"]),
+        }
     total = lambda k: sum(t[k] for t in per_task.values())  # noqa: E731
-    overall = {"n": total("n"), "identical": total("exact") / total("n"),
-               "token_agreement": total("prefix") / max(total("longest"), 1), "task_level": total("task_level") / total("n"),
-               "text_equal": total("text_equal") / total("n")}
+    overall = {
+        "n": total("n"),
+        "identical": total("exact") / total("n"),
+        "token_agreement": total("prefix") / max(total("longest"), 1),
+        "task_level": total("task_level") / total("n"),
+        "text_equal": total("text_equal") / total("n"),
+    }
     return {"overall": overall, "tasks": rows}
 
 
 def markdown(results: dict, args) -> str:
-    lines = [f"Precision variants of florence2-tiny-shapes vs its fp32 export: {args.per_task} held-out images per "
-             f"task (seed {args.seed}), generation defaults (3 beams), up to {args.tokens} new tokens, "
-             f"task-level = same text and every location within {args.max_bins} bins.", ""]
-    lines += ["| variant | answers | identical | token agreement | task-level agreement | same text, locations anywhere |",
-              "|---|---|---|---|---|---|"]
+    lines = [
+        f"Precision variants of florence2-tiny-shapes vs its fp32 export: {args.per_task} held-out images per "
+        f"task (seed {args.seed}), generation defaults (3 beams), up to {args.tokens} new tokens, "
+        f"task-level = same text and every location within {args.max_bins} bins.",
+        "",
+    ]
+    lines += [
+        "| variant | answers | identical | token agreement | task-level agreement | same text, locations anywhere |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         o = r["overall"]
-        lines.append(f"| {name} | {o['n']} | {o['identical']:.1%} | {o['token_agreement']:.1%} | {o['task_level']:.1%} | {o['text_equal']:.1%} |")
-    lines += ["", "Per task (identical / task-level; first metric of the task for fp32 -> variant):", "",
-              "| task | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+        lines.append(
+            f"| {name} | {o['n']} | {o['identical']:.1%} | {o['token_agreement']:.1%} | {o['task_level']:.1%} | {o['text_equal']:.1%} |"
+        )
+    lines += [
+        "",
+        "Per task (identical / task-level; first metric of the task for fp32 -> variant):",
+        "",
+        "| task | " + " | ".join(results) + " |",
+        "|---|" + "---|" * len(results),
+    ]
     for task in next(iter(results.values()))["tasks"]:
         cells = []
         for r in results.values():
             t = r["tasks"][task]
             metric = next(iter(t["fp32"]))
-            cells.append(f"{t['identical']:.0%} / {t['task_level']:.0%}; {metric} {t['fp32'][metric]:.2f} -> "
-                         f"{t['variant'][metric]:.2f}")
+            cells.append(
+                f"{t['identical']:.0%} / {t['task_level']:.0%}; {metric} {t['fp32'][metric]:.2f} -> "
+                f"{t['variant'][metric]:.2f}"
+            )
         lines.append(f"| `{task}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -138,11 +180,16 @@ def main(argv=None) -> int:
     p.add_argument("--per-task", type=int, default=20)
     p.add_argument("--seed", type=int, default=20_000)
     p.add_argument("--tokens", type=int, default=80)
-    p.add_argument("--max-bins", type=int, default=5, help="task-level agreement: locations within this many bins")
+    p.add_argument(
+        "--max-bins", type=int, default=5, help="task-level agreement: locations within this many bins"
+    )
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--variants", default=",".join(VARIANTS),
-                   help="fp16, int8, a recipe of RECIPES, or DTYPE:GRAPH (only that graph converted, e.g. "
-                        "int8:vision_encoder)")
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="fp16, int8, a recipe of RECIPES, or DTYPE:GRAPH (only that graph converted, e.g. "
+        "int8:vision_encoder)",
+    )
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
     folders = exports(args.checkpoint, args.cache, args.refresh)
@@ -150,8 +197,13 @@ def main(argv=None) -> int:
     ref = Florence2.from_pretrained(folders["fp32"], threads=args.threads)
     results = {}
     for name in args.variants.split(","):
-        folder = (hybrid(folders, args.cache, name) if ":" in name else
-                  recipe(folders, args.cache, name) if name in RECIPES else folders[name])
+        folder = (
+            hybrid(folders, args.cache, name)
+            if ":" in name
+            else recipe(folders, args.cache, name)
+            if name in RECIPES
+            else folders[name]
+        )
         model = Florence2.from_pretrained(folder, threads=args.threads)
         results[name] = summarise(judge(ref, model, samples, args.max_bins, args.tokens))
         print(name, json.dumps(results[name]["overall"]), file=sys.stderr)

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cpu import CACHE, RESULTS, bench_images, cached_checkpoint, cached_export, machine_description  # noqa: E402
+from cpu import CACHE, RESULTS, bench_images, cached_checkpoint, cached_export, machine_description
 
 TASKS = ["<CAPTION>", "<OD>", "<OCR>"]
 TARGET_RATIO = 0.5
@@ -46,9 +46,18 @@ def measure(model, image, tasks: list[str], tokens: int, runs: int) -> dict:
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     ratio = medians["run_tasks"] / medians["separate"]
-    return {"tasks": tasks, "tokens": tokens, "num_beams": model.decoding_options().num_beams, "runs": runs,
-            "times_s": times, "median_s": medians, "ratio": ratio, "target": TARGET_RATIO,
-            "met": ratio <= TARGET_RATIO, "answers_equal": answers["separate"] == answers["run_tasks"]}
+    return {
+        "tasks": tasks,
+        "tokens": tokens,
+        "num_beams": model.decoding_options().num_beams,
+        "runs": runs,
+        "times_s": times,
+        "median_s": medians,
+        "ratio": ratio,
+        "target": TARGET_RATIO,
+        "met": ratio <= TARGET_RATIO,
+        "answers_equal": answers["separate"] == answers["run_tasks"],
+    }
 
 
 def markdown(result: dict) -> str:
@@ -65,38 +74,55 @@ def markdown(result: dict) -> str:
         "| | median | runs |",
         "|---|---|---|",
     ]
-    for name, label in (("separate", f"{len(result['tasks'])} separate run() calls"),
-                        ("run_tasks", "run_tasks (one vision encoding)")):
+    for name, label in (
+        ("separate", f"{len(result['tasks'])} separate run() calls"),
+        ("run_tasks", "run_tasks (one vision encoding)"),
+    ):
         runs = ", ".join(f"{t:.2f}" for t in result["times_s"][name])
         lines.append(f"| {label} | {result['median_s'][name]:.2f} s | {runs} |")
     verdict = "met" if result["met"] else "**missed**"
-    lines += ["", f"Ratio run_tasks / separate: **{result['ratio']:.2f}x** (target <= {result['target']}x: {verdict}). "
-              f"Answers equal: {result['answers_equal']}.", ""]
+    lines += [
+        "",
+        f"Ratio run_tasks / separate: **{result['ratio']:.2f}x** (target <= {result['target']}x: {verdict}). "
+        f"Answers equal: {result['answers_equal']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="base", help="checkpoint size to build (base, large) or an exported folder")
+    p.add_argument(
+        "--model", default="base", help="checkpoint size to build (base, large) or an exported folder"
+    )
     p.add_argument("--tokens", type=int, default=20)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=str(CACHE))
     p.add_argument("--out", default=str(RESULTS), help="folder for tasks-<model>.json / .md")
-    p.add_argument("--smoke", action="store_true", help="2 tokens, 1 run; the tiny model unless --model is a folder")
+    p.add_argument(
+        "--smoke", action="store_true", help="2 tokens, 1 run; the tiny model unless --model is a folder"
+    )
     args = p.parse_args(argv)
     from florence2_runtime import Florence2
 
     size = args.model if Path(args.model).is_dir() or not args.smoke else "tiny"
     cache = Path(args.cache)
-    folder = Path(size) if Path(size).is_dir() else cached_export(cached_checkpoint(size, cache), "fp32", cache, size)
+    folder = (
+        Path(size)
+        if Path(size).is_dir()
+        else cached_export(cached_checkpoint(size, cache), "fp32", cache, size)
+    )
     model = Florence2.from_pretrained(folder, threads=args.threads)
     from PIL import Image
 
     image = Image.open(bench_images(cache)[0]).convert("RGB")
     tokens, runs = (2, 1) if args.smoke else (args.tokens, args.runs)
-    result = {"model": Path(size).name if Path(size).is_dir() else size, **measure(model, image, TASKS, tokens, runs),
-              "machine": machine_description(args.threads)}
+    result = {
+        "model": Path(size).name if Path(size).is_dir() else size,
+        **measure(model, image, TASKS, tokens, runs),
+        "machine": machine_description(args.threads),
+    }
     result["machine"]["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,9 @@ import math
 import sys
 from pathlib import Path
 
-from florence2_runtime import Florence2Result
 from PIL import Image, ImageDraw, ImageFont
+
+from florence2_runtime import Florence2Result
 
 W, H = 640, 400
 
@@ -40,10 +41,18 @@ def results() -> list[Florence2Result]:
     circle = [v for a in angles for v in (190 + 41 * math.cos(a), 170 + 41 * math.sin(a))]
     dicts = [
         {"<OD>": {"bboxes": [[68, 128, 332, 332], [428, 68, 592, 302]], "labels": ["table", "sign"]}},
-        {"<OCR_WITH_REGION>": {"quad_boxes": [[444, 94, 578, 94, 578, 124, 444, 124]],
-                               "labels": ["FLORENCE-2"]}},
-        {"<REFERRING_EXPRESSION_SEGMENTATION>": {"polygons": [[[round(v) for v in circle]]],
-                                                 "labels": ["the red ball"]}},
+        {
+            "<OCR_WITH_REGION>": {
+                "quad_boxes": [[444, 94, 578, 94, 578, 124, 444, 124]],
+                "labels": ["FLORENCE-2"],
+            }
+        },
+        {
+            "<REFERRING_EXPRESSION_SEGMENTATION>": {
+                "polygons": [[[round(v) for v in circle]]],
+                "labels": ["the red ball"],
+            }
+        },
     ]
     return [Florence2Result.from_dict(d, (W, H)) for d in dicts]
 
@@ -53,8 +62,14 @@ def main(out: Path) -> None:
     for result in results():
         image = result.draw(image)
     d = ImageDraw.Draw(image)
-    d.text((8, H - 22), "illustration: hand-built results drawn by Florence2Result.draw (not model output)",
-           fill=(255, 255, 255), font=ImageFont.load_default(size=13), stroke_width=2, stroke_fill=(0, 0, 0))
+    d.text(
+        (8, H - 22),
+        "illustration: hand-built results drawn by Florence2Result.draw (not model output)",
+        fill=(255, 255, 255),
+        font=ImageFont.load_default(size=13),
+        stroke_width=2,
+        stroke_fill=(0, 0, 0),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out, optimize=True)
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")

@@ -25,10 +25,11 @@ def main() -> None:
     parser.add_argument("--repo", default="onnx-community/Florence-2-base")
     args = parser.parse_args()
 
+    from hubstub import HubStub, StubRepo, folder_files
+
     from florence2_export import export
     from florence2_export.toy.tiny import write_tiny_checkpoint
     from florence2_runtime.engine.hub import resolve_model
-    from hubstub import HubStub, StubRepo, folder_files
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = write_tiny_checkpoint(Path(tmp) / "checkpoint", size="tiny", seed=0)

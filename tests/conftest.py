@@ -88,13 +88,18 @@ def word_level_processor():
     def make(post_processor_config: dict):
         vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<image>": 4}
         tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")), bos_token="<s>",
-            eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-            extra_special_tokens={"image_token": "<image>"})
+            tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+            bos_token="<s>",
+            eos_token="</s>",
+            pad_token="<pad>",
+            unk_token="<unk>",
+            extra_special_tokens={"image_token": "<image>"},
+        )
         image_processor = CLIPImageProcessor(size={"height": 768, "width": 768}, do_center_crop=False)
         image_processor.image_seq_length = 577
-        return processing.Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                             post_processor_config=post_processor_config)
+        return processing.Florence2Processor(
+            image_processor=image_processor, tokenizer=tokenizer, post_processor_config=post_processor_config
+        )
 
     return make
 

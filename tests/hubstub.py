@@ -77,7 +77,7 @@ class HubStub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "HubStub":
+    def __enter__(self) -> HubStub:
         self._thread.start()
         return self
 
@@ -108,18 +108,31 @@ class HubStub:
             if m:
                 repo = self.repos.get(m.group(1))
                 if repo is None:
-                    return _send(h, method, 401, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
+                    return _send(
+                        h, method, 401, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"}
+                    )
                 rev = m.group(2) or "main"
                 if rev not in ("main", repo.sha):
-                    return _send(h, method, 404, b'{"error": "Invalid rev id"}', {"X-Error-Code": "RevisionNotFound"})
+                    return _send(
+                        h, method, 404, b'{"error": "Invalid rev id"}', {"X-Error-Code": "RevisionNotFound"}
+                    )
                 return route(h, method, m.group(1), repo, m.group(3))
         _send(h, method, 404, b'{"error": "not served by the stand-in"}', {})
 
     def _info(self, h, method, repo_id, repo: StubRepo, _rest) -> None:
         body = {
-            "_id": repo.sha[:24], "id": repo_id, "modelId": repo_id, "sha": repo.sha, "private": False,
-            "gated": "manual" if repo.gated else False, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
-            "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z",
+            "_id": repo.sha[:24],
+            "id": repo_id,
+            "modelId": repo_id,
+            "sha": repo.sha,
+            "private": False,
+            "gated": "manual" if repo.gated else False,
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "lastModified": "2026-01-01T00:00:00.000Z",
+            "createdAt": "2026-01-01T00:00:00.000Z",
             "siblings": [{"rfilename": name} for name in sorted(repo.files)],
         }
         _send(h, method, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
@@ -133,8 +146,12 @@ class HubStub:
             parts = name.split("/")
             dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
             data = repo.data(name)
-            entries.append({"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data), "path": name})
-        entries += [{"type": "directory", "oid": "0" * 40, "path": d} for d in sorted(dirs) if d.startswith(prefix)]
+            entries.append(
+                {"type": "file", "oid": hashlib.sha1(data).hexdigest(), "size": len(data), "path": name}
+            )
+        entries += [
+            {"type": "directory", "oid": "0" * 40, "path": d} for d in sorted(dirs) if d.startswith(prefix)
+        ]
         _send(h, method, 200, json.dumps(entries).encode(), {"Content-Type": "application/json"})
 
     def _resolve(self, h, method, repo_id, repo: StubRepo, name) -> None:
@@ -142,7 +159,9 @@ class HubStub:
         if repo.gated and h.headers.get("authorization") != f"Bearer {TOKEN}":
             return _send(h, method, 401, b'{"error": "gated"}', {"X-Error-Code": "GatedRepo", **commit})
         if name not in repo.files or name in repo.missing:
-            return _send(h, method, 404, b'{"error": "Entry not found"}', {"X-Error-Code": "EntryNotFound", **commit})
+            return _send(
+                h, method, 404, b'{"error": "Entry not found"}', {"X-Error-Code": "EntryNotFound", **commit}
+            )
         data = repo.data(name)
         etag = f'"{hashlib.sha256(data).hexdigest()}"'
         _send(h, method, 200, data, {"ETag": etag, "Content-Type": "application/octet-stream", **commit})

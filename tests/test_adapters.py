@@ -11,12 +11,12 @@ import torch
 
 peft = pytest.importorskip("peft")
 
-from florence2_export.checkpoints.adapters import AdapterError, merge_adapters, resolve_adapter  # noqa: E402
-from florence2_export.checkpoints.original import write_original_checkpoint  # noqa: E402
-from florence2_export.checkpoints.original_adapter import write_original_adapter  # noqa: E402
-from florence2_export.verify import make_test_image  # noqa: E402
-from florence2_runtime import Florence2  # noqa: E402
-from florence2_runtime.engine.config import RuntimeConfig  # noqa: E402
+from florence2_export.checkpoints.adapters import AdapterError, merge_adapters, resolve_adapter
+from florence2_export.checkpoints.original import write_original_checkpoint
+from florence2_export.checkpoints.original_adapter import write_original_adapter
+from florence2_export.verify import make_test_image
+from florence2_runtime import Florence2
+from florence2_runtime.engine.config import RuntimeConfig
 
 # short names as users write them: peft matches them by suffix (in the original layout too)
 TARGETS = ["q_proj", "v_proj", "out_proj", "fc1", "qkv"]
@@ -68,23 +68,44 @@ def adapters(tiny_checkpoint, tmp_path_factory, vocab):
     root = tmp_path_factory.mktemp("adapters")
     original_checkpoint = write_original_checkpoint(tiny_checkpoint, root / "original-checkpoint")
     # LoRA on lm_head, whose weight is the token embeddings' (tied), as maestro's Florence-2 config has it
-    plain = write_adapter(tiny_checkpoint, root / "plain", seed=1, r=4, lora_alpha=8,
-                          target_modules=TARGETS + ["lm_head"])
+    plain = write_adapter(
+        tiny_checkpoint, root / "plain", seed=1, r=4, lora_alpha=8, target_modules=TARGETS + ["lm_head"]
+    )
     head = write_adapter(
-        tiny_checkpoint, root / "head", seed=2, r=8, lora_alpha=4, use_rslora=True, bias="lora_only",
-        target_modules=TARGETS + ["fc2", "k_proj"], modules_to_save=["lm_head"],
-        rank_pattern={"fc2": 2}, alpha_pattern={"k_proj": 16},
+        tiny_checkpoint,
+        root / "head",
+        seed=2,
+        r=8,
+        lora_alpha=4,
+        use_rslora=True,
+        bias="lora_only",
+        target_modules=TARGETS + ["fc2", "k_proj"],
+        modules_to_save=["lm_head"],
+        rank_pattern={"fc2": 2},
+        alpha_pattern={"k_proj": 16},
     )
     # maestro's Florence-2 LoRA config (names that match nothing here, such as o_proj, are skipped by peft)
-    second = write_adapter(tiny_checkpoint, root / "second", seed=3, r=8, lora_alpha=8, lora_dropout=0.05,
-                           task_type="CAUSAL_LM", target_modules=MAESTRO_TARGETS)
+    second = write_adapter(
+        tiny_checkpoint,
+        root / "second",
+        seed=3,
+        r=8,
+        lora_alpha=8,
+        lora_dropout=0.05,
+        task_type="CAUSAL_LM",
+        target_modules=MAESTRO_TARGETS,
+    )
     return {
         "original_checkpoint": original_checkpoint,
         "plain": plain,
         "head": head,
         "second": second,
-        "original-plain": write_original_adapter(plain, root / "original-plain", vocab, base=original_checkpoint),
-        "original-head": write_original_adapter(head, root / "original-head", vocab, base=original_checkpoint),
+        "original-plain": write_original_adapter(
+            plain, root / "original-plain", vocab, base=original_checkpoint
+        ),
+        "original-head": write_original_adapter(
+            head, root / "original-head", vocab, base=original_checkpoint
+        ),
     }
 
 
@@ -106,8 +127,9 @@ def _export(src, out, adapter):
         ("two", "native", ["original-head", "second"]),
     ],
 )
-def test_export_with_adapters_matches_peft(case, base, chain, adapters, tiny_checkpoint, onnx_model, hf_processor,
-                                           tmp_path, capsys):
+def test_export_with_adapters_matches_peft(
+    case, base, chain, adapters, tiny_checkpoint, onnx_model, hf_processor, tmp_path, capsys
+):
     src = {"native": tiny_checkpoint, "original": adapters["original_checkpoint"], None: None}[base]
     out = tmp_path / case
     if src is None:  # through the CLI: florence2 export OUT --adapter ADAPTER
@@ -126,8 +148,9 @@ def test_export_with_adapters_matches_peft(case, base, chain, adapters, tiny_che
     for num_beams in (1, 3):
         kwargs = dict(max_new_tokens=20, num_beams=num_beams)
         got = model.generate(images, TEXTS, **kwargs)
-        np.testing.assert_array_equal(got, peft_reference(tiny_checkpoint, reference, hf_processor, images, TEXTS,
-                                                          **kwargs))
+        np.testing.assert_array_equal(
+            got, peft_reference(tiny_checkpoint, reference, hf_processor, images, TEXTS, **kwargs)
+        )
         base_ids = onnx_model.generate(images, TEXTS, **kwargs)
         differs |= got.shape != base_ids.shape or bool((got != base_ids).any())
     assert differs, "the adapter had no effect on the exported model"
@@ -159,7 +182,9 @@ def test_other_mergeable_adapters_match_peft(config, tiny_checkpoint, hf_process
     with torch.no_grad():
         got = merged.generate(**batch, max_new_tokens=20, num_beams=3).numpy()
         base = _base(tiny_checkpoint).generate(**batch, max_new_tokens=20, num_beams=3).numpy()
-    expected = peft_reference(tiny_checkpoint, [folder], hf_processor, images, TEXTS, max_new_tokens=20, num_beams=3)
+    expected = peft_reference(
+        tiny_checkpoint, [folder], hf_processor, images, TEXTS, max_new_tokens=20, num_beams=3
+    )
     np.testing.assert_array_equal(got, expected)
     assert got.shape != base.shape or (got != base).any()
 
@@ -176,11 +201,17 @@ def test_original_target_names_map_to_the_native_modules(hf_model):
     assert "model.vision_tower.blocks.0.0.channel_block.conv2" in targets
     assert not any("language_model" in t for t in targets)  # BART's out_proj does not end in '.proj'
     assert native.modules_to_save == ["lm_head"]
-    config = peft.LoraConfig(r=2, target_modules=["q_proj"], layers_to_transform=[1], layers_pattern="layers",
-                             exclude_modules=r".*encoder_attn.*")
+    config = peft.LoraConfig(
+        r=2,
+        target_modules=["q_proj"],
+        layers_to_transform=[1],
+        layers_pattern="layers",
+        exclude_modules=r".*encoder_attn.*",
+    )
     native, _ = to_native(config, {}, hf_model, "test")
-    assert native.target_modules == [f"model.language_model.{part}.layers.1.self_attn.q_proj"
-                                     for part in ("decoder", "encoder")]
+    assert native.target_modules == [
+        f"model.language_model.{part}.layers.1.self_attn.q_proj" for part in ("decoder", "encoder")
+    ]
     assert native.layers_to_transform is None and native.exclude_modules is None
 
 
@@ -189,12 +220,18 @@ def test_original_adapter_merges_to_the_same_weights(adapters, tiny_checkpoint, 
 
     native = _merge(tiny_checkpoint, adapters["head"])
     original_base, _ = load_checkpoint(adapters["original_checkpoint"])
-    original = merge_adapters(original_base, [resolve_adapter(adapters["original-head"])], *_sizes(tiny_checkpoint))
+    original = merge_adapters(
+        original_base, [resolve_adapter(adapters["original-head"])], *_sizes(tiny_checkpoint)
+    )
     rows = hf_model.config.image_token_id
     a, b = native.state_dict(), original.state_dict()
     assert set(a) == set(b)
     for name in a:
-        if a[name].shape and a[name].shape[0] > rows and ("embed" in name or "shared" in name or "lm_head" in name):
+        if (
+            a[name].shape
+            and a[name].shape[0] > rows
+            and ("embed" in name or "shared" in name or "lm_head" in name)
+        ):
             torch.testing.assert_close(a[name][:rows], b[name][:rows], rtol=0, atol=1e-6, msg=name)
         else:
             torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
@@ -237,14 +274,17 @@ def _merge(checkpoint, folder):
 
 def test_unmappable_original_tensor_is_named(adapters, tiny_checkpoint, tmp_path):
     key = "base_model.model.vision_tower.head.lora_A.weight"
-    folder = _edit(adapters["original-plain"], tmp_path, tensors=lambda t: t.__setitem__(key, torch.zeros(4, 8)))
+    folder = _edit(
+        adapters["original-plain"], tmp_path, tensors=lambda t: t.__setitem__(key, torch.zeros(4, 8))
+    )
     with pytest.raises(AdapterError, match=r"vision_tower\.head\.lora_A\.weight.*no native counterpart"):
         _merge(tiny_checkpoint, folder)
 
 
 def test_original_targets_matching_nothing_are_refused(adapters, tiny_checkpoint, tmp_path):
-    folder = _edit(adapters["original-plain"], tmp_path,
-                   config=lambda d: d.update(target_modules=["no_such_module"]))
+    folder = _edit(
+        adapters["original-plain"], tmp_path, config=lambda d: d.update(target_modules=["no_such_module"])
+    )
     with pytest.raises(AdapterError, match="no_such_module"):
         _merge(tiny_checkpoint, folder)
 
@@ -264,19 +304,35 @@ def test_prompt_learning_adapter_is_refused(tiny_checkpoint, tmp_path):
 
     folder = tmp_path / "prompt"
     folder.mkdir()
-    (folder / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "PROMPT_TUNING", "task_type": "SEQ_2_SEQ_LM", "num_virtual_tokens": 4, "token_dim": 32,
-         "num_transformer_submodules": 1, "num_attention_heads": 4, "num_layers": 2}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "PROMPT_TUNING",
+                "task_type": "SEQ_2_SEQ_LM",
+                "num_virtual_tokens": 4,
+                "token_dim": 32,
+                "num_transformer_submodules": 1,
+                "num_attention_heads": 4,
+                "num_layers": 2,
+            }
+        )
+    )
     save_file({"prompt_embeddings": torch.zeros(4, 32)}, str(folder / "adapter_model.safetensors"))
-    with pytest.raises(AdapterError, match="PROMPT_TUNING.*prompt-learning"):
+    with pytest.raises(AdapterError, match=r"PROMPT_TUNING.*prompt-learning"):
         _merge(tiny_checkpoint, folder)
 
 
 def test_split_embedding_tables_are_refused(tiny_checkpoint, tmp_path):
     """modules_to_save=["embed_tokens"] retrains the decoder's table but not the prompt's (shared): one table
     cannot hold both."""
-    folder = write_adapter(tiny_checkpoint, tmp_path / "emb", seed=4, r=2, target_modules=["q_proj"],
-                           modules_to_save=["embed_tokens"])
+    folder = write_adapter(
+        tiny_checkpoint,
+        tmp_path / "emb",
+        seed=4,
+        r=2,
+        target_modules=["q_proj"],
+        modules_to_save=["embed_tokens"],
+    )
     with pytest.raises(AdapterError, match="embedding table"):
         _merge(tiny_checkpoint, folder)
 
@@ -296,7 +352,7 @@ def test_hub_adapter_offline_is_one_clear_error(monkeypatch, tmp_path):
 
 
 def test_missing_or_wrong_folders_are_refused(tiny_checkpoint, tmp_path):
-    with pytest.raises(AdapterError, match="not a PEFT adapter folder.*give it as BASE"):
+    with pytest.raises(AdapterError, match=r"not a PEFT adapter folder.*give it as BASE"):
         resolve_adapter(tiny_checkpoint)
     with pytest.raises(AdapterError, match="no such folder"):
         resolve_adapter(tmp_path / "nothing")
@@ -311,7 +367,10 @@ def test_missing_or_wrong_folders_are_refused(tiny_checkpoint, tmp_path):
 def test_cli_reports_a_bad_adapter_in_one_line(tiny_checkpoint, tmp_path, capsys):
     from florence2_runtime.cli import main
 
-    assert main(["export", str(tiny_checkpoint), str(tmp_path / "out"), "--adapter", str(tmp_path / "nope")]) == 2
+    assert (
+        main(["export", str(tiny_checkpoint), str(tmp_path / "out"), "--adapter", str(tmp_path / "nope")])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("florence2: error: adapter") and "no such folder" in err and "\n" not in err
     assert main(["export", str(tmp_path / "out")]) == 2

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from florence2_runtime.cli.bench import STAGES, BenchOptions, generated_image, run_bench, timed_generate
 from florence2_runtime.cli import main
+from florence2_runtime.cli.bench import STAGES, BenchOptions, generated_image, run_bench, timed_generate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,8 +122,17 @@ def test_benchmark_harness_smoke(tiny_checkpoint, onnx_folder, tmp_path):
 def test_tasks_benchmark_smoke(onnx_folder, tmp_path):
     """benchmarks/tasks.py on the tiny export: both sides timed, answers equal, JSON + markdown written."""
     out = tmp_path / "results"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "tasks.py"), "--smoke", "--model", str(onnx_folder),
-           "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "tasks.py"),
+        "--smoke",
+        "--model",
+        str(onnx_folder),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((out / f"tasks-{onnx_folder.name}.json").read_text())

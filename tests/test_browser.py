@@ -19,14 +19,24 @@ import pytest
 from PIL import Image, ImageDraw
 
 httpx = pytest.importorskip("httpx", reason="the server tests need httpx (pip install 'florence2-onnx[dev]')")
-pytest.importorskip("fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')")
+pytest.importorskip(
+    "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
+)
 
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
 
 KEY = "browser-key"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_binary() -> str | None:
@@ -65,9 +75,13 @@ def png(image: Image.Image) -> bytes:
 def browser():
     binary = chromium_binary()
     if binary is None:
-        pytest.skip("no Chromium binary found (apt-get install chromium, or set FLORENCE2_CHROMIUM); "
-                    "the page is not tested in a browser here")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+        pytest.skip(
+            "no Chromium binary found (apt-get install chromium, or set FLORENCE2_CHROMIUM); "
+            "the page is not tested in a browser here"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS, headless=True)
         yield b
@@ -88,8 +102,9 @@ def od_image(onnx_model, tmp_path_factory):
     options = onnx_model.decoding_options()
     for seed in range(100):
         data = png(scene(seed))
-        boxes = onnx_model.run(data, "<OD>", max_new_tokens=options.max_new_tokens,
-                               num_beams=options.num_beams)["<OD>"]["bboxes"]
+        boxes = onnx_model.run(
+            data, "<OD>", max_new_tokens=options.max_new_tokens, num_beams=options.num_beams
+        )["<OD>"]["bboxes"]
         if any(x2 - x1 >= 4 and y2 - y1 >= 4 for x1, y1, x2, y2 in boxes):
             path = tmp_path_factory.mktemp("page") / "scene.png"
             path.write_bytes(data)
@@ -101,8 +116,11 @@ def run_on_page(page) -> dict:
     """Click Run, wait for the answer; returns the /v1/infer request body the page sent."""
     with page.expect_request("**/v1/infer") as request:
         page.click("#run")
-    page.wait_for_function("document.getElementById('status').textContent.includes('done')"
-                           " || document.getElementById('status').classList.contains('error')", timeout=60_000)
+    page.wait_for_function(
+        "document.getElementById('status').textContent.includes('done')"
+        " || document.getElementById('status').classList.contains('error')",
+        timeout=60_000,
+    )
     assert "error" not in (page.get_attribute("#status", "class") or ""), page.text_content("#status")
     return request.value.post_data_json
 
@@ -148,8 +166,10 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
     page.select_option("#task", "<REGION_TO_SEGMENTATION>")
     assert page.is_visible("#region-row") and not page.is_visible("#text-row")
     box = page.locator("#overlay").bounding_box()
-    start, end = (box["x"] + 0.2 * box["width"], box["y"] + 0.25 * box["height"]), \
-                 (box["x"] + 0.7 * box["width"], box["y"] + 0.8 * box["height"])
+    start, end = (
+        (box["x"] + 0.2 * box["width"], box["y"] + 0.25 * box["height"]),
+        (box["x"] + 0.7 * box["width"], box["y"] + 0.8 * box["height"]),
+    )
     page.mouse.move(*start)
     page.mouse.down()
     page.mouse.move(*end, steps=8)
@@ -162,15 +182,22 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
     assert all(abs(a - b) <= 2 for a, b in zip(sent["region"], expect)), (sent["region"], expect)
     shown = shown_json(page)
     assert shown == api_answer(server, sent)
-    want = json.loads(json.dumps(onnx_model.run(od_image.read_bytes(), "<REGION_TO_SEGMENTATION>",
-                                                region=sent["region"], **sent["generation"])))
+    want = json.loads(
+        json.dumps(
+            onnx_model.run(
+                od_image.read_bytes(), "<REGION_TO_SEGMENTATION>", region=sent["region"], **sent["generation"]
+            )
+        )
+    )
     assert shown == want
     polygons = want["<REGION_TO_SEGMENTATION>"]["polygons"]
     assert page.locator("#overlay polygon.polygon").count() == sum(len(parts) for parts in polygons)
 
     # a task that takes text, and one answered with quad boxes
     page.select_option("#task", "<OPEN_VOCABULARY_DETECTION>")
-    assert page.is_visible("#text-row") and not page.is_visible("#region-row") and not page.is_visible("#region")
+    assert (
+        page.is_visible("#text-row") and not page.is_visible("#region-row") and not page.is_visible("#region")
+    )
     page.fill("#text", "a yellow sun")
     sent = run_on_page(page)
     assert sent["text"] == "a yellow sun" and "region" not in sent
@@ -183,12 +210,15 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
 
     # dropping an image file on the drop zone loads it
     dropped = png(scene(1, (200, 150)))
-    page.evaluate("""(bytes) => {
+    page.evaluate(
+        """(bytes) => {
         const file = new File([new Uint8Array(bytes)], "dropped.png", {type: "image/png"});
         const data = new DataTransfer();
         data.items.add(file);
         document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
-    }""", list(dropped))
+    }""",
+        list(dropped),
+    )
     page.wait_for_function("document.getElementById('status').textContent.includes('dropped.png')")
     assert "200 × 150" in page.text_content("#status") and page.locator("#overlay .shape").count() == 0
 

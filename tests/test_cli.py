@@ -20,12 +20,26 @@ def image_file(tmp_path_factory):
 
 
 def test_run_prints_the_run_dict(onnx_folder, onnx_model, image_file, capsys):
-    code = main(["run", str(onnx_folder), str(image_file), "--task", "<REGION_TO_DESCRIPTION>",
-                 "--region", "10,10,60,50", "--max-new-tokens", "10", "--num-beams", "2"])
+    code = main(
+        [
+            "run",
+            str(onnx_folder),
+            str(image_file),
+            "--task",
+            "<REGION_TO_DESCRIPTION>",
+            "--region",
+            "10,10,60,50",
+            "--max-new-tokens",
+            "10",
+            "--num-beams",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
-    expected = onnx_model.run(image_file, "<REGION_TO_DESCRIPTION>", region=(10, 10, 60, 50),
-                              max_new_tokens=10, num_beams=2)
+    expected = onnx_model.run(
+        image_file, "<REGION_TO_DESCRIPTION>", region=(10, 10, 60, 50), max_new_tokens=10, num_beams=2
+    )
     assert json.loads(out.splitlines()[-1]) == expected
 
 
@@ -81,13 +95,30 @@ def test_export_without_the_extra_says_what_to_install(tmp_path):
 
 
 def test_console_script_entry_point(onnx_folder, image_file):
-    proc = subprocess.run([sys.executable, "-m", "florence2_runtime.cli", "run", str(onnx_folder), str(image_file),
-                           "--task", "<CAPTION>", "--max-new-tokens", "5"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "florence2_runtime.cli",
+            "run",
+            str(onnx_folder),
+            str(image_file),
+            "--task",
+            "<CAPTION>",
+            "--max-new-tokens",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert set(json.loads(proc.stdout)) == {"<CAPTION>"}
 
 
-@pytest.mark.parametrize("src, words", [("nobody/nothing-here", "not reachable"), ("./no/such/folder", "no such folder")])
+@pytest.mark.parametrize(
+    "src, words", [("nobody/nothing-here", "not reachable"), ("./no/such/folder", "no such folder")]
+)
 def test_export_of_an_unavailable_checkpoint_fails_fast(tmp_path, monkeypatch, capsys, src, words):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["export", src, str(tmp_path / "out")]) == 2
@@ -103,7 +134,9 @@ def test_export_of_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
 
 def test_too_long_text_and_too_many_tokens_are_value_errors(onnx_model, image_file):
     cfg = onnx_model.config
-    with pytest.raises(ValueError, match="prompt is .* tokens long"):
-        onnx_model.run(image_file, "<CAPTION_TO_PHRASE_GROUNDING>", text="ball " * (cfg.max_position_embeddings + 5))
+    with pytest.raises(ValueError, match=r"prompt is .* tokens long"):
+        onnx_model.run(
+            image_file, "<CAPTION_TO_PHRASE_GROUNDING>", text="ball " * (cfg.max_position_embeddings + 5)
+        )
     with pytest.raises(ValueError, match="max_new_tokens"):
         onnx_model.run(image_file, "<OD>", max_new_tokens=cfg.max_position_embeddings)

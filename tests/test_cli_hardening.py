@@ -4,6 +4,7 @@ checked before the model loads; a failed export is one line, exit 1, and leaves 
 from __future__ import annotations
 
 import pytest
+
 from florence2_export.verify import make_test_image
 from florence2_runtime.cli import main
 from florence2_runtime.engine.host import HostEngine
@@ -35,7 +36,17 @@ def _one_line_error(capsys) -> str:
 
 
 def test_output_in_a_missing_folder_is_refused_before_loading(no_model_load, image, tmp_path, capsys):
-    code = main(["run", str(tmp_path / "model"), str(image), "--task", "<OD>", "-o", str(tmp_path / "missing" / "x.json")])
+    code = main(
+        [
+            "run",
+            str(tmp_path / "model"),
+            str(image),
+            "--task",
+            "<OD>",
+            "-o",
+            str(tmp_path / "missing" / "x.json"),
+        ]
+    )
     assert code == 2
     assert "does not exist" in _one_line_error(capsys)
 
@@ -60,20 +71,25 @@ def test_undecodable_image_names_its_path_once(onnx_folder, tmp_path, image, cap
     assert main(["run", str(onnx_folder), str(bad), "--task", "<OD>"]) == 2
     line = _one_line_error(capsys)
     assert line.count(str(bad)) == 1, line
-    assert main(["run", str(onnx_folder), str(bad), str(image), "--task", "<OD>", "--max-new-tokens", "3"]) == 1
+    assert (
+        main(["run", str(onnx_folder), str(bad), str(image), "--task", "<OD>", "--max-new-tokens", "3"]) == 1
+    )
     captured = capsys.readouterr()
     assert captured.err.count(str(bad)) == 1, captured.err
     assert captured.out.count(str(bad)) == 1  # the error record
 
 
-@pytest.mark.parametrize("argv,word", [
-    (["serve", "m", "--port", "99999"], "port"),
-    (["serve", "m", "--port", "0"], "port"),
-    (["serve", "m", "--threads", "0"], "threads"),
-    (["run", "m", "a.png", "--task", "<OD>", "--threads", "0"], "threads"),
-    (["bench", "m", "--threads", "-1"], "threads"),
-    (["serve", "m", "--api-key", "k", "--api-key-file", "f"], "api-key"),
-])
+@pytest.mark.parametrize(
+    "argv,word",
+    [
+        (["serve", "m", "--port", "99999"], "port"),
+        (["serve", "m", "--port", "0"], "port"),
+        (["serve", "m", "--threads", "0"], "threads"),
+        (["run", "m", "a.png", "--task", "<OD>", "--threads", "0"], "threads"),
+        (["bench", "m", "--threads", "-1"], "threads"),
+        (["serve", "m", "--api-key", "k", "--api-key-file", "f"], "api-key"),
+    ],
+)
 def test_bad_numbers_are_refused(no_model_load, argv, word, capsys):
     assert main(argv) == 2
     assert word in _one_line_error(capsys)
@@ -92,7 +108,10 @@ def test_failed_export_is_one_line_exit_1_and_leaves_nothing(tiny_checkpoint, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary folder left beside it
     assert err.count("FAILED its check") == 1 and "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("florence2: error: the export failed its check (int8 ") and "nothing was written" in last
+    assert (
+        last.startswith("florence2: error: the export failed its check (int8 ")
+        and "nothing was written" in last
+    )
 
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
@@ -115,7 +134,12 @@ def test_io_binding_only_for_device_memory_providers():
     from florence2_runtime.engine.iobinding import needs_device_buffers
 
     assert needs_device_buffers("CUDAExecutionProvider") and needs_device_buffers("TensorrtExecutionProvider")
-    for name in ("CPUExecutionProvider", "OpenVINOExecutionProvider", "CoreMLExecutionProvider", "SomethingNew"):
+    for name in (
+        "CPUExecutionProvider",
+        "OpenVINOExecutionProvider",
+        "CoreMLExecutionProvider",
+        "SomethingNew",
+    ):
         assert not needs_device_buffers(name)
 
 
@@ -129,5 +153,7 @@ def test_openvino_folder_loads_on_the_plain_path(onnx_folder, monkeypatch):
     real = ort.get_available_providers()
     monkeypatch.setattr(ort, "get_available_providers", lambda: [*real, "OpenVINOExecutionProvider"])
     with pytest.warns(RuntimeWarning):  # onnxruntime runs it on the CPU and says so
-        model = Florence2.from_pretrained(onnx_folder, providers=["OpenVINOExecutionProvider", "CPUExecutionProvider"])
+        model = Florence2.from_pretrained(
+            onnx_folder, providers=["OpenVINOExecutionProvider", "CPUExecutionProvider"]
+        )
     assert isinstance(model.engine, HostEngine)

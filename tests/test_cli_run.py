@@ -6,11 +6,12 @@ import io
 import json
 
 import pytest
+from PIL import Image
+
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2Result
 from florence2_runtime.cli import build_parser, main
 from florence2_runtime.cli.run import run_command
-from PIL import Image
 
 GEN = ["--max-new-tokens", "12", "--num-beams", "1"]
 GEN_KW = dict(max_new_tokens=12, num_beams=1)
@@ -33,8 +34,20 @@ def _lines(text: str) -> list[dict]:
 
 def test_single_image_output_file_and_drawing(onnx_folder, onnx_model, images, tmp_path, capsys):
     out, drawn = tmp_path / "result.json", tmp_path / "annotated.png"
-    code = main(["run", str(onnx_folder), str(images[0]), "--task", "<OD>", "--output", str(out),
-                 "--draw", str(drawn), *GEN])
+    code = main(
+        [
+            "run",
+            str(onnx_folder),
+            str(images[0]),
+            "--task",
+            "<OD>",
+            "--output",
+            str(out),
+            "--draw",
+            str(drawn),
+            *GEN,
+        ]
+    )
     assert code == 0 and capsys.readouterr().out == ""  # the result went to the file
     expected = onnx_model.run(images[0], "<OD>", **GEN_KW)
     assert json.loads(out.read_text()) == expected
@@ -49,8 +62,21 @@ def test_typed_output(onnx_folder, onnx_model, images, capsys):
 
 def test_several_images_and_a_folder_give_json_lines(onnx_folder, onnx_model, images, tmp_path, capsys):
     drawn = tmp_path / "drawn"
-    code = main(["run", str(onnx_folder), str(images[0].parent), str(images[1]), "--task",
-                 "<CAPTION_TO_PHRASE_GROUNDING>", "--text", "a red ball", "--draw", str(drawn), *GEN])
+    code = main(
+        [
+            "run",
+            str(onnx_folder),
+            str(images[0].parent),
+            str(images[1]),
+            "--task",
+            "<CAPTION_TO_PHRASE_GROUNDING>",
+            "--text",
+            "a red ball",
+            "--draw",
+            str(drawn),
+            *GEN,
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert captured.err == ""  # not a terminal: no progress bar
@@ -65,15 +91,39 @@ def test_several_images_and_a_folder_give_json_lines(onnx_folder, onnx_model, im
 def test_several_regions_one_line_each(onnx_folder, onnx_model, images, tmp_path, capsys):
     out = tmp_path / "regions.jsonl"
     drawn = tmp_path / "regions.png"
-    code = main(["run", str(onnx_folder), str(images[0]), "--task", "<REGION_TO_DESCRIPTION>", "--region",
-                 "0.1,0.1,0.5,0.5", "--region", "0,0,1,1", "--region-format", "normalized", "-o", str(out),
-                 "--draw", str(drawn), *GEN])
+    code = main(
+        [
+            "run",
+            str(onnx_folder),
+            str(images[0]),
+            "--task",
+            "<REGION_TO_DESCRIPTION>",
+            "--region",
+            "0.1,0.1,0.5,0.5",
+            "--region",
+            "0,0,1,1",
+            "--region-format",
+            "normalized",
+            "-o",
+            str(out),
+            "--draw",
+            str(drawn),
+            *GEN,
+        ]
+    )
     assert code == 0
     lines = _lines(out.read_text())
     assert [line.pop("region") for line in lines] == [[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]
-    assert lines == [r.raw for r in onnx_model.predict_regions(
-        images[0], "<REGION_TO_DESCRIPTION>", [(0.1, 0.1, 0.5, 0.5), (0, 0, 1, 1)],
-        region_format="normalized", **GEN_KW)]
+    assert lines == [
+        r.raw
+        for r in onnx_model.predict_regions(
+            images[0],
+            "<REGION_TO_DESCRIPTION>",
+            [(0.1, 0.1, 0.5, 0.5), (0, 0, 1, 1)],
+            region_format="normalized",
+            **GEN_KW,
+        )
+    ]
     assert Image.open(drawn).size == (120, 90)
 
 
@@ -102,20 +152,43 @@ def test_a_broken_image_among_several_is_reported_and_the_rest_run(onnx_folder, 
     assert lines[1]["image"] == str(broken) and "broken.png" in captured.err
 
 
-@pytest.mark.parametrize("args, words", [
-    (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "0.1,0.1,1.5,0.5",
-      "--region-format", "normalized"], "[0, 1]"),
-    (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,1,2,2", "--region-format", "percent"],
-     "region-format"),
-    (["{image}", "--task", "<OD>", "--region", "1,1,2,2"], "<OD>"),
-    (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,1,2,2", "--region", "3,3"], "region"),
-    (["{image}", "--task", "<OD>", "--draw", "{tmp}/out.nope"], "extension"),
-    (["{image}", "--task", "<OD>", "--draw", "{tmp}/missing/out.png"], "does not exist"),
-    (["{image}", "{image}", "--task", "<OD>", "--draw", "{image}"], "folder"),
-    (["{tmp}/empty", "--task", "<OD>"], "no image files"),
-    (["{image}", "--task", "<OD>", "--output", "{tmp}"], "--output"),
-    (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,1,500,2"], "outside"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (
+            [
+                "{image}",
+                "--task",
+                "<REGION_TO_CATEGORY>",
+                "--region",
+                "0.1,0.1,1.5,0.5",
+                "--region-format",
+                "normalized",
+            ],
+            "[0, 1]",
+        ),
+        (
+            [
+                "{image}",
+                "--task",
+                "<REGION_TO_CATEGORY>",
+                "--region",
+                "1,1,2,2",
+                "--region-format",
+                "percent",
+            ],
+            "region-format",
+        ),
+        (["{image}", "--task", "<OD>", "--region", "1,1,2,2"], "<OD>"),
+        (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,1,2,2", "--region", "3,3"], "region"),
+        (["{image}", "--task", "<OD>", "--draw", "{tmp}/out.nope"], "extension"),
+        (["{image}", "--task", "<OD>", "--draw", "{tmp}/missing/out.png"], "does not exist"),
+        (["{image}", "{image}", "--task", "<OD>", "--draw", "{image}"], "folder"),
+        (["{tmp}/empty", "--task", "<OD>"], "no image files"),
+        (["{image}", "--task", "<OD>", "--output", "{tmp}"], "--output"),
+        (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,1,500,2"], "outside"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(onnx_folder, images, tmp_path, capsys, args, words):
     (tmp_path / "empty").mkdir()
     argv = ["run", str(onnx_folder)] + [a.format(image=images[0], tmp=tmp_path) for a in args]
@@ -124,7 +197,9 @@ def test_bad_arguments_exit_2_with_one_line(onnx_folder, images, tmp_path, capsy
     assert len(err.strip().splitlines()) == 1 and err.startswith("florence2: error:") and words in err, err
 
 
-def test_several_tasks_one_line_per_image_with_every_answer(onnx_folder, onnx_model, images, tmp_path, capsys):
+def test_several_tasks_one_line_per_image_with_every_answer(
+    onnx_folder, onnx_model, images, tmp_path, capsys
+):
     tasks = ["<CAPTION>", "<OD>", "<OCR>", "<OPEN_VOCABULARY_DETECTION>", "<REGION_TO_CATEGORY>"]
     argv = ["run", str(onnx_folder), str(images[0]), str(images[2])]
     for t in tasks:
@@ -136,25 +211,49 @@ def test_several_tasks_one_line_per_image_with_every_answer(onnx_folder, onnx_mo
     for line, path in zip(lines, [images[0], images[2]]):
         assert list(line) == tasks
         for t in tasks:
-            inputs = {"text": "ball"} if t == "<OPEN_VOCABULARY_DETECTION>" else (
-                {"region": (1, 2, 30, 40)} if t == "<REGION_TO_CATEGORY>" else {})
+            inputs = (
+                {"text": "ball"}
+                if t == "<OPEN_VOCABULARY_DETECTION>"
+                else ({"region": (1, 2, 30, 40)} if t == "<REGION_TO_CATEGORY>" else {})
+            )
             assert {t: line[t]} == json.loads(json.dumps(onnx_model.run(path, t, **inputs, **GEN_KW)))
     assert sorted(p.name for p in drawn.iterdir()) == ["im0.png", "im2.png"]
-    assert main(["run", str(onnx_folder), str(images[1]), "--task", "<CAPTION>", "--task", "<OD>", "--typed",
-                 *GEN]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(onnx_folder),
+                str(images[1]),
+                "--task",
+                "<CAPTION>",
+                "--task",
+                "<OD>",
+                "--typed",
+                *GEN,
+            ]
+        )
+        == 0
+    )
     typed = json.loads(capsys.readouterr().out)
     assert {t: Florence2Result.from_json(v) for t, v in typed.items()} == {
-        t: onnx_model.predict(images[1], t, **GEN_KW) for t in ["<CAPTION>", "<OD>"]}
+        t: onnx_model.predict(images[1], t, **GEN_KW) for t in ["<CAPTION>", "<OD>"]
+    }
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--task", "<CAPTION>", "--task", "<NOPE>"], "unknown task '<NOPE>'"),
-    (["--task", "<CAPTION>", "--task", "<CAPTION>"], "listed twice"),
-    (["--task", "<CAPTION>", "--task", "<OD>", "--text", "a dog"], "none of the tasks"),
-    (["--task", "<CAPTION>", "--task", "<OD>", "--region", "1,2,3,4"], "none of the tasks"),
-    (["--task", "<OD>", "--task", "<REGION_TO_CATEGORY>"], "needs an input"),
-    (["--task", "<OD>", "--task", "<REGION_TO_OCR>", "--region", "1,2,3,4", "--region", "1,1,5,5"], "single --task"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--task", "<CAPTION>", "--task", "<NOPE>"], "unknown task '<NOPE>'"),
+        (["--task", "<CAPTION>", "--task", "<CAPTION>"], "listed twice"),
+        (["--task", "<CAPTION>", "--task", "<OD>", "--text", "a dog"], "none of the tasks"),
+        (["--task", "<CAPTION>", "--task", "<OD>", "--region", "1,2,3,4"], "none of the tasks"),
+        (["--task", "<OD>", "--task", "<REGION_TO_CATEGORY>"], "needs an input"),
+        (
+            ["--task", "<OD>", "--task", "<REGION_TO_OCR>", "--region", "1,2,3,4", "--region", "1,1,5,5"],
+            "single --task",
+        ),
+    ],
+)
 def test_bad_task_lists_are_one_line_and_exit_2(onnx_folder, images, capsys, extra, message):
     assert main(["run", str(onnx_folder), str(images[0]), *extra, *GEN]) == 2
     err = capsys.readouterr().err

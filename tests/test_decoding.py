@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-from florence2_export.toy.tiny import GENERATION_CONFIG
 from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
 from transformers.generation.logits_process import (
     ForcedBOSTokenLogitsProcessor,
@@ -28,6 +26,7 @@ from transformers.generation.logits_process import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
+from florence2_export.toy.tiny import GENERATION_CONFIG
 from florence2_runtime.generation import (
     DecodingOptions,
     ForcedBOS,
@@ -51,12 +50,22 @@ BIAS_STD = 1.5  # final_logits_bias: a context-free preference for some tokens
 # ----------------------------------------------------------------------------------------- the reference
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_bart(seed: int, eos_bias: float) -> BartForConditionalGeneration:
     config = BartConfig(
-        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
-        tie_word_embeddings=False, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
         init_std=INIT_STD,
     )
     torch.manual_seed(seed)
@@ -83,8 +92,9 @@ def encoder_inputs(seed: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 class TorchInference:
     """The ``Inference`` protocol on a torch BART with HF's cache; records the cache reorders."""
 
-    def __init__(self, model: BartForConditionalGeneration, ids: torch.Tensor, mask: torch.Tensor,
-                 num_beams: int):
+    def __init__(
+        self, model: BartForConditionalGeneration, ids: torch.Tensor, mask: torch.Tensor, num_beams: int
+    ):
         self.model = model
         with torch.no_grad():
             hidden = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -99,9 +109,11 @@ class TorchInference:
         assert tokens.dtype == np.int64 and tokens.shape[1] == self.fed + 1
         with torch.no_grad():
             out = self.model(
-                encoder_outputs=self.encoder_outputs, attention_mask=self.mask,
+                encoder_outputs=self.encoder_outputs,
+                attention_mask=self.mask,
                 decoder_input_ids=torch.from_numpy(tokens[:, self.fed :].copy()),
-                past_key_values=self.cache, use_cache=True,
+                past_key_values=self.cache,
+                use_cache=True,
             )
         self.cache, self.fed = out.past_key_values, tokens.shape[1]
         self.steps += 1
@@ -113,7 +125,7 @@ class TorchInference:
         self.cache.reorder_cache(torch.from_numpy(source_indices))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_ids(case: tuple) -> np.ndarray:
     seed, eos_bias, batch, kwargs = unpack(case)
     ids, mask = encoder_inputs(seed, batch)
@@ -152,8 +164,12 @@ def build_grid() -> list[tuple]:
             continue
         draw = random.Random(i).choice
         kwargs = dict(
-            num_beams=beams, max_new_tokens=max_new, early_stopping=early, no_repeat_ngram_size=draw((0, 3)),
-            length_penalty=draw((0.5, 1.0, 2.0)), min_new_tokens=min(draw((0, 5)), max_new),
+            num_beams=beams,
+            max_new_tokens=max_new,
+            early_stopping=early,
+            no_repeat_ngram_size=draw((0, 3)),
+            length_penalty=draw((0.5, 1.0, 2.0)),
+            min_new_tokens=min(draw((0, 5)), max_new),
         )
         seed, eos_bias = draw(range(7)), draw((0.0, 6.0, 10.0, 14.0))
         cases.append(make_case(seed=seed, eos_bias=eos_bias, batch=batch, **kwargs))
@@ -180,8 +196,14 @@ GRID = build_grid()
 
 def case_id(case: tuple) -> str:
     seed, eos_bias, batch, kwargs = unpack(case)
-    short = {"num_beams": "k", "max_new_tokens": "new", "early_stopping": "es", "no_repeat_ngram_size": "ng",
-             "length_penalty": "lp", "min_new_tokens": "min"}
+    short = {
+        "num_beams": "k",
+        "max_new_tokens": "new",
+        "early_stopping": "es",
+        "no_repeat_ngram_size": "ng",
+        "length_penalty": "lp",
+        "min_new_tokens": "min",
+    }
     parts = [f"s{seed}", f"eos{eos_bias:g}", f"b{batch}"]
     parts += [f"{short.get(name, name)}={value}" for name, value in kwargs.items()]
     return "-".join(parts)
@@ -218,8 +240,12 @@ def test_grid_exercises_the_interesting_paths():
                 repeats_without_ngram += _has_repeated_ngram(row[:end], 3)
             elif ngram == 3:
                 assert not _has_repeated_ngram(row[:end], 3)
-    counts = dict(early_finish=early_finish, padded_rows=padded_rows, forced_eos_end=forced_eos_end,
-                  repeats_without_ngram=repeats_without_ngram)
+    counts = dict(
+        early_finish=early_finish,
+        padded_rows=padded_rows,
+        forced_eos_end=forced_eos_end,
+        repeats_without_ngram=repeats_without_ngram,
+    )
     assert min(counts.values()) >= 10, counts
 
 
@@ -334,51 +360,66 @@ def test_top_k_sorts_descending_and_breaks_ties_by_index():
 def test_options_from_florence_generation_config():
     options = DecodingOptions.from_generation_config(FLORENCE_GENERATION)
     assert options == DecodingOptions(
-        max_new_tokens=20, min_new_tokens=0, num_beams=3, no_repeat_ngram_size=3, early_stopping=True,
-        length_penalty=1.0, decoder_start_token_id=2, bos_token_id=0, eos_token_id=2, pad_token_id=1,
-        forced_bos_token_id=0, forced_eos_token_id=2,
+        max_new_tokens=20,
+        min_new_tokens=0,
+        num_beams=3,
+        no_repeat_ngram_size=3,
+        early_stopping=True,
+        length_penalty=1.0,
+        decoder_start_token_id=2,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+        forced_bos_token_id=0,
+        forced_eos_token_id=2,
     )
     assert options.max_length == 21  # transformers: 20 new tokens after the decoder start token
 
 
-@pytest.mark.parametrize("config, overrides, expected", [
-    ({}, {"max_new_tokens": 7}, {"max_new_tokens": 7}),
-    ({"max_length": 20}, {}, {"max_new_tokens": 19}),
-    ({"max_length": 20}, {"max_new_tokens": 5}, {"max_new_tokens": 5}),
-    ({"max_new_tokens": 5}, {"max_length": 9}, {"max_new_tokens": 5}),
-    ({}, {"max_length": 9, "min_length": 4}, {"max_new_tokens": 8, "min_new_tokens": 3}),
-    ({"min_length": 4}, {"min_new_tokens": 1}, {"min_new_tokens": 1}),
-    ({"min_length": 0}, {}, {"min_new_tokens": 0}),
-    ({}, {"forced_bos_token_id": None}, {"forced_bos_token_id": None}),
-    ({"eos_token_id": [2]}, {}, {"eos_token_id": 2}),
-    ({"pad_token_id": None}, {}, {"pad_token_id": 2}),
-    ({"decoder_start_token_id": None}, {}, {"decoder_start_token_id": 0}),
-    ({"_from_model_config": True, "transformers_version": "5.23.0", "do_sample": False}, {}, {}),
-    ({}, {"use_cache": True, "num_return_sequences": 1}, {}),
-])
+@pytest.mark.parametrize(
+    "config, overrides, expected",
+    [
+        ({}, {"max_new_tokens": 7}, {"max_new_tokens": 7}),
+        ({"max_length": 20}, {}, {"max_new_tokens": 19}),
+        ({"max_length": 20}, {"max_new_tokens": 5}, {"max_new_tokens": 5}),
+        ({"max_new_tokens": 5}, {"max_length": 9}, {"max_new_tokens": 5}),
+        ({}, {"max_length": 9, "min_length": 4}, {"max_new_tokens": 8, "min_new_tokens": 3}),
+        ({"min_length": 4}, {"min_new_tokens": 1}, {"min_new_tokens": 1}),
+        ({"min_length": 0}, {}, {"min_new_tokens": 0}),
+        ({}, {"forced_bos_token_id": None}, {"forced_bos_token_id": None}),
+        ({"eos_token_id": [2]}, {}, {"eos_token_id": 2}),
+        ({"pad_token_id": None}, {}, {"pad_token_id": 2}),
+        ({"decoder_start_token_id": None}, {}, {"decoder_start_token_id": 0}),
+        ({"_from_model_config": True, "transformers_version": "5.23.0", "do_sample": False}, {}, {}),
+        ({}, {"use_cache": True, "num_return_sequences": 1}, {}),
+    ],
+)
 def test_options_resolution(config, overrides, expected):
     options = DecodingOptions.from_generation_config({**FLORENCE_GENERATION, **config}, **overrides)
     for name, value in expected.items():
         assert getattr(options, name) == value, name
 
 
-@pytest.mark.parametrize("overrides, name", [
-    ({"num_beams": 0}, "num_beams"),
-    ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"max_length": 1}, "max_length"),
-    ({"min_new_tokens": -1}, "min_new_tokens"),
-    ({"min_new_tokens": 6, "max_new_tokens": 5}, "min_new_tokens"),
-    ({"early_stopping": "sometimes"}, "early_stopping"),
-    ({"early_stopping": 1}, "early_stopping"),
-    ({"length_penalty": float("nan")}, "length_penalty"),
-    ({"no_repeat_ngram_size": 2.0}, "no_repeat_ngram_size"),
-    ({"eos_token_id": [2, 3]}, "eos_token_id"),
-    ({"pad_token_id": -1}, "pad_token_id"),
-    ({"do_sample": True}, "do_sample"),
-    ({"num_return_sequences": 2}, "num_return_sequences"),
-    ({"temprature": 0.7}, "temprature"),
-    ({"decoder_start_token_id": None, "bos_token_id": None}, "decoder_start_token_id"),
-])
+@pytest.mark.parametrize(
+    "overrides, name",
+    [
+        ({"num_beams": 0}, "num_beams"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_length": 1}, "max_length"),
+        ({"min_new_tokens": -1}, "min_new_tokens"),
+        ({"min_new_tokens": 6, "max_new_tokens": 5}, "min_new_tokens"),
+        ({"early_stopping": "sometimes"}, "early_stopping"),
+        ({"early_stopping": 1}, "early_stopping"),
+        ({"length_penalty": float("nan")}, "length_penalty"),
+        ({"no_repeat_ngram_size": 2.0}, "no_repeat_ngram_size"),
+        ({"eos_token_id": [2, 3]}, "eos_token_id"),
+        ({"pad_token_id": -1}, "pad_token_id"),
+        ({"do_sample": True}, "do_sample"),
+        ({"num_return_sequences": 2}, "num_return_sequences"),
+        ({"temprature": 0.7}, "temprature"),
+        ({"decoder_start_token_id": None, "bos_token_id": None}, "decoder_start_token_id"),
+    ],
+)
 def test_bad_options_raise_naming_the_option(overrides, name):
     with pytest.raises(ValueError, match=name):
         DecodingOptions.from_generation_config(FLORENCE_GENERATION, **overrides)
@@ -417,7 +458,8 @@ def test_nan_logits_are_a_clear_error(num_beams):
         def rearrange_kv_cache(self, source):
             pass
 
-    options = DecodingOptions(num_beams=num_beams, max_new_tokens=5, eos_token_id=2, pad_token_id=1,
-                              decoder_start_token_id=2)
+    options = DecodingOptions(
+        num_beams=num_beams, max_new_tokens=5, eos_token_id=2, pad_token_id=1, decoder_start_token_id=2
+    )
     with pytest.raises(NonFiniteLogitsError, match="NaN logits"):
         generate(NaNInference(), 2, options)

@@ -37,7 +37,10 @@ def test_single_image_ids_match(onnx_model, hf_model, hf_processor, task, num_be
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_batched_mixed_prompts_and_sizes(onnx_model, hf_model, hf_processor, num_beams):
-    images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (33, 200), (300, 31), (128, 128)])]
+    images = [
+        make_test_image(w, h, seed=i)
+        for i, (w, h) in enumerate([(160, 120), (33, 200), (300, 31), (128, 128)])
+    ]
     tasks = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>", "<CAPTION>", "<REGION_TO_DESCRIPTION>"]
     texts = [task_text(t, im) for t, im in zip(tasks, images)]
     kwargs = dict(max_new_tokens=30, num_beams=num_beams)
@@ -69,7 +72,9 @@ def test_generation_options_match(onnx_model, hf_model, hf_processor, kwargs):
 def test_run_matches_post_process_generation(onnx_model, hf_model, hf_processor, task):
     image = make_test_image(211, 97, seed=40 + TASKS.index(task))
     inputs = DEMO_INPUTS[task]
-    ids = reference_ids(hf_model, hf_processor, [image], [task_text(task, image)], max_new_tokens=40, num_beams=3)
+    ids = reference_ids(
+        hf_model, hf_processor, [image], [task_text(task, image)], max_new_tokens=40, num_beams=3
+    )
     decoded = hf_processor.batch_decode(ids, skip_special_tokens=False)[0]
     expected = hf_processor.post_process_generation(decoded, task=task, image_size=image.size)
     got = onnx_model.run(image, task, max_new_tokens=40, num_beams=3, **inputs)

@@ -16,7 +16,17 @@ ROOT = Path(__file__).resolve().parents[1] / "export" / PACKAGE
 
 # The parts of the package (a subpackage, or a module at the top), lowest first: a part may import only
 # parts to its left. "__init__" is the package's own __init__.py (the public names).
-LAYERS = ("progress", "graphs", "checkpoints", "verify", "precision", "layouts", "pipeline", "toy", "__init__")
+LAYERS = (
+    "progress",
+    "graphs",
+    "checkpoints",
+    "verify",
+    "precision",
+    "layouts",
+    "pipeline",
+    "toy",
+    "__init__",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -68,7 +78,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = 2
@@ -121,7 +131,9 @@ def test_parts_import_only_lower_layers():
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
     parts_graph: dict[str, set[str]] = {}
     for a, targets in import_graph().items():
-        parts_graph.setdefault(part_of(a), set()).update(part_of(b) for b in targets if part_of(b) != part_of(a))
+        parts_graph.setdefault(part_of(a), set()).update(
+            part_of(b) for b in targets if part_of(b) != part_of(a)
+        )
     assert find_cycle(parts_graph) is None
 
 
@@ -132,6 +144,9 @@ def test_each_subpackage_says_what_it_holds(package):
 
 
 def test_every_module_has_a_docstring():
-    missing = [name for name, path in _modules().items()
-               if not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))]
+    missing = [
+        name
+        for name, path in _modules().items()
+        if not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    ]
     assert not missing, f"modules without a docstring: {missing}"

@@ -15,8 +15,10 @@ from florence2_runtime import Florence2
 ort = pytest.importorskip("onnxruntime")
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(),
-                       reason="needs onnxruntime-gpu with CUDAExecutionProvider and an NVIDIA GPU"),
+    pytest.mark.skipif(
+        "CUDAExecutionProvider" not in ort.get_available_providers(),
+        reason="needs onnxruntime-gpu with CUDAExecutionProvider and an NVIDIA GPU",
+    ),
 ]
 
 IMAGES = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (40, 200), (128, 128)])]
@@ -45,7 +47,9 @@ def test_cuda_tokens_equal_cpu(onnx_model, cuda_model, num_beams, batch):
 def test_cuda_plain_path_equals_bound_path(onnx_folder, cuda_model):
     plain = Florence2.from_pretrained(onnx_folder, providers="cuda", io_binding=False)
     kwargs = dict(max_new_tokens=24, num_beams=3)
-    np.testing.assert_array_equal(plain.generate(IMAGES, TEXTS, **kwargs), cuda_model.generate(IMAGES, TEXTS, **kwargs))
+    np.testing.assert_array_equal(
+        plain.generate(IMAGES, TEXTS, **kwargs), cuda_model.generate(IMAGES, TEXTS, **kwargs)
+    )
 
 
 def test_fp16_agrees_with_fp32_on_cuda(tiny_checkpoint, onnx_model, tmp_path):
@@ -64,17 +68,38 @@ def test_fp16_agrees_with_fp32_on_cuda(tiny_checkpoint, onnx_model, tmp_path):
     assert agreement >= 0.9
 
 
-@pytest.mark.skipif("TensorrtExecutionProvider" not in ort.get_available_providers(),
-                    reason="needs onnxruntime with the TensorRT provider and TensorRT libraries")
+@pytest.mark.skipif(
+    "TensorrtExecutionProvider" not in ort.get_available_providers(),
+    reason="needs onnxruntime with the TensorRT provider and TensorRT libraries",
+)
 def test_tensorrt_fp32_tokens_equal_cpu(onnx_folder, onnx_model, tmp_path):
     from florence2_runtime.engine.tensorrt import TensorRTLimits
 
-    limits = TensorRTLimits(max_batch=3, max_beams=3, max_prompt_tokens=64, max_new_tokens=32,
-                            opt_batch=1, opt_beams=1, opt_prompt_tokens=12, opt_new_tokens=16)
+    limits = TensorRTLimits(
+        max_batch=3,
+        max_beams=3,
+        max_prompt_tokens=64,
+        max_new_tokens=32,
+        opt_batch=1,
+        opt_beams=1,
+        opt_prompt_tokens=12,
+        opt_new_tokens=16,
+    )
     model = Florence2.from_pretrained(
-        onnx_folder, providers=[("TensorrtExecutionProvider", {"trt_fp16_enable": False,
-                                                               "trt_layer_norm_fp32_fallback": False,
-                                                               "trt_engine_cache_path": str(tmp_path)})],
-        tensorrt_limits=limits)
+        onnx_folder,
+        providers=[
+            (
+                "TensorrtExecutionProvider",
+                {
+                    "trt_fp16_enable": False,
+                    "trt_layer_norm_fp32_fallback": False,
+                    "trt_engine_cache_path": str(tmp_path),
+                },
+            )
+        ],
+        tensorrt_limits=limits,
+    )
     kwargs = dict(max_new_tokens=24, num_beams=3)
-    np.testing.assert_array_equal(model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs))
+    np.testing.assert_array_equal(
+        model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs)
+    )

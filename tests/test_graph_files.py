@@ -37,7 +37,11 @@ def _int8_folder(request):
     return export(request.getfixturevalue("tiny_checkpoint"), out, dtype="int8", quiet=True).folder
 
 
-FOLDERS = {"fp32": lambda request: request.getfixturevalue("onnx_folder"), "fp16": _fp16_folder, "int8": _int8_folder}
+FOLDERS = {
+    "fp32": lambda request: request.getfixturevalue("onnx_folder"),
+    "fp16": _fp16_folder,
+    "int8": _int8_folder,
+}
 
 
 @pytest.mark.parametrize("variant", list(FOLDERS))
@@ -48,7 +52,10 @@ def test_every_graph_keeps_its_weights_beside_it(request, variant):
         assert data_file(path).stat().st_size > 0, graph
         assert _weight_bytes(path) < MIN_EXTERNAL_BYTES * 64, graph  # only small constants stay inside
     names = {p.name for p in onnx_dir.iterdir()}
-    assert names == {f"{g}.onnx{s}" for g in GRAPHS for s in ("", "_data")} | {"embed_tokens.npy", "kv_gather.onnx"}
+    assert names == {f"{g}.onnx{s}" for g in GRAPHS for s in ("", "_data")} | {
+        "embed_tokens.npy",
+        "kv_gather.onnx",
+    }
 
 
 def test_single_file_folders_still_load(onnx_folder, onnx_model, tmp_path):
@@ -62,5 +69,7 @@ def test_single_file_folders_still_load(onnx_folder, onnx_model, tmp_path):
         onnx.save(model, str(path))
     assert not any(p.name.endswith("_data") for p in (old / "onnx").iterdir())
     kwargs = dict(max_new_tokens=12, num_beams=3)
-    np.testing.assert_array_equal(Florence2.from_pretrained(old).generate(IMAGES, TEXTS, **kwargs),
-                                  onnx_model.generate(IMAGES, TEXTS, **kwargs))
+    np.testing.assert_array_equal(
+        Florence2.from_pretrained(old).generate(IMAGES, TEXTS, **kwargs),
+        onnx_model.generate(IMAGES, TEXTS, **kwargs),
+    )

@@ -13,16 +13,22 @@ import sys
 from pathlib import Path
 
 import pytest
+from hubstub import TOKEN, HubStub, StubRepo, folder_files
+
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.hub import ALIASES, HubError, resolve_model, select
 from florence2_runtime.errors import ModelFileError
-from hubstub import TOKEN, HubStub, StubRepo, folder_files
 
 COMMUNITY = "onnx-community/Florence-2-base"  # what the alias florence-2-base names
 NATIVE = "someone/florence2-native"
-JSON_FILES = ["config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
-              "tokenizer.json"]
+JSON_FILES = [
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+]
 GRAPHS = ["vision_encoder", "embed_tokens", "encoder_model"]
 
 
@@ -37,6 +43,7 @@ def repos(community_folder, onnx_folder, tmp_path_factory) -> dict[str, StubRepo
     variant's name, loadable - and q4 / bnb4 files that must never be fetched. Native: the fp32 export at the
     top, its int8 conversion (florence2_export.precision) in int8/."""
     import onnx
+
     from florence2_export.precision import convert_folder
 
     work = tmp_path_factory.mktemp("hub-repos")
@@ -51,8 +58,13 @@ def repos(community_folder, onnx_folder, tmp_path_factory) -> dict[str, StubRepo
     for name in GRAPHS + decoders:
         community[f"onnx/{name}_q4.onnx"] = community[f"onnx/{name}_bnb4.onnx"] = b"not a graph"
     external = work / "vision_encoder_int8.onnx"  # the int8 vision encoder with its weights beside it
-    onnx.save(onnx.load(onnx_dir / "vision_encoder.onnx"), str(external), save_as_external_data=True,
-              location="vision_encoder_int8.onnx_data", size_threshold=0)
+    onnx.save(
+        onnx.load(onnx_dir / "vision_encoder.onnx"),
+        str(external),
+        save_as_external_data=True,
+        location="vision_encoder_int8.onnx_data",
+        size_threshold=0,
+    )
     community["onnx/vision_encoder_int8.onnx"] = external
     community["onnx/vision_encoder_int8.onnx_data"] = work / "vision_encoder_int8.onnx_data"
     community["README.md"] = b"# tiny\n"
@@ -118,8 +130,10 @@ def test_alias_downloads_only_the_fp32_graphs_with_one_decoder(env, hub, local_c
     assert _run(model) == _run(local_community)
 
 
-@pytest.mark.parametrize("precision, decoders", [("int8", ["decoder_model_merged"]),
-                                                 ("fp16", ["decoder_model", "decoder_with_past_model"])])
+@pytest.mark.parametrize(
+    "precision, decoders",
+    [("int8", ["decoder_model_merged"]), ("fp16", ["decoder_model", "decoder_with_past_model"])],
+)
 def test_each_precision_downloads_its_graphs_only(env, hub, local_community, precision, decoders):
     model = Florence2.from_pretrained(COMMUNITY, precision=precision)
     assert sorted(hub.downloads(COMMUNITY)) == community_files(f"_{precision}", decoders)
@@ -165,9 +179,13 @@ def test_hf_hub_offline_in_a_fresh_process(env, hub, tmp_path, local_community):
     )
     offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
     hub.clear()
-    out = subprocess.run([sys.executable, "-c", script], env=offline, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=offline, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.splitlines()[-1]) == local_community.run(str(image), "<OD>", max_new_tokens=12)
+    assert json.loads(out.stdout.splitlines()[-1]) == local_community.run(
+        str(image), "<OD>", max_new_tokens=12
+    )
     assert hub.log == []
 
 
@@ -213,7 +231,9 @@ def test_native_repository_top_folder(env, hub, onnx_model):
 def test_native_repository_variant_folder(env, hub):
     model = Florence2.from_pretrained(NATIVE, precision="int8")
     int8 = {f for f in hub.repos[NATIVE].files if f.startswith("int8/")}
-    assert sorted(hub.downloads(NATIVE)) == sorted(int8 | {"florence2_config.json"})  # the top one: its precision
+    assert sorted(hub.downloads(NATIVE)) == sorted(
+        int8 | {"florence2_config.json"}
+    )  # the top one: its precision
     assert model.config.precision == "int8" and model.folder.name == "int8"
     hub.clear()
     again = Florence2.from_pretrained(NATIVE, precision="int8", local_files_only=True)
@@ -231,7 +251,7 @@ def test_local_folder_precision_is_checked(onnx_folder):
 
 
 def test_missing_repository(env):
-    with pytest.raises(HubError, match="someone/nothing: no such repository on http://127.0.0.1"):
+    with pytest.raises(HubError, match=r"someone/nothing: no such repository on http://127.0.0.1"):
         Florence2.from_pretrained("someone/nothing")
 
 
@@ -243,9 +263,11 @@ def test_gated_repository_needs_a_token(env, hub):
 
 
 def test_missing_file(env):
-    with pytest.raises(HubError, match="someone/broken: onnx/decoder_model_merged.onnx is listed but missing"):
+    with pytest.raises(
+        HubError, match=r"someone/broken: onnx/decoder_model_merged.onnx is listed but missing"
+    ):
         Florence2.from_pretrained("someone/broken")
-    with pytest.raises(HubError, match="someone/no-tokenizer has no tokenizer.json"):
+    with pytest.raises(HubError, match=r"someone/no-tokenizer has no tokenizer.json"):
         Florence2.from_pretrained("someone/no-tokenizer")
 
 
@@ -256,8 +278,11 @@ def test_unreachable_hub(env, monkeypatch):
 
 
 def test_not_florence2(env, hub):
-    with pytest.raises(HubError, match="someone/checkpoint is not a Florence-2 ONNX model: it holds a PyTorch "
-                                       "checkpoint; export it first"):
+    with pytest.raises(
+        HubError,
+        match="someone/checkpoint is not a Florence-2 ONNX model: it holds a PyTorch "
+        "checkpoint; export it first",
+    ):
         Florence2.from_pretrained("someone/checkpoint")
     with pytest.raises(HubError, match="someone/other is not a Florence-2 ONNX model"):
         Florence2.from_pretrained("someone/other")
@@ -265,17 +290,23 @@ def test_not_florence2(env, hub):
 
 
 def test_not_a_name_at_all(tmp_path):
-    with pytest.raises(ModelFileError, match="not a folder .* hub repository id"):
+    with pytest.raises(ModelFileError, match=r"not a folder .* hub repository id"):
         Florence2.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
 
 
 def test_aliases_name_onnx_community_repositories():
-    assert set(ALIASES) == {"florence-2-base", "florence-2-base-ft", "florence-2-large", "florence-2-large-ft"}
+    assert set(ALIASES) == {
+        "florence-2-base",
+        "florence-2-base-ft",
+        "florence-2-large",
+        "florence-2-large-ft",
+    }
     assert all(repo.startswith("onnx-community/Florence-2-") for repo in ALIASES.values())
 
 
 def test_server_names_the_model_by_its_hub_name(env, hub):
     from fastapi.testclient import TestClient
+
     from florence2_runtime.server import create_app
 
     with TestClient(create_app(Florence2.from_pretrained("florence-2-base"))) as client:
@@ -286,31 +317,51 @@ def test_server_names_the_model_by_its_hub_name(env, hub):
 
 
 def _cli(env, *args):
-    return subprocess.run([sys.executable, "-m", "florence2_runtime.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "florence2_runtime.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_run_by_alias_and_precision(env, hub, tmp_path, local_community):
     image = tmp_path / "a.png"
     _image().save(image)
-    out = _cli(env, "run", "florence-2-base", str(image), "--task", "<OD>", "--max-new-tokens", "12",
-               "--precision", "int8")
+    out = _cli(
+        env,
+        "run",
+        "florence-2-base",
+        str(image),
+        "--task",
+        "<OD>",
+        "--max-new-tokens",
+        "12",
+        "--precision",
+        "int8",
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == _run(local_community)
     assert sorted(hub.downloads(COMMUNITY)) == community_files("_int8", ["decoder_model_merged"])
 
 
-@pytest.mark.parametrize("model, message", [
-    ("someone/nothing", "no such repository"),
-    ("someone/gated", "gated repository"),
-    ("someone/checkpoint", "not a Florence-2 ONNX model"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("someone/nothing", "no such repository"),
+        ("someone/gated", "gated repository"),
+        ("someone/checkpoint", "not a Florence-2 ONNX model"),
+    ],
+)
 def test_cli_hub_errors_are_one_line_exit_2(env, tmp_path, model, message):
     image = tmp_path / "a.png"
     _image().save(image)
     out = _cli(env, "run", model, str(image), "--task", "<OD>")
     assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and message in out.stderr and out.stderr.startswith("florence2: error:")
+    assert (
+        out.stderr.count("\n") == 1 and message in out.stderr and out.stderr.startswith("florence2: error:")
+    )
 
 
 def test_cli_model_options_reach_every_command():

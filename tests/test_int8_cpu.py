@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+
 from florence2_export.pipeline import ExportCheckError
 from florence2_export.precision import Int8Options, convert_folder
 from florence2_export.verify import variant_problems
@@ -53,7 +54,10 @@ def _ort_matmul_integer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ort = onnxruntime()
     model = onnxproto.single_node_model(
         "MatMulInteger",
-        [onnxproto.value_info("in0", onnxproto.UINT8, a.shape), onnxproto.value_info("in1", onnxproto.INT8, b.shape)],
+        [
+            onnxproto.value_info("in0", onnxproto.UINT8, a.shape),
+            onnxproto.value_info("in1", onnxproto.INT8, b.shape),
+        ],
         [onnxproto.value_info("out0", onnxproto.INT32, (a.shape[0], b.shape[1]))],
     )
     return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"in0": a, "in1": b})[0]
@@ -76,10 +80,15 @@ def test_onnxruntime_computes_the_exact_or_the_saturating_product_as_the_probe_s
     """The probe's answer is the kernel's behaviour: exact where it says False, the emulation where True."""
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, (4, 96), dtype=np.uint8)
-    for w in (rng.integers(-127, 128, (96, 16)).astype(np.int8), rng.integers(-64, 65, (96, 16)).astype(np.int8)):
+    for w in (
+        rng.integers(-127, 128, (96, 16)).astype(np.int8),
+        rng.integers(-64, 65, (96, 16)).astype(np.int8),
+    ):
         got = _ort_matmul_integer(a, w)
         exact = a.astype(np.int32) @ w.astype(np.int32)
-        assert np.array_equal(got, int8cpu.saturating_u8s8_matmul(a, w) if int8cpu.u8s8_saturates() else exact)
+        assert np.array_equal(
+            got, int8cpu.saturating_u8s8_matmul(a, w) if int8cpu.u8s8_saturates() else exact
+        )
     seven_bit = rng.integers(-64, 65, (96, 16)).astype(np.int8)  # never clipped, on any CPU
     assert np.array_equal(_ort_matmul_integer(a, seven_bit), a.astype(np.int32) @ seven_bit.astype(np.int32))
 
@@ -87,7 +96,10 @@ def test_onnxruntime_computes_the_exact_or_the_saturating_product_as_the_probe_s
 def test_the_probe_graph_is_a_valid_onnx_model():
     data = onnxproto.single_node_model(
         "MatMulInteger",
-        [onnxproto.value_info("in0", onnxproto.UINT8, (4, 64)), onnxproto.value_info("in1", onnxproto.INT8, (64, 8))],
+        [
+            onnxproto.value_info("in0", onnxproto.UINT8, (4, 64)),
+            onnxproto.value_info("in1", onnxproto.INT8, (64, 8)),
+        ],
         [onnxproto.value_info("out0", onnxproto.INT32, (4, 8))],
     )
     model = onnx.load_from_string(data)
@@ -132,12 +144,15 @@ def test_an_unknown_recipe_is_refused():
 # ----------------------------------------------------------------------------- the CPU
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (frozenset({"avx2", "avx512f", "avx512_vnni"}), True),  # Cascade Lake and later Xeons, Zen 4
-    (frozenset({"avx2", "avx_vnni"}), True),  # Alder Lake and later client chips
-    (frozenset({"avx2", "fma"}), False),  # Zen 2/3, Haswell .. Coffee Lake
-    (frozenset({"avx2", "avx512f", "avx512bw"}), False),  # Skylake-SP: AVX-512 without VNNI
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (frozenset({"avx2", "avx512f", "avx512_vnni"}), True),  # Cascade Lake and later Xeons, Zen 4
+        (frozenset({"avx2", "avx_vnni"}), True),  # Alder Lake and later client chips
+        (frozenset({"avx2", "fma"}), False),  # Zen 2/3, Haswell .. Coffee Lake
+        (frozenset({"avx2", "avx512f", "avx512bw"}), False),  # Skylake-SP: AVX-512 without VNNI
+    ],
+)
 def test_vnni_from_flags(monkeypatch, flags, expected):
     monkeypatch.setattr(int8cpu.platform, "machine", lambda: "x86_64")
     assert int8cpu.cpu_has_vnni(flags) is expected
@@ -200,8 +215,13 @@ def test_community_quantized_files_are_read_off_the_graph(community_folder, satu
         out = tmp_path / suffix
         shutil.copytree(community_folder, out, ignore=shutil.ignore_patterns("*.onnx", "*.onnx_data"))
         for src in (community_folder / "onnx").glob("*.onnx"):
-            quantize_dynamic(src, out / "onnx" / f"{src.stem}{suffix}.onnx", weight_type=QuantType.QInt8,
-                             reduce_range=reduce_range, op_types_to_quantize=["MatMul"])
+            quantize_dynamic(
+                src,
+                out / "onnx" / f"{src.stem}{suffix}.onnx",
+                weight_type=QuantType.QInt8,
+                reduce_range=reduce_range,
+                op_types_to_quantize=["MatMul"],
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = Florence2.from_pretrained(out)
@@ -258,8 +278,10 @@ def test_full_range_export_passes_or_fails_as_this_cpu_computes(tiny_checkpoint,
         assert RuntimeConfig.load(report.folder).int8_recipe == "full-range"
 
 
-@pytest.mark.parametrize("argv, recipe", [([], "7bit"), (["--int8-recipe", "full-range"], "full-range"),
-                                          (["--int8-recipe", "u8u8"], "u8u8")])
+@pytest.mark.parametrize(
+    "argv, recipe",
+    [([], "7bit"), (["--int8-recipe", "full-range"], "full-range"), (["--int8-recipe", "u8u8"], "u8u8")],
+)
 def test_cli_export_takes_the_recipe(monkeypatch, tmp_path, argv, recipe):
     import types
 

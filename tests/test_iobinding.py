@@ -53,8 +53,9 @@ def test_folder_without_kv_gather_falls_back_to_host_gathers(onnx_folder, onnx_m
     model = Florence2.from_pretrained(old, io_binding=True)
     assert model.engine.gather is None
     kwargs = dict(max_new_tokens=16, num_beams=3)
-    np.testing.assert_array_equal(model.generate(IMAGES[:2], TEXTS[:2], **kwargs),
-                                  onnx_model.generate(IMAGES[:2], TEXTS[:2], **kwargs))
+    np.testing.assert_array_equal(
+        model.generate(IMAGES[:2], TEXTS[:2], **kwargs), onnx_model.generate(IMAGES[:2], TEXTS[:2], **kwargs)
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,7 +89,9 @@ def test_exports_with_per_beam_cross_kv_still_work(onnx_folder, onnx_model, tmp_
     model = Florence2.from_pretrained(old, io_binding=io_binding)
     assert model.config.shared_cross_kv is False
     kwargs = dict(max_new_tokens=16, num_beams=3)
-    np.testing.assert_array_equal(model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs))
+    np.testing.assert_array_equal(
+        model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs)
+    )
 
 
 def _format1_folder(onnx_folder: Path, out: Path) -> Path:
@@ -105,7 +108,9 @@ def _format1_folder(onnx_folder: Path, out: Path) -> Path:
     embeds = next(i for i in graph.input if i.name == "inputs_embeds")
     position = list(graph.input).index(embeds)
     graph.input.remove(embeds)
-    graph.input.insert(position, helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "step_length"]))
+    graph.input.insert(
+        position, helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "step_length"])
+    )
     table = np.load(out / "onnx" / "embed_tokens.npy")
     graph.initializer.append(numpy_helper.from_array(table, "embed_tokens.weight"))
     graph.node.insert(0, helper.make_node("Gather", ["embed_tokens.weight", "input_ids"], ["inputs_embeds"]))
@@ -121,8 +126,12 @@ def _format1_folder(onnx_folder: Path, out: Path) -> Path:
 @pytest.mark.parametrize("io_binding", [False, True])
 def test_format1_exports_with_token_ids_still_work(onnx_folder, onnx_model, tmp_path, io_binding):
     """Folders of format 1 have a decoder that takes token ids; the runtime feeds them and gets the same tokens."""
-    model = Florence2.from_pretrained(_format1_folder(onnx_folder, tmp_path / "format1"), io_binding=io_binding)
+    model = Florence2.from_pretrained(
+        _format1_folder(onnx_folder, tmp_path / "format1"), io_binding=io_binding
+    )
     assert model.config.decoder_inputs_embeds is False
     assert model.sessions.decoder.get_inputs()[0].name == "input_ids"
     for kwargs in (dict(max_new_tokens=12), dict(max_new_tokens=12, num_beams=3)):
-        np.testing.assert_array_equal(model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs))
+        np.testing.assert_array_equal(
+            model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs)
+        )

@@ -14,14 +14,25 @@ import sys
 import warnings
 from pathlib import Path
 
-import florence2_runtime
 import pytest
+
+import florence2_runtime
 from florence2_runtime import _moved
 
 PACKAGE = "florence2_runtime"
 ROOT = Path(florence2_runtime.__file__).parent
-PUBLIC_API = ["BoundingBox", "EncodedImage", "Florence2", "Florence2Error", "Florence2Result", "MissingDependencyError",
-              "ModelFileError", "Polygon", "QuadBox", "post_process_generation"]
+PUBLIC_API = [
+    "BoundingBox",
+    "EncodedImage",
+    "Florence2",
+    "Florence2Error",
+    "Florence2Result",
+    "MissingDependencyError",
+    "ModelFileError",
+    "Polygon",
+    "QuadBox",
+    "post_process_generation",
+]
 
 # The layer order, lowest first (the package docstring shows the same list); names on one line share a layer.
 # "(package)" is florence2_runtime/__init__.py, the public API.
@@ -67,13 +78,17 @@ def _imports(name: str) -> list[tuple[str, bool]]:
                 base_name = ".".join(base + ([node.module] if node.module else []))
             else:
                 base_name = node.module or ""
-            targets = [f"{base_name}.{a.name}" if _is_module(f"{base_name}.{a.name}") else base_name
-                       for a in node.names]
+            targets = [
+                f"{base_name}.{a.name}" if _is_module(f"{base_name}.{a.name}") else base_name
+                for a in node.names
+            ]
         else:
             continue
         for target in targets:
             while target and not _is_module(target) and target.startswith(PACKAGE + "."):
-                target = target.rpartition(".")[0]  # `import florence2_runtime.x.y` -> the deepest module there
+                target = target.rpartition(".")[
+                    0
+                ]  # `import florence2_runtime.x.y` -> the deepest module there
             if _is_module(target):
                 found.append((target, id(node) in module_level))
     return found
@@ -107,7 +122,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -128,7 +143,9 @@ def test_the_module_graph_has_no_circles():
 
 
 def test_layers_import_only_downwards():
-    edges = {(_layer(m), _layer(t)) for m in MODULES for t, top in _imports(m) if top and _layer(m) != _layer(t)}
+    edges = {
+        (_layer(m), _layer(t)) for m in MODULES for t, top in _imports(m) if top and _layer(m) != _layer(t)
+    }
     assert not {a for a, _ in edges} - RANK.keys(), "a module outside LAYERS: add it to the layer order"
     assert set(map(_layer, MODULES)) <= RANK.keys(), "a subpackage outside LAYERS: add it to the layer order"
     upwards = sorted(f"{a} imports {b}" for a, b in edges if RANK[a] <= RANK[b] and RANK[a] != RANK[b])
@@ -149,8 +166,11 @@ def test_only_the_export_command_reaches_into_the_export_package():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         top = {id(n) for n in _walk_module_level(tree)}
         for node in ast.walk(tree):
-            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            mods = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            )
             for mod in mods:
                 root = mod.split(".")[0]
                 assert root not in ("torch", "transformers", "optimum"), f"{name} imports {mod}"
@@ -212,18 +232,27 @@ def test_old_modules_that_became_packages_offer_what_they_did():
 
 def test_the_new_paths_import_without_deprecation_warnings():
     new = sorted({f"{PACKAGE}.{n}" for n in _moved.MOVED.values()} | {f"{PACKAGE}.cli", f"{PACKAGE}.tasks"})
-    script = "import importlib, sys\nimport florence2_runtime\n" + "".join(
-        f"importlib.import_module({n!r})\n" for n in new) + (
-        "old = [m for m in sys.modules if m in {o!r}]\nassert not old, old\nprint('ok')\n").format(
-        o={f"{PACKAGE}.{o}" for o in _moved.MOVED})
-    out = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", script],
-                         capture_output=True, text=True, timeout=120)
+    script = (
+        "import importlib, sys\nimport florence2_runtime\n"
+        + "".join(f"importlib.import_module({n!r})\n" for n in new)
+        + ("old = [m for m in sys.modules if m in {o!r}]\nassert not old, old\nprint('ok')\n").format(
+            o={f"{PACKAGE}.{o}" for o in _moved.MOVED}
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_importing_the_package_imports_neither_front_end_nor_an_old_path():
-    script = ("import sys, florence2_runtime\n"
-              "print(sorted(m for m in sys.modules if m.startswith('florence2_runtime')))")
+    script = (
+        "import sys, florence2_runtime\n"
+        "print(sorted(m for m in sys.modules if m.startswith('florence2_runtime')))"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     loaded = set(ast.literal_eval(out.stdout.strip()))
     assert not {m for m in loaded if _layer(m) in ("cli", "server")}, loaded

@@ -12,7 +12,9 @@ from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2Result
 from florence2_runtime.tasks.masks import polygon_mask
 
-sv = pytest.importorskip("supervision", reason="the reference masks come from supervision (the 'supervision' extra)")
+sv = pytest.importorskip(
+    "supervision", reason="the reference masks come from supervision (the 'supervision' extra)"
+)
 
 
 def random_polygons(n: int, seed: int = 0):
@@ -32,19 +34,29 @@ def random_polygons(n: int, seed: int = 0):
 
 def test_polygon_masks_equal_supervision_pixel_for_pixel():
     for pts, size in random_polygons(1500):
-        np.testing.assert_array_equal(polygon_mask(pts, size), sv.polygon_to_mask(pts, size).astype(bool),
-                                      err_msg=f"{size} {pts.tolist()}")
+        np.testing.assert_array_equal(
+            polygon_mask(pts, size),
+            sv.polygon_to_mask(pts, size).astype(bool),
+            err_msg=f"{size} {pts.tolist()}",
+        )
 
 
 def test_result_masks_equal_to_supervision_mask(onnx_model):
     image = make_test_image(160, 120, seed=3)
-    results = [onnx_model.segment_phrase(image, "the red ball", max_new_tokens=60, num_beams=3),
-               onnx_model.segment_region(image, (10, 12, 90, 70), max_new_tokens=60, num_beams=3)]
-    hand_built = {"<REFERRING_EXPRESSION_SEGMENTATION>": {
-        "polygons": [[[10.5, 10.5, 80.5, 12.5, 40.5, 90.5], [100.5, 5.5, 150.5, 5.5, 150.5, 60.5, 100.5, 60.5]],
-                     [[1.0, 2.0, 3.0, 4.0]],  # two points: no mask, as in supervision
-                     [[0.5, 0.5, 159.5, 0.5, 0.5, 119.5, 159.5, 119.5]]],  # self-intersecting
-        "labels": ["", "", ""]}}
+    results = [
+        onnx_model.segment_phrase(image, "the red ball", max_new_tokens=60, num_beams=3),
+        onnx_model.segment_region(image, (10, 12, 90, 70), max_new_tokens=60, num_beams=3),
+    ]
+    hand_built = {
+        "<REFERRING_EXPRESSION_SEGMENTATION>": {
+            "polygons": [
+                [[10.5, 10.5, 80.5, 12.5, 40.5, 90.5], [100.5, 5.5, 150.5, 5.5, 150.5, 60.5, 100.5, 60.5]],
+                [[1.0, 2.0, 3.0, 4.0]],  # two points: no mask, as in supervision
+                [[0.5, 0.5, 159.5, 0.5, 0.5, 119.5, 159.5, 119.5]],
+            ],  # self-intersecting
+            "labels": ["", "", ""],
+        }
+    }
     results.append(Florence2Result.from_dict(hand_built, (160, 120)))
     for result in results:
         masks = result.masks()

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.config import RuntimeConfig
@@ -152,7 +153,7 @@ def test_missing_file_is_named(community_folder, tmp_path, drop, named):
 def test_missing_config_is_named(community_folder, tmp_path):
     folder = _copy(community_folder, tmp_path)
     (folder / "preprocessor_config.json").unlink()
-    with pytest.raises(ModelFileError, match="preprocessor_config.json"):
+    with pytest.raises(ModelFileError, match=r"preprocessor_config.json"):
         Florence2.from_pretrained(folder)
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from florence2_export.checkpoints.loading import CheckpointError, load_checkpoint
 from florence2_export.checkpoints.original import rename, write_original_checkpoint
 from florence2_export.verify import make_test_image

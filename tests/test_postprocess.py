@@ -10,6 +10,7 @@ import json
 import random
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -28,8 +29,23 @@ processing = pytest.importorskip("transformers.models.florence2.processing_flore
 
 CONFIGS = Path("/work/shared/florence2/configs.json")
 UNKNOWN_TASK = "<NOT_A_TASK>"
-SIZES = [(1, 1), (2, 2), (4, 4), (3, 7), (16, 16), (144, 144), (640, 480), (688, 577), (999, 1001),
-         (1, 10000), (100000, 3), (65536, 65536), (2**20 + 1, 13), (304, 752), (640.5, 480.25)]
+SIZES = [
+    (1, 1),
+    (2, 2),
+    (4, 4),
+    (3, 7),
+    (16, 16),
+    (144, 144),
+    (640, 480),
+    (688, 577),
+    (999, 1001),
+    (1, 10000),
+    (100000, 3),
+    (65536, 65536),
+    (2**20 + 1, 13),
+    (304, 752),
+    (640.5, 480.25),
+]
 
 
 def _post_processor_config() -> dict:
@@ -42,7 +58,7 @@ def _post_processor_config() -> dict:
 
 
 class _SpecialTokens:
-    all_special_tokens = ["<s>", "</s>", "<pad>", "<unk>", "<image>"]
+    all_special_tokens: ClassVar[list[str]] = ["<s>", "</s>", "<pad>", "<unk>", "<image>"]
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +77,11 @@ def _reference_with_banned(processor, banned, text, task, size):
     cfg["phrase_grounding"] = {"banned_grounding_tokens": list(banned)}
     stand_in = types.SimpleNamespace(
         tasks_answer_post_processing_type=processor.tasks_answer_post_processing_type,
-        post_processor=processing.Florence2PostProcessor(config=cfg, tokenizer=_SpecialTokens()))
-    return processing.Florence2Processor.post_process_generation(stand_in, text=text, task=task,
-                                                                 image_size=size)
+        post_processor=processing.Florence2PostProcessor(config=cfg, tokenizer=_SpecialTokens()),
+    )
+    return processing.Florence2Processor.post_process_generation(
+        stand_in, text=text, task=task, image_size=size
+    )
 
 
 def _assert_same(ours, ref):
@@ -82,12 +100,66 @@ def _assert_same(ours, ref):
 
 
 # --- the fuzz corpus ---------------------------------------------------------------------------------
-WORDS = ["cat", "a dog", "person", "the image", "image", "I", "it", "a set", "each other", "other objects",
-         "car ", " wheel", "café", "日本語", "Straße", "naïve cat", "😀", "\u00a0", "x" * 30, "1 2 3",
-         "{input}", "<", ">", "<<", "loc_", "<loc_", "<loc_12", "<loc_>", "</s", "s>", "<p", "oly>",
-         "<pa", "d>", "poly", "sep", "a<b", "the", "an", "Lots", "lots"]
-SPECIALS = ["<s>", "</s>", "<pad>", "<unk>", "<od>", "</od>", "<poly>", "</poly>", "<sep>", "<box>",
-            "</box>", "<bbox>", "<ground>", "<obj>", "<ocr>"]
+WORDS = [
+    "cat",
+    "a dog",
+    "person",
+    "the image",
+    "image",
+    "I",
+    "it",
+    "a set",
+    "each other",
+    "other objects",
+    "car ",
+    " wheel",
+    "café",
+    "日本語",
+    "Straße",
+    "naïve cat",
+    "😀",
+    "\u00a0",
+    "x" * 30,
+    "1 2 3",
+    "{input}",
+    "<",
+    ">",
+    "<<",
+    "loc_",
+    "<loc_",
+    "<loc_12",
+    "<loc_>",
+    "</s",
+    "s>",
+    "<p",
+    "oly>",
+    "<pa",
+    "d>",
+    "poly",
+    "sep",
+    "a<b",
+    "the",
+    "an",
+    "Lots",
+    "lots",
+]
+SPECIALS = [
+    "<s>",
+    "</s>",
+    "<pad>",
+    "<unk>",
+    "<od>",
+    "</od>",
+    "<poly>",
+    "</poly>",
+    "<sep>",
+    "<box>",
+    "</box>",
+    "<bbox>",
+    "<ground>",
+    "<obj>",
+    "<ocr>",
+]
 SPACES = [" ", "  ", "\n", "\t", "\r", "\u2003", ""]
 
 
@@ -130,8 +202,10 @@ def _random_text(rng: random.Random) -> str:
 
 def _structured_text(rng: random.Random) -> str:
     """Shapes the model really emits: label + boxes, OCR lines, polygons with <sep>, grounding phrases."""
+
     def label():
         return rng.choice(WORDS + list(DEFAULT_BANNED_GROUNDING_TOKENS)) + rng.choice(["", " ", "\n"])
+
     shape = rng.randrange(4)
     parts = []
     for _ in range(rng.randrange(1, 5)):
@@ -166,8 +240,10 @@ def test_task_table_is_transformers(processor):
 
 @pytest.mark.skipif(not CONFIGS.is_file(), reason="configs.json of the published checkpoints not available")
 def test_default_banned_list_is_the_published_one():
-    assert list(DEFAULT_BANNED_GROUNDING_TOKENS) == \
-        _post_processor_config()["phrase_grounding"]["banned_grounding_tokens"]
+    assert (
+        list(DEFAULT_BANNED_GROUNDING_TOKENS)
+        == _post_processor_config()["phrase_grounding"]["banned_grounding_tokens"]
+    )
 
 
 def _kinds_of_output(task: str, answer) -> set[str]:
@@ -194,11 +270,18 @@ def test_fuzz_every_task_matches_transformers(processor, corpus):
                 seen |= _kinds_of_output(task, ref[task])
                 checked += 1
     assert checked >= 40000
-    for key in ["<OD>:bboxes", "<REGION_PROPOSAL>:labels", "<CAPTION_TO_PHRASE_GROUNDING>:bboxes",
-                "<OCR_WITH_REGION>:quad_boxes", "<REGION_TO_SEGMENTATION>:polygons",
-                "<OPEN_VOCABULARY_DETECTION>:bboxes", "<OPEN_VOCABULARY_DETECTION>:polygons",
-                "empty polygon", "<OCR_WITH_REGION>:non-ascii label",
-                "<OPEN_VOCABULARY_DETECTION>:non-ascii label"]:
+    for key in [
+        "<OD>:bboxes",
+        "<REGION_PROPOSAL>:labels",
+        "<CAPTION_TO_PHRASE_GROUNDING>:bboxes",
+        "<OCR_WITH_REGION>:quad_boxes",
+        "<REGION_TO_SEGMENTATION>:polygons",
+        "<OPEN_VOCABULARY_DETECTION>:bboxes",
+        "<OPEN_VOCABULARY_DETECTION>:polygons",
+        "empty polygon",
+        "<OCR_WITH_REGION>:non-ascii label",
+        "<OPEN_VOCABULARY_DETECTION>:non-ascii label",
+    ]:
         assert key in seen, f"the fuzz corpus never produced {key}"
 
 
@@ -222,10 +305,14 @@ def test_float32_dequantisation_matches_where_float64_would_not(processor):
         _assert_same(ours, _reference(processor, text, "<OD>", (size, size)))
         assert ours["<OD>"]["bboxes"][0][0] != int((b + 0.5) * (size / 1000))  # float64 would be wrong
         poly = f"<poly><loc_{b}><loc_1><loc_2><loc_{b}></poly>"
-        for task, txt in [("<OCR_WITH_REGION>", "a" + f"<loc_{b}>" * 8), ("<REGION_TO_SEGMENTATION>", poly),
-                          ("<OPEN_VOCABULARY_DETECTION>", "cat" + poly)]:
-            _assert_same(post_process_generation(txt, task, (size, 7)),
-                         _reference(processor, txt, task, (size, 7)))
+        for task, txt in [
+            ("<OCR_WITH_REGION>", "a" + f"<loc_{b}>" * 8),
+            ("<REGION_TO_SEGMENTATION>", poly),
+            ("<OPEN_VOCABULARY_DETECTION>", "cat" + poly),
+        ]:
+            _assert_same(
+                post_process_generation(txt, task, (size, 7)), _reference(processor, txt, task, (size, 7))
+            )
 
 
 def test_dequantize_all_bins_many_sizes(processor):
@@ -236,8 +323,9 @@ def test_dequantize_all_bins_many_sizes(processor):
 
 
 def test_custom_banned_list(processor):
-    text = ("<s>cat<loc_1><loc_2><loc_3><loc_4>it<loc_5><loc_6><loc_7><loc_8>"
-            "dog<loc_9><loc_9><loc_9><loc_9></s>")
+    text = (
+        "<s>cat<loc_1><loc_2><loc_3><loc_4>it<loc_5><loc_6><loc_7><loc_8>dog<loc_9><loc_9><loc_9><loc_9></s>"
+    )
     task = "<CAPTION_TO_PHRASE_GROUNDING>"
     for banned in [["cat"], [], ["dog", "it"], ("cat", "dog", "it")]:
         ours = post_process_generation(text, task, (640, 480), banned_grounding_tokens=banned)
@@ -249,30 +337,47 @@ def test_custom_banned_list(processor):
 def test_quirks_spelled_out(processor):
     """Behaviours other modules may rely on, each checked against transformers too."""
     cases = [
-        ("<OD>", "</s><s>café<loc_1><loc_2><loc_3><loc_4></s>",
-         {"bboxes": [[0, 0, 2, 2]], "labels": ["caf"]}),
+        (
+            "<OD>",
+            "</s><s>café<loc_1><loc_2><loc_3><loc_4></s>",
+            {"bboxes": [[0, 0, 2, 2]], "labels": ["caf"]},
+        ),
         ("<OD>", "é cat<loc_1><loc_2><loc_3><loc_4>", {"bboxes": [[0, 0, 2, 2]], "labels": [" cat"]}),
         ("<OD>", "a\nb<loc_1><loc_2><loc_3><loc_4>", {"bboxes": [], "labels": []}),  # '.' stops at \n
-        ("<OD>", "cat<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6>",
-         {"bboxes": [[0, 0, 2, 2]], "labels": ["cat"]}),
+        (
+            "<OD>",
+            "cat<loc_1><loc_2><loc_3><loc_4><loc_5><loc_6>",
+            {"bboxes": [[0, 0, 2, 2]], "labels": ["cat"]},
+        ),
         ("<REGION_PROPOSAL>", "cat<loc_1><loc_2><loc_3><loc_4>", {"bboxes": [[0, 0, 2, 2]], "labels": [""]}),
         ("<REGION_TO_SEGMENTATION>", "<loc_1><loc_2><loc_3>", {"polygons": [[[0, 1]]], "labels": [""]}),
-        ("<REGION_TO_SEGMENTATION>", "<loc_1><sep><loc_2><loc_3><loc_4>",
-         {"polygons": [[[], [1, 2]]], "labels": ["<sep>"]}),
-        ("<OPEN_VOCABULARY_DETECTION>", "日本<poly><loc_1><loc_2><loc_3><loc_4></poly>",
-         {"bboxes": [], "bboxes_labels": [], "polygons": [[[0, 1, 2, 3]]], "polygons_labels": ["日本"]}),
+        (
+            "<REGION_TO_SEGMENTATION>",
+            "<loc_1><sep><loc_2><loc_3><loc_4>",
+            {"polygons": [[[], [1, 2]]], "labels": ["<sep>"]},
+        ),
+        (
+            "<OPEN_VOCABULARY_DETECTION>",
+            "日本<poly><loc_1><loc_2><loc_3><loc_4></poly>",
+            {"bboxes": [], "bboxes_labels": [], "polygons": [[[0, 1, 2, 3]]], "polygons_labels": ["日本"]},
+        ),
         ("<CAPTION>", "<s><</s>s> hi <pad></s>", "<s> hi <pad>"),
-        ("<OCR_WITH_REGION>", "<s>ünï" + "<loc_10>" * 8 + "\nx" + "<loc_20>" * 8,
-         {"quad_boxes": [[10, 10, 10, 10, 10, 10, 10, 10], [20] * 8], "labels": ["ünï", "x"]}),
+        (
+            "<OCR_WITH_REGION>",
+            "<s>ünï" + "<loc_10>" * 8 + "\nx" + "<loc_20>" * 8,
+            {"quad_boxes": [[10, 10, 10, 10, 10, 10, 10, 10], [20] * 8], "labels": ["ünï", "x"]},
+        ),
     ]
-    for task, text, expected in cases:
+    for task, text, _expected in cases:
         ours = post_process_generation(text, task, (1000, 1000) if "OCR" in task else (480, 640))
         ref = _reference(processor, text, task, (1000, 1000) if "OCR" in task else (480, 640))
         _assert_same(ours, ref)
     # the literal expectations, at a size where the numbers are easy to read
     assert post_process_generation(cases[0][1], "<OD>", (1000, 1000))["<OD>"]["labels"] == ["caf"]
-    assert post_process_generation(cases[6][1], cases[6][0], (1000, 1000))[cases[6][0]] == \
-        {"polygons": [[[], [2, 3]]], "labels": ["<sep>"]}
+    assert post_process_generation(cases[6][1], cases[6][0], (1000, 1000))[cases[6][0]] == {
+        "polygons": [[[], [2, 3]]],
+        "labels": ["<sep>"],
+    }
     assert post_process_generation(cases[8][1], "<CAPTION>", None) == {"<CAPTION>": cases[8][2]}
     assert post_process_generation(cases[9][1], cases[9][0], (1000, 1000))[cases[9][0]] == cases[9][2]
     assert "scores" not in post_process_generation(cases[0][1], "<OD>", (9, 9))["<OD>"]
@@ -286,21 +391,32 @@ def test_unknown_task_is_pure_text(processor):
 
 def test_parse_by_type_includes_unused_description_with_polygons(processor):
     text = "cat<poly><loc_1><loc_2><loc_3><loc_4></poly>dog<loc_5><loc_6><loc_7><loc_8>"
-    ref = processor.post_processor(text=text, image_size=(300, 200),
-                                   parse_tasks=["description_with_polygons"])["description_with_polygons"]
+    ref = processor.post_processor(
+        text=text, image_size=(300, 200), parse_tasks=["description_with_polygons"]
+    )["description_with_polygons"]
     ours = parse(text, "description_with_polygons", (300, 200))
     assert ours == {"polygons": [i["polygons"] for i in ref], "labels": [i["cat_name"] for i in ref]}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(text=None, task="<OD>", image_size=(1, 1)), "text must be a str"),
-    (dict(text="x", task=None, image_size=(1, 1)), "task must be"),
-    (dict(text="x", task="<OD>", image_size=None), "image_size"),
-    (dict(text="x", task="<OD>", image_size=(1, 2, 3)), "image_size"),
-    (dict(text="x", task="<OD>", image_size=(1, float("nan"))), "image_size"),
-    (dict(text="x", task="<CAPTION_TO_PHRASE_GROUNDING>", image_size=(1, 1), banned_grounding_tokens="it"),
-     "banned_grounding_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(text=None, task="<OD>", image_size=(1, 1)), "text must be a str"),
+        (dict(text="x", task=None, image_size=(1, 1)), "task must be"),
+        (dict(text="x", task="<OD>", image_size=None), "image_size"),
+        (dict(text="x", task="<OD>", image_size=(1, 2, 3)), "image_size"),
+        (dict(text="x", task="<OD>", image_size=(1, float("nan"))), "image_size"),
+        (
+            dict(
+                text="x",
+                task="<CAPTION_TO_PHRASE_GROUNDING>",
+                image_size=(1, 1),
+                banned_grounding_tokens="it",
+            ),
+            "banned_grounding_tokens",
+        ),
+    ],
+)
 def test_bad_input_raises_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         post_process_generation(**kwargs)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+
 from florence2_export.precision import attention_score_nodes, convert_folder, gemm_to_matmul
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
@@ -45,8 +46,10 @@ def image_dir(tmp_path_factory):
 
 
 def _folder(request, name):
-    return {"int8": lambda: request.getfixturevalue("int8_export").folder,
-            "fp16": lambda: request.getfixturevalue("fp16_folder")}[name]()
+    return {
+        "int8": lambda: request.getfixturevalue("int8_export").folder,
+        "fp16": lambda: request.getfixturevalue("fp16_folder"),
+    }[name]()
 
 
 def test_int8_export_is_checked_per_graph(int8_export):
@@ -85,7 +88,10 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
 def test_fp16_graphs_keep_float32_io_and_normalisation(fp16_folder, onnx_folder, graph):
     model = onnx.load(str(fp16_folder / "onnx" / f"{graph}.onnx"))
     reference = onnx.load(str(onnx_folder / "onnx" / f"{graph}.onnx"))
-    io = lambda m: [(v.name, v.type.tensor_type.elem_type) for v in (*m.graph.input, *m.graph.output)]
+
+    def io(m):
+        return [(v.name, v.type.tensor_type.elem_type) for v in (*m.graph.input, *m.graph.output)]
+
     assert io(model) == io(reference)  # same names, float32 stays float32
     types = _elem_types(model)
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)  # converted at all
@@ -126,13 +132,20 @@ def test_gemm_to_matmul_keeps_outputs():
     rng = np.random.default_rng(0)
     table = rng.standard_normal((50, 8)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["h", "table"], ["logits"], transB=1)], "lm_head",
+        [helper.make_node("Gemm", ["h", "table"], ["logits"], transB=1)],
+        "lm_head",
         [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["rows", 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["rows", 50])],
-        [numpy_helper.from_array(table, "table")])
+        [numpy_helper.from_array(table, "table")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     h = rng.standard_normal((3, 8)).astype(np.float32)
-    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"h": h})[0]
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"h": h}
+        )[0]
+
     expected = run(model)
     assert gemm_to_matmul(model) == 1
     assert [n.op_type for n in model.graph.node] == ["MatMul"]
@@ -156,7 +169,9 @@ def test_old_configs_load_as_fp32(onnx_folder):
 
 
 def test_compare_with_itself_agrees_fully(onnx_folder, image_dir):
-    report = compare_models(onnx_folder, onnx_folder, [image_dir], CompareOptions(task="<OD>", max_new_tokens=12))
+    report = compare_models(
+        onnx_folder, onnx_folder, [image_dir], CompareOptions(task="<OD>", max_new_tokens=12)
+    )
     s = report.summary()
     assert s["images"] == 2
     assert s["exact_match_rate"] == s["token_agreement"] == s["result_equal_rate"] == 1.0
@@ -165,8 +180,22 @@ def test_compare_with_itself_agrees_fully(onnx_folder, image_dir):
 
 
 def test_compare_fp32_with_int8_reports_numbers(onnx_folder, int8_export, image_dir, capsys):
-    code = main(["compare", str(onnx_folder), str(int8_export.folder), str(image_dir / "im0.png"),
-                 str(image_dir / "im1.png"), "--task", "<CAPTION>", "--tokens", "10", "--beams", "2", "--json"])
+    code = main(
+        [
+            "compare",
+            str(onnx_folder),
+            str(int8_export.folder),
+            str(image_dir / "im0.png"),
+            str(image_dir / "im1.png"),
+            "--task",
+            "<CAPTION>",
+            "--tokens",
+            "10",
+            "--beams",
+            "2",
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["precision_a"], report["precision_b"]) == ("fp32", "int8")
@@ -208,8 +237,10 @@ def test_fused_fp32_folder_gives_the_same_tokens(onnx_folder, onnx_model, tmp_pa
     fused = Florence2.from_pretrained(tmp_path / "fused")
     images = [make_test_image(90, 70, seed=5), make_test_image(70, 90, seed=6)]
     texts = ["<MORE_DETAILED_CAPTION>", "<OD>"]
-    np.testing.assert_array_equal(fused.generate(images, texts, max_new_tokens=20, num_beams=3),
-                                  onnx_model.generate(images, texts, max_new_tokens=20, num_beams=3))
+    np.testing.assert_array_equal(
+        fused.generate(images, texts, max_new_tokens=20, num_beams=3),
+        onnx_model.generate(images, texts, max_new_tokens=20, num_beams=3),
+    )
 
 
 @pytest.mark.gpu
@@ -219,8 +250,13 @@ def test_fp16_on_cuda_stays_close_to_fp32(onnx_folder, fp16_folder, image_dir):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs onnxruntime-gpu with CUDAExecutionProvider and an NVIDIA GPU")
-    report = compare_models(onnx_folder, fp16_folder, [image_dir], CompareOptions(task="<OD>", max_new_tokens=16),
-                            providers="cuda")
+    report = compare_models(
+        onnx_folder,
+        fp16_folder,
+        [image_dir],
+        CompareOptions(task="<OD>", max_new_tokens=16),
+        providers="cuda",
+    )
     s = report.summary()
     for name in ("vision_features", "cross_kv", "first_logits"):
         assert s[name]["max_abs"] <= 0.01 * s[name]["ref_max_abs"], name
@@ -238,6 +274,11 @@ def test_variant_io_binding_path_matches_host_path(request, dtype):
     folder = _folder(request, dtype)
     host = Florence2.from_pretrained(folder, io_binding=False)
     bound = Florence2.from_pretrained(folder, io_binding=True)
-    for image, text in ((make_test_image(90, 70, seed=7), "<OD>"), (make_test_image(70, 90, seed=8), "<CAPTION>")):
-        np.testing.assert_array_equal(bound.generate([image], [text], max_new_tokens=12, num_beams=3),
-                                      host.generate([image], [text], max_new_tokens=12, num_beams=3))
+    for image, text in (
+        (make_test_image(90, 70, seed=7), "<OD>"),
+        (make_test_image(70, 90, seed=8), "<CAPTION>"),
+    ):
+        np.testing.assert_array_equal(
+            bound.generate([image], [text], max_new_tokens=12, num_beams=3),
+            host.generate([image], [text], max_new_tokens=12, num_beams=3),
+        )

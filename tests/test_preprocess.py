@@ -11,15 +11,31 @@ from PIL import Image
 from florence2_export.verify import make_test_image
 from florence2_runtime.inputs.images import load_image, preprocess
 
-SIZES = [(1, 1), (3, 7), (7, 3), (2, 2), (127, 129), (128, 128), (160, 120), (33, 200), (300, 31),
-         (1501, 997)]  # (width, height)
+SIZES = [
+    (1, 1),
+    (3, 7),
+    (7, 3),
+    (2, 2),
+    (127, 129),
+    (128, 128),
+    (160, 120),
+    (33, 200),
+    (300, 31),
+    (1501, 997),
+]  # (width, height)
 
 
 def runtime_pixels(hf_processor, images, size=None) -> np.ndarray:
     ip = hf_processor.image_processor
     size = size or (ip.size.height, ip.size.width)
-    return preprocess([load_image(im) for im in images], size=size, mean=ip.image_mean, std=ip.image_std,
-                      resample=ip.resample, rescale_factor=ip.rescale_factor)
+    return preprocess(
+        [load_image(im) for im in images],
+        size=size,
+        mean=ip.image_mean,
+        std=ip.image_std,
+        resample=ip.resample,
+        rescale_factor=ip.rescale_factor,
+    )
 
 
 def reference_pixels(hf_processor, images, return_tensors="np") -> np.ndarray:
@@ -170,7 +186,7 @@ def test_load_image_errors(bad, match):
 def test_load_image_file_errors(tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(_encoded(make_test_image(8, 8), "PNG")[:40])  # truncated
-    with pytest.raises(ValueError, match="broken.png"):
+    with pytest.raises(ValueError, match=r"broken.png"):
         load_image(broken)
     with pytest.raises(ValueError, match="folder"):
         load_image(tmp_path)

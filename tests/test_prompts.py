@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import types
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -23,11 +24,15 @@ torch = pytest.importorskip("torch")
 processing = pytest.importorskip("transformers.models.florence2.processing_florence2")
 
 REGION_TASKS = [
-    "<REGION_TO_SEGMENTATION>", "<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>", "<REGION_TO_OCR>"]
+    "<REGION_TO_SEGMENTATION>",
+    "<REGION_TO_CATEGORY>",
+    "<REGION_TO_DESCRIPTION>",
+    "<REGION_TO_OCR>",
+]
 
 
 class _SpecialTokens:
-    all_special_tokens = ["<s>", "</s>", "<pad>", "<unk>", "<image>"]
+    all_special_tokens: ClassVar[list[str]] = ["<s>", "</s>", "<pad>", "<unk>", "<image>"]
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +74,32 @@ def test_tables_are_transformers(processor):
 
 
 # --- construct_prompt --------------------------------------------------------------------------------
-PIECES = list(TASKS) + ["<FOO>", "<od>", "<OD", "OD>", "<ocr>", "<CAPTION_TO_PHRASE_GROUNDING", "<s>", "</s>",
-                        "<loc_5>", "<loc_12><loc_40><loc_999><loc_0>", "a cat", "green car", "日本",
-                        "{input}", "{}", "{0}", "{", "}", " ", "  ", "\n", "\t", "", "?"]
+PIECES = list(TASKS) + [
+    "<FOO>",
+    "<od>",
+    "<OD",
+    "OD>",
+    "<ocr>",
+    "<CAPTION_TO_PHRASE_GROUNDING",
+    "<s>",
+    "</s>",
+    "<loc_5>",
+    "<loc_12><loc_40><loc_999><loc_0>",
+    "a cat",
+    "green car",
+    "日本",
+    "{input}",
+    "{}",
+    "{0}",
+    "{",
+    "}",
+    " ",
+    "  ",
+    "\n",
+    "\t",
+    "",
+    "?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +121,11 @@ def test_construct_prompt_matches_transformers(processor, prompt_corpus):
 
 def test_construct_prompt_custom_tables(prompt_corpus):
     without = {"<CAPTION>": "Say what you see.", "<OD>": "Find {input} things."}
-    with_input = {"<REGION_TO_OCR>": "Read {input} please", "<CAPTION>": "never used: {input}",
-                  "<X>": "x={input}"}
+    with_input = {
+        "<REGION_TO_OCR>": "Read {input} please",
+        "<CAPTION>": "never used: {input}",
+        "<X>": "x={input}",
+    }
     owner = types.SimpleNamespace(task_prompts_without_inputs=without, task_prompts_with_input=with_input)
     for text in prompt_corpus[:1500] + ["<X> 1 <X>", "Say what you see.<X>"]:
         assert _our_prompt(text, without, with_input) == _reference_prompt(owner, text), text
@@ -102,10 +133,14 @@ def test_construct_prompt_custom_tables(prompt_corpus):
 
 def test_construct_prompt_quirks():
     assert construct_prompt("<OD>") == "Locate the objects with category name in the image."
-    assert construct_prompt("  a <OPEN_VOCABULARY_DETECTION> b <OPEN_VOCABULARY_DETECTION> ") == \
-        "Locate a  b in the image."  # every occurrence removed, then stripped
-    assert construct_prompt("<CAPTION_TO_PHRASE_GROUNDING>{x}<REGION_TO_OCR>") == \
-        "Locate the phrases in the caption: {x}<REGION_TO_OCR>"  # first token in table order wins
+    assert (
+        construct_prompt("  a <OPEN_VOCABULARY_DETECTION> b <OPEN_VOCABULARY_DETECTION> ")
+        == "Locate a  b in the image."
+    )  # every occurrence removed, then stripped
+    assert (
+        construct_prompt("<CAPTION_TO_PHRASE_GROUNDING>{x}<REGION_TO_OCR>")
+        == "Locate the phrases in the caption: {x}<REGION_TO_OCR>"
+    )  # first token in table order wins
     assert construct_prompt("just text <FOO>") == "just text <FOO>"
     assert construct_prompt("") == ""
     with pytest.raises(ValueError, match="should be the only content"):
@@ -118,8 +153,19 @@ def test_construct_prompt_quirks():
 
 
 # --- quantisation ------------------------------------------------------------------------------------
-SIZES = [(1, 1), (2, 2), (4, 8), (3, 7), (16, 16), (144, 688), (640, 480), (577, 1001), (4096, 2160),
-         (12345, 99991), (640.5, 480.25)]
+SIZES = [
+    (1, 1),
+    (2, 2),
+    (4, 8),
+    (3, 7),
+    (16, 16),
+    (144, 688),
+    (640, 480),
+    (577, 1001),
+    (4096, 2160),
+    (12345, 99991),
+    (640.5, 480.25),
+]
 
 
 def _random_region(rng: random.Random, size, integer: bool):
@@ -206,41 +252,57 @@ def test_build_task_text_regions(processor, quantizer):
     assert construct_prompt(built) == "What is the region <loc_0><loc_0><loc_500><loc_500>?"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(task="<NOPE>"), r"unknown task '<NOPE>'; valid tasks: <OCR>, "),
-    (dict(task="od"), "valid tasks"),
-    (dict(task=None), "unknown task"),
-    (dict(task="<OD>", text="cat"), "takes no input"),
-    (dict(task="<CAPTION>", region=(0, 0, 1, 1), image_size=(2, 2)), "takes no input"),
-    (dict(task="<CAPTION_TO_PHRASE_GROUNDING>"), "needs an input: pass text"),
-    (dict(task="<OPEN_VOCABULARY_DETECTION>", text="   "), "needs an input"),
-    (dict(task="<REGION_TO_OCR>"), "needs an input: pass region"),
-    (dict(task="<OPEN_VOCABULARY_DETECTION>", region=(0, 0, 1, 1), image_size=(2, 2)),
-     "takes text, not a region"),
-    (dict(task="<REGION_TO_OCR>", text="<loc_1><loc_1><loc_2><loc_2>", region=(0, 0, 1, 1),
-          image_size=(2, 2)),
-     "not both"),
-    (dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text="a cat <OD>"), "the text of <CAPTION_TO_PHRASE_GROUNDING> must not contain a task token"),
-    (dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text=5), "text must be a str"),
-    (dict(task="<REGION_TO_CATEGORY>", text="the cat"), "takes a region"),
-    (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3>"), "takes a region"),
-    (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3><loc_1000>"), "takes a region"),
-    (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3><loc_04>"), "takes a region"),
-    (dict(task="<REGION_TO_CATEGORY>", text="<loc_5><loc_2><loc_3><loc_4>"), "x1 <= x2"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, 1)), "needs image_size"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, 1), image_size=(0, 5)), "positive finite"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, 1), image_size=5), r"\(width, height\)"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1), image_size=(5, 5)), "4 finite numbers"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, float("inf")), image_size=(5, 5)),
-     "4 finite numbers"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, True), image_size=(5, 5)), "4 finite numbers"),
-    (dict(task="<REGION_TO_CATEGORY>", region="0 0 1 1", image_size=(5, 5)), "string"),
-    (dict(task="<REGION_TO_CATEGORY>", region=5, image_size=(5, 5)), "region must be"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(3, 0, 1, 1), image_size=(5, 5)), "x1 <= x2"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(0, 3, 1, 1), image_size=(5, 5)), "y1 <= y2"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 7, 1), image_size=(5, 5)), "outside the 5x5 image"),
-    (dict(task="<REGION_TO_CATEGORY>", region=(-2, 0, 1, 1), image_size=(5, 5)), "outside"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(task="<NOPE>"), r"unknown task '<NOPE>'; valid tasks: <OCR>, "),
+        (dict(task="od"), "valid tasks"),
+        (dict(task=None), "unknown task"),
+        (dict(task="<OD>", text="cat"), "takes no input"),
+        (dict(task="<CAPTION>", region=(0, 0, 1, 1), image_size=(2, 2)), "takes no input"),
+        (dict(task="<CAPTION_TO_PHRASE_GROUNDING>"), "needs an input: pass text"),
+        (dict(task="<OPEN_VOCABULARY_DETECTION>", text="   "), "needs an input"),
+        (dict(task="<REGION_TO_OCR>"), "needs an input: pass region"),
+        (
+            dict(task="<OPEN_VOCABULARY_DETECTION>", region=(0, 0, 1, 1), image_size=(2, 2)),
+            "takes text, not a region",
+        ),
+        (
+            dict(
+                task="<REGION_TO_OCR>",
+                text="<loc_1><loc_1><loc_2><loc_2>",
+                region=(0, 0, 1, 1),
+                image_size=(2, 2),
+            ),
+            "not both",
+        ),
+        (
+            dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text="a cat <OD>"),
+            "the text of <CAPTION_TO_PHRASE_GROUNDING> must not contain a task token",
+        ),
+        (dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text=5), "text must be a str"),
+        (dict(task="<REGION_TO_CATEGORY>", text="the cat"), "takes a region"),
+        (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3>"), "takes a region"),
+        (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3><loc_1000>"), "takes a region"),
+        (dict(task="<REGION_TO_CATEGORY>", text="<loc_1><loc_2><loc_3><loc_04>"), "takes a region"),
+        (dict(task="<REGION_TO_CATEGORY>", text="<loc_5><loc_2><loc_3><loc_4>"), "x1 <= x2"),
+        (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, 1)), "needs image_size"),
+        (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, 1), image_size=(0, 5)), "positive finite"),
+        (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, 1), image_size=5), r"\(width, height\)"),
+        (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1), image_size=(5, 5)), "4 finite numbers"),
+        (
+            dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, float("inf")), image_size=(5, 5)),
+            "4 finite numbers",
+        ),
+        (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 1, True), image_size=(5, 5)), "4 finite numbers"),
+        (dict(task="<REGION_TO_CATEGORY>", region="0 0 1 1", image_size=(5, 5)), "string"),
+        (dict(task="<REGION_TO_CATEGORY>", region=5, image_size=(5, 5)), "region must be"),
+        (dict(task="<REGION_TO_CATEGORY>", region=(3, 0, 1, 1), image_size=(5, 5)), "x1 <= x2"),
+        (dict(task="<REGION_TO_CATEGORY>", region=(0, 3, 1, 1), image_size=(5, 5)), "y1 <= y2"),
+        (dict(task="<REGION_TO_CATEGORY>", region=(0, 0, 7, 1), image_size=(5, 5)), "outside the 5x5 image"),
+        (dict(task="<REGION_TO_CATEGORY>", region=(-2, 0, 1, 1), image_size=(5, 5)), "outside"),
+    ],
+)
 def test_build_task_text_rejects(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_task_text(**kwargs)

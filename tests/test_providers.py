@@ -16,7 +16,10 @@ def test_short_names_expand_with_cpu_fallback(monkeypatch):
 
     monkeypatch.setattr(prov, "onnxruntime", lambda: FakeOrt)
     assert [n for n, _ in normalize_providers("tensorrt")] == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     assert normalize_providers([("cuda", {"device_id": 1})])[0] == ("CUDAExecutionProvider", {"device_id": 1})
     assert normalize_providers(None) == [("CPUExecutionProvider", {})]
 
@@ -42,13 +45,18 @@ def test_fallback_to_cpu_warns(onnx_folder, monkeypatch):
             super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
-    with pytest.warns(RuntimeWarning, match="asked for CUDAExecutionProvider but onnxruntime runs it on CPUExecutionProvider"):
-        create_session(onnx_folder / "onnx" / "decoder.onnx",
-                       [("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})])
+    with pytest.warns(
+        RuntimeWarning,
+        match="asked for CUDAExecutionProvider but onnxruntime runs it on CPUExecutionProvider",
+    ):
+        create_session(
+            onnx_folder / "onnx" / "decoder.onnx",
+            [("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})],
+        )
 
 
 def test_corrupt_graph_names_the_file(tmp_path):
     bad = tmp_path / "decoder.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="decoder.onnx"):
+    with pytest.raises(ValueError, match=r"decoder.onnx"):
         create_session(bad, [("CPUExecutionProvider", {})])

@@ -10,6 +10,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from PIL import Image, ImageChops
+
 from florence2_export.toy.demo import DEMO_INPUTS
 from florence2_export.verify import make_test_image
 from florence2_runtime import BoundingBox, Florence2Result, Polygon, QuadBox
@@ -21,7 +23,6 @@ from florence2_runtime.tasks.prompts import (
     region_bins,
 )
 from florence2_runtime.tasks.results import TASK_KINDS
-from PIL import Image, ImageChops
 
 ALL_TASKS = list(TASKS)
 SIZES = [(1, 1), (7, 3), (64, 64), (211, 97), (640, 480), (1001, 999)]
@@ -44,11 +45,19 @@ def _poly_text(rng: random.Random) -> str:
 
 _GENERATORS = {
     "text": lambda rng: " ".join(rng.choice(LABELS) for _ in range(rng.randint(0, 5))),
-    "region_text": lambda rng: rng.choice([
-        _label(rng) + _locs(rng, 4), "No object detected.", _label(rng), _locs(rng, 4) + _label(rng),
-        _label(rng) + _locs(rng, 8), _label(rng) + _locs(rng, 3)]),
-    "boxes": lambda rng: "".join(_label(rng) + _locs(rng, rng.choice([4, 4, 8, 5]))
-                                 for _ in range(rng.randint(0, 4))),
+    "region_text": lambda rng: rng.choice(
+        [
+            _label(rng) + _locs(rng, 4),
+            "No object detected.",
+            _label(rng),
+            _locs(rng, 4) + _label(rng),
+            _label(rng) + _locs(rng, 8),
+            _label(rng) + _locs(rng, 3),
+        ]
+    ),
+    "boxes": lambda rng: "".join(
+        _label(rng) + _locs(rng, rng.choice([4, 4, 8, 5])) for _ in range(rng.randint(0, 4))
+    ),
     "quads": lambda rng: "".join(_label(rng) + _locs(rng, 8) for _ in range(rng.randint(0, 4))),
     "polygons": lambda rng: "".join(_poly_text(rng) for _ in range(rng.randint(0, 3))),
     "boxes_and_polygons": lambda rng: rng.choice([_GENERATORS["boxes"], _GENERATORS["polygons"]])(rng),
@@ -89,7 +98,7 @@ _LOC_RUN = re.compile(r"<loc_(\d+)>" * 4)
 
 
 def assert_matches_dict(result: Florence2Result, d: dict, size) -> None:
-    (task, answer), = d.items()
+    ((task, answer),) = d.items()
     assert result.task == task and result.image_size == tuple(size) and result.raw == d
     kind = TASK_KINDS[task]
     boxes = [(list(b.xyxy), b.label) for b in result.boxes]
@@ -116,7 +125,7 @@ def test_every_task_has_a_kind():
 
 
 def test_real_runtime_outputs_all_tasks(real):
-    for task, d, size, predicted in real:
+    for _task, d, size, predicted in real:
         assert predicted.raw == d  # predict() is run() typed
         assert_matches_dict(Florence2Result.from_dict(d, size), d, size)
         assert Florence2Result.from_dict(d, size) == predicted
@@ -142,16 +151,19 @@ def test_region_text_box_is_the_dequantised_location(hf_processor):
         assert result.text == "car" and result.labels == ["car"]
 
 
-@pytest.mark.parametrize("bad", [
-    {"<OD>": {"bboxes": [[1, 2, 3, 4]], "labels": []}},
-    {"<OD>": {"bboxes": [[1, 2, 3]], "labels": ["a"]}},
-    {"<OD>": "text"},
-    {"<OCR_WITH_REGION>": {"quad_boxes": [[1, 2, 3, 4]], "labels": ["a"]}},
-    {"<REGION_TO_SEGMENTATION>": {"polygons": [[[1, 2, 3]]], "labels": [""]}},
-    {"<OPEN_VOCABULARY_DETECTION>": {"bboxes": [], "bboxes_labels": []}},
-    {"<CAPTION>": {"not": "text"}},
-    {"<OD>": {"bboxes": [], "labels": []}, "<CAPTION>": "two tasks"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"<OD>": {"bboxes": [[1, 2, 3, 4]], "labels": []}},
+        {"<OD>": {"bboxes": [[1, 2, 3]], "labels": ["a"]}},
+        {"<OD>": "text"},
+        {"<OCR_WITH_REGION>": {"quad_boxes": [[1, 2, 3, 4]], "labels": ["a"]}},
+        {"<REGION_TO_SEGMENTATION>": {"polygons": [[[1, 2, 3]]], "labels": [""]}},
+        {"<OPEN_VOCABULARY_DETECTION>": {"bboxes": [], "bboxes_labels": []}},
+        {"<CAPTION>": {"not": "text"}},
+        {"<OD>": {"bboxes": [], "labels": []}, "<CAPTION>": "two tasks"},
+    ],
+)
 def test_malformed_dicts_raise_value_error(bad):
     with pytest.raises(ValueError):
         Florence2Result.from_dict(bad, (10, 10))
@@ -170,7 +182,7 @@ def test_unknown_task_is_text_like_post_processing():
 
 # --- JSON ------------------------------------------------------------------------------------------------
 def test_json_round_trip(fuzzed, real):
-    for task, d, size, *_ in [*fuzzed, *real]:
+    for _task, d, size, *_ in [*fuzzed, *real]:
         result = Florence2Result.from_dict(d, size)
         text = result.to_json()
         assert Florence2Result.from_json(text) == result
@@ -185,8 +197,9 @@ def test_json_of_hand_built_result_with_tuples_and_numpy():
     assert result.boxes == (BoundingBox((1, 2, 3, 4), "cat"),)
 
 
-@pytest.mark.parametrize("bad", ['{"task": "<OD>"}', "[1, 2]",
-                                 '{"task": "<OD>", "image_size": [3, 3], "boxes": [{}]}'])
+@pytest.mark.parametrize(
+    "bad", ['{"task": "<OD>"}', "[1, 2]", '{"task": "<OD>", "image_size": [3, 3], "boxes": [{}]}']
+)
 def test_from_json_rejects_other_json(bad):
     with pytest.raises(ValueError):
         Florence2Result.from_json(bad)
@@ -194,7 +207,7 @@ def test_from_json_rejects_other_json(bad):
 
 # --- COCO ------------------------------------------------------------------------------------------------
 def test_coco_annotations(fuzzed):
-    for task, d, size in fuzzed:
+    for _task, d, size in fuzzed:
         result = Florence2Result.from_dict(d, size)
         coco = result.to_coco(image_id=7, first_annotation_id=100)
         assert coco["images"] == [{"id": 7, "width": size[0], "height": size[1]}]
@@ -219,8 +232,11 @@ def test_coco_annotations(fuzzed):
 
 
 def test_coco_category_ids_and_areas():
-    result = Florence2Result(task="<REFERRING_EXPRESSION_SEGMENTATION>", image_size=(20, 20), polygons=(
-        Polygon(((0, 0, 10, 0, 10, 10, 0, 10), (12, 12, 14, 12)), "square"),))
+    result = Florence2Result(
+        task="<REFERRING_EXPRESSION_SEGMENTATION>",
+        image_size=(20, 20),
+        polygons=(Polygon(((0, 0, 10, 0, 10, 10, 0, 10), (12, 12, 14, 12)), "square"),),
+    )
     coco = result.to_coco(image_id=1, category_ids={"square": 5, "unused": 9})
     (ann,) = coco["annotations"]
     box = Florence2Result(task="<OD>", image_size=(20, 20), boxes=(BoundingBox((2, 3, 12, 13), "b"),))
@@ -240,8 +256,9 @@ def _from_vlm_or_none(sv, d, size):
 
 
 def test_to_supervision_equals_from_vlm(fuzzed, real):
-    sv = pytest.importorskip("supervision",
-                             reason="supervision is optional: pip install 'florence2-onnx[supervision]'")
+    sv = pytest.importorskip(
+        "supervision", reason="supervision is optional: pip install 'florence2-onnx[supervision]'"
+    )
     compared = set()
     for task, d, size, *_ in [*fuzzed, *real]:
         ours = Florence2Result.from_dict(d, size).to_supervision()
@@ -254,9 +271,18 @@ def test_to_supervision_equals_from_vlm(fuzzed, real):
         compared.add(task)
         if len(theirs):
             compared.add((task, "non-empty"))
-    readable = {"<OD>", "<CAPTION_TO_PHRASE_GROUNDING>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>",
-                "<OCR_WITH_REGION>", "<REFERRING_EXPRESSION_SEGMENTATION>", "<REGION_TO_SEGMENTATION>",
-                "<OPEN_VOCABULARY_DETECTION>", "<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>"}
+    readable = {
+        "<OD>",
+        "<CAPTION_TO_PHRASE_GROUNDING>",
+        "<DENSE_REGION_CAPTION>",
+        "<REGION_PROPOSAL>",
+        "<OCR_WITH_REGION>",
+        "<REFERRING_EXPRESSION_SEGMENTATION>",
+        "<REGION_TO_SEGMENTATION>",
+        "<OPEN_VOCABULARY_DETECTION>",
+        "<REGION_TO_CATEGORY>",
+        "<REGION_TO_DESCRIPTION>",
+    }
     assert {t for t in compared if isinstance(t, str)} == readable
     assert {t for t, *_ in (c for c in compared if isinstance(c, tuple))} == readable
 
@@ -273,6 +299,7 @@ def test_to_supervision_without_supervision_names_the_extra(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_supervision)
     import sys
+
     monkeypatch.delitem(sys.modules, "supervision", raising=False)
     with pytest.raises(ImportError, match=r"florence2-onnx\[supervision\]"):
         Florence2Result.from_dict({"<OD>": {"bboxes": [], "labels": []}}, (4, 4)).to_supervision()
@@ -282,13 +309,19 @@ def test_to_supervision_without_supervision_names_the_extra(monkeypatch):
 def _showcase(size) -> Florence2Result:
     w, h = size
     return Florence2Result(
-        task="<OPEN_VOCABULARY_DETECTION>", image_size=size,
-        boxes=(BoundingBox((w * 0.1, h * 0.1, w * 0.5, h * 0.6), "a cat"),
-               BoundingBox((w * 0.9, h * 0.9, w * 0.6, h * 0.4), "")),  # corners swapped: still drawn
-        quad_boxes=(QuadBox((w * 0.2, h * 0.7, w * 0.8, h * 0.7,
-                             w * 0.8, h * 0.9, w * 0.2, h * 0.9), "TEXT"),),
-        polygons=(Polygon(((w * 0.6, h * 0.1, w * 0.9, h * 0.1, w * 0.75, h * 0.35), (1, 1, 2, 2)),
-                          "\u6c34 water"),))
+        task="<OPEN_VOCABULARY_DETECTION>",
+        image_size=size,
+        boxes=(
+            BoundingBox((w * 0.1, h * 0.1, w * 0.5, h * 0.6), "a cat"),
+            BoundingBox((w * 0.9, h * 0.9, w * 0.6, h * 0.4), ""),
+        ),  # corners swapped: still drawn
+        quad_boxes=(
+            QuadBox((w * 0.2, h * 0.7, w * 0.8, h * 0.7, w * 0.8, h * 0.9, w * 0.2, h * 0.9), "TEXT"),
+        ),
+        polygons=(
+            Polygon(((w * 0.6, h * 0.1, w * 0.9, h * 0.1, w * 0.75, h * 0.35), (1, 1, 2, 2)), "\u6c34 water"),
+        ),
+    )
 
 
 @pytest.mark.parametrize("size", [(1, 1), (9, 5), (211, 97), (4000, 3000)])
@@ -323,7 +356,7 @@ def test_draw_text_answer_and_empty_result():
 
 def test_draw_real_outputs(real):
     image = make_test_image(211, 97, seed=3)
-    for task, d, size, predicted in real:
+    for _task, _d, _size, predicted in real:
         assert predicted.draw(image).size == image.size
 
 
@@ -338,8 +371,10 @@ def test_normalized_regions_use_the_bin_of_the_fraction():
         region = (coords[0], coords[2], coords[1], coords[3])
         exact = [min(999, int(Fraction(c) * 1000)) for c in region]
         got = region_bins(region, region_format="normalized")
-        assert all(g == e or abs(Fraction(c) * 1000 - round(c * 1000)) < Fraction(1, 10 ** 6)
-                   for g, e, c in zip(got, exact, region))
+        assert all(
+            g == e or abs(Fraction(c) * 1000 - round(c * 1000)) < Fraction(1, 10**6)
+            for g, e, c in zip(got, exact, region)
+        )
     for k in range(1001):  # k / 1000 lands in bin k even when k / 1000 * 1000 is k - epsilon in binary
         assert region_bins((k / 1000, 0, 1, 1), region_format="normalized")[0] == min(k, 999)
 
@@ -349,17 +384,21 @@ def test_normalized_equals_pixels_where_the_bins_agree():
     pixels = (100, 50, 300, 250)
     normalized = (0.1, 0.1, 0.3, 0.5)
     for task in REGION_TASKS:
-        assert build_task_text(task, region=normalized, region_format="normalized") == \
-            build_task_text(task, region=pixels, image_size=size)
+        assert build_task_text(task, region=normalized, region_format="normalized") == build_task_text(
+            task, region=pixels, image_size=size
+        )
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(region=(0.1, 0.1, 1.2, 0.5), region_format="normalized"), r"\[0, 1\]"),
-    (dict(region=(0.5, 0.1, 0.2, 0.5), region_format="normalized"), "x1 <= x2"),
-    (dict(region=(1, 2, 3, 4), region_format="percent"), "region_format"),
-    (dict(region=(1, 2, 3, 4)), "image_size"),
-    (dict(text="a cat", region=(1, 2, 3, 4), image_size=(10, 10)), "either"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(region=(0.1, 0.1, 1.2, 0.5), region_format="normalized"), r"\[0, 1\]"),
+        (dict(region=(0.5, 0.1, 0.2, 0.5), region_format="normalized"), "x1 <= x2"),
+        (dict(region=(1, 2, 3, 4), region_format="percent"), "region_format"),
+        (dict(region=(1, 2, 3, 4)), "image_size"),
+        (dict(text="a cat", region=(1, 2, 3, 4), image_size=(10, 10)), "either"),
+    ],
+)
 def test_region_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_task_text("<REGION_TO_CATEGORY>", **kwargs)
@@ -368,10 +407,14 @@ def test_region_validation(kwargs, message):
 def test_check_task_input_is_the_same_rules_without_an_image():
     check_task_input("<REGION_TO_OCR>", region=(1, 2, 3, 4))  # bounds need the image: checked later
     check_task_input("<OD>")
-    for bad in [dict(task="<OD>", text="x"), dict(task="<NOPE>"), dict(task="<CAPTION_TO_PHRASE_GROUNDING>"),
-                dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text="<OD>"),
-                dict(task="<REGION_TO_OCR>", text="oops"),
-                dict(task="<OPEN_VOCABULARY_DETECTION>", region=(1, 2, 3, 4))]:
+    for bad in [
+        dict(task="<OD>", text="x"),
+        dict(task="<NOPE>"),
+        dict(task="<CAPTION_TO_PHRASE_GROUNDING>"),
+        dict(task="<CAPTION_TO_PHRASE_GROUNDING>", text="<OD>"),
+        dict(task="<REGION_TO_OCR>", text="oops"),
+        dict(task="<OPEN_VOCABULARY_DETECTION>", region=(1, 2, 3, 4)),
+    ]:
         with pytest.raises(ValueError):
             check_task_input(**bad)
 
@@ -400,10 +443,14 @@ def test_predict_regions_is_one_batch_equal_to_single_runs(onnx_model):
         batched = onnx_model.predict_regions(image, task, regions, **gen)
         assert [r.raw for r in batched] == [onnx_model.run(image, task, region=r, **gen) for r in regions]
     normalized = [(x1 / 160, y1 / 120, x2 / 160, y2 / 120) for x1, y1, x2, y2 in regions]
-    by_fraction = onnx_model.predict_regions(image, "<REGION_TO_CATEGORY>", normalized,
-                                             region_format="normalized", **gen)
-    bins_equal = [region_bins(n, region_format="normalized") == region_bins(p, image.size)
-                  for n, p in zip(normalized, regions)]
+    by_fraction = onnx_model.predict_regions(
+        image, "<REGION_TO_CATEGORY>", normalized, region_format="normalized", **gen
+    )
+    bins_equal = [
+        region_bins(n, region_format="normalized") == region_bins(p, image.size)
+        for n, p in zip(normalized, regions)
+    ]
     assert all(bins_equal)  # these regions quantise the same both ways, so the answers are the same
-    assert [r.raw for r in by_fraction] == [r.raw for r in onnx_model.predict_regions(
-        image, "<REGION_TO_CATEGORY>", regions, **gen)]
+    assert [r.raw for r in by_fraction] == [
+        r.raw for r in onnx_model.predict_regions(image, "<REGION_TO_CATEGORY>", regions, **gen)
+    ]

@@ -20,13 +20,22 @@ import pytest
 from PIL import Image
 
 httpx = pytest.importorskip("httpx", reason="the server tests need httpx (pip install 'florence2-onnx[dev]')")
-pytest.importorskip("fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')")
+pytest.importorskip(
+    "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
+)
 
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
 
-LIMITS = ServerLimits(max_body_bytes=512 * 1024, max_pixels=1_000_000, max_new_tokens=64, max_num_beams=4,
-                      max_queue=256, max_batch_size=8, max_wait_ms=20)
+LIMITS = ServerLimits(
+    max_body_bytes=512 * 1024,
+    max_pixels=1_000_000,
+    max_new_tokens=64,
+    max_num_beams=4,
+    max_queue=256,
+    max_batch_size=8,
+    max_wait_ms=20,
+)
 NIM = "/v1/vlm/microsoft/florence-2"
 
 
@@ -48,16 +57,30 @@ def b64(data: bytes) -> str:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height, with one tiny IDAT: a decompression bomb's shape."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
-IMAGES = {name: encode(noise_image(w, h, seed), fmt) for name, (w, h, seed, fmt) in {
-    "wide": (96, 64, 1, "PNG"), "tall": (48, 80, 2, "JPEG"), "square": (64, 64, 3, "PNG"), "small": (20, 30, 4, "PNG"),
-}.items()}
+IMAGES = {
+    name: encode(noise_image(w, h, seed), fmt)
+    for name, (w, h, seed, fmt) in {
+        "wide": (96, 64, 1, "PNG"),
+        "tall": (48, 80, 2, "JPEG"),
+        "square": (64, 64, 3, "PNG"),
+        "small": (20, 30, 4, "PNG"),
+    }.items()
+}
 PNG = IMAGES["wide"]
 
 
@@ -99,8 +122,9 @@ class SlowModel:
 
 
 def infer(client, image=PNG, task="<OD>", **fields):
-    return client.post("/v1/infer", json={"image": b64(image) if isinstance(image, bytes) else image,
-                                          "task": task, **fields})
+    return client.post(
+        "/v1/infer", json={"image": b64(image) if isinstance(image, bytes) else image, "task": task, **fields}
+    )
 
 
 # --- answers ---------------------------------------------------------------------------------------------
@@ -118,7 +142,9 @@ CASES = [
 
 @pytest.mark.parametrize("name,task,text,region,gen", CASES, ids=[c[1] for c in CASES])
 def test_infer_equals_run(client, onnx_model, name, task, text, region, gen):
-    fields = {k: v for k, v in {"text": text, "region": region, "generation": gen or None}.items() if v is not None}
+    fields = {
+        k: v for k, v in {"text": text, "region": region, "generation": gen or None}.items() if v is not None
+    }
     r = infer(client, IMAGES[name], task, **fields)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -128,14 +154,20 @@ def test_infer_equals_run(client, onnx_model, name, task, text, region, gen):
 
 def test_multipart_and_data_url(client, onnx_model):
     want = expected(onnx_model, PNG, "<REGION_TO_DESCRIPTION>", region=[1, 2, 50, 40])
-    r = client.post("/v1/infer", files={"image": ("x.png", PNG, "image/png")},
-                    data={"task": "<REGION_TO_DESCRIPTION>", "region": "1,2,50,40"})
+    r = client.post(
+        "/v1/infer",
+        files={"image": ("x.png", PNG, "image/png")},
+        data={"task": "<REGION_TO_DESCRIPTION>", "region": "1,2,50,40"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["result"] == want
     r = infer(client, "data:image/png;base64," + b64(PNG), "<REGION_TO_DESCRIPTION>", region=[1, 2, 50, 40])
     assert r.status_code == 200 and r.json()["result"] == want
-    r = client.post("/v1/infer", files={"image": ("x.png", PNG, "image/png")},
-                    data={"task": "<OD>", "generation": json.dumps({"num_beams": 2})})
+    r = client.post(
+        "/v1/infer",
+        files={"image": ("x.png", PNG, "image/png")},
+        data={"task": "<OD>", "generation": json.dumps({"num_beams": 2})},
+    )
     assert r.json()["result"] == expected(onnx_model, PNG, "<OD>", num_beams=2)
 
 
@@ -143,11 +175,28 @@ def test_concurrent_requests_are_batched_and_exact(client, onnx_model):
     """Dozens of parallel requests with mixed tasks, sizes and options: every answer equals run()."""
     jobs = [CASES[i % len(CASES)] for i in range(48)]
     with ThreadPoolExecutor(24) as pool:
-        responses = list(pool.map(
-            lambda c: infer(client, IMAGES[c[0]], c[1], **{k: v for k, v in
-                            {"text": c[2], "region": c[3], "generation": c[4] or None}.items() if v is not None}), jobs))
-    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200][:3]
-    want = [expected(onnx_model, IMAGES[name], task, text, region, **gen) for name, task, text, region, gen in CASES]
+        responses = list(
+            pool.map(
+                lambda c: infer(
+                    client,
+                    IMAGES[c[0]],
+                    c[1],
+                    **{
+                        k: v
+                        for k, v in {"text": c[2], "region": c[3], "generation": c[4] or None}.items()
+                        if v is not None
+                    },
+                ),
+                jobs,
+            )
+        )
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200][
+        :3
+    ]
+    want = [
+        expected(onnx_model, IMAGES[name], task, text, region, **gen)
+        for name, task, text, region, gen in CASES
+    ]
     for i, r in enumerate(responses):
         assert r.json()["result"] == want[i % len(CASES)], jobs[i]
     assert max(r.json()["batch_size"] for r in responses) > 1  # requests really shared batches
@@ -161,8 +210,13 @@ def test_health_and_metrics(client):
     assert "queue_depth" in health and health["model"]
     infer(client, task="<NOPE>")
     text = client.get("/metrics").text
-    for name in ("florence2_requests_total", "florence2_errors_total", "florence2_request_duration_seconds_bucket",
-                 "florence2_batch_size_count", "florence2_queue_depth"):
+    for name in (
+        "florence2_requests_total",
+        "florence2_errors_total",
+        "florence2_request_duration_seconds_bucket",
+        "florence2_batch_size_count",
+        "florence2_queue_depth",
+    ):
         assert name in text
     assert 'florence2_errors_total{kind="invalid_task_input"}' in text
 
@@ -178,41 +232,108 @@ BAD_JSON = [
     ("bad data url", {"image": "data:image/png,abc", "task": "<OD>"}, 400, "invalid_base64"),
     ("not an image", {"image": b64(b"hello, world" * 10), "task": "<OD>"}, 400, "not_an_image"),
     ("truncated image", {"image": b64(_truncated()), "task": "<OD>"}, 400, "corrupt_image"),
-    ("bomb header", {"image": b64(png_header_only(100_000, 100_000)), "task": "<OD>"}, 413, "image_too_large"),
-    ("too many pixels", {"image": b64(encode(Image.new("RGB", (1100, 1000)))), "task": "<OD>"}, 413,
-     "image_too_large"),
+    (
+        "bomb header",
+        {"image": b64(png_header_only(100_000, 100_000)), "task": "<OD>"},
+        413,
+        "image_too_large",
+    ),
+    (
+        "too many pixels",
+        {"image": b64(encode(Image.new("RGB", (1100, 1000)))), "task": "<OD>"},
+        413,
+        "image_too_large",
+    ),
     ("url image", {"image": "https://example.com/cat.jpg", "task": "<OD>"}, 400, "invalid_image"),
     ("image not a string", {"image": 12, "task": "<OD>"}, 400, "invalid_image"),
     ("unknown task", {"image": b64(PNG), "task": "<FLY>"}, 422, "invalid_task_input"),
     ("task not a string", {"image": b64(PNG), "task": ["<OD>"]}, 422, "invalid_task_input"),
     ("missing text", {"image": b64(PNG), "task": "<CAPTION_TO_PHRASE_GROUNDING>"}, 422, "invalid_task_input"),
     ("unexpected text", {"image": b64(PNG), "task": "<OD>", "text": "cats"}, 422, "invalid_task_input"),
-    ("text not a string", {"image": b64(PNG), "task": "<OPEN_VOCABULARY_DETECTION>", "text": 5}, 422,
-     "invalid_task_input"),
-    ("text too long", {"image": b64(PNG), "task": "<OPEN_VOCABULARY_DETECTION>", "text": "cat " * 400}, 422,
-     "text_too_long"),
-    ("region malformed", {"image": b64(PNG), "task": "<REGION_TO_CATEGORY>", "region": "1,2,3,4"}, 422,
-     "invalid_task_input"),
-    ("region three numbers", {"image": b64(PNG), "task": "<REGION_TO_CATEGORY>", "region": [1, 2, 3]}, 422,
-     "invalid_task_input"),
-    ("region out of image", {"image": b64(PNG), "task": "<REGION_TO_CATEGORY>", "region": [0, 0, 500, 500]}, 422,
-     "invalid_task_input"),
-    ("region reversed", {"image": b64(PNG), "task": "<REGION_TO_CATEGORY>", "region": [50, 50, 10, 10]}, 422,
-     "invalid_task_input"),
-    ("region on a text task", {"image": b64(PNG), "task": "<OD>", "region": [1, 1, 5, 5]}, 422, "invalid_task_input"),
-    ("max_new_tokens 0", {"image": b64(PNG), "task": "<OD>", "generation": {"max_new_tokens": 0}}, 422,
-     "invalid_generation"),
-    ("max_new_tokens too big", {"image": b64(PNG), "task": "<OD>", "generation": {"max_new_tokens": 10**9}}, 422,
-     "invalid_generation"),
-    ("num_beams too big", {"image": b64(PNG), "task": "<OD>", "generation": {"num_beams": 99}}, 422,
-     "invalid_generation"),
-    ("num_beams not int", {"image": b64(PNG), "task": "<OD>", "generation": {"num_beams": "3"}}, 422,
-     "invalid_generation"),
-    ("unknown generation option", {"image": b64(PNG), "task": "<OD>", "generation": {"do_sample": True}}, 422,
-     "invalid_generation"),
-    ("min above max", {"image": b64(PNG), "task": "<OD>", "generation": {"min_new_tokens": 9, "max_new_tokens": 3}},
-     422, "invalid_generation"),
-    ("generation not an object", {"image": b64(PNG), "task": "<OD>", "generation": [1]}, 422, "invalid_generation"),
+    (
+        "text not a string",
+        {"image": b64(PNG), "task": "<OPEN_VOCABULARY_DETECTION>", "text": 5},
+        422,
+        "invalid_task_input",
+    ),
+    (
+        "text too long",
+        {"image": b64(PNG), "task": "<OPEN_VOCABULARY_DETECTION>", "text": "cat " * 400},
+        422,
+        "text_too_long",
+    ),
+    (
+        "region malformed",
+        {"image": b64(PNG), "task": "<REGION_TO_CATEGORY>", "region": "1,2,3,4"},
+        422,
+        "invalid_task_input",
+    ),
+    (
+        "region three numbers",
+        {"image": b64(PNG), "task": "<REGION_TO_CATEGORY>", "region": [1, 2, 3]},
+        422,
+        "invalid_task_input",
+    ),
+    (
+        "region out of image",
+        {"image": b64(PNG), "task": "<REGION_TO_CATEGORY>", "region": [0, 0, 500, 500]},
+        422,
+        "invalid_task_input",
+    ),
+    (
+        "region reversed",
+        {"image": b64(PNG), "task": "<REGION_TO_CATEGORY>", "region": [50, 50, 10, 10]},
+        422,
+        "invalid_task_input",
+    ),
+    (
+        "region on a text task",
+        {"image": b64(PNG), "task": "<OD>", "region": [1, 1, 5, 5]},
+        422,
+        "invalid_task_input",
+    ),
+    (
+        "max_new_tokens 0",
+        {"image": b64(PNG), "task": "<OD>", "generation": {"max_new_tokens": 0}},
+        422,
+        "invalid_generation",
+    ),
+    (
+        "max_new_tokens too big",
+        {"image": b64(PNG), "task": "<OD>", "generation": {"max_new_tokens": 10**9}},
+        422,
+        "invalid_generation",
+    ),
+    (
+        "num_beams too big",
+        {"image": b64(PNG), "task": "<OD>", "generation": {"num_beams": 99}},
+        422,
+        "invalid_generation",
+    ),
+    (
+        "num_beams not int",
+        {"image": b64(PNG), "task": "<OD>", "generation": {"num_beams": "3"}},
+        422,
+        "invalid_generation",
+    ),
+    (
+        "unknown generation option",
+        {"image": b64(PNG), "task": "<OD>", "generation": {"do_sample": True}},
+        422,
+        "invalid_generation",
+    ),
+    (
+        "min above max",
+        {"image": b64(PNG), "task": "<OD>", "generation": {"min_new_tokens": 9, "max_new_tokens": 3}},
+        422,
+        "invalid_generation",
+    ),
+    (
+        "generation not an object",
+        {"image": b64(PNG), "task": "<OD>", "generation": [1]},
+        422,
+        "invalid_generation",
+    ),
     ("missing image", {"task": "<OD>"}, 422, "missing_field"),
     ("missing task", {"image": b64(PNG)}, 422, "missing_field"),
     ("unexpected field", {"image": b64(PNG), "task": "<OD>", "temperature": 0.2}, 422, "unexpected_field"),
@@ -224,8 +345,13 @@ BAD_RAW = [
     ("not utf-8", b'{"task": "\xff\xfe"}', "application/json", 400, "invalid_json"),
     ("deep nesting", b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "invalid_json"),
     ("wrong content type", b"image=abc", "text/plain", 415, "unsupported_media_type"),
-    ("broken multipart", b"--x\r\nContent-Disposition: form-data\r\n\r\n", "multipart/form-data; boundary=x", 400,
-     "invalid_multipart"),
+    (
+        "broken multipart",
+        b"--x\r\nContent-Disposition: form-data\r\n\r\n",
+        "multipart/form-data; boundary=x",
+        400,
+        "invalid_multipart",
+    ),
 ]
 
 
@@ -237,7 +363,9 @@ def test_bad_json_fields(client, fields, status, kind):
     assert r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("body,content_type,status,kind", [c[1:] for c in BAD_RAW], ids=[c[0] for c in BAD_RAW])
+@pytest.mark.parametrize(
+    "body,content_type,status,kind", [c[1:] for c in BAD_RAW], ids=[c[0] for c in BAD_RAW]
+)
 def test_bad_bodies(client, body, content_type, status, kind):
     r = client.post("/v1/infer", content=body, headers={"content-type": content_type})
     assert r.status_code == status, r.text
@@ -267,8 +395,11 @@ def test_server_survives_bad_input(client, onnx_model):
     """After the whole matrix (and junk in parallel with good requests) the worker still answers."""
     junk = [{"image": b64(_truncated()), "task": "<OD>"}, {"image": b64(PNG), "task": "<X>"}, {"task": 1}]
     with ThreadPoolExecutor(8) as pool:
-        rs = list(pool.map(lambda i: client.post("/v1/infer", json=junk[i % 3]) if i % 2 else infer(client),
-                           range(24)))
+        rs = list(
+            pool.map(
+                lambda i: client.post("/v1/infer", json=junk[i % 3]) if i % 2 else infer(client), range(24)
+            )
+        )
     assert all(r.status_code == (200 if i % 2 == 0 else r.status_code) for i, r in enumerate(rs))
     assert all(400 <= r.status_code < 500 for i, r in enumerate(rs) if i % 2)
     assert infer(client).json()["result"] == expected(onnx_model, PNG, "<OD>")
@@ -276,13 +407,17 @@ def test_server_survives_bad_input(client, onnx_model):
 
 def test_memory_is_flat(client):
     """RSS (server and client share this process) stays flat over a few hundred requests."""
+
     def rss_mib() -> float:
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
     big = encode(noise_image(400, 400, 9), "JPEG")  # 470 KiB decoded: a leaked image per request would show
-    bodies = [{"image": b64(data), "task": task, "generation": {"max_new_tokens": 8}}
-              for data in [*IMAGES.values(), big] for task in ("<OD>", "<CAPTION>")]
+    bodies = [
+        {"image": b64(data), "task": task, "generation": {"max_new_tokens": 8}}
+        for data in [*IMAGES.values(), big]
+        for task in ("<OD>", "<CAPTION>")
+    ]
     bodies.append({"image": b64(_truncated()), "task": "<OD>"})
 
     def burst(n: int) -> None:
@@ -306,7 +441,9 @@ def img_tag(data: bytes, mime: str = "image/png") -> str:
     return f'<img src="data:{mime};base64,{b64(data)}" />'
 
 
-JSON_ACCEPT = {"Accept": "application/json"}  # the plain JSON answer (the default is the hosted service's zip)
+JSON_ACCEPT = {
+    "Accept": "application/json"
+}  # the plain JSON answer (the default is the hosted service's zip)
 
 
 def test_nim_text_task(client, onnx_model):
@@ -318,15 +455,24 @@ def test_nim_text_task(client, onnx_model):
     assert body["choices"][0]["message"]["content"] == body["content"]
 
 
-@pytest.mark.parametrize("task,text,keys", [
-    ("<OD>", None, ("bboxes", "labels")),
-    ("<CAPTION_TO_PHRASE_GROUNDING>", "A black and brown dog is laying on a grass field.", ("bboxes", "labels")),
-    ("<REGION_TO_SEGMENTATION>", "<loc_312><loc_168><loc_998><loc_846>", ("polygons", "labels")),
-    ("<OCR_WITH_REGION>", None, ("quad_boxes", "labels")),
-])
+@pytest.mark.parametrize(
+    "task,text,keys",
+    [
+        ("<OD>", None, ("bboxes", "labels")),
+        (
+            "<CAPTION_TO_PHRASE_GROUNDING>",
+            "A black and brown dog is laying on a grass field.",
+            ("bboxes", "labels"),
+        ),
+        ("<REGION_TO_SEGMENTATION>", "<loc_312><loc_168><loc_998><loc_846>", ("polygons", "labels")),
+        ("<OCR_WITH_REGION>", None, ("quad_boxes", "labels")),
+    ],
+)
 def test_nim_entities(client, onnx_model, task, text, keys):
     image = IMAGES["tall"]
-    r = client.post(NIM, json=nim_body(task + (text or "") + img_tag(image, "image/jpeg")), headers=JSON_ACCEPT)
+    r = client.post(
+        NIM, json=nim_body(task + (text or "") + img_tag(image, "image/jpeg")), headers=JSON_ACCEPT
+    )
     assert r.status_code == 200, r.text
     entities = r.json()["entities"]
     want = expected(onnx_model, image, task, text)[task]
@@ -334,18 +480,31 @@ def test_nim_entities(client, onnx_model, task, text, keys):
     assert set(entities) >= {"bboxes", "quad_boxes", "labels", "polygons"}
 
 
-@pytest.mark.parametrize("body,status,kind", [
-    ({}, 400, "missing_field"),
-    ({"messages": "hi"}, 400, "missing_field"),
-    (nim_body("<CAPTION>no image here"), 400, "invalid_content"),
-    (nim_body('<CAPTION><img src="data:image/jpeg;asset_id,868f5924-8ef2" />'), 404, "unknown_asset"),
-    (nim_body("just text" + img_tag(PNG)), 422, "unknown_task"),
-    (nim_body("<FLY>" + img_tag(PNG)), 422, "invalid_task_input"),
-    (nim_body("<OD>dogs" + img_tag(PNG)), 422, "invalid_task_input"),
-    (nim_body('<OD><img src="data:image/png;base64,@@@" />'), 400, "invalid_base64"),
-    (nim_body("<REGION_TO_CATEGORY>1,2,3,4" + img_tag(PNG)), 422, "invalid_task_input"),
-], ids=["empty", "messages not a list", "no img", "asset id", "no task", "unknown task", "unexpected text",
-        "bad base64", "bad region"])
+@pytest.mark.parametrize(
+    "body,status,kind",
+    [
+        ({}, 400, "missing_field"),
+        ({"messages": "hi"}, 400, "missing_field"),
+        (nim_body("<CAPTION>no image here"), 400, "invalid_content"),
+        (nim_body('<CAPTION><img src="data:image/jpeg;asset_id,868f5924-8ef2" />'), 404, "unknown_asset"),
+        (nim_body("just text" + img_tag(PNG)), 422, "unknown_task"),
+        (nim_body("<FLY>" + img_tag(PNG)), 422, "invalid_task_input"),
+        (nim_body("<OD>dogs" + img_tag(PNG)), 422, "invalid_task_input"),
+        (nim_body('<OD><img src="data:image/png;base64,@@@" />'), 400, "invalid_base64"),
+        (nim_body("<REGION_TO_CATEGORY>1,2,3,4" + img_tag(PNG)), 422, "invalid_task_input"),
+    ],
+    ids=[
+        "empty",
+        "messages not a list",
+        "no img",
+        "asset id",
+        "no task",
+        "unknown task",
+        "unexpected text",
+        "bad base64",
+        "bad region",
+    ],
+)
 def test_nim_bad_input(client, body, status, kind):
     r = client.post(NIM, json=body)
     assert r.status_code == status, r.text
@@ -357,7 +516,12 @@ def test_api_key(onnx_model):
     app = create_app(onnx_model, ServerLimits(api_key="s3cret"))
     with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as c:
         assert c.get("/health").status_code == 200  # probes need no key
-        for headers in ({}, {"Authorization": "Bearer nope"}, {"X-API-Key": "s3cre"}, {"Authorization": "s3cret"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer nope"},
+            {"X-API-Key": "s3cre"},
+            {"Authorization": "s3cret"},
+        ):
             r = c.post("/v1/infer", json={"image": b64(PNG), "task": "<OD>"}, headers=headers)
             assert r.status_code == 401 and r.json()["error"]["kind"] == "unauthorized"
         assert c.get("/metrics").status_code == 401
@@ -368,8 +532,11 @@ def test_api_key(onnx_model):
 
 def test_queue_full_is_503_with_retry_after(onnx_model):
     limits = ServerLimits(max_queue=2, max_batch_size=1, retry_after_s=3)
-    with BackgroundServer(create_app(SlowModel(onnx_model, 0.3), limits)) as base, \
-            httpx.Client(base_url=base, timeout=30) as c, ThreadPoolExecutor(10) as pool:
+    with (
+        BackgroundServer(create_app(SlowModel(onnx_model, 0.3), limits)) as base,
+        httpx.Client(base_url=base, timeout=30) as c,
+        ThreadPoolExecutor(10) as pool,
+    ):
         rs = list(pool.map(lambda _: infer(c), range(10)))
         codes = sorted(r.status_code for r in rs)
         assert codes.count(200) >= 3 and 503 in codes, codes
@@ -380,8 +547,10 @@ def test_queue_full_is_503_with_retry_after(onnx_model):
 
 def test_timeout_is_504_and_worker_survives(onnx_model):
     limits = ServerLimits(request_timeout_s=0.2)
-    with BackgroundServer(create_app(SlowModel(onnx_model, 0.5), limits)) as base, \
-            httpx.Client(base_url=base, timeout=30) as c:
+    with (
+        BackgroundServer(create_app(SlowModel(onnx_model, 0.5), limits)) as base,
+        httpx.Client(base_url=base, timeout=30) as c,
+    ):
         r = infer(c)
         assert r.status_code == 504 and r.json()["error"]["kind"] == "timeout"
         time.sleep(0.6)
@@ -406,9 +575,24 @@ def test_serve_command(onnx_folder):
     args = build_parser().parse_args(["serve", str(onnx_folder)])
     assert args.host == "127.0.0.1" and not args.ray
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "florence2_runtime.cli", "serve", str(onnx_folder), "--port",
-                             str(port), "--max-num-beams", "2", "--api-key", "k"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "florence2_runtime.cli",
+            "serve",
+            str(onnx_folder),
+            "--port",
+            str(port),
+            "--max-num-beams",
+            "2",
+            "--api-key",
+            "k",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -422,8 +606,12 @@ def test_serve_command(onnx_folder):
             assert time.monotonic() < deadline, "florence2 serve did not start"
             time.sleep(0.2)
         headers = {"Authorization": "Bearer k"}
-        r = httpx.post(url + "/v1/infer", headers=headers, timeout=30,
-                       json={"image": b64(PNG), "task": "<OD>", "generation": {"num_beams": 3}})
+        r = httpx.post(
+            url + "/v1/infer",
+            headers=headers,
+            timeout=30,
+            json={"image": b64(PNG), "task": "<OD>", "generation": {"num_beams": 3}},
+        )
         assert r.status_code == 422 and "[1, 2]" in r.json()["error"]["message"]
         assert httpx.post(url + "/v1/infer", json={"image": b64(PNG), "task": "<OD>"}).status_code == 401
     finally:
@@ -486,38 +674,63 @@ def test_server_is_torch_free(onnx_folder):
 
 
 # --- several tasks on one image, task-level defaults, max_tokens on the NVIDIA route -----------------------
-TASK_LIST = ["<CAPTION>", {"task": "<REGION_TO_CATEGORY>", "region": [3, 4, 40, 50]},
-             {"task": "<OPEN_VOCABULARY_DETECTION>", "text": "cat"}, "<OD>"]
+TASK_LIST = [
+    "<CAPTION>",
+    {"task": "<REGION_TO_CATEGORY>", "region": [3, 4, 40, 50]},
+    {"task": "<OPEN_VOCABULARY_DETECTION>", "text": "cat"},
+    "<OD>",
+]
 
 
 def test_infer_tasks_answers_every_task_with_one_vision_encoding(client, onnx_model, monkeypatch):
     calls = []
     original = onnx_model.engine.encode_images
-    monkeypatch.setattr(onnx_model.engine, "encode_images", lambda pv, **kw: (calls.append(len(pv)), original(pv, **kw))[1])
+    monkeypatch.setattr(
+        onnx_model.engine, "encode_images", lambda pv, **kw: (calls.append(len(pv)), original(pv, **kw))[1]
+    )
     r = client.post("/v1/infer", json={"image": b64(PNG), "tasks": TASK_LIST, "generation": {"num_beams": 2}})
     assert r.status_code == 200, r.text
     assert sum(calls) == 1
-    want = onnx_model.run_tasks(PNG, [e if isinstance(e, str) else (e["task"], e.get("text") or e.get("region"))
-                                      for e in TASK_LIST], **server_gen({"num_beams": 2}))
+    want = onnx_model.run_tasks(
+        PNG,
+        [e if isinstance(e, str) else (e["task"], e.get("text") or e.get("region")) for e in TASK_LIST],
+        **server_gen({"num_beams": 2}),
+    )
     assert r.json()["result"] == json.loads(json.dumps(want))
     assert want["<CAPTION>"] == onnx_model.run(PNG, "<CAPTION>", **server_gen({"num_beams": 2}))["<CAPTION>"]
-    r = client.post("/v1/infer", files={"image": ("x.png", PNG, "image/png")},
-                    data={"tasks": json.dumps(TASK_LIST), "generation": json.dumps({"num_beams": 2})})
+    r = client.post(
+        "/v1/infer",
+        files={"image": ("x.png", PNG, "image/png")},
+        data={"tasks": json.dumps(TASK_LIST), "generation": json.dumps({"num_beams": 2})},
+    )
     assert r.status_code == 200 and r.json()["result"] == json.loads(json.dumps(want))
 
 
-@pytest.mark.parametrize("fields", [
-    {"tasks": ["<CAPTION>", "<NOPE>"]},
-    {"tasks": []},
-    {"tasks": "<OD>"},
-    {"tasks": ["<OD>", "<OD>"]},
-    {"tasks": [3]},
-    {"tasks": [{"task": "<OD>", "region": [1, 2, 3, 4]}]},
-    {"tasks": [{"task": "<REGION_TO_CATEGORY>"}]},
-    {"tasks": ["<OD>"], "task": "<OD>"},
-    {"tasks": ["<OPEN_VOCABULARY_DETECTION>"], "text": "cat"},
-], ids=["unknown task", "empty", "not a list", "twice", "not a task", "region for <OD>", "missing region",
-        "task and tasks", "top-level text"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tasks": ["<CAPTION>", "<NOPE>"]},
+        {"tasks": []},
+        {"tasks": "<OD>"},
+        {"tasks": ["<OD>", "<OD>"]},
+        {"tasks": [3]},
+        {"tasks": [{"task": "<OD>", "region": [1, 2, 3, 4]}]},
+        {"tasks": [{"task": "<REGION_TO_CATEGORY>"}]},
+        {"tasks": ["<OD>"], "task": "<OD>"},
+        {"tasks": ["<OPEN_VOCABULARY_DETECTION>"], "text": "cat"},
+    ],
+    ids=[
+        "unknown task",
+        "empty",
+        "not a list",
+        "twice",
+        "not a task",
+        "region for <OD>",
+        "missing region",
+        "task and tasks",
+        "top-level text",
+    ],
+)
 def test_bad_task_lists_are_422(client, fields):
     r = client.post("/v1/infer", json={"image": b64(PNG), **fields})
     assert r.status_code == 422, r.text
@@ -538,7 +751,10 @@ def test_nim_honours_max_tokens(client, onnx_model):
     body = {**nim_body("<CAPTION>" + img_tag(PNG)), "max_tokens": 5}
     r = client.post(NIM, json=body, headers=JSON_ACCEPT)
     assert r.status_code == 200, r.text
-    assert r.json()["content"] == "<CAPTION>" + expected(onnx_model, PNG, "<CAPTION>", max_new_tokens=5)["<CAPTION>"]
-    for bad in ["5", 0, 10 ** 6, 2.5]:
+    assert (
+        r.json()["content"]
+        == "<CAPTION>" + expected(onnx_model, PNG, "<CAPTION>", max_new_tokens=5)["<CAPTION>"]
+    )
+    for bad in ["5", 0, 10**6, 2.5]:
         r = client.post(NIM, json={**body, "max_tokens": bad}, headers=JSON_ACCEPT)
         assert r.status_code == 422 and r.json()["error"]["kind"] == "invalid_generation", (bad, r.text)

@@ -6,6 +6,7 @@ Every test runs its own short-lived server on loopback and takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -16,7 +17,9 @@ import pytest
 from PIL import Image
 
 httpx = pytest.importorskip("httpx", reason="the server tests need httpx (pip install 'florence2-onnx[dev]')")
-pytest.importorskip("fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')")
+pytest.importorskip(
+    "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
+)
 
 from test_server import LIMITS, NIM, PNG, SlowModel, b64, encode, expected, noise_image
 
@@ -26,7 +29,10 @@ from florence2_runtime.server.background import BackgroundServer
 
 @pytest.fixture(scope="module")
 def client(onnx_model):
-    with BackgroundServer(create_app(onnx_model, LIMITS)) as base, httpx.Client(base_url=base, timeout=60) as c:
+    with (
+        BackgroundServer(create_app(onnx_model, LIMITS)) as base,
+        httpx.Client(base_url=base, timeout=60) as c,
+    ):
         yield c
 
 
@@ -67,27 +73,70 @@ DIGITS = "9" * 400
 IMAGE = b64(PNG)
 ONE_LINERS = [
     # (id, route, raw JSON body, field the message must name)
-    ("region with 400 digits", "/v1/infer",
-     f'{{"image": "{IMAGE}", "task": "<REGION_TO_CATEGORY>", "region": [{DIGITS}, 1, 2, 3]}}', "region"),
-    ("region with a 5000-digit int", "/v1/infer",
-     f'{{"image": "{IMAGE}", "task": "<REGION_TO_CATEGORY>", "region": [{"9" * 5000}, 1, 2, 3]}}', "number"),
-    ("lone surrogate in text", "/v1/infer",
-     f'{{"image": "{IMAGE}", "task": "<OPEN_VOCABULARY_DETECTION>", "text": "a\\ud800b"}}', "text"),
-    ("lone surrogate, NVIDIA route", NIM,
-     json.dumps({"messages": [{"role": "user", "content": f'<OPEN_VOCABULARY_DETECTION>a\ud800b'
-                                                         f'<img src="data:image/png;base64,{IMAGE}" />'}]}), "text"),
-    ("length_penalty 240 with 3 beams", "/v1/infer",
-     f'{{"image": "{IMAGE}", "task": "<OD>", "generation": {{"num_beams": 3, "length_penalty": 240}}}}',
-     "generation.length_penalty"),
-    ("length_penalty 1e400", "/v1/infer",
-     f'{{"image": "{IMAGE}", "task": "<OD>", "generation": {{"length_penalty": 1e400}}}}', "generation.length_penalty"),
-    ("length_penalty with 400 digits", "/v1/infer",
-     f'{{"image": "{IMAGE}", "task": "<OD>", "generation": {{"length_penalty": {DIGITS}}}}}',
-     "generation.length_penalty"),
-    ("num_beams with 400 digits", "/v1/infer",
-     f'{{"image": "{IMAGE}", "task": "<OD>", "generation": {{"num_beams": {DIGITS}}}}}', "generation.num_beams"),
-    ("region NaN", "/v1/infer",
-     f'{{"image": "{IMAGE}", "task": "<REGION_TO_CATEGORY>", "region": [NaN, 1, 2, 3]}}', "region"),
+    (
+        "region with 400 digits",
+        "/v1/infer",
+        f'{{"image": "{IMAGE}", "task": "<REGION_TO_CATEGORY>", "region": [{DIGITS}, 1, 2, 3]}}',
+        "region",
+    ),
+    (
+        "region with a 5000-digit int",
+        "/v1/infer",
+        f'{{"image": "{IMAGE}", "task": "<REGION_TO_CATEGORY>", "region": [{"9" * 5000}, 1, 2, 3]}}',
+        "number",
+    ),
+    (
+        "lone surrogate in text",
+        "/v1/infer",
+        f'{{"image": "{IMAGE}", "task": "<OPEN_VOCABULARY_DETECTION>", "text": "a\\ud800b"}}',
+        "text",
+    ),
+    (
+        "lone surrogate, NVIDIA route",
+        NIM,
+        json.dumps(
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": f"<OPEN_VOCABULARY_DETECTION>a\ud800b"
+                        f'<img src="data:image/png;base64,{IMAGE}" />',
+                    }
+                ]
+            }
+        ),
+        "text",
+    ),
+    (
+        "length_penalty 240 with 3 beams",
+        "/v1/infer",
+        f'{{"image": "{IMAGE}", "task": "<OD>", "generation": {{"num_beams": 3, "length_penalty": 240}}}}',
+        "generation.length_penalty",
+    ),
+    (
+        "length_penalty 1e400",
+        "/v1/infer",
+        f'{{"image": "{IMAGE}", "task": "<OD>", "generation": {{"length_penalty": 1e400}}}}',
+        "generation.length_penalty",
+    ),
+    (
+        "length_penalty with 400 digits",
+        "/v1/infer",
+        f'{{"image": "{IMAGE}", "task": "<OD>", "generation": {{"length_penalty": {DIGITS}}}}}',
+        "generation.length_penalty",
+    ),
+    (
+        "num_beams with 400 digits",
+        "/v1/infer",
+        f'{{"image": "{IMAGE}", "task": "<OD>", "generation": {{"num_beams": {DIGITS}}}}}',
+        "generation.num_beams",
+    ),
+    (
+        "region NaN",
+        "/v1/infer",
+        f'{{"image": "{IMAGE}", "task": "<REGION_TO_CATEGORY>", "region": [NaN, 1, 2, 3]}}',
+        "region",
+    ),
 ]
 
 
@@ -98,8 +147,11 @@ def test_one_line_requests_get_4xx_naming_the_field(client, route, body, field):
 
 
 def test_multipart_region_with_huge_number(client):
-    r = client.post("/v1/infer", files={"image": ("a.png", PNG)},
-                    data={"task": "<REGION_TO_CATEGORY>", "region": f"{'9' * 5000},1,2,3"})
+    r = client.post(
+        "/v1/infer",
+        files={"image": ("a.png", PNG)},
+        data={"task": "<REGION_TO_CATEGORY>", "region": f"{'9' * 5000},1,2,3"},
+    )
     assert_error(r, 422, names="region")
 
 
@@ -118,10 +170,16 @@ def test_long_text_is_refused_before_tokenising(onnx_model, monkeypatch):
     calls = []
     real = onnx_model.tokenizer.encode_prompts
     monkeypatch.setattr(onnx_model.tokenizer, "encode_prompts", lambda p: calls.append(len(p[0])) or real(p))
-    with BackgroundServer(create_app(onnx_model, limits)) as base, httpx.Client(base_url=base, timeout=60) as c:
+    with (
+        BackgroundServer(create_app(onnx_model, limits)) as base,
+        httpx.Client(base_url=base, timeout=60) as c,
+    ):
         with ThreadPoolExecutor(1) as pool:
-            big = pool.submit(c.post, "/v1/infer", json={"image": IMAGE, "task": "<OPEN_VOCABULARY_DETECTION>",
-                                                         "text": "a cat " * 2_500_000})  # 15 MB
+            big = pool.submit(
+                c.post,
+                "/v1/infer",
+                json={"image": IMAGE, "task": "<OPEN_VOCABULARY_DETECTION>", "text": "a cat " * 2_500_000},
+            )  # 15 MB
             health_ms = []
             while not big.done():
                 t0 = time.perf_counter()
@@ -132,7 +190,9 @@ def test_long_text_is_refused_before_tokenising(onnx_model, monkeypatch):
         assert r.json()["error"]["kind"] == "text_too_long"
         assert max(health_ms, default=0) < 1000, health_ms
         assert not calls  # never tokenised
-        ok = c.post("/v1/infer", json={"image": IMAGE, "task": "<OPEN_VOCABULARY_DETECTION>", "text": "é" * 400})
+        ok = c.post(
+            "/v1/infer", json={"image": IMAGE, "task": "<OPEN_VOCABULARY_DETECTION>", "text": "é" * 400}
+        )
         assert_error(ok, 422, names="text")  # 800 bytes passes the byte bound; the token bound still applies
         assert calls
 
@@ -142,9 +202,14 @@ def test_abandoned_requests_are_dropped_and_counted_as_disconnects(onnx_model):
     model = CountingModel(onnx_model, 0.4)
     limits = ServerLimits(max_batch_size=1, max_queue=64)
     with BackgroundServer(create_app(model, limits)) as base:
+
         def abandon(_):
             try:
-                httpx.post(base + "/v1/infer", json={"image": IMAGE, "task": "<OD>", "generation": SHORT}, timeout=0.15)
+                httpx.post(
+                    base + "/v1/infer",
+                    json={"image": IMAGE, "task": "<OD>", "generation": SHORT},
+                    timeout=0.15,
+                )
             except httpx.TimeoutException:
                 return True
             return False
@@ -168,10 +233,18 @@ def test_abandoned_requests_are_dropped_and_counted_as_disconnects(onnx_model):
 def test_timed_out_requests_never_run(onnx_model):
     model = CountingModel(onnx_model, 0.5)
     limits = ServerLimits(max_batch_size=1, request_timeout_s=0.3)
-    with BackgroundServer(create_app(model, limits)) as base, httpx.Client(base_url=base, timeout=30) as c, \
-            ThreadPoolExecutor(8) as pool:
-        codes = [r.status_code for r in pool.map(lambda _: c.post("/v1/infer", json={"image": IMAGE, "task": "<OD>", "generation": SHORT}),
-                                                 range(8))]
+    with (
+        BackgroundServer(create_app(model, limits)) as base,
+        httpx.Client(base_url=base, timeout=30) as c,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        codes = [
+            r.status_code
+            for r in pool.map(
+                lambda _: c.post("/v1/infer", json={"image": IMAGE, "task": "<OD>", "generation": SHORT}),
+                range(8),
+            )
+        ]
         assert codes == [504] * 8
         time.sleep(0.6)
         assert model.images_run <= 2, model.images_run  # the first one started; the queued ones were dropped
@@ -189,7 +262,7 @@ def _closed_by_server(s: socket.socket, within_s: float) -> bool:
     s.settimeout(within_s)
     try:
         return s.recv(1024) == b""
-    except socket.timeout:
+    except TimeoutError:
         return False
     except ConnectionResetError:
         return True
@@ -201,8 +274,10 @@ def test_stalled_connections_do_not_lock_out_a_normal_client(onnx_model):
     limits = ServerLimits(header_timeout_s=60, max_connections=100)
     with BackgroundServer(create_app(onnx_model, limits)) as base:
         port = int(base.rsplit(":", 1)[1])
-        stalled = [_stalled_socket(port, b"POST /v1/infer HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"")
-                   for i in range(300)]
+        stalled = [
+            _stalled_socket(port, b"POST /v1/infer HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"")
+            for i in range(300)
+        ]
         try:
             with httpx.Client(base_url=base, timeout=10) as c:
                 assert c.get("/health").status_code == 200
@@ -247,8 +322,11 @@ def test_slow_body_gets_408(onnx_model):
     limits = ServerLimits(body_timeout_s=0.5)
     with BackgroundServer(create_app(onnx_model, limits)) as base:
         port = int(base.rsplit(":", 1)[1])
-        s = _stalled_socket(port, b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                  b"Content-Length: 1000\r\n\r\n{\"task\": ")
+        s = _stalled_socket(
+            port,
+            b"POST /v1/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"task": ',
+        )
         try:
             s.settimeout(5)
             head = s.recv(4096)
@@ -267,20 +345,32 @@ def _rss_mib() -> float:
 def test_large_images_are_kept_at_model_size_and_memory_comes_back(onnx_model):
     """A burst of 8 concurrent 3000x3000 JPEGs (27 MB decoded each) plus 8 abandoned ones: RSS back within
     64 MB of where it was, answers equal run(), and the next request does not wait on dead work."""
-    images = [encode(Image.merge("RGB", [Image.radial_gradient("L"), Image.linear_gradient("L"),
-                                         Image.linear_gradient("L").rotate(90)]).resize(size), "JPEG")
-              for size in ((3000, 3000), (2000, 4000))]
+    images = [
+        encode(
+            Image.merge(
+                "RGB",
+                [
+                    Image.radial_gradient("L"),
+                    Image.linear_gradient("L"),
+                    Image.linear_gradient("L").rotate(90),
+                ],
+            ).resize(size),
+            "JPEG",
+        )
+        for size in ((3000, 3000), (2000, 4000))
+    ]
     limits = ServerLimits(max_body_bytes=16 * 2**20, max_pixels=10_000_000, max_batch_size=4)
-    with BackgroundServer(create_app(onnx_model, limits)) as base, httpx.Client(base_url=base, timeout=120) as c:
+    with (
+        BackgroundServer(create_app(onnx_model, limits)) as base,
+        httpx.Client(base_url=base, timeout=120) as c,
+    ):
         body = lambda i: {"image": b64(images[i % 2]), "task": "<OD>", "generation": {"max_new_tokens": 8}}  # noqa: E731
         assert c.post("/v1/infer", json=body(0)).status_code == 200  # warm-up
         before = _rss_mib()
 
         def abandon(i):
-            try:
+            with contextlib.suppress(httpx.TimeoutException):
                 httpx.post(base + "/v1/infer", json=body(i), timeout=0.05)
-            except httpx.TimeoutException:
-                pass
 
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda i: c.post("/v1/infer", json=body(i)), range(8)))
@@ -291,7 +381,9 @@ def test_large_images_are_kept_at_model_size_and_memory_comes_back(onnx_model):
         while c.get("/health").json()["queue_depth"] and time.monotonic() < deadline:
             time.sleep(0.05)
         t0 = time.perf_counter()
-        assert c.post("/v1/infer", json={"image": IMAGE, "task": "<OD>", "generation": SHORT}).status_code == 200
+        assert (
+            c.post("/v1/infer", json={"image": IMAGE, "task": "<OD>", "generation": SHORT}).status_code == 200
+        )
         assert time.perf_counter() - t0 < 5
         time.sleep(0.2)
         growth = _rss_mib() - before
@@ -314,14 +406,17 @@ def test_no_cpu_work_on_the_event_loop_for_big_bodies(onnx_model):
     """A 15 MB NVIDIA-format body with no image tag is parsed off the loop: /health answers meanwhile."""
     limits = ServerLimits(max_body_bytes=32 * 2**20)
     content = "<CAPTION>" + "x" * 15_000_000
-    with BackgroundServer(create_app(onnx_model, limits)) as base, httpx.Client(base_url=base, timeout=60) as c:
-        with ThreadPoolExecutor(1) as pool:
-            big = pool.submit(c.post, NIM, json={"messages": [{"role": "user", "content": content}]})
-            while not big.done():
-                t0 = time.perf_counter()
-                assert c.get("/health").status_code == 200
-                assert time.perf_counter() - t0 < 1.0
-            assert_error(big.result(), 400)
+    with (
+        BackgroundServer(create_app(onnx_model, limits)) as base,
+        httpx.Client(base_url=base, timeout=60) as c,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        big = pool.submit(c.post, NIM, json={"messages": [{"role": "user", "content": content}]})
+        while not big.done():
+            t0 = time.perf_counter()
+            assert c.get("/health").status_code == 200
+            assert time.perf_counter() - t0 < 1.0
+        assert_error(big.result(), 400)
 
 
 def test_api_key_file_and_warning(tmp_path, capsys):

@@ -24,14 +24,15 @@ import pytest
 from PIL import Image
 
 httpx = pytest.importorskip("httpx", reason="the server tests need httpx (pip install 'florence2-onnx[dev]')")
-pytest.importorskip("fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')")
+pytest.importorskip(
+    "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
+)
 
-from florence2_runtime.tasks.prompts import TASKS
-from florence2_runtime.tasks.results import Florence2Result
-from florence2_runtime.server import AssetLimits, ServerLimits, create_app
-from florence2_runtime.server import openapi
+from florence2_runtime.server import AssetLimits, ServerLimits, create_app, openapi
 from florence2_runtime.server.assets import AssetStore
 from florence2_runtime.server.background import BackgroundServer
+from florence2_runtime.tasks.prompts import TASKS
+from florence2_runtime.tasks.results import Florence2Result
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -67,8 +68,11 @@ def boxes_jpeg(onnx_model) -> bytes:
 
 @pytest.fixture(scope="module")
 def app(onnx_model):
-    return create_app(onnx_model, ServerLimits(api_key=KEY, max_body_bytes=2 * 1024 * 1024, max_pixels=1_000_000),
-                      assets=AssetLimits(max_assets=32, max_asset_bytes=256 * 1024, ttl_s=60))
+    return create_app(
+        onnx_model,
+        ServerLimits(api_key=KEY, max_body_bytes=2 * 1024 * 1024, max_pixels=1_000_000),
+        assets=AssetLimits(max_assets=32, max_asset_bytes=256 * 1024, ttl_s=60),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +126,10 @@ def check_answer(body: dict, task: str, answer, image_size) -> None:
 # --- the zip answer --------------------------------------------------------------------------------------
 def test_zip_with_overlay_for_boxes(client, onnx_model, boxes_jpeg):
     want = onnx_model.run(boxes_jpeg, "<OD>")["<OD>"]
-    r = client.post(NIM, json=nim_body('<OD><img src="data:image/jpeg;base64,'
-                                       f'{base64.b64encode(boxes_jpeg).decode()}" />'))
+    r = client.post(
+        NIM,
+        json=nim_body(f'<OD><img src="data:image/jpeg;base64,{base64.b64encode(boxes_jpeg).decode()}" />'),
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/zip"
     body, overlay = unzip(r.content)
@@ -150,8 +156,11 @@ def test_text_task_zip_has_no_overlay_and_json_on_request(client, onnx_model, bo
         assert r.headers["content-type"] == "application/json", kwargs
         check_answer(r.json(), "<CAPTION>", want, None)
     # ... but what the hosted service's clients send (Accept: application/json + asset headers) gets the zip
-    r = client.post(NIM, json=nim_body(content), headers={"Accept": "application/json",
-                                                          "NVCF-INPUT-ASSET-REFERENCES": asset})
+    r = client.post(
+        NIM,
+        json=nim_body(content),
+        headers={"Accept": "application/json", "NVCF-INPUT-ASSET-REFERENCES": asset},
+    )
     assert r.headers["content-type"] == "application/zip"
     r = client.post(NIM, json=nim_body(content), params={"format": "xml"})
     assert r.status_code == 422 and r.json()["error"]["kind"] == "invalid_format"
@@ -163,15 +172,27 @@ def test_client_copy_is_the_seed():
     seeds = sorted((Path(__file__).resolve().parents[1] / ".." / "shared" / "seeds").glob(SEED_GLOB))
     seeds = [s for s in seeds if "microsoft/florence-2" in s.read_text("utf-8", "replace")]
     if not seeds:
-        pytest.skip("the seed text of NVIDIA's hosted Florence-2 page is not beside this checkout (../shared/seeds)")
+        pytest.skip(
+            "the seed text of NVIDIA's hosted Florence-2 page is not beside this checkout (../shared/seeds)"
+        )
     text = seeds[0].read_text("utf-8")
     start = text.index("```python\n") + len("```python\n")
-    block = text[start:text.index("\n```\n", start)]
-    ours = [line.strip() for line in CLIENT.read_text("utf-8").splitlines() if line.strip()][3:]  # 3 lines: ours
+    block = text[start : text.index("\n```\n", start)]
+    ours = [line.strip() for line in CLIENT.read_text("utf-8").splitlines() if line.strip()][
+        3:
+    ]  # 3 lines: ours
     assert ours == [line.strip() for line in block.splitlines() if line.strip()]
 
 
-CLIENT_TASKS = [0, 3, 6, 8, 9, 10, 13]  # CAPTION, OD, PHRASE_GROUNDING, REGION_TO_SEGMENTATION, OVD, R2C, OCR_W_R
+CLIENT_TASKS = [
+    0,
+    3,
+    6,
+    8,
+    9,
+    10,
+    13,
+]  # CAPTION, OD, PHRASE_GROUNDING, REGION_TO_SEGMENTATION, OVD, R2C, OCR_W_R
 
 
 @pytest.fixture(scope="module")
@@ -190,10 +211,20 @@ def test_nvidia_example_client(client_script, onnx_model, boxes_jpeg, tmp_path, 
     image = tmp_path / "car.jpg"
     image.write_bytes(boxes_jpeg)
     out = tmp_path / "result_dir"
-    env = {"PATH": "/usr/bin:/bin", "API_KEY_REQUIRED_IF_EXECUTING_OUTSIDE_NGC": KEY, "NO_PROXY": "*",
-           "PYTHONPATH": ""}
-    done = subprocess.run([sys.executable, str(client_script), str(image), str(out), str(task_id)], env=env,
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "API_KEY_REQUIRED_IF_EXECUTING_OUTSIDE_NGC": KEY,
+        "NO_PROXY": "*",
+        "PYTHONPATH": "",
+    }
+    done = subprocess.run(
+        [sys.executable, str(client_script), str(image), str(out), str(task_id)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Response saved to path" in done.stdout
     files = sorted(p.name for p in out.iterdir())
@@ -210,12 +241,17 @@ def test_nvidia_example_client(client_script, onnx_model, boxes_jpeg, tmp_path, 
 def test_asset_errors(client, boxes_jpeg):
     nim = lambda asset: client.post(NIM, json=nim_body(f'<OD><img src="data:image/jpeg;asset_id,{asset}" />'))  # noqa
     r = nim("0b5e-not-there")
-    assert r.status_code == 404 and r.json()["error"]["kind"] == "unknown_asset" and "0b5e-not-there" in r.text
+    assert (
+        r.status_code == 404 and r.json()["error"]["kind"] == "unknown_asset" and "0b5e-not-there" in r.text
+    )
     created = client.post("/v2/nvcf/assets", json={"contentType": "image/jpeg"}).json()
     r = nim(created["assetId"])
     assert r.status_code == 409 and r.json()["error"]["kind"] == "asset_not_uploaded"
-    bad = [(b"hello, world" * 10, 400, "not_an_image"), (b"\xff" * (300 * 1024), 413, "asset_too_large"),
-           (b"", 422, "empty_asset")]
+    bad = [
+        (b"hello, world" * 10, 400, "not_an_image"),
+        (b"\xff" * (300 * 1024), 413, "asset_too_large"),
+        (b"", 422, "empty_asset"),
+    ]
     for data, status, kind in bad:
         r = httpx.put(created["uploadUrl"], content=data, timeout=30)
         assert r.status_code == status and r.json()["error"]["kind"] == kind, (kind, r.text)
@@ -226,16 +262,26 @@ def test_asset_errors(client, boxes_jpeg):
     r = client.post("/v2/nvcf/assets", json={"contentType": "application/pdf"})
     assert r.status_code == 422 and r.json()["error"]["kind"] == "unsupported_asset_type"
     for headers in ({}, {"Authorization": "Bearer nope"}):  # creating and deleting need the key
-        assert httpx.post(client.base_url.join("/v2/nvcf/assets"), json={"contentType": "image/jpeg"},
-                          headers=headers).status_code == 401
-        assert httpx.delete(client.base_url.join(f"/v2/nvcf/assets/{created['assetId']}"),
-                            headers=headers).status_code == 401
+        assert (
+            httpx.post(
+                client.base_url.join("/v2/nvcf/assets"), json={"contentType": "image/jpeg"}, headers=headers
+            ).status_code
+            == 401
+        )
+        assert (
+            httpx.delete(
+                client.base_url.join(f"/v2/nvcf/assets/{created['assetId']}"), headers=headers
+            ).status_code
+            == 401
+        )
     assert client.delete(f"/v2/nvcf/assets/{created['assetId']}").status_code == 204
     assert nim(created["assetId"]).status_code == 404
 
 
 def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
-    limits = AssetLimits(max_assets=2, max_asset_bytes=64 * 1024, max_total_bytes=len(boxes_jpeg) * 2 - 1, ttl_s=0.6)
+    limits = AssetLimits(
+        max_assets=2, max_asset_bytes=64 * 1024, max_total_bytes=len(boxes_jpeg) * 2 - 1, ttl_s=0.6
+    )
     app = create_app(onnx_model, ServerLimits(), assets=limits)
     with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as c:
         first = upload(c, boxes_jpeg)
@@ -243,7 +289,11 @@ def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
         r = httpx.put(created["uploadUrl"], content=boxes_jpeg)  # total bytes would pass max_total_bytes
         assert r.status_code == 507 and r.json()["error"]["kind"] == "asset_storage_full"
         r = c.post("/v2/nvcf/assets", json={"contentType": "image/png"})  # a third one
-        assert r.status_code == 429 and r.json()["error"]["kind"] == "too_many_assets" and r.headers["retry-after"]
+        assert (
+            r.status_code == 429
+            and r.json()["error"]["kind"] == "too_many_assets"
+            and r.headers["retry-after"]
+        )
         content = f'<OD><img src="data:image/jpeg;asset_id,{first}" />'
         assert c.post(NIM, json=nim_body(content)).status_code == 200
         time.sleep(1.2)  # past the ttl and a sweep: deleted without anyone asking
@@ -276,14 +326,20 @@ def test_openapi_describes_every_route(app, url, client, onnx_model, boxes_jpeg)
     doc = httpx.get(url + "/openapi.json").json()  # no key needed
     validator = pytest.importorskip("openapi_spec_validator", reason="pip install openapi-spec-validator")
     validator.validate(doc)
-    api = [(r.path, m.lower()) for r in app.routes for m in (getattr(r, "methods", None) or ())
-           if m != "HEAD" and not r.path.startswith(("/docs", "/ui", "/openapi")) and r.path != "/"]
+    api = [
+        (r.path, m.lower())
+        for r in app.routes
+        for m in (getattr(r, "methods", None) or ())
+        if m != "HEAD" and not r.path.startswith(("/docs", "/ui", "/openapi")) and r.path != "/"
+    ]
     assert sorted(api) == sorted((p, m) for p, ops in doc["paths"].items() for m in ops)
     for path, method in api:
         op = doc["paths"][path][method]
         assert op["responses"], path
-        for content in [*op.get("requestBody", {}).get("content", {}).values(),
-                        *(c for r in op["responses"].values() for c in r.get("content", {}).values())]:
+        for content in [
+            *op.get("requestBody", {}).get("content", {}).values(),
+            *(c for r in op["responses"].values() for c in r.get("content", {}).values()),
+        ]:
             ref = content["schema"].get("$ref")
             assert ref is None or ref.split("/")[-1] in doc["components"]["schemas"], (path, ref)
     # the models are the answers: real responses validate against them
@@ -292,8 +348,9 @@ def test_openapi_describes_every_route(app, url, client, onnx_model, boxes_jpeg)
     assert r.json()["result"] == plain(onnx_model.run(boxes_jpeg, "<OD>"))
     openapi.HealthResponse.model_validate(httpx.get(url + "/health").json())
     openapi.ErrorResponse.model_validate(client.post("/v1/infer", json={"task": "<OD>"}).json())
-    openapi.InferRequest.model_validate({"image": "x", "task": "<REGION_TO_CATEGORY>", "region": [1, 2, 3, 4],
-                                         "generation": {"num_beams": 2}})
+    openapi.InferRequest.model_validate(
+        {"image": "x", "task": "<REGION_TO_CATEGORY>", "region": [1, 2, 3, 4], "generation": {"num_beams": 2}}
+    )
 
 
 def test_docs_page_is_offline(url):
@@ -314,7 +371,9 @@ def test_page_and_its_files(url, app):
     assert sorted(refs) == ["ui/app.js", "ui/style.css"]
     for ref in refs:
         assert httpx.get(f"{url}/{ref}").status_code == 200
-    assert not re.search(r"https?://", httpx.get(url + "/ui/app.js").text.replace("http://www.w3.org/2000/svg", ""))
+    assert not re.search(
+        r"https?://", httpx.get(url + "/ui/app.js").text.replace("http://www.w3.org/2000/svg", "")
+    )
     config = httpx.get(url + "/ui/config.json").json()
     assert [t["task"] for t in config["tasks"]] == list(TASKS)
     assert config["api_key_required"] is True

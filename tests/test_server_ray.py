@@ -32,11 +32,20 @@ def _png(width: int, height: int, seed: int) -> bytes:
 @pytest.fixture(scope="module")
 def ray_url(onnx_folder):
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 * 1024, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=80 * 1024 * 1024,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     try:
-        start(onnx_folder, ServerLimits(max_batch_size=4, max_wait_ms=10), RaySettings(replicas=2, num_cpus=0.5),
-              port=port)
+        start(
+            onnx_folder,
+            ServerLimits(max_batch_size=4, max_wait_ms=10),
+            RaySettings(replicas=2, num_cpus=0.5),
+            port=port,
+        )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
@@ -61,18 +70,39 @@ def test_two_replicas_answer_like_run(ray_url, onnx_model):
     images = [_png(40 + 8 * i, 50 - 4 * i, i) for i in range(4)]
     jobs = [(images[i % 4], ("<OD>", "<CAPTION>", "<REGION_PROPOSAL>")[i % 3]) for i in range(16)]
     with httpx.Client(base_url=ray_url, timeout=60) as c, ThreadPoolExecutor(8) as pool:
-        rs = list(pool.map(lambda j: c.post("/v1/infer", json={"image": base64.b64encode(j[0]).decode(),
-                                                               "task": j[1], "generation": {"max_new_tokens": 12}}),
-                           jobs))
+        rs = list(
+            pool.map(
+                lambda j: c.post(
+                    "/v1/infer",
+                    json={
+                        "image": base64.b64encode(j[0]).decode(),
+                        "task": j[1],
+                        "generation": {"max_new_tokens": 12},
+                    },
+                ),
+                jobs,
+            )
+        )
         for (image, task), r in zip(jobs, rs):
             assert r.status_code == 200, r.text
             want = json.loads(json.dumps(onnx_model.run(image, task, max_new_tokens=12)))
             assert r.json()["result"] == want
         bad = c.post("/v1/infer", json={"image": "???", "task": "<OD>"})
         assert bad.status_code == 400 and bad.json()["error"]["kind"] == "invalid_base64"
-        nim = c.post("/v1/vlm/microsoft/florence-2", json={"messages": [{"role": "user", "content": (
-            f'<CAPTION><img src="data:image/png;base64,{base64.b64encode(images[0]).decode()}" />')}]},
-            headers={"Accept": "application/json"})
+        nim = c.post(
+            "/v1/vlm/microsoft/florence-2",
+            json={
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": (
+                            f'<CAPTION><img src="data:image/png;base64,{base64.b64encode(images[0]).decode()}" />'
+                        ),
+                    }
+                ]
+            },
+            headers={"Accept": "application/json"},
+        )
         assert nim.status_code == 200
         assert nim.json()["content"] == "<CAPTION>" + onnx_model.run(images[0], "<CAPTION>")["<CAPTION>"]
 

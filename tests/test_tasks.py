@@ -69,17 +69,25 @@ def test_an_encoding_is_reused_by_every_task_level_call(onnx_model, monkeypatch)
     assert not encoded.features.flags.writeable
     counter = VisionCounter(onnx_model, monkeypatch)
     for task in TASKS:
-        assert onnx_model.run(encoded, task, **DEMO_INPUTS[task], **gen) == alone(onnx_model, IMAGE, task, **gen)
+        assert onnx_model.run(encoded, task, **DEMO_INPUTS[task], **gen) == alone(
+            onnx_model, IMAGE, task, **gen
+        )
     counter.calls = 0
-    mixed = onnx_model.run_tasks(encoded, ["<CAPTION>", ("<REGION_TO_CATEGORY>", REGIONS[0]),
-                                           ("<OPEN_VOCABULARY_DETECTION>", "ball")], **gen)
+    mixed = onnx_model.run_tasks(
+        encoded,
+        ["<CAPTION>", ("<REGION_TO_CATEGORY>", REGIONS[0]), ("<OPEN_VOCABULARY_DETECTION>", "ball")],
+        **gen,
+    )
     regions = onnx_model.predict_regions(encoded, "<REGION_TO_DESCRIPTION>", REGIONS, **gen)
     classes = onnx_model.detect_objects(encoded, classes=["ball", "table"], **gen)
     assert counter.calls == 0
-    assert mixed["<REGION_TO_CATEGORY>"] == onnx_model.run(IMAGE, "<REGION_TO_CATEGORY>", region=REGIONS[0], **gen)[
-        "<REGION_TO_CATEGORY>"]
-    assert [r.raw for r in regions] == [onnx_model.run(IMAGE, "<REGION_TO_DESCRIPTION>", region=r, **gen)
-                                        for r in REGIONS]
+    assert (
+        mixed["<REGION_TO_CATEGORY>"]
+        == onnx_model.run(IMAGE, "<REGION_TO_CATEGORY>", region=REGIONS[0], **gen)["<REGION_TO_CATEGORY>"]
+    )
+    assert [r.raw for r in regions] == [
+        onnx_model.run(IMAGE, "<REGION_TO_DESCRIPTION>", region=r, **gen) for r in REGIONS
+    ]
     assert classes.raw == onnx_model.detect_objects(IMAGE, classes=["ball", "table"], **gen).raw
 
 
@@ -129,8 +137,10 @@ def test_task_level_calls_default_to_1024_new_tokens_capped_by_the_positions(onn
     onnx_model.detect_objects(encoded, classes=["x"])
     assert [o.max_new_tokens for o in spy.options] == [cap] * 6
     checkpoint = onnx_model.decoding_options()
-    assert all(o.num_beams == checkpoint.num_beams and o.no_repeat_ngram_size == checkpoint.no_repeat_ngram_size
-               for o in spy.options)
+    assert all(
+        o.num_beams == checkpoint.num_beams and o.no_repeat_ngram_size == checkpoint.no_repeat_ngram_size
+        for o in spy.options
+    )
     spy.options.clear()
     onnx_model.run(encoded, "<CAPTION>", max_new_tokens=7)
     onnx_model.run(encoded, "<CAPTION>", max_length=9)
@@ -160,7 +170,9 @@ def test_a_model_that_never_ends_runs_past_20_tokens(onnx_model, monkeypatch):
     monkeypatch.setattr(onnx_model.engine, "decoder", no_eos)
     lengths = []
     original_decode = onnx_model.decode
-    monkeypatch.setattr(onnx_model, "decode", lambda ids: (lengths.extend(len(r) for r in ids), original_decode(ids))[1])
+    monkeypatch.setattr(
+        onnx_model, "decode", lambda ids: (lengths.extend(len(r) for r in ids), original_decode(ids))[1]
+    )
     onnx_model.run(IMAGE, "<CAPTION>", num_beams=1)
     cap = min(TASK_MAX_NEW_TOKENS, onnx_model.config.max_position_embeddings - 1)
     assert lengths == [1 + cap] and cap > DEFAULT_MAX_NEW_TOKENS
@@ -180,9 +192,12 @@ def test_each_method_equals_its_run_equivalent(onnx_model):
     assert onnx_model.detect_objects(IMAGE, **gen).raw == run("<OD>")
     assert onnx_model.ocr_image(encoded, **gen).raw == run("<OCR>")
     assert onnx_model.parse_document(encoded, **gen).raw == run("<OCR_WITH_REGION>")
-    assert onnx_model.ground_phrase(encoded, phrase, **gen).raw == run("<CAPTION_TO_PHRASE_GROUNDING>", text=phrase)
-    assert onnx_model.segment_phrase(encoded, phrase, **gen).raw == run("<REFERRING_EXPRESSION_SEGMENTATION>",
-                                                                        text=phrase)
+    assert onnx_model.ground_phrase(encoded, phrase, **gen).raw == run(
+        "<CAPTION_TO_PHRASE_GROUNDING>", text=phrase
+    )
+    assert onnx_model.segment_phrase(encoded, phrase, **gen).raw == run(
+        "<REFERRING_EXPRESSION_SEGMENTATION>", text=phrase
+    )
     for name in ("segment_region", "classify_image_region", "caption_image_region", "ocr_image_region"):
         task = METHODS[name].task()
         method = getattr(onnx_model, name)
@@ -192,7 +207,9 @@ def test_each_method_equals_its_run_equivalent(onnx_model):
         assert [r.raw for r in several] == [run(task, region=r) for r in REGIONS], name
         fractions = [(x1 / 160, y1 / 120, x2 / 160, y2 / 120) for x1, y1, x2, y2 in REGIONS]
         normalized = method(encoded, fractions, region_format="normalized", **gen)
-        assert [r.raw for r in normalized] == [run(task, region=r, region_format="normalized") for r in fractions]
+        assert [r.raw for r in normalized] == [
+            run(task, region=r, region_format="normalized") for r in fractions
+        ]
 
 
 def test_detect_objects_with_classes_merges_one_answer_per_class(onnx_model):
@@ -228,8 +245,12 @@ def test_bad_task_level_input_names_the_problem(onnx_model, tmp_path):
         (lambda: onnx_model.detect_objects(IMAGE, labels_mode="x"), "labels_mode must be one of"),
         (lambda: onnx_model.run(IMAGE, "<OCR>", region=(1, 2, 3, 4)), "takes no input"),
         (lambda: onnx_model.classify_image_region(IMAGE, (0, 0, 500, 5)), "outside"),
-        (lambda: onnx_model.run(EncodedImage(encoded.features, (160, 120), "/elsewhere:128x128:32"), "<OD>"),
-         "another model.*/elsewhere"),
+        (
+            lambda: onnx_model.run(
+                EncodedImage(encoded.features, (160, 120), "/elsewhere:128x128:32"), "<OD>"
+            ),
+            "another model.*/elsewhere",
+        ),
     ]
     for call, message in cases:
         with pytest.raises(ValueError, match=message):

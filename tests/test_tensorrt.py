@@ -18,10 +18,24 @@ from florence2_runtime.engine.tensorrt import (
     shapes_option,
 )
 
-BASE = ModelDims(image_size=(768, 768), num_image_tokens=577, d_model=768, vocab_size=51289,
-                 decoder_layers=6, decoder_heads=12)
-LIMITS = TensorRTLimits(max_batch=4, max_beams=3, max_prompt_tokens=64, max_new_tokens=256,
-                        opt_batch=1, opt_beams=3, opt_prompt_tokens=12, opt_new_tokens=32)
+BASE = ModelDims(
+    image_size=(768, 768),
+    num_image_tokens=577,
+    d_model=768,
+    vocab_size=51289,
+    decoder_layers=6,
+    decoder_heads=12,
+)
+LIMITS = TensorRTLimits(
+    max_batch=4,
+    max_beams=3,
+    max_prompt_tokens=64,
+    max_new_tokens=256,
+    opt_batch=1,
+    opt_beams=3,
+    opt_prompt_tokens=12,
+    opt_new_tokens=32,
+)
 GRAPHS = {**native_graphs(BASE), "kv_gather": kv_gather_graph(BASE)}
 
 
@@ -41,7 +55,11 @@ def test_every_input_gets_ordered_shapes(name):
 def test_decoder_profile_values():
     lo, opt, hi = profile_shapes(GRAPHS["decoder"], BASE, LIMITS)
     # rows = batch x beams, one new token's embedding each
-    assert (lo["inputs_embeds"], opt["inputs_embeds"], hi["inputs_embeds"]) == ((1, 1, 768), (3, 1, 768), (12, 1, 768))
+    assert (lo["inputs_embeds"], opt["inputs_embeds"], hi["inputs_embeds"]) == (
+        (1, 1, 768),
+        (3, 1, 768),
+        (12, 1, 768),
+    )
     assert lo["past.0.key"] == (1, 12, 0, 64)  # first step: empty past
     assert hi["past.5.value"] == (12, 12, 256, 64)
     assert hi["cross.0.key"] == (4, 12, 577 + 64, 64)  # one cross K/V per item, shared by its beams
@@ -49,7 +67,7 @@ def test_decoder_profile_values():
 
 
 def test_vision_profile_is_static_but_batch():
-    lo, opt, hi = profile_shapes(GRAPHS["vision_encoder"], BASE, LIMITS)
+    lo, _opt, hi = profile_shapes(GRAPHS["vision_encoder"], BASE, LIMITS)
     assert lo["pixel_values"] == (1, 3, 768, 768) and hi["pixel_values"] == (4, 3, 768, 768)
 
 
@@ -59,20 +77,34 @@ def test_profile_string_format():
 
 def test_provider_options_and_user_overrides(tmp_path):
     spec = GRAPHS["text_encoder"]
-    opts = provider_options(spec, BASE, LIMITS, TensorRTSettings(cache_dir=str(tmp_path), workspace_bytes=1 << 30))
+    opts = provider_options(
+        spec, BASE, LIMITS, TensorRTSettings(cache_dir=str(tmp_path), workspace_bytes=1 << 30)
+    )
     assert opts["trt_fp16_enable"] is True and opts["trt_layer_norm_fp32_fallback"] is True
     assert opts["trt_engine_cache_enable"] is True and opts["trt_engine_cache_path"] == str(tmp_path)
     assert opts["trt_engine_cache_prefix"] == "text_encoder" and opts["trt_max_workspace_size"] == 1 << 30
     assert opts["trt_profile_max_shapes"].startswith("inputs_embeds:4x64x768,")
-    per_graph = graph_providers([("TensorrtExecutionProvider", {"trt_fp16_enable": False}),
-                                 ("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})], BASE, LIMITS)
+    per_graph = graph_providers(
+        [
+            ("TensorrtExecutionProvider", {"trt_fp16_enable": False}),
+            ("CUDAExecutionProvider", {}),
+            ("CPUExecutionProvider", {}),
+        ],
+        BASE,
+        LIMITS,
+    )
     trt, cuda, cpu = per_graph(GRAPHS["decoder"])
     assert trt[1]["trt_fp16_enable"] is False  # the user's choice wins
-    assert trt[1]["trt_engine_cache_prefix"] == "decoder" and "past.0.key:1x12x0x64" in trt[1]["trt_profile_min_shapes"]
+    assert (
+        trt[1]["trt_engine_cache_prefix"] == "decoder"
+        and "past.0.key:1x12x0x64" in trt[1]["trt_profile_min_shapes"]
+    )
     assert cuda == ("CUDAExecutionProvider", {}) and cpu == ("CPUExecutionProvider", {})
 
 
-@pytest.mark.parametrize("kwargs", [dict(max_batch=0), dict(opt_beams=4, max_beams=3), dict(max_new_tokens="8")])
+@pytest.mark.parametrize(
+    "kwargs", [dict(max_batch=0), dict(opt_beams=4, max_beams=3), dict(max_new_tokens="8")]
+)
 def test_bad_limits_are_value_errors(kwargs):
     with pytest.raises(ValueError):
         TensorRTLimits(**kwargs)
@@ -85,12 +117,20 @@ def test_unknown_graph_is_a_value_error():
 
 def test_ranges_follow_the_real_configs():
     """Image tokens and head sizes come from the model: large has 16 heads of 64, 577 image tokens."""
-    from florence2_export.toy.tiny import MODEL_CONFIGS  # the published configs, embedded (checked in test_tiny)
+    from florence2_export.toy.tiny import (
+        MODEL_CONFIGS,  # the published configs, embedded (checked in test_tiny)
+    )
 
     text = MODEL_CONFIGS["large"]["text_config"]
-    dims = ModelDims((768, 768), 577, text["d_model"], text["vocab_size"], text["decoder_layers"],
-                     text["decoder_attention_heads"])
-    lo, _, hi = profile_shapes(native_graphs(dims)["decoder"], dims, LIMITS)
+    dims = ModelDims(
+        (768, 768),
+        577,
+        text["d_model"],
+        text["vocab_size"],
+        text["decoder_layers"],
+        text["decoder_attention_heads"],
+    )
+    lo, _, _hi = profile_shapes(native_graphs(dims)["decoder"], dims, LIMITS)
     assert lo["past.0.key"][1:] == (16, 0, 64)
     assert len(lo) == 2 + 4 * dims.decoder_layers
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from florence2_export.toy import shapes, tiny_eval, train_tiny
 from florence2_export.toy.demo import demo_requests
 from florence2_runtime.tasks.postprocess import post_process_generation
@@ -57,15 +58,18 @@ def test_encoder_matches_the_processor(shapes_checkpoint):
     processor = AutoProcessor.from_pretrained(shapes_checkpoint, backend="pil")
     encoder = train_tiny.Encoder(Tokenizer.from_file(str(shapes_checkpoint / "tokenizer.json")), 17)
     samples = _samples(3)
-    batch = processor(text=[s.text for s in samples], images=[s.image for s in samples], return_tensors="np",
-                      padding=True)
+    batch = processor(
+        text=[s.text for s in samples], images=[s.image for s in samples], return_tensors="np", padding=True
+    )
     ids, mask = encoder.prompts([s.text for s in samples])
     np.testing.assert_array_equal(ids, batch["input_ids"])
     np.testing.assert_array_equal(mask, batch["attention_mask"])
     np.testing.assert_allclose(encoder.pixels([s.image for s in samples]), batch["pixel_values"], atol=1e-6)
     labels = encoder.targets([s.target for s in samples])
     for row, s in zip(labels, samples):
-        assert list(row[row >= 0]) == processor.tokenizer(s.target)["input_ids"][:train_tiny.MAX_TARGET_TOKENS]
+        assert (
+            list(row[row >= 0]) == processor.tokenizer(s.target)["input_ids"][: train_tiny.MAX_TARGET_TOKENS]
+        )
 
 
 def test_training_is_deterministic():
@@ -86,8 +90,12 @@ def test_trainer_smoke_run(tmp_path, capsys):
     from transformers import Florence2ForConditionalGeneration
 
     out = tmp_path / "ckpt"
-    assert train_tiny.main([str(out), "--steps", "2", "--batch-size", "2", "--eval-per-task", "1",
-                            "--log-every", "1"]) == 0
+    assert (
+        train_tiny.main(
+            [str(out), "--steps", "2", "--batch-size", "2", "--eval-per-task", "1", "--log-every", "1"]
+        )
+        == 0
+    )
     report = json.loads((out / "eval.json").read_text())
     assert set(report["tasks"]) == set(TASKS) and report["training"]["steps"] == 2
     assert "What it cannot do" in (out / "README.md").read_text()
@@ -107,18 +115,25 @@ def test_trainer_rejects_bad_options(tmp_path, capsys):
 def test_trained_model_tokens_match_transformers(shapes_checkpoint, shapes_model):
     """Peaked logits, 3 beams, every task batched: the runtime's ids equal transformers'."""
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
     from florence2_runtime.tasks.prompts import build_task_text
 
     processor = AutoProcessor.from_pretrained(shapes_checkpoint, backend="pil")
-    ref = Florence2ForConditionalGeneration.from_pretrained(shapes_checkpoint, attn_implementation="eager").eval()
+    ref = Florence2ForConditionalGeneration.from_pretrained(
+        shapes_checkpoint, attn_implementation="eager"
+    ).eval()
     requests = demo_requests()
     images = [r["image"] for r in requests]
-    texts = [build_task_text(r["task"], text=r.get("text"), region=r.get("region"), image_size=r["image"].size)
-             for r in requests]
+    texts = [
+        build_task_text(r["task"], text=r.get("text"), region=r.get("region"), image_size=r["image"].size)
+        for r in requests
+    ]
     batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
     with torch.no_grad():
         expected = ref.generate(**batch, max_new_tokens=80, num_beams=3).numpy()
-    np.testing.assert_array_equal(shapes_model.generate(images, texts, max_new_tokens=80, num_beams=3), expected)
+    np.testing.assert_array_equal(
+        shapes_model.generate(images, texts, max_new_tokens=80, num_beams=3), expected
+    )
 
 
 def test_trained_model_scores_like_transformers(shapes_checkpoint, shapes_model):
@@ -126,8 +141,9 @@ def test_trained_model_scores_like_transformers(shapes_checkpoint, shapes_model)
     samples = _samples(321, per_task=2)
 
     def runtime_generate(images, texts):
-        return shapes_model.decode(shapes_model.generate(images, texts, max_new_tokens=tiny_eval.MAX_NEW_TOKENS,
-                                                         num_beams=1))
+        return shapes_model.decode(
+            shapes_model.generate(images, texts, max_new_tokens=tiny_eval.MAX_NEW_TOKENS, num_beams=1)
+        )
 
     ours = tiny_eval.evaluate(runtime_generate, samples)
     theirs = tiny_eval.evaluate(train_tiny.transformers_generate(shapes_checkpoint), samples)
@@ -146,14 +162,23 @@ def test_batched_serving_gives_the_unbatched_answers(shapes_model):
     """The server's dynamic batcher on the trained model: every task in shared batches, same answers as run()."""
     import asyncio
 
-    from florence2_runtime.tasks.prompts import build_task_text
     from florence2_runtime.server.batching import DynamicBatcher, Job
+    from florence2_runtime.tasks.prompts import build_task_text
 
     gen = {"max_new_tokens": 80, "num_beams": 3}
     requests = demo_requests(seed=99)
-    jobs = [Job(r["image"], build_task_text(r["task"], text=r.get("text"), region=r.get("region"),
-                                            image_size=r["image"].size), r["task"], gen,
-                shapes_model.decoding_options(**gen)) for r in requests]
+    jobs = [
+        Job(
+            r["image"],
+            build_task_text(
+                r["task"], text=r.get("text"), region=r.get("region"), image_size=r["image"].size
+            ),
+            r["task"],
+            gen,
+            shapes_model.decoding_options(**gen),
+        )
+        for r in requests
+    ]
 
     async def main():
         batcher = DynamicBatcher(shapes_model, max_batch_size=8, max_wait_ms=200)
@@ -164,7 +189,9 @@ def test_batched_serving_gives_the_unbatched_answers(shapes_model):
     outcomes = asyncio.run(main())
     assert max(o.batch_size for o in outcomes) > 1
     for r, o in zip(requests, outcomes):
-        assert o.result == shapes_model.run(r["image"], r["task"], text=r.get("text"), region=r.get("region"), **gen)
+        assert o.result == shapes_model.run(
+            r["image"], r["task"], text=r.get("text"), region=r.get("region"), **gen
+        )
 
 
 def test_demo_rejects_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
@@ -181,8 +208,12 @@ def _agreement(model, variant, samples) -> tuple[int, int]:
 
     identical = agree = 0
     for s in samples:
-        options = CompareOptions(task=s.task, text=s.inputs.get("text"), region=s.inputs.get("region"),
-                                 max_new_tokens=tiny_eval.MAX_NEW_TOKENS)
+        options = CompareOptions(
+            task=s.task,
+            text=s.inputs.get("text"),
+            region=s.inputs.get("region"),
+            max_new_tokens=tiny_eval.MAX_NEW_TOKENS,
+        )
         c = compare_image(model, variant, s.image, options)
         identical += c.exact
         texts = [model.decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b)]
@@ -211,7 +242,9 @@ def test_precision_variants_keep_the_answers(shapes_onnx_folder, shapes_model, t
     assert identical == len(samples)
 
 
-@pytest.mark.xfail(reason="int8's decoder changes ~30 % of this undertrained model's answers (README)", strict=False)
+@pytest.mark.xfail(
+    reason="int8's decoder changes ~30 % of this undertrained model's answers (README)", strict=False
+)
 def test_int8_meets_the_task_level_target(shapes_onnx_folder, shapes_model, tmp_path):
     from florence2_export.precision import convert_folder
     from florence2_runtime import Florence2

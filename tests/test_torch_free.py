@@ -48,7 +48,9 @@ def test_runtime_runs_without_torch_and_transformers(onnx_folder, onnx_model, tm
     assert out["loaded"] == []
     # same answers as the runtime in this (torch-importing) process, which the other tests prove equal to transformers
     assert out["ids"] == onnx_model.generate([image], ["<OD>"], max_new_tokens=12, num_beams=3).tolist()
-    assert out["run"] == onnx_model.run(image, "<CAPTION_TO_PHRASE_GROUNDING>", text="a ball", max_new_tokens=12)
+    assert out["run"] == onnx_model.run(
+        image, "<CAPTION_TO_PHRASE_GROUNDING>", text="a ball", max_new_tokens=12
+    )
 
 
 def test_runtime_sources_do_not_import_torch():

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.tasks.prompts import construct_prompt

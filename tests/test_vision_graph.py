@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from florence2_export.graphs.modules import VisionEncoder
-from florence2_export.toy.tiny import write_tiny_checkpoint
 from florence2_export.graphs.vision import DaViTEncoder, ResidualDepthwise
+from florence2_export.toy.tiny import write_tiny_checkpoint
 
 
 def _model(folder):

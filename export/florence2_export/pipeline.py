@@ -15,9 +15,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .checkpoints.adapters import base_of, merge_adapters, resolve_adapter
 from .checkpoints.loading import load_checkpoint
@@ -42,11 +42,17 @@ class ExportReport:
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # graph -> max |onnx - torch|
     tolerance: float = 0.0
     seconds: float = 0.0
-    dtype: str = "fp32"  # precision variant (precision.py); its graphs are checked once more, after conversion
-    variant_errors: dict[str, tuple[float, float]] = field(default_factory=dict)  # graph -> (max |diff|, max |torch|)
+    dtype: str = (
+        "fp32"  # precision variant (precision.py); its graphs are checked once more, after conversion
+    )
+    variant_errors: dict[str, tuple[float, float]] = field(
+        default_factory=dict
+    )  # graph -> (max |diff|, max |torch|)
     variant_tolerance: float = 0.0  # max relative error max |variant - torch| / max |torch| allowed per graph
     adapters: list[dict] = field(default_factory=list)  # PEFT adapters merged before export (Adapter.record)
-    variant_problems: list[str] = field(default_factory=list)  # what else fails the variant (int8: verify.variant_problems)
+    variant_problems: list[str] = field(
+        default_factory=list
+    )  # what else fails the variant (int8: verify.variant_problems)
 
     @property
     def ok(self) -> bool:
@@ -61,11 +67,17 @@ class ExportReport:
 
     def failures(self) -> list[str]:
         """One short line per graph over its tolerance (empty when the export is ok)."""
-        out = [f"{name} max |onnx - torch| = {diff:.2e} > {self.tolerance:.0e}"
-               for name, diff in self.max_abs_diff.items() if not diff <= self.tolerance]
-        out += [f"{self.dtype} {name} max |{self.dtype} - torch| = {self._share(e)} max |torch| > "
-                f"{self.variant_tolerance:.0%}"
-                for name, e in self.variant_errors.items() if not self._relative(e) <= self.variant_tolerance]
+        out = [
+            f"{name} max |onnx - torch| = {diff:.2e} > {self.tolerance:.0e}"
+            for name, diff in self.max_abs_diff.items()
+            if not diff <= self.tolerance
+        ]
+        out += [
+            f"{self.dtype} {name} max |{self.dtype} - torch| = {self._share(e)} max |torch| > "
+            f"{self.variant_tolerance:.0%}"
+            for name, e in self.variant_errors.items()
+            if not self._relative(e) <= self.variant_tolerance
+        ]
         return out + [f"{self.dtype}: {problem}" for problem in self.variant_problems]
 
     def _share(self, error: tuple[float, float]) -> str:
@@ -73,22 +85,31 @@ class ExportReport:
         return f"{rel:.1%} of" if rel < float("inf") else "inf or NaN (overflow) vs"
 
     def summary(self) -> str:
-        head = (f"exported to {self.folder} in {self.seconds:.1f} s" if self.ok else
-                f"export to {self.folder} FAILED its check after {self.seconds:.1f} s; nothing was written there")
+        head = (
+            f"exported to {self.folder} in {self.seconds:.1f} s"
+            if self.ok
+            else f"export to {self.folder} FAILED its check after {self.seconds:.1f} s; nothing was written there"
+        )
         lines = [head]
         for a in self.adapters:
-            lines.append(f"  merged {a['peft_type']} adapter {a['name']} ({a['weights']} sha256 {a['sha256'][:16]})")
+            lines.append(
+                f"  merged {a['peft_type']} adapter {a['name']} ({a['weights']} sha256 {a['sha256'][:16]})"
+            )
         for name, size in sorted(self.files.items()):
             lines.append(f"  {name:<34} {size / 2**20:9.1f} MiB")
         for name, diff in self.max_abs_diff.items():
             verdict = "ok" if diff <= self.tolerance else "FAILED"
-            lines.append(f"  check {name:<20} max |onnx - torch| = {diff:.2e}  (tolerance {self.tolerance:.0e}) {verdict}")
+            lines.append(
+                f"  check {name:<20} max |onnx - torch| = {diff:.2e}  (tolerance {self.tolerance:.0e}) {verdict}"
+            )
         for name, (diff, ref) in self.variant_errors.items():
             rel = self._relative((diff, ref))
             verdict = "ok" if rel <= self.variant_tolerance else "FAILED"
             share = self._share((diff, ref))
-            lines.append(f"  check {self.dtype} {name:<15} max |{self.dtype} - torch| = {diff:.2e} = {share} max "
-                         f"|torch| {ref:.2e}  (tolerance {self.variant_tolerance:.0%}) {verdict}")
+            lines.append(
+                f"  check {self.dtype} {name:<15} max |{self.dtype} - torch| = {diff:.2e} = {share} max "
+                f"|torch| {ref:.2e}  (tolerance {self.variant_tolerance:.0%}) {verdict}"
+            )
         lines += [f"  check {self.dtype} FAILED: {problem}" for problem in self.variant_problems]
         return "\n".join(lines)
 
@@ -98,10 +119,12 @@ class ExportCheckError(RuntimeError):
 
     The message is one line; the output folder was not written (the export ran in a temporary folder)."""
 
-    def __init__(self, report: "ExportReport"):
+    def __init__(self, report: ExportReport):
         self.report = report
-        super().__init__(f"the export failed its check ({'; '.join(report.failures())}); nothing was written to "
-                         f"{report.folder}")
+        super().__init__(
+            f"the export failed its check ({'; '.join(report.failures())}); nothing was written to "
+            f"{report.folder}"
+        )
 
 
 def export(
@@ -157,9 +180,20 @@ def export(
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     work.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would stick to the finished folder
     try:
-        report = _export_into(work, out, src, tolerance=tolerance, check=check, quiet=quiet, layout=layout,
-                              dtype=dtype, variant_tolerance=variant_tolerance, precision_options=precision_options,
-                              adapters=adapters, t0=t0)
+        report = _export_into(
+            work,
+            out,
+            src,
+            tolerance=tolerance,
+            check=check,
+            quiet=quiet,
+            layout=layout,
+            dtype=dtype,
+            variant_tolerance=variant_tolerance,
+            precision_options=precision_options,
+            adapters=adapters,
+            t0=t0,
+        )
         _move_into_place(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -188,8 +222,21 @@ def _move_into_place(work: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _export_into(work: Path, out: Path, src, *, tolerance, check, quiet, layout, dtype, variant_tolerance,
-                 precision_options, adapters: list, t0: float) -> ExportReport:
+def _export_into(
+    work: Path,
+    out: Path,
+    src,
+    *,
+    tolerance,
+    check,
+    quiet,
+    layout,
+    dtype,
+    variant_tolerance,
+    precision_options,
+    adapters: list,
+    t0: float,
+) -> ExportReport:
     """The export proper, written into ``work``; the report names ``out``, where it will end up."""
     log(f"loading {src} ...", quiet)
     model, processor = load_checkpoint(src)
@@ -203,7 +250,9 @@ def _export_into(work: Path, out: Path, src, *, tolerance, check, quiet, layout,
         cfg = dataclasses.replace(cfg, adapters=tuple(records))
     report = ExportReport(folder=out, tolerance=tolerance, adapters=records)
     report.max_abs_diff = LAYOUT_EXPORTERS[layout](model, processor, cfg, work, check=check, quiet=quiet)
-    if layout == "onnx-community" and records:  # this layout has no florence2_config.json: recorded in config.json
+    if (
+        layout == "onnx-community" and records
+    ):  # this layout has no florence2_config.json: recorded in config.json
         config = json.loads((work / "config.json").read_text(encoding="utf-8"))
         config["florence2_onnx_adapters"] = records
         (work / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -211,7 +260,9 @@ def _export_into(work: Path, out: Path, src, *, tolerance, check, quiet, layout,
         log(f"converting the graphs to {dtype} ...", quiet)
         apply_precision(work, dtype, precision_options)
         report.dtype = dtype
-        report.variant_tolerance = VARIANT_TOLERANCE[dtype] if variant_tolerance is None else variant_tolerance
+        report.variant_tolerance = (
+            VARIANT_TOLERANCE[dtype] if variant_tolerance is None else variant_tolerance
+        )
         if check:
             log(f"checking each {dtype} graph against PyTorch ...", quiet)
             report.variant_errors = graph_errors(model, processor, work, cfg, native_modules(model))
@@ -230,7 +281,9 @@ def _resolve_adapters(adapter) -> list:
 
 
 def _finish(report: ExportReport, work: Path, t0: float, quiet: bool) -> ExportReport:
-    report.files = {str(p.relative_to(work)): p.stat().st_size for p in sorted(work.rglob("*")) if p.is_file()}
+    report.files = {
+        str(p.relative_to(work)): p.stat().st_size for p in sorted(work.rglob("*")) if p.is_file()
+    }
     report.seconds = time.perf_counter() - t0
     log(report.summary(), quiet)
     if not report.ok:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
 from florence2_runtime.engine.config import RuntimeConfig
 from florence2_runtime.engine.graphs import native_graphs
 from florence2_runtime.engine.int8cpu import DEFAULT_RECIPE, check_recipe
@@ -127,7 +128,9 @@ def gemm_to_matmul(model) -> int:
         weight_t = np.ascontiguousarray(numpy_helper.to_array(inits[node.input[1]]).T)
         name = f"{node.input[1]}.T"
         graph.initializer.append(numpy_helper.from_array(weight_t, name))
-        matmul = helper.make_node("MatMul", [node.input[0], name], list(node.output), name=f"{node.name}.matmul")
+        matmul = helper.make_node(
+            "MatMul", [node.input[0], name], list(node.output), name=f"{node.name}.matmul"
+        )
         pos = list(graph.node).index(node)
         graph.node.remove(node)
         graph.node.insert(pos, matmul)
@@ -199,8 +202,9 @@ def to_fp16(src: Path, dst: Path, graph: str = "", options: Fp16Options = Fp16Op
     model = _load(src)
     block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(options.op_block_list))
     nodes = attention_score_nodes(model) if graph in options.fp32_attention_scores else None
-    model = float16.convert_float_to_float16(model, keep_io_types=options.keep_io_types, op_block_list=block,
-                                             node_block_list=nodes)
+    model = float16.convert_float_to_float16(
+        model, keep_io_types=options.keep_io_types, op_block_list=block, node_block_list=nodes
+    )
     skip_fp16_round_trips(model)
     _save(model, dst)
 
@@ -224,7 +228,11 @@ def skip_fp16_round_trips(model) -> int:
     rewired = 0
     for node in graph.node:
         parent = producer.get(node.input[0]) if node.op_type == "Cast" else None
-        if parent is not None and cast_to(node) == TensorProto.FLOAT and cast_to(parent) == TensorProto.FLOAT16:
+        if (
+            parent is not None
+            and cast_to(node) == TensorProto.FLOAT
+            and cast_to(parent) == TensorProto.FLOAT16
+        ):
             node.input[0] = parent.input[0]
             rewired += 1
     outputs = {o.name for o in graph.output}
@@ -256,8 +264,14 @@ def fuse_graph(src: Path, dst: Path, cfg: RuntimeConfig, use_gpu: bool = False) 
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    opt = optimize_model(str(src), model_type="bart", num_heads=cfg.decoder_heads, hidden_size=cfg.d_model,
-                         opt_level=0, use_gpu=use_gpu)
+    opt = optimize_model(
+        str(src),
+        model_type="bart",
+        num_heads=cfg.decoder_heads,
+        hidden_size=cfg.d_model,
+        opt_level=0,
+        use_gpu=use_gpu,
+    )
     opt.save_model_to_file(str(dst))
     return {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
 
@@ -271,7 +285,9 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
-def _convert_graphs(src_onnx: Path, dst_onnx: Path, cfg: RuntimeConfig, dtype: str, options, fuse: bool) -> None:
+def _convert_graphs(
+    src_onnx: Path, dst_onnx: Path, cfg: RuntimeConfig, dtype: str, options, fuse: bool
+) -> None:
     """Write the ``dtype`` version of each fp32 graph in ``src_onnx`` to ``dst_onnx`` (may be the same folder)."""
     transform = TRANSFORMS[dtype]
     dst_onnx.mkdir(parents=True, exist_ok=True)
@@ -291,8 +307,10 @@ def _convert_graphs(src_onnx: Path, dst_onnx: Path, cfg: RuntimeConfig, dtype: s
 def _check_options(dtype: str, options) -> None:
     wanted = OPTIONS[dtype]
     if options is not None and (wanted is None or not isinstance(options, wanted)):
-        raise ValueError(f"options for {dtype} must be {wanted.__name__ if wanted else 'None'}, "
-                         f"got {type(options).__name__}")
+        raise ValueError(
+            f"options for {dtype} must be {wanted.__name__ if wanted else 'None'}, "
+            f"got {type(options).__name__}"
+        )
 
 
 def _fp32_config(folder: Path) -> RuntimeConfig:
@@ -308,8 +326,9 @@ def variant_config(cfg: RuntimeConfig, dtype: str, options=None) -> RuntimeConfi
     return replace(cfg, precision=dtype, int8_recipe=recipe)
 
 
-def apply_precision(folder: str | Path, dtype: str, options: Int8Options | Fp16Options | None = None, *,
-                    fuse: bool = False) -> RuntimeConfig:
+def apply_precision(
+    folder: str | Path, dtype: str, options: Int8Options | Fp16Options | None = None, *, fuse: bool = False
+) -> RuntimeConfig:
     """Turn the fp32 graphs of model folder ``folder`` into ``dtype`` graphs in place; returns the new config
     (saved to the folder's ``florence2_config.json``, whose ``precision`` records the variant).
 
@@ -328,8 +347,15 @@ def apply_precision(folder: str | Path, dtype: str, options: Int8Options | Fp16O
     return cfg
 
 
-def convert_folder(src: str | Path, dst: str | Path, dtype: str, options: Int8Options | Fp16Options | None = None,
-                   *, fuse: bool = False, overwrite: bool = False) -> RuntimeConfig:
+def convert_folder(
+    src: str | Path,
+    dst: str | Path,
+    dtype: str,
+    options: Int8Options | Fp16Options | None = None,
+    *,
+    fuse: bool = False,
+    overwrite: bool = False,
+) -> RuntimeConfig:
     """Write a ``dtype`` copy of the fp32 model folder ``src`` to ``dst``; needs onnx and onnxruntime, not PyTorch.
 
     Every file but the graphs is copied unchanged; ``florence2_config.json`` records the precision.
@@ -343,12 +369,18 @@ def convert_folder(src: str | Path, dst: str | Path, dtype: str, options: Int8Op
         raise ValueError(f"{dst}: the output folder must differ from the input folder")
     if dst.exists() and any(dst.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{dst}: folder exists and is not empty (pass overwrite=True / --overwrite)")
+            raise FileExistsError(
+                f"{dst}: folder exists and is not empty (pass overwrite=True / --overwrite)"
+            )
         shutil.rmtree(dst)
     graphs = {spec.filename for spec in native_graphs(cfg.dims).values()}
     graphs |= {onnxfile.data_file(name).name for name in graphs}
-    shutil.copytree(src, dst, dirs_exist_ok=True,
-                    ignore=lambda d, names: [n for n in names if Path(d).name == ONNX_DIR and n in graphs])
+    shutil.copytree(
+        src,
+        dst,
+        dirs_exist_ok=True,
+        ignore=lambda d, names: [n for n in names if Path(d).name == ONNX_DIR and n in graphs],
+    )
     _convert_graphs(src / ONNX_DIR, dst / ONNX_DIR, cfg, dtype, options, fuse)
     cfg = variant_config(cfg, dtype, options)
     cfg.save(dst)

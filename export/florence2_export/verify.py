@@ -25,13 +25,21 @@ def make_test_image(width: int, height: int, seed: int = 0) -> Image.Image:
     u, v = x / max(width - 1, 1), y / max(height - 1, 1)
     phase = rng.uniform(0, 2 * np.pi, size=3)
     freq = rng.uniform(1.0, 4.0, size=3)
-    img = np.stack([0.5 + 0.5 * np.sin(2 * np.pi * f * (u * c + v * (1 - c)) + p)
-                    for f, p, c in zip(freq, phase, rng.uniform(0, 1, size=3))], axis=-1)
+    img = np.stack(
+        [
+            0.5 + 0.5 * np.sin(2 * np.pi * f * (u * c + v * (1 - c)) + p)
+            for f, p, c in zip(freq, phase, rng.uniform(0, 1, size=3))
+        ],
+        axis=-1,
+    )
     for _ in range(int(rng.integers(2, 5))):  # solid rectangles and discs
         cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.08, 0.3)
         colour = rng.uniform(0, 1, size=3)
-        inside = ((u - cx) ** 2 + (v - cy) ** 2 < r * r) if rng.random() < 0.5 else \
-            (np.abs(u - cx) < r) & (np.abs(v - cy) < r * 0.6)
+        inside = (
+            ((u - cx) ** 2 + (v - cy) ** 2 < r * r)
+            if rng.random() < 0.5
+            else (np.abs(u - cx) < r) & (np.abs(v - cy) < r * 0.6)
+        )
         img[inside] = colour
     img += rng.normal(0, 0.03, size=img.shape)
     return Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8), mode="RGB")
@@ -54,7 +62,9 @@ def check_graphs(model, processor, folder: Path, cfg: RuntimeConfig, modules: di
     return {name: diff for name, (diff, _) in graph_errors(model, processor, folder, cfg, modules).items()}
 
 
-def graph_errors(model, processor, folder: Path, cfg: RuntimeConfig, modules: dict) -> dict[str, tuple[float, float]]:
+def graph_errors(
+    model, processor, folder: Path, cfg: RuntimeConfig, modules: dict
+) -> dict[str, tuple[float, float]]:
     """Run each ONNX graph and its torch module on the same real inputs; per graph (max |diff|, max |torch|).
 
     Inputs: two generated images of different sizes through the checkpoint's own processor, two prompts of
@@ -65,12 +75,18 @@ def graph_errors(model, processor, folder: Path, cfg: RuntimeConfig, modules: di
 
     specs = native_graphs(cfg.dims)
     sess = {
-        name: ort.InferenceSession(str(Path(folder) / "onnx" / spec.filename), providers=["CPUExecutionProvider"])
+        name: ort.InferenceSession(
+            str(Path(folder) / "onnx" / spec.filename), providers=["CPUExecutionProvider"]
+        )
         for name, spec in specs.items()
     }
     images = [make_test_image(64, 48, seed=1), make_test_image(33, 70, seed=2)]
-    batch = processor(text=["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball on a table"], images=images,
-                      return_tensors="pt", padding=True)
+    batch = processor(
+        text=["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball on a table"],
+        images=images,
+        return_tensors="pt",
+        padding=True,
+    )
     n_img = cfg.num_image_tokens
     text_ids = batch["input_ids"][:, n_img:]
     mask = batch["attention_mask"]
@@ -84,15 +100,23 @@ def graph_errors(model, processor, folder: Path, cfg: RuntimeConfig, modules: di
 
         embeds = model.model.language_model.shared(text_ids)
         cross_t = modules["text_encoder"](embeds, feats_t, mask)
-        cross_o = sess["text_encoder"].run(None, {
-            "inputs_embeds": embeds.numpy(), "image_features": feats_t.numpy(), "attention_mask": mask.numpy()})
+        cross_o = sess["text_encoder"].run(
+            None,
+            {
+                "inputs_embeds": embeds.numpy(),
+                "image_features": feats_t.numpy(),
+                "attention_mask": mask.numpy(),
+            },
+        )
         diffs["text_encoder"] = _errors(cross_o, cross_t)
 
         b = text_ids.shape[0]
         empty = torch.zeros(b, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads)
         past_t = [empty] * (2 * cfg.decoder_layers)
         worst = (0.0, 0.0)
-        lookup = model.model.language_model.decoder.embed_tokens  # what the runtime reads from embed_tokens.npy
+        lookup = (
+            model.model.language_model.decoder.embed_tokens
+        )  # what the runtime reads from embed_tokens.npy
         for token in (cfg.decoder_start_token_id, cfg.bos_token_id):
             embeds = lookup(torch.full((b, 1), token, dtype=torch.int64))
             out_t = modules["decoder"](embeds, mask, *past_t, *cross_t)
@@ -124,10 +148,14 @@ def variant_problems(folder: Path) -> list[str]:
     found = recipe_of_graphs(files)
     problems = []
     if found != cfg.int8_recipe:
-        problems.append(f"the graphs hold {found!r} int8 weights, florence2_config.json records {cfg.int8_recipe!r}")
+        problems.append(
+            f"the graphs hold {found!r} int8 weights, florence2_config.json records {cfg.int8_recipe!r}"
+        )
     if cfg.int8_recipe in RECIPES and RECIPES[cfg.int8_recipe].needs_vnni and u8s8_saturates():
-        problems.append(f"'{cfg.int8_recipe}' int8 cannot be checked on this CPU (measured; {cpu_description()}): "
-                        "onnxruntime adds its uint8 x int8 products in saturating int16 pairs here, so the folder "
-                        "computes wrong results here and the errors above are not those of the CPUs it is for "
-                        "(x86 with VNNI/AMX, ARM). Export it on such a CPU, or use the default '7bit' recipe")
+        problems.append(
+            f"'{cfg.int8_recipe}' int8 cannot be checked on this CPU (measured; {cpu_description()}): "
+            "onnxruntime adds its uint8 x int8 products in saturating int16 pairs here, so the folder "
+            "computes wrong results here and the errors above are not those of the CPUs it is for "
+            "(x86 with VNNI/AMX, ARM). Export it on such a CPU, or use the default '7bit' recipe"
+        )
     return problems

@@ -30,6 +30,16 @@ from .tasks.shapes import BoundingBox, Polygon, QuadBox
 
 _moved.install()
 
-__all__ = ["BoundingBox", "EncodedImage", "Florence2", "Florence2Error", "Florence2Result", "MissingDependencyError",
-           "ModelFileError", "Polygon", "QuadBox", "post_process_generation"]
+__all__ = [
+    "BoundingBox",
+    "EncodedImage",
+    "Florence2",
+    "Florence2Error",
+    "Florence2Result",
+    "MissingDependencyError",
+    "ModelFileError",
+    "Polygon",
+    "QuadBox",
+    "post_process_generation",
+]
 __version__ = "0.1.0"

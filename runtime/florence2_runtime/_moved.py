@@ -58,7 +58,7 @@ def new_name(old: str) -> str | None:
     prefix = PACKAGE + "."
     if not old.startswith(prefix):
         return None
-    new = MOVED.get(old[len(prefix):])
+    new = MOVED.get(old[len(prefix) :])
     return prefix + new if new is not None else None
 
 
@@ -69,8 +69,11 @@ def import_moved(old: str) -> ModuleType:
         raise ImportError(f"{old} did not move", name=old)
     if old not in _warned:
         _warned.add(old)
-        warnings.warn(f"{old} moved to {new}; import it from there (the old path goes away in the next release)",
-                      DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f"{old} moved to {new}; import it from there (the old path goes away in the next release)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
     return importlib.import_module(new)
 
 

@@ -7,8 +7,9 @@ through it; prompts, post-processing and typed results come from :mod:`.tasks`."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,14 @@ class Florence2(TaskMethods):
     tokens unless told otherwise; ``generate`` mirrors transformers' ``generate`` (20 by default).
     """
 
-    def __init__(self, folder: Path, cfg: RuntimeConfig, engine: Engine, tokenizer: Florence2Tokenizer,
-                 generation_config: dict):
+    def __init__(
+        self,
+        folder: Path,
+        cfg: RuntimeConfig,
+        engine: Engine,
+        tokenizer: Florence2Tokenizer,
+        generation_config: dict,
+    ):
         self.folder = folder
         self.config = cfg
         self.engine = engine  # the one route through the graphs: HostEngine or, with IO binding, DeviceEngine
@@ -63,7 +70,7 @@ class Florence2(TaskMethods):
         session_options_=None,
         io_binding: bool | None = None,
         tensorrt_limits=None,
-    ) -> "Florence2":
+    ) -> Florence2:
         """Load a model: an exported folder, a hub repository id or a short alias (:data:`.engine.hub.ALIASES`).
 
         precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ``"q4"``, ... (:data:`.engine.hub.PRECISIONS`); default fp32 on
@@ -79,9 +86,18 @@ class Florence2(TaskMethods):
         from .engine.iobinding import needs_device_buffers
 
         provider_list = normalize_providers(providers)
-        on_device = needs_device_buffers(provider_list[0][0])  # CUDA / TensorRT; OpenVINO computes in host memory
-        resolved = resolve_model(path, precision=precision, revision=revision, cache_dir=cache_dir,
-                                 local_files_only=local_files_only, token=token, device="gpu" if on_device else "cpu")
+        on_device = needs_device_buffers(
+            provider_list[0][0]
+        )  # CUDA / TensorRT; OpenVINO computes in host memory
+        resolved = resolve_model(
+            path,
+            precision=precision,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            device="gpu" if on_device else "cpu",
+        )
         folder = resolved.folder
         layout = layout_of(folder)
         cfg = layout.load_config(folder)
@@ -124,15 +140,19 @@ class Florence2(TaskMethods):
         """The checkpoint's generation defaults overridden by ``generation_kwargs`` (transformers' names)."""
         options = DecodingOptions.from_generation_config(self.generation_config, **generation_kwargs)
         if options.max_length > self.config.max_position_embeddings:
-            raise ValueError(f"max_new_tokens={options.max_new_tokens} is too large: the decoder has "
-                             f"{self.config.max_position_embeddings} positions, so at most "
-                             f"{self.config.max_position_embeddings - 1} new tokens")
+            raise ValueError(
+                f"max_new_tokens={options.max_new_tokens} is too large: the decoder has "
+                f"{self.config.max_position_embeddings} positions, so at most "
+                f"{self.config.max_position_embeddings - 1} new tokens"
+            )
         return options
 
     def task_options(self, **generation_kwargs: Any) -> DecodingOptions:
         """``decoding_options`` with the task-level default ``max_new_tokens`` = min(1024, positions - 1)
         (:func:`~florence2_runtime.tasks.requests.task_generation_kwargs`)."""
-        return self.decoding_options(**task_generation_kwargs(generation_kwargs, self.config.max_position_embeddings))
+        return self.decoding_options(
+            **task_generation_kwargs(generation_kwargs, self.config.max_position_embeddings)
+        )
 
     def prepare_inputs(self, images: Sequence[ImageInput], texts: Sequence[str]):
         """Images and processor-style texts -> (pixel_values [B, 3, H, W], text ids [B, T], text mask [B, T])."""
@@ -141,18 +161,28 @@ class Florence2(TaskMethods):
     def pixel_values(self, images: Sequence) -> np.ndarray:
         """PIL images -> pixel_values [B, 3, H, W] float32, as the processor makes them."""
         cfg = self.config
-        return preprocess(images, size=cfg.image_size, mean=cfg.image_mean, std=cfg.image_std,
-                          resample=cfg.resample, rescale_factor=cfg.rescale_factor)
+        return preprocess(
+            images,
+            size=cfg.image_size,
+            mean=cfg.image_mean,
+            std=cfg.image_std,
+            resample=cfg.resample,
+            rescale_factor=cfg.rescale_factor,
+        )
 
     def prepare_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Processor-style texts -> (text ids [B, T], text mask [B, T]); refuses prompts too long for the encoder."""
         cfg = self.config
-        prompts = [construct_prompt(t, cfg.task_prompts_without_inputs, cfg.task_prompts_with_input) for t in texts]
+        prompts = [
+            construct_prompt(t, cfg.task_prompts_without_inputs, cfg.task_prompts_with_input) for t in texts
+        ]
         text_ids, text_mask = self.tokenizer.encode_prompts(prompts)
         room = cfg.max_position_embeddings - cfg.num_image_tokens
         if text_ids.shape[1] > room:
-            raise ValueError(f"the prompt is {text_ids.shape[1]} tokens long; this model takes at most {room} "
-                             f"next to the image's {cfg.num_image_tokens} tokens")
+            raise ValueError(
+                f"the prompt is {text_ids.shape[1]} tokens long; this model takes at most {room} "
+                f"next to the image's {cfg.num_image_tokens} tokens"
+            )
         return text_ids, text_mask
 
     @property
@@ -172,17 +202,24 @@ class Florence2(TaskMethods):
 
     def _check_encoded(self, encoded: EncodedImage) -> EncodedImage:
         if encoded.model != self.encoding_token:
-            raise ValueError(f"this EncodedImage was made by another model ({encoded.model}); this model is "
-                             f"{self.encoding_token}: encode the image with this model's encode_image")
+            raise ValueError(
+                f"this EncodedImage was made by another model ({encoded.model}); this model is "
+                f"{self.encoding_token}: encode the image with this model's encode_image"
+            )
         return encoded
 
-    def generate_encoded(self, features: np.ndarray, texts: Sequence[str], options: DecodingOptions) -> np.ndarray:
+    def generate_encoded(
+        self, features: np.ndarray, texts: Sequence[str], options: DecodingOptions
+    ) -> np.ndarray:
         """``generate`` on vision features [B, I, D] (``EncodedImage.features`` stacked) instead of images."""
         text_ids, text_mask = self.prepare_texts(texts)
-        return generate(self.engine.start(features, text_ids, text_mask, options.num_beams), len(texts), options)
+        return generate(
+            self.engine.start(features, text_ids, text_mask, options.num_beams), len(texts), options
+        )
 
-    def generate(self, images: ImageInput | Sequence[ImageInput], texts: str | Sequence[str],
-                 **generation_kwargs: Any) -> np.ndarray:
+    def generate(
+        self, images: ImageInput | Sequence[ImageInput], texts: str | Sequence[str], **generation_kwargs: Any
+    ) -> np.ndarray:
         """Token ids as ``Florence2ForConditionalGeneration.generate`` returns them: int64 [batch, length].
 
         images: PIL images, HWC uint8 arrays, paths or bytes; texts: what ``Florence2Processor(text=...)``
@@ -191,7 +228,9 @@ class Florence2(TaskMethods):
         images, texts = _as_batch(images, texts)
         options = self.decoding_options(**generation_kwargs)
         pixel_values, text_ids, text_mask = self.prepare_inputs(images, texts)
-        features = self.engine.encode_images(pixel_values, to_host=False)  # stays on the device with IO binding
+        features = self.engine.encode_images(
+            pixel_values, to_host=False
+        )  # stays on the device with IO binding
         inference = self.engine.start(features, text_ids, text_mask, options.num_beams)
         del features, pixel_values
         return generate(inference, len(images), options)
@@ -200,19 +239,34 @@ class Florence2(TaskMethods):
         """``processor.batch_decode(ids, skip_special_tokens=False)``."""
         return self.tokenizer.batch_decode(ids)
 
-    def run(self, image: ImageInput | EncodedImage, task: str, text: str | None = None,
-            region: Sequence[float] | None = None, *, region_format: str = "pixels", **generation_kwargs: Any) -> dict:
+    def run(
+        self,
+        image: ImageInput | EncodedImage,
+        task: str,
+        text: str | None = None,
+        region: Sequence[float] | None = None,
+        *,
+        region_format: str = "pixels",
+        **generation_kwargs: Any,
+    ) -> dict:
         """Run one task on one image; returns ``Florence2Processor.post_process_generation``'s dict.
 
         image: an image or an :class:`EncodedImage` (``encode_image``); region: ``(x1, y1, x2, y2)`` in
         pixels, or fractions of width / height with ``region_format="normalized"``. Generation: up to 1024
         new tokens and the checkpoint's other settings unless given (transformers' names).
         """
-        return self.run_tasks(image, [TaskInput(task, text, region)], region_format=region_format,
-                              **generation_kwargs)
+        return self.run_tasks(
+            image, [TaskInput(task, text, region)], region_format=region_format, **generation_kwargs
+        )
 
-    def run_tasks(self, image: ImageInput | EncodedImage, tasks: Sequence[Any], *, region_format: str = "pixels",
-                  **generation_kwargs: Any) -> dict:
+    def run_tasks(
+        self,
+        image: ImageInput | EncodedImage,
+        tasks: Sequence[Any],
+        *,
+        region_format: str = "pixels",
+        **generation_kwargs: Any,
+    ) -> dict:
         """Several tasks on one image with one vision encoding: ``{task: answer}`` for every task, each
         equal to its own ``run``. Entries: ``"<OD>"``, ``(task, text)``, ``(task, region)`` or
         ``{"task", "text", "region"}``; the prompts share batched text encoding and decoding."""
@@ -222,26 +276,52 @@ class Florence2(TaskMethods):
         texts = [item.prompt(size, region_format) for item in items]  # every input checked before encoding
         encoded = self.encode_image(image)
         prompts = [PromptItem(encoded, item.task, text) for item, text in zip(items, texts)]
-        return {item.task: answer[item.task] for item, answer in zip(items, answer_prompts(self, prompts, options))}
+        return {
+            item.task: answer[item.task]
+            for item, answer in zip(items, answer_prompts(self, prompts, options))
+        }
 
-    def predict(self, image: ImageInput | EncodedImage, task: str, text: str | None = None,
-                region: Sequence[float] | None = None, *, region_format: str = "pixels",
-                **generation_kwargs: Any) -> Florence2Result:
+    def predict(
+        self,
+        image: ImageInput | EncodedImage,
+        task: str,
+        text: str | None = None,
+        region: Sequence[float] | None = None,
+        *,
+        region_format: str = "pixels",
+        **generation_kwargs: Any,
+    ) -> Florence2Result:
         """``run`` as a typed :class:`~florence2_runtime.tasks.results.Florence2Result` (``.raw`` is run's dict)."""
         image, size = _image_and_size(image)
         answer = self.run(image, task, text, region, region_format=region_format, **generation_kwargs)
         return Florence2Result.from_dict(answer, size)
 
-    def predict_regions(self, image: ImageInput | EncodedImage, task: str, regions: Sequence[Sequence[float]], *,
-                        region_format: str = "pixels", **generation_kwargs: Any) -> list[Florence2Result]:
+    def predict_regions(
+        self,
+        image: ImageInput | EncodedImage,
+        task: str,
+        regions: Sequence[Sequence[float]],
+        *,
+        region_format: str = "pixels",
+        **generation_kwargs: Any,
+    ) -> list[Florence2Result]:
         """A region task on several regions of one image: one vision encoding, batched prompts; one
         result per region. Florence-2 reads one region per prompt, so each region gets its own prompt.
         """
-        return self.predict_prompts(image, task, regions=regions, region_format=region_format, **generation_kwargs)
+        return self.predict_prompts(
+            image, task, regions=regions, region_format=region_format, **generation_kwargs
+        )
 
-    def predict_prompts(self, image: ImageInput | EncodedImage, task: str, *, texts: Sequence[str] | None = None,
-                        regions: Sequence[Sequence[float]] | None = None, region_format: str = "pixels",
-                        **generation_kwargs: Any) -> list[Florence2Result]:
+    def predict_prompts(
+        self,
+        image: ImageInput | EncodedImage,
+        task: str,
+        *,
+        texts: Sequence[str] | None = None,
+        regions: Sequence[Sequence[float]] | None = None,
+        region_format: str = "pixels",
+        **generation_kwargs: Any,
+    ) -> list[Florence2Result]:
         """One task with several inputs (texts, or regions) on one image: one vision encoding; one result each."""
         options = self.task_options(**generation_kwargs)
         image, size = _image_and_size(image)

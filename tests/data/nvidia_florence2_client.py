@@ -8,6 +8,7 @@
 import os
 import sys
 import zipfile
+
 import requests
 
 nvai_url = "https://ai.api.nvidia.com/v1/vlm/microsoft/florence-2"

@@ -91,11 +91,20 @@ def resolve_adapter(spec: str | Path) -> Adapter:
 
     local_only = not _hub_reachable()
     try:
-        folder = Path(snapshot_download(str(spec), local_files_only=local_only,
-                                        allow_patterns=[CONFIG_NAME, *WEIGHTS_NAMES]))
-    except Exception as e:  # noqa: BLE001 - hub errors come in many types; one line says what happened
-        where = "the hub is not reachable and the local hub cache has no copy" if local_only else "cannot fetch it"
-        raise AdapterError(f"adapter {spec}: {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        folder = Path(
+            snapshot_download(
+                str(spec), local_files_only=local_only, allow_patterns=[CONFIG_NAME, *WEIGHTS_NAMES]
+            )
+        )
+    except Exception as e:
+        where = (
+            "the hub is not reachable and the local hub cache has no copy"
+            if local_only
+            else "cannot fetch it"
+        )
+        raise AdapterError(
+            f"adapter {spec}: {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     if not (folder / CONFIG_NAME).is_file():
         raise AdapterError(f"adapter {spec}: the hub repo has no {CONFIG_NAME}; it is not a PEFT adapter")
     return Adapter(str(spec), folder)
@@ -105,8 +114,10 @@ def base_of(adapter: Adapter) -> str:
     """The adapter's ``base_model_name_or_path`` (the checkpoint to export when BASE is omitted)."""
     base = adapter.config_dict().get("base_model_name_or_path")
     if not base:
-        raise AdapterError(f"adapter {adapter.name}: adapter_config.json names no base_model_name_or_path; "
-                           "give the base checkpoint explicitly")
+        raise AdapterError(
+            f"adapter {adapter.name}: adapter_config.json names no base_model_name_or_path; "
+            "give the base checkpoint explicitly"
+        )
     return str(base)
 
 
@@ -117,11 +128,13 @@ def _peft_config(adapter: Adapter):
     peft = require("peft", "export", "merging a PEFT adapter")
     try:
         config = peft.PeftConfig.from_pretrained(str(adapter.folder))
-    except Exception as e:  # noqa: BLE001 - peft raises ValueError/TypeError/KeyError for unknown configs
+    except Exception as e:
         raise AdapterError(f"adapter {adapter.name}: peft cannot read {CONFIG_NAME} ({e})") from None
     if config.is_prompt_learning:
-        raise AdapterError(f"adapter {adapter.name}: {config.peft_type} is a prompt-learning adapter; only adapters "
-                           "that peft merges into the weights (LoRA, ...) can be exported")
+        raise AdapterError(
+            f"adapter {adapter.name}: {config.peft_type} is a prompt-learning adapter; only adapters "
+            "that peft merges into the weights (LoRA, ...) can be exported"
+        )
     config.inference_mode = True
     return config
 
@@ -161,7 +174,7 @@ def merge_adapter(model, adapter: Adapter, probe: dict):
     config = _peft_config(adapter)
     try:
         tensors = load_peft_weights(str(adapter.weights_path.parent), device="cpu")
-    except Exception as e:  # noqa: BLE001 - safetensors / torch.load errors
+    except Exception as e:
         raise AdapterError(f"adapter {adapter.name}: cannot read {adapter.weights_path.name} ({e})") from None
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}  # merged in float32
     original = is_original_adapter(tensors, adapter.name)
@@ -170,30 +183,37 @@ def merge_adapter(model, adapter: Adapter, probe: dict):
     try:
         peft_model = peft.get_peft_model(model, config, adapter_name=ADAPTER_NAME)
     except (ValueError, TypeError, NotImplementedError, KeyError) as e:
-        raise AdapterError(f"adapter {adapter.name}: peft cannot apply it to this model ({str(e).splitlines()[0]})") \
-            from None
+        raise AdapterError(
+            f"adapter {adapter.name}: peft cannot apply it to this model ({str(e).splitlines()[0]})"
+        ) from None
     expected = get_peft_model_state_dict(peft_model, adapter_name=ADAPTER_NAME)
     tensors = _fit_shapes(tensors, expected, adapter.name, pad_vocab=original)
     result = set_peft_model_state_dict(peft_model, tensors, adapter_name=ADAPTER_NAME)
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
-        raise AdapterError(f"adapter {adapter.name}: {len(unexpected)} tensors match nothing in the model, "
-                           f"e.g. {', '.join(sorted(unexpected)[:3])}")
+        raise AdapterError(
+            f"adapter {adapter.name}: {len(unexpected)} tensors match nothing in the model, "
+            f"e.g. {', '.join(sorted(unexpected)[:3])}"
+        )
     peft_model.eval()
     _untie_adapted_weights(peft_model)
     before = _logits(peft_model, probe)
     try:
         merged = peft_model.merge_and_unload()
     except (ValueError, TypeError, NotImplementedError, AttributeError) as e:
-        raise AdapterError(f"adapter {adapter.name}: peft cannot merge a {config.peft_type} adapter into this model "
-                           f"({str(e).splitlines()[0]})") from None
+        raise AdapterError(
+            f"adapter {adapter.name}: peft cannot merge a {config.peft_type} adapter into this model "
+            f"({str(e).splitlines()[0]})"
+        ) from None
     merged.eval()
     after = _logits(merged, probe)
     diff = float((after - before).abs().max())
     scale = float(before.abs().max()) or 1.0
     if not torch.isfinite(after).all() or diff > MERGE_TOLERANCE * scale:
-        raise AdapterError(f"adapter {adapter.name}: peft's merge changes the model's outputs (max |merged - unmerged| "
-                           f"logit = {diff:.2e} of max {scale:.2e}); this adapter cannot be exported exactly")
+        raise AdapterError(
+            f"adapter {adapter.name}: peft's merge changes the model's outputs (max |merged - unmerged| "
+            f"logit = {diff:.2e} of max {scale:.2e}); this adapter cannot be exported exactly"
+        )
     _check_single_embedding_table(merged, adapter.name)
     return merged
 
@@ -229,18 +249,27 @@ def _fit_shapes(tensors: dict, expected: dict, name: str, pad_vocab: bool) -> di
             continue
         grows = [i for i, (a, b) in enumerate(zip(t.shape, want.shape)) if a != b]
         vocab_module = any(part in key for part in ("embed_tokens", ".shared.", "lm_head"))
-        if not (pad_vocab and vocab_module and t.dim() == want.dim() and len(grows) == 1
-                and t.shape[grows[0]] < want.shape[grows[0]]):
-            raise AdapterError(f"adapter {name}: tensor {key} has shape {tuple(t.shape)}, the model expects "
-                               f"{tuple(want.shape)} (an adapter for another base model?)")
+        if not (
+            pad_vocab
+            and vocab_module
+            and t.dim() == want.dim()
+            and len(grows) == 1
+            and t.shape[grows[0]] < want.shape[grows[0]]
+        ):
+            raise AdapterError(
+                f"adapter {name}: tensor {key} has shape {tuple(t.shape)}, the model expects "
+                f"{tuple(want.shape)} (an adapter for another base model?)"
+            )
         axis = grows[0]
         pad_shape = list(t.shape)
         pad_shape[axis] = want.shape[axis] - t.shape[axis]
         out[key] = torch.cat([t, torch.zeros(pad_shape, dtype=t.dtype)], dim=axis)
     missing = sorted(set(expected) - set(out))
     if missing:
-        raise AdapterError(f"adapter {name}: {len(missing)} tensors peft expects are not in the adapter file, "
-                           f"e.g. {', '.join(missing[:3])}")
+        raise AdapterError(
+            f"adapter {name}: {len(missing)} tensors peft expects are not in the adapter file, "
+            f"e.g. {', '.join(missing[:3])}"
+        )
     return out
 
 
@@ -251,12 +280,14 @@ def _check_single_embedding_table(model, name: str) -> None:
     lm = model.model.language_model
     shared, dec = lm.shared, lm.decoder.embed_tokens
     same = torch.equal(shared.weight, dec.weight) and getattr(shared, "embed_scale", 1.0) == getattr(
-        dec, "embed_scale", 1.0)
+        dec, "embed_scale", 1.0
+    )
     if not same:
         raise AdapterError(
             f"adapter {name}: after merging, the decoder's token embeddings (decoder.embed_tokens) differ from the "
             "prompt's (shared); an export holds one embedding table for both, so this adapter cannot be exported "
-            "(train the embeddings as one, e.g. modules_to_save with ensure_weight_tying=True)")
+            "(train the embeddings as one, e.g. modules_to_save with ensure_weight_tying=True)"
+        )
 
 
 def merge_adapters(model, adapters: list[Adapter], image_size: tuple[int, int], num_image_tokens: int):

@@ -41,12 +41,19 @@ def _original_layout_snapshot(repo_id: str, local_only: bool) -> Path | None:
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
 
-        cfg = json.loads(Path(hf_hub_download(repo_id, "config.json", local_files_only=local_only)).read_text())
+        cfg = json.loads(
+            Path(hf_hub_download(repo_id, "config.json", local_files_only=local_only)).read_text()
+        )
         if "auto_map" not in cfg:
             return None
-        return Path(snapshot_download(repo_id, local_files_only=local_only,
-                                      allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"]))
-    except Exception:  # noqa: BLE001 - the regular loading path below reports hub problems
+        return Path(
+            snapshot_download(
+                repo_id,
+                local_files_only=local_only,
+                allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"],
+            )
+        )
+    except Exception:
         return None
 
 
@@ -67,8 +74,10 @@ def load_checkpoint(src: str | Path):
             from .original import convert_original_checkpoint, is_original_layout
 
             if not is_original_layout(cfg):
-                raise CheckpointError(f"{path}: config.json has 'auto_map' but is not a Florence-2 config of the "
-                                      "original remote-code layout (no vision_config.dim_embed)")
+                raise CheckpointError(
+                    f"{path}: config.json has 'auto_map' but is not a Florence-2 config of the "
+                    "original remote-code layout (no vision_config.dim_embed)"
+                )
             with tempfile.TemporaryDirectory(prefix="florence2-native-") as tmp:
                 return load_checkpoint(convert_original_checkpoint(path, tmp))
         if cfg.get("model_type") != "florence2":
@@ -91,8 +100,11 @@ def load_checkpoint(src: str | Path):
     except OSError as e:
         hint = ""
         if not path.exists():
-            hint = (" (the hub is not reachable from here and the local hub cache has no copy)" if local_only
-                    else " (no such model on the hub, or no access to it)")
+            hint = (
+                " (the hub is not reachable from here and the local hub cache has no copy)"
+                if local_only
+                else " (no such model on the hub, or no access to it)"
+            )
         raise CheckpointError(f"{src}: cannot load the checkpoint{hint}: {str(e).splitlines()[0]}") from None
     model.eval()
     return model, processor

@@ -23,8 +23,14 @@ from .errors import AdapterError
 from .original import rename
 
 PREFIX = "base_model.model."
-ORIGINAL_ROOTS = ("vision_tower", "language_model", "image_projection", "image_proj_norm", "image_pos_embed",
-                  "visual_temporal_embed")
+ORIGINAL_ROOTS = (
+    "vision_tower",
+    "language_model",
+    "image_projection",
+    "image_proj_norm",
+    "image_pos_embed",
+    "visual_temporal_embed",
+)
 NATIVE_ROOTS = ("model", "lm_head")
 
 
@@ -46,7 +52,7 @@ def module_map(model) -> dict[str, str]:
 
 
 def _strip(key: str) -> str:
-    return key[len(PREFIX):] if key.startswith(PREFIX) else key
+    return key[len(PREFIX) :] if key.startswith(PREFIX) else key
 
 
 def is_original_adapter(tensors: dict, name: str) -> bool:
@@ -54,11 +60,15 @@ def is_original_adapter(tensors: dict, name: str) -> bool:
     roots = {_strip(k).split(".", 1)[0] for k in tensors}
     original, native = roots & set(ORIGINAL_ROOTS), roots & set(NATIVE_ROOTS)
     if original and native:
-        raise _error(f"adapter {name}: its tensors mix the original layout ({', '.join(sorted(original))}) and the "
-                     f"native one ({', '.join(sorted(native))})")
+        raise _error(
+            f"adapter {name}: its tensors mix the original layout ({', '.join(sorted(original))}) and the "
+            f"native one ({', '.join(sorted(native))})"
+        )
     unknown = roots - set(ORIGINAL_ROOTS) - set(NATIVE_ROOTS)
     if unknown:
-        raise _error(f"adapter {name}: tensors under {', '.join(sorted(unknown))} belong to no Florence-2 module")
+        raise _error(
+            f"adapter {name}: tensors under {', '.join(sorted(unknown))} belong to no Florence-2 module"
+        )
     return bool(original)
 
 
@@ -69,8 +79,10 @@ def _native_module(key: str, modules: dict[str, str], name: str) -> tuple[str, s
         native = modules.get(".".join(parts[:cut]))
         if native is not None:
             return native, ".".join(parts[cut:])
-    raise _error(f"adapter {name}: tensor {PREFIX}{key} names a module of the original layout that has no native "
-                 "counterpart")
+    raise _error(
+        f"adapter {name}: tensor {PREFIX}{key} names a module of the original layout that has no native "
+        "counterpart"
+    )
 
 
 def _selected(config, original_names: list[str]) -> list[str]:
@@ -112,8 +124,10 @@ def to_native(config, tensors: dict, model, name: str):
         config.modules_to_save = sorted(set(saved)) or None
     if config.target_modules:
         if not targets:
-            raise _error(f"adapter {name}: target_modules {config.target_modules!r} match no module of the original "
-                         "layout that has a native counterpart")
+            raise _error(
+                f"adapter {name}: target_modules {config.target_modules!r} match no module of the original "
+                "layout that has a native counterpart"
+            )
         config.target_modules = sorted(set(targets.values()))
     for field in ("exclude_modules", "layers_to_transform", "layers_pattern"):
         if hasattr(config, field):

@@ -13,7 +13,9 @@ def _value_info(t):
     import numpy as np
     from onnx import helper
 
-    return helper.make_tensor_value_info(t.name, helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)), list(t.axes))
+    return helper.make_tensor_value_info(
+        t.name, helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)), list(t.axes)
+    )
 
 
 def build_kv_gather(spec: GraphSpec):
@@ -22,11 +24,16 @@ def build_kv_gather(spec: GraphSpec):
     from onnx import helper
 
     index, *kv = spec.inputs
-    nodes = [helper.make_node("Gather", [t.name, index.name], [o.name], axis=0, name=f"gather_{i}")
-             for i, (t, o) in enumerate(zip(kv, spec.outputs))]
-    graph = helper.make_graph(nodes, spec.name, [_value_info(t) for t in spec.inputs],
-                              [_value_info(t) for t in spec.outputs])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="florence2_export")
+    nodes = [
+        helper.make_node("Gather", [t.name, index.name], [o.name], axis=0, name=f"gather_{i}")
+        for i, (t, o) in enumerate(zip(kv, spec.outputs))
+    ]
+    graph = helper.make_graph(
+        nodes, spec.name, [_value_info(t) for t in spec.inputs], [_value_info(t) for t in spec.outputs]
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="florence2_export"
+    )
     onnx.checker.check_model(model)
     return model
 

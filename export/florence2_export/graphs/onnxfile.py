@@ -28,8 +28,14 @@ def save(model, path: str | Path) -> Path:
     path = Path(path)
     data = data_file(path)
     data.unlink(missing_ok=True)
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
-              size_threshold=MIN_EXTERNAL_BYTES)
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=MIN_EXTERNAL_BYTES,
+    )
     if data.exists():
         data.chmod(path.stat().st_mode & 0o777)  # onnx creates it owner-only; match the graph file
     return path

@@ -32,7 +32,9 @@ def _conv_out(size: int, conv: nn.Conv2d) -> int:
 def _split_linear(linear: nn.Linear, parts: int) -> nn.ModuleList:
     """``Linear(C, parts * C)`` -> ``parts`` Linear(C, C) holding its row blocks (same weights, no Split)."""
     out = []
-    for w, b in zip(linear.weight.chunk(parts), (linear.bias.chunk(parts) if linear.bias is not None else [None] * parts)):
+    for w, b in zip(
+        linear.weight.chunk(parts), (linear.bias.chunk(parts) if linear.bias is not None else [None] * parts)
+    ):
         part = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
         part.weight = nn.Parameter(w.detach().clone(), requires_grad=False)
         if b is not None:
@@ -51,11 +53,22 @@ class ResidualDepthwise(nn.Module):
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         k = conv.kernel_size[0]
-        if not (conv.groups == conv.in_channels == conv.out_channels and conv.stride == (1, 1)
-                and conv.kernel_size == (k, k) and conv.padding == (k // 2, k // 2) and conv.dilation == (1, 1)):
+        if not (
+            conv.groups == conv.in_channels == conv.out_channels
+            and conv.stride == (1, 1)
+            and conv.kernel_size == (k, k)
+            and conv.padding == (k // 2, k // 2)
+            and conv.dilation == (1, 1)
+        ):
             raise ValueError(f"ResidualDepthwise: not a same-size depthwise convolution: {conv}")
-        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, k, padding=k // 2, groups=conv.groups,
-                              bias=conv.bias is not None)
+        self.conv = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            k,
+            padding=k // 2,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+        )
         with torch.no_grad():
             self.conv.weight.copy_(conv.weight)
             self.conv.weight[:, 0, k // 2, k // 2] += 1.0
@@ -133,7 +146,12 @@ class MixingBlock(nn.Module):
     def __init__(self, block, attn: nn.Module, attn_name: str):
         super().__init__()
         self.conv1, self.norm1, self.conv2, self.norm2, self.ffn = (
-            ResidualDepthwise(block.conv1), block.norm1, ResidualDepthwise(block.conv2), block.norm2, block.ffn)
+            ResidualDepthwise(block.conv1),
+            block.norm1,
+            ResidualDepthwise(block.conv2),
+            block.norm2,
+            block.ffn,
+        )
         self.attn_name = attn_name
         self.add_module(attn_name, attn)
 
@@ -177,14 +195,26 @@ class DaViTEncoder(nn.Module):
         for i, (embed, blocks) in enumerate(zip(tower.convs, tower.blocks)):
             height, width = _conv_out(height, embed.conv), _conv_out(width, embed.conv)
             self.embeds.append(PatchEmbed(embed, first=i == 0))
-            self.stages.append(nn.Sequential(*(
-                m for blk in blocks for m in (
-                    MixingBlock(blk.spatial_block, WindowAttention(blk.spatial_block.window_attn, height, width),
-                                "window_attn"),
-                    MixingBlock(blk.channel_block, ChannelAttention(blk.channel_block.channel_attn, height, width),
-                                "channel_attn"),
+            self.stages.append(
+                nn.Sequential(
+                    *(
+                        m
+                        for blk in blocks
+                        for m in (
+                            MixingBlock(
+                                blk.spatial_block,
+                                WindowAttention(blk.spatial_block.window_attn, height, width),
+                                "window_attn",
+                            ),
+                            MixingBlock(
+                                blk.channel_block,
+                                ChannelAttention(blk.channel_block.channel_attn, height, width),
+                                "channel_attn",
+                            ),
+                        )
+                    )
                 )
-            )))
+            )
         self.grid, self.dim = (height, width), tower.embed_dim[-1]
         proj = model.model.multi_modal_projector
         pos = proj.image_position_embed
@@ -192,8 +222,9 @@ class DaViTEncoder(nn.Module):
         with torch.no_grad():
             x_emb = pos.column_embeddings(torch.arange(width))
             y_emb = pos.row_embeddings(torch.arange(height))
-            grid_pos = torch.cat([x_emb.unsqueeze(0).expand(height, -1, -1),
-                                  y_emb.unsqueeze(1).expand(-1, width, -1)], dim=-1)
+            grid_pos = torch.cat(
+                [x_emb.unsqueeze(0).expand(height, -1, -1), y_emb.unsqueeze(1).expand(-1, width, -1)], dim=-1
+            )
             temporal = proj.visual_temporal_embed.pos_idx_to_embed[:1]
         self.register_buffer("grid_pos", grid_pos.reshape(height * width, -1).clone(), persistent=False)
         self.register_buffer("temporal", temporal.clone(), persistent=False)
@@ -206,5 +237,7 @@ class DaViTEncoder(nn.Module):
         h, w = self.grid
         x = x.reshape(-1, h * w, self.dim) + self.grid_pos  # position_features, [B, N, C]
         x = x + self.temporal  # one frame: + temporal embedding of frame 0
-        feats = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)  # spatial mean token, then the frame's tokens
+        feats = torch.cat(
+            [x.mean(dim=1, keepdim=True), x], dim=1
+        )  # spatial mean token, then the frame's tokens
         return self.image_proj_norm(self.image_projection(feats))

@@ -35,10 +35,16 @@ ONNX_DIR = "onnx"
 
 def native_modules(model) -> dict:
     """The torch computation each graph is checked against: transformers' own (the vision encoder included)."""
-    return {"vision_encoder": VisionEncoder(model), "text_encoder": TextEncoder(model), "decoder": Decoder(model)}
+    return {
+        "vision_encoder": VisionEncoder(model),
+        "text_encoder": TextEncoder(model),
+        "decoder": Decoder(model),
+    }
 
 
-def example_inputs(cfg: RuntimeConfig, specs: dict[str, GraphSpec], batch: int = 2, text: int = 5, past: int = 3):
+def example_inputs(
+    cfg: RuntimeConfig, specs: dict[str, GraphSpec], batch: int = 2, text: int = 5, past: int = 3
+):
     """Random inputs for every graph (batch 2 and non-zero past so nothing specialises to 1 or 0)."""
     import torch
 
@@ -52,7 +58,11 @@ def example_inputs(cfg: RuntimeConfig, specs: dict[str, GraphSpec], batch: int =
     n_kv = 2 * cfg.decoder_layers
     return {
         "vision_encoder": (torch.randn(batch, 3, h, w, generator=g),),
-        "text_encoder": (torch.randn(batch, text, d, generator=g), torch.randn(batch, n_img, d, generator=g), mask),
+        "text_encoder": (
+            torch.randn(batch, text, d, generator=g),
+            torch.randn(batch, n_img, d, generator=g),
+            mask,
+        ),
         "decoder": (
             torch.randn(batch, 1, d, generator=g),
             mask,
@@ -79,10 +89,14 @@ def export_native(
         for i, (name, spec) in enumerate(specs.items(), 1):
             log(f"[{i}/{len(specs)}] exporting {name} ...", quiet)
             export_graph(exported[name].eval(), args[name], spec, out / ONNX_DIR / spec.filename)
-            onnxfile.split(out / ONNX_DIR / spec.filename)  # weights in NAME.onnx_data: loads without a 2x spike
+            onnxfile.split(
+                out / ONNX_DIR / spec.filename
+            )  # weights in NAME.onnx_data: loads without a 2x spike
     write_kv_gather(out / ONNX_DIR, cfg.dims)  # device-side beam bookkeeping for the IO-binding path
 
-    shared = model.model.language_model.shared  # the lookup transformers does: rows times embed_scale (1 here)
+    shared = (
+        model.model.language_model.shared
+    )  # the lookup transformers does: rows times embed_scale (1 here)
     embeddings = (shared.weight * getattr(shared, "embed_scale", 1.0)).detach().float().numpy()
     np.save(out / ONNX_DIR / EMBEDDINGS_FILE, embeddings)
     processor.tokenizer.backend_tokenizer.save(str(out / TOKENIZER_FILE))

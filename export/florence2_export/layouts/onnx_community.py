@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from florence2_runtime.engine.config import RuntimeConfig
 from florence2_runtime.engine.graphs import USE_CACHE_BRANCH, GraphSpec, community_graphs
 from florence2_runtime.tasks.postprocess import TASK_PARSE_TYPES
-from torch import nn
 
 from ..graphs.modules import DecoderCore, VisionEncoder, _additive_padding_mask, _heads
 from ..graphs.to_onnx import export_graph
@@ -186,7 +187,10 @@ def export_community(
     """Write the onnx-community layout of ``model`` into ``out``; return max |onnx - torch| per graph."""
     specs = community_graphs(cfg.dims)
     modules = community_modules(model)  # what each graph is checked against
-    exported = {**modules, "vision_encoder": DaViTEncoder(model, cfg.image_size)}  # same function, faster graph
+    exported = {
+        **modules,
+        "vision_encoder": DaViTEncoder(model, cfg.image_size),
+    }  # same function, faster graph
     args = example_inputs(cfg)
     onnx_dir = out / ONNX_DIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
@@ -241,7 +245,9 @@ def check_community_graphs(
     mask = batch["attention_mask"]
     b = text_ids.shape[0]
     diffs: dict[str, float] = {}
-    run = lambda name, feed: sess[name].run(None, {k: v.numpy() for k, v in feed.items()})
+
+    def run(name, feed):
+        return sess[name].run(None, {k: v.numpy() for k, v in feed.items()})
 
     with torch.no_grad():
         pixel_values = batch["pixel_values"].float()

@@ -49,8 +49,13 @@ def default_checkpoint() -> Path | None:
     return TINY_SHAPES if (TINY_SHAPES / "model.safetensors").is_file() else None
 
 
-def run_demo(workdir: Path, max_new_tokens: int | None = None, checkpoint: Path | None = None,
-             random_weights: bool = False, seed: int = DEMO_SEED) -> dict:
+def run_demo(
+    workdir: Path,
+    max_new_tokens: int | None = None,
+    checkpoint: Path | None = None,
+    random_weights: bool = False,
+    seed: int = DEMO_SEED,
+) -> dict:
     """Export, run every task, print one JSON line per task, draw, check tokens; returns the results."""
     workdir = Path(workdir)
     checkpoint = None if random_weights else (Path(checkpoint) if checkpoint else default_checkpoint())
@@ -73,8 +78,9 @@ def _run_random_demo(workdir: Path, max_new_tokens: int) -> dict:
         results[task] = model.run(image_path, task, max_new_tokens=max_new_tokens, **inputs)
         print(json.dumps(results[task], ensure_ascii=False))
     images = [Image.open(image_path).convert("RGB"), make_test_image(64, 200, seed=3)]
-    _compare_with_transformers(checkpoint, model, images, ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball"],
-                               max_new_tokens)
+    _compare_with_transformers(
+        checkpoint, model, images, ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball"], max_new_tokens
+    )
     return results
 
 
@@ -90,7 +96,10 @@ def demo_requests(seed: int = DEMO_SEED, size: int = 128) -> list[dict]:
     from . import shapes
 
     rng = np.random.default_rng(seed)
-    scenes = {"shapes": shapes.make_shapes_scene(rng, size, count=3), "words": shapes.make_words_scene(rng, size, 2)}
+    scenes = {
+        "shapes": shapes.make_shapes_scene(rng, size, count=3),
+        "words": shapes.make_words_scene(rng, size, 2),
+    }
     first_shape, first_word = scenes["shapes"].shapes[0], scenes["words"].words[0]
     inputs = {
         "<CAPTION_TO_PHRASE_GROUNDING>": {"text": shapes.caption(scenes["shapes"])},
@@ -104,7 +113,10 @@ def demo_requests(seed: int = DEMO_SEED, size: int = 128) -> list[dict]:
     requests = []
     for task, kind in shapes.TASK_SCENES.items():
         scene = scenes[kind]
-        given = {k: tuple(round(v) for v in val) if k == "region" else val for k, val in inputs.get(task, {}).items()}
+        given = {
+            k: tuple(round(v) for v in val) if k == "region" else val
+            for k, val in inputs.get(task, {}).items()
+        }
         truth = shapes.answer_for(task, scene, size, given)
         requests.append({"task": task, "image": scene.image, **given, "truth": truth})
     return requests
@@ -125,12 +137,16 @@ def _font(px: int):
     return ImageFont.load_default(size=px)
 
 
-def draw_answers(requests: list[dict], results: list[dict], out: Path, columns: int = 5, note: str = "") -> Path:
+def draw_answers(
+    requests: list[dict], results: list[dict], out: Path, columns: int = 5, note: str = ""
+) -> Path:
     """All answers on one labelled picture (the README's): a grid of panels, one per task."""
     from florence2_runtime import Florence2Result
 
-    panels = [_panel(r["image"], Florence2Result.from_dict(res, r["image"].size), r["task"])
-              for r, res in zip(requests, results)]
+    panels = [
+        _panel(r["image"], Florence2Result.from_dict(res, r["image"].size), r["task"])
+        for r, res in zip(requests, results)
+    ]
     rows = -(-len(panels) // columns)
     w, h = panels[0].size
     footer = 44
@@ -138,8 +154,12 @@ def draw_answers(requests: list[dict], results: list[dict], out: Path, columns: 
     for i, p in enumerate(panels):
         sheet.paste(p, ((i % columns) * w, (i // columns) * h))
     ImageDraw.Draw(sheet).text(
-        (6, rows * h + 5), "Real output of a TOY model (florence2-tiny-shapes, 3.3 M parameters, trained on generated "
-        f"shapes and words only), run by the torch-free ONNX runtime\n{note}", fill=(0, 0, 0), font=_font(14))
+        (6, rows * h + 5),
+        "Real output of a TOY model (florence2-tiny-shapes, 3.3 M parameters, trained on generated "
+        f"shapes and words only), run by the torch-free ONNX runtime\n{note}",
+        fill=(0, 0, 0),
+        font=_font(14),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)
     return out
@@ -152,7 +172,9 @@ def _run_trained_demo(workdir: Path, checkpoint: Path, max_new_tokens: int, seed
     export(checkpoint, onnx_dir, overwrite=True)
     model = Florence2.from_pretrained(onnx_dir)
     requests = demo_requests(seed)
-    print(f"# {checkpoint.name}: a TOY model trained on generated shapes and words; fresh images (seed {seed})")
+    print(
+        f"# {checkpoint.name}: a TOY model trained on generated shapes and words; fresh images (seed {seed})"
+    )
     results, right = [], 0
     for r in requests:
         kwargs = {k: r[k] for k in ("text", "region") if k in r}
@@ -160,16 +182,21 @@ def _run_trained_demo(workdir: Path, checkpoint: Path, max_new_tokens: int, seed
         ok = result == r["truth"] or _close(result[r["task"]], r["truth"][r["task"]])
         right += ok
         results.append(result)
-        print(json.dumps({**result, "input": kwargs or None, "truth": r["truth"][r["task"]],
-                          "right": ok}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {**result, "input": kwargs or None, "truth": r["truth"][r["task"]], "right": ok},
+                ensure_ascii=False,
+            )
+        )
     print(f"# {right} of {len(requests)} answers right (boxes and polygons within 2 px of the truth)")
     picture = draw_answers(requests, results, workdir / "demo_answers.png", note=_scores_note(checkpoint))
     print(f"# answers drawn in {picture}")
     for i, r in enumerate(requests):
         r["image"].save(workdir / f"demo_{i:02d}.png")
     pair = [requests[0], requests[-2]]  # <OD> on the shapes, <OCR_WITH_REGION> on the words
-    _compare_with_transformers(checkpoint, model, [r["image"] for r in pair], [r["task"] for r in pair],
-                               max_new_tokens)
+    _compare_with_transformers(
+        checkpoint, model, [r["image"] for r in pair], [r["task"] for r in pair], max_new_tokens
+    )
     return {r["task"]: res for r, res in zip(requests, results)}
 
 
@@ -179,8 +206,10 @@ def _scores_note(checkpoint: Path) -> str:
     if not path.is_file():
         return "no held-out evaluation in the checkpoint folder"
     s = json.loads(path.read_text())["summary"]
-    return (f"its held-out scores (model card): <OD> box recall {s['od_box_recall@0.5']:.0%}, <CAPTION> exact match "
-            f"{s['caption_exact_match']:.0%}, <OCR> character accuracy {s['ocr_char_accuracy']:.0%}")
+    return (
+        f"its held-out scores (model card): <OD> box recall {s['od_box_recall@0.5']:.0%}, <CAPTION> exact match "
+        f"{s['caption_exact_match']:.0%}, <OCR> character accuracy {s['ocr_char_accuracy']:.0%}"
+    )
 
 
 def _close(a, b, px: float = 2.0) -> bool:
@@ -200,7 +229,9 @@ def _compare_with_transformers(checkpoint: Path, model, images, texts, max_new_t
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
     ref = Florence2ForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
-    processor = AutoProcessor.from_pretrained(checkpoint, backend="pil")  # the runtime reproduces the PIL backend
+    processor = AutoProcessor.from_pretrained(
+        checkpoint, backend="pil"
+    )  # the runtime reproduces the PIL backend
     batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
     with torch.no_grad():
         expected = ref.generate(**batch, max_new_tokens=max_new_tokens, num_beams=3).numpy()

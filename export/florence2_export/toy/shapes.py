@@ -113,7 +113,9 @@ class Sample:
     text: str
     target: str
     scene: Scene
-    inputs: dict = field(default_factory=dict)  # the task's input as Florence2.run takes it: text=, region= (pixels)
+    inputs: dict = field(
+        default_factory=dict
+    )  # the task's input as Florence2.run takes it: text=, region= (pixels)
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -150,8 +152,13 @@ def shape_polygon(name: str, cx: float, cy: float, side: float) -> tuple[float, 
     elif name == "triangle":
         pts = [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
     elif name == "circle":
-        pts = [(cx + r * math.cos(2 * math.pi * k / CIRCLE_POINTS), cy + r * math.sin(2 * math.pi * k / CIRCLE_POINTS))
-               for k in range(CIRCLE_POINTS)]
+        pts = [
+            (
+                cx + r * math.cos(2 * math.pi * k / CIRCLE_POINTS),
+                cy + r * math.sin(2 * math.pi * k / CIRCLE_POINTS),
+            )
+            for k in range(CIRCLE_POINTS)
+        ]
     elif name == "star":
         pts = []
         for k in range(10):
@@ -246,7 +253,7 @@ def make_words_scene(rng: np.random.Generator, size: int = 128, count: int | Non
 
 def loc(value: float, extent: float) -> str:
     """``<loc_b>`` for a pixel coordinate: transformers' quantize, floor(value / (extent / 1000)) in 0..999."""
-    b = int(math.floor(value / (extent / NUM_BINS)))
+    b = math.floor(value / (extent / NUM_BINS))
     return f"<loc_{min(max(b, 0), NUM_BINS - 1)}>"
 
 
@@ -280,7 +287,7 @@ def _listing(parts: Sequence[str]) -> str:
 
 
 def caption(scene: Scene, detailed: bool = False) -> str:
-    """"a red circle above a blue square" (two shapes), else the shapes listed left to right."""
+    """ "a red circle above a blue square" (two shapes), else the shapes listed left to right."""
     shapes = scene.shapes
     parts = [phrase(s, detailed) for s in shapes]
     text = f"{parts[0]} {_relation(*shapes)} {parts[1]}" if len(shapes) == 2 else _listing(parts)
@@ -299,7 +306,9 @@ def more_detailed_caption(scene: Scene, size: int) -> str:
     n = len(scene.shapes)
     noun = "shape" if n == 1 else "shapes"
     parts = [f"{phrase(s, True)} in the {position(s, size)}" for s in scene.shapes]
-    return f"The image shows {COUNT_WORDS[n - 1]} {noun} on a {scene.background} background: {_listing(parts)}."
+    return (
+        f"The image shows {COUNT_WORDS[n - 1]} {noun} on a {scene.background} background: {_listing(parts)}."
+    )
 
 
 def _jitter(rng: np.random.Generator, box: Sequence[float], size: int) -> tuple[float, ...]:
@@ -337,8 +346,9 @@ def _at(items: Sequence, region: Sequence[float]):
     return min(items, key=lambda o: sum(abs(a - b) for a, b in zip(o.box, region)))
 
 
-def target_for(task: str, scene: Scene, size: int, text: str | None = None,
-               region: Sequence[float] | None = None) -> str:
+def target_for(
+    task: str, scene: Scene, size: int, text: str | None = None, region: Sequence[float] | None = None
+) -> str:
     """The decoder's right answer for a task on a scene, given the task's input."""
     shapes, words = scene.shapes, scene.words
     if task == "<OD>":
@@ -374,7 +384,9 @@ def target_for(task: str, scene: Scene, size: int, text: str | None = None,
     raise ValueError(f"unknown task {task!r}")
 
 
-def processor_text(task: str, size: int, text: str | None = None, region: Sequence[float] | None = None) -> str:
+def processor_text(
+    task: str, size: int, text: str | None = None, region: Sequence[float] | None = None
+) -> str:
     """What ``Florence2Processor(text=...)`` is given: the task token, then its text or region tokens."""
     if region is not None:
         return task + box_tokens(region, size)
@@ -402,8 +414,14 @@ def make_sample(task: str, rng: np.random.Generator, size: int = 128, scene: Sce
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_SCENES)}")
     scene = make_scene(TASK_SCENES[task], rng, size) if scene is None else scene
     inputs = _inputs(task, scene, rng, size)
-    return Sample(scene.image, task, processor_text(task, size, **inputs), target_for(task, scene, size, **inputs),
-                  scene, inputs)
+    return Sample(
+        scene.image,
+        task,
+        processor_text(task, size, **inputs),
+        target_for(task, scene, size, **inputs),
+        scene,
+        inputs,
+    )
 
 
 def sample_task(rng: np.random.Generator) -> str:
@@ -414,9 +432,16 @@ def sample_task(rng: np.random.Generator) -> str:
 
 def corpus() -> list[str]:
     """Every word the answers and prompts use, for the tokenizer's BPE training."""
-    lines = [" ".join(SHAPES), " ".join(COLOURS), " ".join(BACKGROUNDS), " ".join(COUNT_WORDS), " ".join(WORDS),
-             "a small large above below to the left of on background in the top bottom right center and",
-             "The image shows shape shapes: , .", "0 1 2 3 4 5 6 7 8 9 10 42 123 2024"]
+    lines = [
+        " ".join(SHAPES),
+        " ".join(COLOURS),
+        " ".join(BACKGROUNDS),
+        " ".join(COUNT_WORDS),
+        " ".join(WORDS),
+        "a small large above below to the left of on background in the top bottom right center and",
+        "The image shows shape shapes: , .",
+        "0 1 2 3 4 5 6 7 8 9 10 42 123 2024",
+    ]
     rng = np.random.default_rng(1234)
     for _ in range(40):
         scene = make_shapes_scene(rng, 128)

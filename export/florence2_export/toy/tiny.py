@@ -57,27 +57,68 @@ _TEXT_COMMON = {
 
 MODEL_CONFIGS: dict[str, dict] = {
     "base": {
-        "vision_config": {**_VISION_COMMON, "embed_dim": [128, 256, 512, 1024], "num_heads": [4, 8, 16, 32],
-                          "num_groups": [4, 8, 16, 32], "projection_dim": 768},
-        "text_config": {**_TEXT_COMMON, "d_model": 768, "encoder_layers": 6, "decoder_layers": 6,
-                        "encoder_attention_heads": 12, "decoder_attention_heads": 12, "encoder_ffn_dim": 3072,
-                        "decoder_ffn_dim": 3072, "max_position_embeddings": 1024},
+        "vision_config": {
+            **_VISION_COMMON,
+            "embed_dim": [128, 256, 512, 1024],
+            "num_heads": [4, 8, 16, 32],
+            "num_groups": [4, 8, 16, 32],
+            "projection_dim": 768,
+        },
+        "text_config": {
+            **_TEXT_COMMON,
+            "d_model": 768,
+            "encoder_layers": 6,
+            "decoder_layers": 6,
+            "encoder_attention_heads": 12,
+            "decoder_attention_heads": 12,
+            "encoder_ffn_dim": 3072,
+            "decoder_ffn_dim": 3072,
+            "max_position_embeddings": 1024,
+        },
         "image_size": 768,
     },
     "large": {
-        "vision_config": {**_VISION_COMMON, "embed_dim": [256, 512, 1024, 2048], "num_heads": [8, 16, 32, 64],
-                          "num_groups": [8, 16, 32, 64], "projection_dim": 1024},
-        "text_config": {**_TEXT_COMMON, "d_model": 1024, "encoder_layers": 12, "decoder_layers": 12,
-                        "encoder_attention_heads": 16, "decoder_attention_heads": 16, "encoder_ffn_dim": 4096,
-                        "decoder_ffn_dim": 4096, "max_position_embeddings": 4096},
+        "vision_config": {
+            **_VISION_COMMON,
+            "embed_dim": [256, 512, 1024, 2048],
+            "num_heads": [8, 16, 32, 64],
+            "num_groups": [8, 16, 32, 64],
+            "projection_dim": 1024,
+        },
+        "text_config": {
+            **_TEXT_COMMON,
+            "d_model": 1024,
+            "encoder_layers": 12,
+            "decoder_layers": 12,
+            "encoder_attention_heads": 16,
+            "decoder_attention_heads": 16,
+            "encoder_ffn_dim": 4096,
+            "decoder_ffn_dim": 4096,
+            "max_position_embeddings": 4096,
+        },
         "image_size": 768,
     },
     "tiny": {
-        "vision_config": {**_VISION_COMMON, "depths": [1, 1, 1, 1], "embed_dim": [16, 32, 48, 64],
-                          "num_heads": [1, 2, 3, 4], "num_groups": [1, 2, 3, 4], "projection_dim": 32},
-        "text_config": {**_TEXT_COMMON, "vocab_size": None, "d_model": 32, "encoder_layers": 2,
-                        "decoder_layers": 2, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
-                        "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_position_embeddings": None},
+        "vision_config": {
+            **_VISION_COMMON,
+            "depths": [1, 1, 1, 1],
+            "embed_dim": [16, 32, 48, 64],
+            "num_heads": [1, 2, 3, 4],
+            "num_groups": [1, 2, 3, 4],
+            "projection_dim": 32,
+        },
+        "text_config": {
+            **_TEXT_COMMON,
+            "vocab_size": None,
+            "d_model": 32,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 64,
+            "decoder_ffn_dim": 64,
+            "max_position_embeddings": None,
+        },
         "image_size": 128,
     },
 }
@@ -180,8 +221,9 @@ def _corpus() -> list[str]:
     return TASK_PROMPT_SENTENCES * 4 + _CAPTIONS * 2 + word_lines
 
 
-def build_tokenizer(base_vocab_size: int | None = None, train_vocab_size: int = 800,
-                    corpus: list[str] | None = None) -> Tokenizer:
+def build_tokenizer(
+    base_vocab_size: int | None = None, train_vocab_size: int = 800, corpus: list[str] | None = None
+) -> Tokenizer:
     """A Florence-2-shaped byte-level BPE ``tokenizers.Tokenizer`` trained on a corpus (default: built in).
 
     base_vocab_size: entries before the added tokens, ``<mask>`` included (BART: 50265). ``None``
@@ -201,8 +243,9 @@ def build_tokenizer(base_vocab_size: int | None = None, train_vocab_size: int = 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus() if corpus is None else TASK_PROMPT_SENTENCES * 4 + list(corpus),
-                            trainer=trainer)
+    tok.train_from_iterator(
+        _corpus() if corpus is None else TASK_PROMPT_SENTENCES * 4 + list(corpus), trainer=trainer
+    )
 
     # Re-assemble as JSON: the trained vocab (+ fillers) + <mask>, then the added tokens in order.
     spec = json.loads(tok.to_str())
@@ -210,8 +253,9 @@ def build_tokenizer(base_vocab_size: int | None = None, train_vocab_size: int = 
     n = len(vocab)
     if base_vocab_size is not None:
         if base_vocab_size < n + 1:
-            raise ValueError(f"base_vocab_size={base_vocab_size} is smaller than the trained vocabulary "
-                             f"+ <mask> ({n + 1})")
+            raise ValueError(
+                f"base_vocab_size={base_vocab_size} is smaller than the trained vocabulary + <mask> ({n + 1})"
+            )
         for i in range(base_vocab_size - 1 - n):
             # "\u0120" is byte-level BPE's space: decodes to " filler{i}"; no merge ever produces it
             vocab[f"\u0120filler{i}"] = n + i
@@ -223,8 +267,9 @@ def build_tokenizer(base_vocab_size: int | None = None, train_vocab_size: int = 
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tok.add_special_tokens([AddedToken(MASK_TOKEN, special=True, normalized=False, lstrip=True)])
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ADDED_TOKENS])
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
-                                                      add_prefix_space=False)
+    tok.post_processor = processors.RobertaProcessing(
+        ("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False
+    )
     return tok
 
 
@@ -251,10 +296,13 @@ def _florence2_config(size: str, image_token_id: int, vocab_size: int, num_image
     if text["max_position_embeddings"] is None:  # "tiny": image tokens + 256, rounded up to 64
         text["max_position_embeddings"] = -(-(num_image_tokens + TINY_TEXT_POSITIONS) // 64) * 64
     elif num_image_tokens >= text["max_position_embeddings"]:
-        raise ValueError(f"{num_image_tokens} image tokens do not fit the {size} model's "
-                         f"{text['max_position_embeddings']} encoder positions: use a smaller image_size")
-    return Florence2Config(vision_config=spec["vision_config"], text_config=text,
-                           image_token_id=image_token_id)
+        raise ValueError(
+            f"{num_image_tokens} image tokens do not fit the {size} model's "
+            f"{text['max_position_embeddings']} encoder positions: use a smaller image_size"
+        )
+    return Florence2Config(
+        vision_config=spec["vision_config"], text_config=text, image_token_id=image_token_id
+    )
 
 
 _DECODER_SUBLAYER_OUT = re.compile(r"decoder\.layers\.\d+\.(self_attn\.out_proj|encoder_attn\.out_proj|fc2)$")
@@ -357,8 +405,10 @@ def write_tiny_checkpoint(
     image_size = int(image_size if image_size is not None else spec["image_size"])
     max_grid = spec["vision_config"]["max_position_embeddings"]
     if image_size < 1 or image_grid(image_size) > max_grid:
-        raise ValueError(f"image_size must be in 1..{32 * max_grid} (a {max_grid}x{max_grid} grid at most), "
-                         f"got {image_size}")
+        raise ValueError(
+            f"image_size must be in 1..{32 * max_grid} (a {max_grid}x{max_grid} grid at most), "
+            f"got {image_size}"
+        )
 
     tokenizer = build_tokenizer(base_vocab_size=None if size == "tiny" else BART_BASE_VOCAB)
     n_tokens = tokenizer.get_vocab_size(with_added_tokens=True)
@@ -380,9 +430,12 @@ def write_tiny_checkpoint(
     model.save_pretrained(out)
     _save_tokenizer(tokenizer, out)
     _write_json(out / "preprocessor_config.json", preprocessor_config(image_size))
-    _write_json(out / "processor_config.json", {
-        "processor_class": "Florence2Processor",
-        "num_additional_image_tokens": 0,
-        "post_processor_config": copy.deepcopy(POST_PROCESSOR_CONFIG),
-    })
+    _write_json(
+        out / "processor_config.json",
+        {
+            "processor_class": "Florence2Processor",
+            "num_additional_image_tokens": 0,
+            "post_processor_config": copy.deepcopy(POST_PROCESSOR_CONFIG),
+        },
+    )
     return out

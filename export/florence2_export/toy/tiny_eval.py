@@ -29,13 +29,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import shapes
 from florence2_runtime.tasks.postprocess import post_process_generation
 
-BOX_TASKS = ("<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>", "<CAPTION_TO_PHRASE_GROUNDING>",
-             "<OPEN_VOCABULARY_DETECTION>", "<OCR_WITH_REGION>")
-EXACT_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<REGION_TO_CATEGORY>",
-               "<REGION_TO_DESCRIPTION>")
+from . import shapes
+
+BOX_TASKS = (
+    "<OD>",
+    "<DENSE_REGION_CAPTION>",
+    "<REGION_PROPOSAL>",
+    "<CAPTION_TO_PHRASE_GROUNDING>",
+    "<OPEN_VOCABULARY_DETECTION>",
+    "<OCR_WITH_REGION>",
+)
+EXACT_TASKS = (
+    "<CAPTION>",
+    "<DETAILED_CAPTION>",
+    "<MORE_DETAILED_CAPTION>",
+    "<REGION_TO_CATEGORY>",
+    "<REGION_TO_DESCRIPTION>",
+)
 CHAR_TASKS = ("<OCR>", "<REGION_TO_OCR>")
 MASK_TASKS = ("<REFERRING_EXPRESSION_SEGMENTATION>", "<REGION_TO_SEGMENTATION>")
 IOU = 0.5
@@ -61,10 +73,19 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _matches(truth: Sequence[tuple[str, Sequence[float]]], pred: Sequence[tuple[str, Sequence[float]]]) -> int:
+def _matches(
+    truth: Sequence[tuple[str, Sequence[float]]], pred: Sequence[tuple[str, Sequence[float]]]
+) -> int:
     """Greedy one-to-one matching (best IoU first) of equal labels at IoU >= 0.5; the number matched."""
-    pairs = sorted(((box_iou(t[1], p[1]), i, j) for i, t in enumerate(truth) for j, p in enumerate(pred)
-                    if t[0] == p[0]), reverse=True)
+    pairs = sorted(
+        (
+            (box_iou(t[1], p[1]), i, j)
+            for i, t in enumerate(truth)
+            for j, p in enumerate(pred)
+            if t[0] == p[0]
+        ),
+        reverse=True,
+    )
     used_t, used_p = set(), set()
     for iou, i, j in pairs:
         if iou >= IOU and i not in used_t and j not in used_p:
@@ -82,7 +103,9 @@ def _truth_and_pred(sample: shapes.Sample, answer) -> tuple[list, list]:
     task, scene = sample.task, sample.scene
     if task == "<OCR_WITH_REGION>":
         truth = [(w.text, w.box) for w in scene.words]
-        return truth, [(t, _quad_box(q)) for t, q in zip(answer["labels"], answer["quad_boxes"]) if len(q) == 8]
+        return truth, [
+            (t, _quad_box(q)) for t, q in zip(answer["labels"], answer["quad_boxes"]) if len(q) == 8
+        ]
     labels_key = "bboxes_labels" if task == "<OPEN_VOCABULARY_DETECTION>" else "labels"
     pred = list(zip(answer[labels_key], answer["bboxes"]))
     if task == "<REGION_PROPOSAL>":
@@ -130,11 +153,17 @@ def score_answer(sample: shapes.Sample, answer, size: int = 128) -> dict[str, fl
         return {"n": 1, "exact": float(answer.strip() == sample.target)}
     if task in CHAR_TASKS:
         errors = _edit_distance(answer.strip(), sample.target)
-        return {"n": 1, "chars": len(sample.target), "errors": min(errors, len(sample.target)),
-                "exact": float(answer.strip() == sample.target)}
+        return {
+            "n": 1,
+            "chars": len(sample.target),
+            "errors": min(errors, len(sample.target)),
+            "exact": float(answer.strip() == sample.target),
+        }
     if task in MASK_TASKS:
         polygons = [p for instance in answer["polygons"] for p in instance]
-        shape = next(s for s in sample.scene.shapes if shapes.polygon_tokens(s.polygon, size) == sample.target)
+        shape = next(
+            s for s in sample.scene.shapes if shapes.polygon_tokens(s.polygon, size) == sample.target
+        )
         truth = _mask([shape.polygon], size)
         pred = _mask(polygons, size)
         union = np.logical_or(truth, pred).sum()
@@ -147,21 +176,27 @@ def summarise(task: str, scores: Sequence[dict[str, float]]) -> dict[str, float]
     """Per-task figures from the per-answer numbers of :func:`score_answer`."""
     total = {k: float(sum(s[k] for s in scores)) for k in scores[0]}
     if task in BOX_TASKS:
-        return {"box_recall@0.5": total["matched"] / max(total["truth"], 1),
-                "box_precision@0.5": total["matched"] / max(total["predicted"], 1)}
+        return {
+            "box_recall@0.5": total["matched"] / max(total["truth"], 1),
+            "box_precision@0.5": total["matched"] / max(total["predicted"], 1),
+        }
     if task in EXACT_TASKS:
         return {"exact_match": total["exact"] / total["n"]}
     if task in CHAR_TASKS:
-        return {"char_accuracy": 1 - total["errors"] / max(total["chars"], 1), "exact_match": total["exact"] / total["n"]}
+        return {
+            "char_accuracy": 1 - total["errors"] / max(total["chars"], 1),
+            "exact_match": total["exact"] / total["n"],
+        }
     return {"mask_iou": total["iou"] / total["n"], "mask_iou>=0.5": total["hit"] / total["n"]}
 
 
-def evaluate(generate: Generate, samples: Sequence[shapes.Sample], batch_size: int = 40,
-             size: int = 128) -> dict:
+def evaluate(
+    generate: Generate, samples: Sequence[shapes.Sample], batch_size: int = 40, size: int = 128
+) -> dict:
     """Run ``generate`` on every sample (batched per task) and score the post-processed answers."""
     decoded: list[str] = []
     for i in range(0, len(samples), batch_size):
-        chunk = samples[i:i + batch_size]
+        chunk = samples[i : i + batch_size]
         decoded += generate([s.image for s in chunk], [s.text for s in chunk])
     per_task: dict[str, list] = {}
     for sample, text in zip(samples, decoded):
@@ -173,9 +208,11 @@ def evaluate(generate: Generate, samples: Sequence[shapes.Sample], batch_size: i
 
 def headline(tasks: dict[str, dict[str, float]]) -> dict[str, float]:
     """The three numbers of the model card: <OD> box recall, caption exact match, OCR character accuracy."""
-    return {"od_box_recall@0.5": round(tasks["<OD>"]["box_recall@0.5"], 3),
-            "caption_exact_match": round(tasks["<CAPTION>"]["exact_match"], 3),
-            "ocr_char_accuracy": round(tasks["<OCR>"]["char_accuracy"], 3)}
+    return {
+        "od_box_recall@0.5": round(tasks["<OD>"]["box_recall@0.5"], 3),
+        "caption_exact_match": round(tasks["<CAPTION>"]["exact_match"], 3),
+        "ocr_char_accuracy": round(tasks["<OCR>"]["char_accuracy"], 3),
+    }
 
 
 # ----------------------------------------------------------------------------- agreement of two models
@@ -250,22 +287,45 @@ def write_model_card(out: Path, report: dict) -> None:
     tr, ev = report["training"], report["eval"]
     s = report["summary"]
     weak = s["od_box_recall@0.5"] < 0.5 and s["caption_exact_match"] < 0.5
-    steps_done = (f"{tr['stop_after']} (of a {tr['steps']}-step schedule, `--stop-after {tr['stop_after']}`)"
-                  if tr.get("stop_after") else str(tr["steps"]))
-    status = ("**Status: UNDERTRAINED.** This checkpoint has learned each task's answer format (which words and how "
-              "many `<loc_>` tokens), not yet what is in the image: its scores below are near chance. It was "
-              "trained with far less compute than the recipe's budget (a machine shared by many jobs); train longer "
-              "(`--steps`) for a useful model." if weak else
-              "It answers most held-out questions right (numbers below).")
+    steps_done = (
+        f"{tr['stop_after']} (of a {tr['steps']}-step schedule, `--stop-after {tr['stop_after']}`)"
+        if tr.get("stop_after")
+        else str(tr["steps"])
+    )
+    status = (
+        "**Status: UNDERTRAINED.** This checkpoint has learned each task's answer format (which words and how "
+        "many `<loc_>` tokens), not yet what is in the image: its scores below are near chance. It was "
+        "trained with far less compute than the recipe's budget (a machine shared by many jobs); train longer "
+        "(`--steps`) for a useful model."
+        if weak
+        else "It answers most held-out questions right (numbers below)."
+    )
     if tr.get("note"):
         status += "\n\n" + tr["note"]
-    head = _CARD_HEAD.format(status=status, steps_done=steps_done, params=tr["parameters"] / 1e6, image_tokens=report.get("image_tokens", 17),
-                             steps=tr["steps"], batch=tr["batch_size"], seed=tr["seed"], threads=tr["threads"],
-                             minutes=tr["train_seconds"] / 60,
-                             cpu=(f"{tr['train_cpu_seconds'] / 60:.0f} min of CPU time" if "train_cpu_seconds" in tr
-                                  else "CPU time not recorded"), torch_version=f"torch {tr['torch']}",
-                             loss=tr["final_loss"], per_task=ev["per_task"], eval_seed=ev["seed"],
-                             max_new_tokens=ev["max_new_tokens"])
-    rows = [f"| `{task}` | {metric} | {value:.3f} |" for task, metrics in report["tasks"].items()
-            for metric, value in metrics.items()]
+    head = _CARD_HEAD.format(
+        status=status,
+        steps_done=steps_done,
+        params=tr["parameters"] / 1e6,
+        image_tokens=report.get("image_tokens", 17),
+        steps=tr["steps"],
+        batch=tr["batch_size"],
+        seed=tr["seed"],
+        threads=tr["threads"],
+        minutes=tr["train_seconds"] / 60,
+        cpu=(
+            f"{tr['train_cpu_seconds'] / 60:.0f} min of CPU time"
+            if "train_cpu_seconds" in tr
+            else "CPU time not recorded"
+        ),
+        torch_version=f"torch {tr['torch']}",
+        loss=tr["final_loss"],
+        per_task=ev["per_task"],
+        eval_seed=ev["seed"],
+        max_new_tokens=ev["max_new_tokens"],
+    )
+    rows = [
+        f"| `{task}` | {metric} | {value:.3f} |"
+        for task, metrics in report["tasks"].items()
+        for metric, value in metrics.items()
+    ]
     (out / "README.md").write_text(head + "\n".join(rows) + "\n" + _CARD_TAIL, encoding="utf-8")

@@ -25,17 +25,33 @@ from pathlib import Path
 
 import numpy as np
 
-from . import shapes, tiny, tiny_eval
 from florence2_runtime.tasks.prompts import construct_prompt
 
+from . import shapes, tiny, tiny_eval
+
 IMAGE_SIZE = 128
-VISION_CONFIG = {**tiny.MODEL_CONFIGS["tiny"]["vision_config"], "depths": [1, 1, 2, 1],
-                 "embed_dim": [16, 32, 96, 192], "num_heads": [1, 2, 4, 6], "num_groups": [1, 2, 4, 6],
-                 "projection_dim": 128, "drop_path_rate": 0.0}
-TEXT_CONFIG = {**tiny.MODEL_CONFIGS["tiny"]["text_config"], "d_model": 128, "encoder_layers": 3,
-               "decoder_layers": 3, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
-               "encoder_ffn_dim": 512, "decoder_ffn_dim": 512, "dropout": 0.0, "attention_dropout": 0.0,
-               "activation_dropout": 0.0}
+VISION_CONFIG = {
+    **tiny.MODEL_CONFIGS["tiny"]["vision_config"],
+    "depths": [1, 1, 2, 1],
+    "embed_dim": [16, 32, 96, 192],
+    "num_heads": [1, 2, 4, 6],
+    "num_groups": [1, 2, 4, 6],
+    "projection_dim": 128,
+    "drop_path_rate": 0.0,
+}
+TEXT_CONFIG = {
+    **tiny.MODEL_CONFIGS["tiny"]["text_config"],
+    "d_model": 128,
+    "encoder_layers": 3,
+    "decoder_layers": 3,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 512,
+    "decoder_ffn_dim": 512,
+    "dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+}
 # the published generation defaults, without no_repeat_ngram_size: the toy captions repeat trigrams
 # ("... in the top left and a small ... in the top right")
 GENERATION_CONFIG = {**tiny.GENERATION_CONFIG, "no_repeat_ngram_size": 0}
@@ -76,10 +92,16 @@ def build_model(tokenizer, seed: int):
 
     torch.manual_seed(seed)
     grid = tiny.image_grid(IMAGE_SIZE)
-    text = dict(TEXT_CONFIG, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
-                max_position_embeddings=-(-(grid * grid + 1 + tiny.TINY_TEXT_POSITIONS) // 64) * 64)
-    config = Florence2Config(vision_config=copy.deepcopy(VISION_CONFIG), text_config=text,
-                             image_token_id=tokenizer.token_to_id(tiny.IMAGE_TOKEN))
+    text = dict(
+        TEXT_CONFIG,
+        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+        max_position_embeddings=-(-(grid * grid + 1 + tiny.TINY_TEXT_POSITIONS) // 64) * 64,
+    )
+    config = Florence2Config(
+        vision_config=copy.deepcopy(VISION_CONFIG),
+        text_config=text,
+        image_token_id=tokenizer.token_to_id(tiny.IMAGE_TOKEN),
+    )
     model = Florence2ForConditionalGeneration(config)
     model.generation_config = GenerationConfig(**GENERATION_CONFIG)
     loc0 = tokenizer.token_to_id("<loc_0>")
@@ -91,7 +113,9 @@ def build_model(tokenizer, seed: int):
     phase = torch.rand(d // 2, generator=g) * 2 * math.pi
     smooth = torch.cat([torch.sin(t * freqs + phase), torch.cos(t * freqs + phase)], dim=1)
     with torch.no_grad():
-        emb[loc0:loc0 + shapes.NUM_BINS] = 0.05 * smooth + 0.01 * torch.randn(shapes.NUM_BINS, d, generator=g)
+        emb[loc0 : loc0 + shapes.NUM_BINS] = 0.05 * smooth + 0.01 * torch.randn(
+            shapes.NUM_BINS, d, generator=g
+        )
     return model
 
 
@@ -126,8 +150,8 @@ class Encoder:
         ids = np.full((len(rows), width), value, np.int64)
         mask = np.zeros((len(rows), width), np.int64)
         for i, r in enumerate(rows):
-            ids[i, :len(r)] = r
-            mask[i, :len(r)] = 1
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
         return ids, mask
 
 
@@ -137,9 +161,12 @@ def training_batch(rng: np.random.Generator, encoder: Encoder, batch_size: int) 
 
     samples = [shapes.make_sample(shapes.sample_task(rng), rng, IMAGE_SIZE) for _ in range(batch_size)]
     ids, mask = encoder.prompts([s.text for s in samples])
-    return {"pixel_values": torch.from_numpy(encoder.pixels([s.image for s in samples])),
-            "input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-            "labels": torch.from_numpy(encoder.targets([s.target for s in samples]))}
+    return {
+        "pixel_values": torch.from_numpy(encoder.pixels([s.image for s in samples])),
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(mask),
+        "labels": torch.from_numpy(encoder.targets([s.target for s in samples])),
+    }
 
 
 def _lr_at(step: int, opts: TrainOptions) -> float:
@@ -158,8 +185,11 @@ def train(model, encoder: Encoder, opts: TrainOptions, log=print, save=None) -> 
     rng = np.random.default_rng(opts.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
-                               {"params": rest, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.98))
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": opts.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=opts.lr,
+        betas=(0.9, 0.98),
+    )
     model.train()
     history, running, start = [], 0.0, time.perf_counter()
     for step in range(opts.stop_after or opts.steps):
@@ -173,11 +203,20 @@ def train(model, encoder: Encoder, opts: TrainOptions, log=print, save=None) -> 
         running += loss.item()
         if (step + 1) % opts.log_every == 0 or step + 1 == (opts.stop_after or opts.steps):
             n = (step % opts.log_every) + 1
-            entry = {"step": step + 1, "loss": round(running / n, 4), "seconds": round(time.perf_counter() - start, 1)}
+            entry = {
+                "step": step + 1,
+                "loss": round(running / n, 4),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
             history.append(entry)
             log(json.dumps(entry))
             running = 0.0
-        if save is not None and opts.save_every and (step + 1) % opts.save_every == 0 and step + 1 < (opts.stop_after or opts.steps):
+        if (
+            save is not None
+            and opts.save_every
+            and (step + 1) % opts.save_every == 0
+            and step + 1 < (opts.stop_after or opts.steps)
+        ):
             save()
     model.eval()
     return history
@@ -189,11 +228,14 @@ def save_checkpoint(model, tokenizer, out: Path) -> None:
     model.save_pretrained(out)
     tiny._save_tokenizer(tokenizer, out)
     tiny._write_json(out / "preprocessor_config.json", tiny.preprocessor_config(IMAGE_SIZE))
-    tiny._write_json(out / "processor_config.json", {
-        "processor_class": "Florence2Processor",
-        "num_additional_image_tokens": 0,
-        "post_processor_config": copy.deepcopy(tiny.POST_PROCESSOR_CONFIG),
-    })
+    tiny._write_json(
+        out / "processor_config.json",
+        {
+            "processor_class": "Florence2Processor",
+            "num_additional_image_tokens": 0,
+            "post_processor_config": copy.deepcopy(tiny.POST_PROCESSOR_CONFIG),
+        },
+    )
 
 
 def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
@@ -204,7 +246,9 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, opts.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"# {n_params / 1e6:.2f} M parameters, {opts.steps} steps of {opts.batch_size}, {opts.threads} threads")
+    log(
+        f"# {n_params / 1e6:.2f} M parameters, {opts.steps} steps of {opts.batch_size}, {opts.threads} threads"
+    )
     encoder = Encoder(tokenizer, tiny.image_grid(IMAGE_SIZE) ** 2 + 1)
     start, cpu_start = time.perf_counter(), time.process_time()
     partial = out.with_name(out.name + ".partial")
@@ -213,10 +257,14 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
     save_checkpoint(model, tokenizer, out)
     with torch.no_grad():
         report = evaluate_checkpoint(out, opts.eval_per_task, opts.eval_seed)
-    report["training"] = {**asdict(opts), "parameters": n_params, "train_seconds": round(train_seconds, 1),
-                          "train_cpu_seconds": round(cpu_seconds, 1),
-                          "final_loss": history[-1]["loss"] if history else None,
-                          "torch": torch.__version__}
+    report["training"] = {
+        **asdict(opts),
+        "parameters": n_params,
+        "train_seconds": round(train_seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
+        "final_loss": history[-1]["loss"] if history else None,
+        "torch": torch.__version__,
+    }
     tiny._write_json(out / "eval.json", report)
     tiny._write_json(out / "training_log.json", {"history": history})
     tiny_eval.write_model_card(out, report)
@@ -227,8 +275,9 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
 # ----------------------------------------------------------------------------- evaluation, transformers side
 
 
-def transformers_generate(checkpoint: str | Path,
-                          max_new_tokens: int = tiny_eval.MAX_NEW_TOKENS) -> tiny_eval.Generate:
+def transformers_generate(
+    checkpoint: str | Path, max_new_tokens: int = tiny_eval.MAX_NEW_TOKENS
+) -> tiny_eval.Generate:
     """Greedy ``Florence2ForConditionalGeneration.generate`` on a checkpoint folder, decoded like the processor."""
     import torch
     from tokenizers import Tokenizer
@@ -242,9 +291,14 @@ def transformers_generate(checkpoint: str | Path,
     def generate(images, texts):
         ids, mask = encoder.prompts(texts)
         with torch.no_grad():
-            out = model.generate(pixel_values=torch.from_numpy(encoder.pixels(images)),
-                                 input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                                 max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+            out = model.generate(
+                pixel_values=torch.from_numpy(encoder.pixels(images)),
+                input_ids=torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                max_new_tokens=max_new_tokens,
+                num_beams=1,
+                do_sample=False,
+            )
         return [tokenizer.decode(row.tolist(), skip_special_tokens=False) for row in out]
 
     return generate
@@ -254,14 +308,20 @@ def evaluate_checkpoint(checkpoint: str | Path, per_task: int, seed: int) -> dic
     """:func:`.tiny_eval.evaluate` of :func:`transformers_generate` on a held-out set (the model card's report)."""
     report = tiny_eval.evaluate(transformers_generate(checkpoint), tiny_eval.held_out_set(per_task, seed))
     report.pop("decoded")
-    report["eval"] = {"per_task": per_task, "seed": seed, "decoding": "greedy",
-                      "max_new_tokens": tiny_eval.MAX_NEW_TOKENS}
+    report["eval"] = {
+        "per_task": per_task,
+        "seed": seed,
+        "decoding": "greedy",
+        "max_new_tokens": tiny_eval.MAX_NEW_TOKENS,
+    }
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = TrainOptions()
-    p = argparse.ArgumentParser(prog="python -m florence2_export.toy.train_tiny", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m florence2_export.toy.train_tiny", description=__doc__.splitlines()[0]
+    )
     p.add_argument("out", help="checkpoint folder to write (created; files in it are replaced)")
     for name, value in asdict(defaults).items():
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)

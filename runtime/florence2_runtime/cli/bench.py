@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,9 @@ def timed_generate(
     t0 = clock()
     pixel_values, text_ids, text_mask = model.prepare_inputs(images, texts)
     t1 = clock()
-    engine = model.engine  # host sessions or IO binding: features and cross K/V stay where the engine keeps them
+    engine = (
+        model.engine
+    )  # host sessions or IO binding: features and cross K/V stay where the engine keeps them
     features = engine.encode_images(pixel_values, to_host=False)
     t2 = clock()
     cross, mask = engine.encode_text(text_ids, text_mask, features, to_host=False)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
 from ..engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
@@ -41,8 +41,10 @@ def _region(value: str) -> tuple[float, float, float, float]:
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("generation (defaults: up to 1024 new tokens, capped by the model's positions; the "
-                             "rest from the model's generation_config.json, e.g. 3 beams)")
+    g = p.add_argument_group(
+        "generation (defaults: up to 1024 new tokens, capped by the model's positions; the "
+        "rest from the model's generation_config.json, e.g. 3 beams)"
+    )
     g.add_argument("--max-new-tokens", type=int)
     g.add_argument("--min-new-tokens", type=int)
     g.add_argument("--num-beams", type=int)
@@ -63,35 +65,64 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="florence2", description="Florence-2 with ONNX Runtime, without PyTorch.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
-    p = sub.add_parser("export", help="export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)")
-    p.add_argument("src", nargs="?", help="checkpoint folder or hub id (with --adapter: default the adapter's "
-                                          "base_model_name_or_path)")
+    p = sub.add_parser(
+        "export", help="export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)"
+    )
+    p.add_argument(
+        "src",
+        nargs="?",
+        help="checkpoint folder or hub id (with --adapter: default the adapter's base_model_name_or_path)",
+    )
     p.add_argument("out", help="output model folder")
-    p.add_argument("--adapter", action="append", metavar="ADAPTER",
-                   help="PEFT adapter folder or hub id merged into the model before export; repeat it to merge "
-                        "several, in order")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        metavar="ADAPTER",
+        help="PEFT adapter folder or hub id merged into the model before export; repeat it to merge "
+        "several, in order",
+    )
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnx - torch| allowed per graph")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--layout", choices=["native", "onnx-community"], default="native",
-                   help="native (this runtime's folder) or onnx-community (also loads in transformers.js)")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32",
-                   help="graph precision: fp32, fp16 (GPUs; float32 inputs/outputs) or int8 (dynamic "
-                        "quantisation, CPUs); checked against PyTorch with a per-dtype tolerance")
-    p.add_argument("--int8-recipe", choices=list(INT8_RECIPES), default=DEFAULT_INT8_RECIPE,
-                   help="int8 weights: 7bit (default: right on every CPU), full-range (only for x86 CPUs with "
-                        "VNNI/AMX and ARM: wrong on x86 CPUs without VNNI) or u8u8 (uint8 weights)")
+    p.add_argument(
+        "--layout",
+        choices=["native", "onnx-community"],
+        default="native",
+        help="native (this runtime's folder) or onnx-community (also loads in transformers.js)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["fp32", "fp16", "int8"],
+        default="fp32",
+        help="graph precision: fp32, fp16 (GPUs; float32 inputs/outputs) or int8 (dynamic "
+        "quantisation, CPUs); checked against PyTorch with a per-dtype tolerance",
+    )
+    p.add_argument(
+        "--int8-recipe",
+        choices=list(INT8_RECIPES),
+        default=DEFAULT_INT8_RECIPE,
+        help="int8 weights: 7bit (default: right on every CPU), full-range (only for x86 CPUs with "
+        "VNNI/AMX and ARM: wrong on x86 CPUs without VNNI) or u8u8 (uint8 weights)",
+    )
 
     p = sub.add_parser("run", help="run one task on images (files or folders) and print the results as JSON")
     p.add_argument("model", help=MODEL_HELP)
     add_model_arguments(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
-    p.add_argument("--task", required=True, action="append",
-                   help='task token, e.g. "<OD>"; repeat it for several tasks on each image (one vision encoding '
-                        'per image, one JSON line per image with every task\'s answer)')
+    p.add_argument(
+        "--task",
+        required=True,
+        action="append",
+        help='task token, e.g. "<OD>"; repeat it for several tasks on each image (one vision encoding '
+        "per image, one JSON line per image with every task's answer)",
+    )
     p.add_argument("--text", help="text input of the task (phrase grounding, segmentation, ...)")
-    p.add_argument("--region", type=_region, action="append",
-                   help="region x1,y1,x2,y2 for the region tasks; repeat it for several regions")
+    p.add_argument(
+        "--region",
+        type=_region,
+        action="append",
+        help="region x1,y1,x2,y2 for the region tasks; repeat it for several regions",
+    )
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
     p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
     from .run import add_output_arguments as _add_run_output_arguments
@@ -99,18 +130,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_output_arguments(p)
     _add_generation_args(p)
 
-    p = sub.add_parser("demo", help="export the toy model trained on generated shapes (models/florence2-tiny-shapes), "
-                                    "run every task on fresh images and draw the answers (needs the 'export' extra)")
-    p.add_argument("--workdir", default="demo_out", help="where the export and pictures go (default: demo_out)")
+    p = sub.add_parser(
+        "demo",
+        help="export the toy model trained on generated shapes (models/florence2-tiny-shapes), "
+        "run every task on fresh images and draw the answers (needs the 'export' extra)",
+    )
+    p.add_argument(
+        "--workdir", default="demo_out", help="where the export and pictures go (default: demo_out)"
+    )
     p.add_argument("--checkpoint", help="a trained checkpoint folder (default: models/florence2-tiny-shapes)")
-    p.add_argument("--random", action="store_true", help="build a RANDOM-weight checkpoint instead (answers are noise)")
+    p.add_argument(
+        "--random", action="store_true", help="build a RANDOM-weight checkpoint instead (answers are noise)"
+    )
 
-    p = sub.add_parser("bench", help="time each stage of an exported model (forces exactly --tokens new tokens)")
+    p = sub.add_parser(
+        "bench", help="time each stage of an exported model (forces exactly --tokens new tokens)"
+    )
     p.add_argument("model", help=MODEL_HELP)
     add_model_arguments(p)
     p.add_argument("--image", help="image file (default: a generated 640x480 image)")
-    p.add_argument("--task", default="<OD>", help="task token, optionally followed by its text input (default: <OD>)")
-    p.add_argument("--tokens", type=int, default=20, help="new tokens per sequence, forced exactly (default: 20)")
+    p.add_argument(
+        "--task", default="<OD>", help="task token, optionally followed by its text input (default: <OD>)"
+    )
+    p.add_argument(
+        "--tokens", type=int, default=20, help="new tokens per sequence, forced exactly (default: 20)"
+    )
     p.add_argument("--beams", type=int, default=1, help="beam count (default: 1)")
     p.add_argument("--batch", type=int, default=1, help="images per generate call (default: 1)")
     p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run (default: 3)")
@@ -124,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(p, "a")
     add_model_arguments(p, "b")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
-    p.add_argument("--task", default="<MORE_DETAILED_CAPTION>", help="task token (default: <MORE_DETAILED_CAPTION>)")
+    p.add_argument(
+        "--task", default="<MORE_DETAILED_CAPTION>", help="task token (default: <MORE_DETAILED_CAPTION>)"
+    )
     p.add_argument("--text", help="text input of the task, if it takes one")
     p.add_argument("--region", type=_region, help="region x1,y1,x2,y2 in pixels, for the region tasks")
     p.add_argument("--tokens", type=int, help="max new tokens (default: the models' generation config)")
@@ -133,8 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
 
-    p = sub.add_parser("serve", help="serve a model over HTTP with dynamic batching (needs the 'serve' extra; "
-                                     "--ray: Ray Serve, the 'ray' extra)")
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP with dynamic batching (needs the 'serve' extra; "
+        "--ray: Ray Serve, the 'ray' extra)",
+    )
     from ..server.cli import add_arguments as _add_serve_arguments
 
     _add_serve_arguments(p)
@@ -155,8 +204,17 @@ def _cmd_export(args) -> int:
 
     options = Int8Options(recipe=args.int8_recipe) if args.dtype == "int8" else None
     try:
-        export(args.src, args.out, tolerance=args.tolerance, check=not args.no_check, overwrite=args.overwrite,
-               layout=args.layout, dtype=args.dtype, adapter=args.adapter, precision_options=options)
+        export(
+            args.src,
+            args.out,
+            tolerance=args.tolerance,
+            check=not args.no_check,
+            overwrite=args.overwrite,
+            layout=args.layout,
+            dtype=args.dtype,
+            adapter=args.adapter,
+            precision_options=options,
+        )
     except ExportCheckError as e:  # the summary above shows every graph; this is the verdict, once
         print(f"florence2: error: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -178,7 +236,9 @@ def _cmd_demo(args) -> int:
         ) from None
     if args.checkpoint is not None and not Path(args.checkpoint, "config.json").is_file():
         raise UsageError(f"not a checkpoint folder (no config.json): {args.checkpoint}")
-    run_demo(Path(args.workdir), checkpoint=args.checkpoint and Path(args.checkpoint), random_weights=args.random)
+    run_demo(
+        Path(args.workdir), checkpoint=args.checkpoint and Path(args.checkpoint), random_weights=args.random
+    )
     return 0
 
 
@@ -186,11 +246,14 @@ def _cmd_bench(args) -> int:
     from ..model import Florence2
     from .bench import BenchOptions, report_json, run_bench
 
-    options = BenchOptions(task=args.task, tokens=args.tokens, beams=args.beams, batch=args.batch, runs=args.runs)
+    options = BenchOptions(
+        task=args.task, tokens=args.tokens, beams=args.beams, batch=args.batch, runs=args.runs
+    )
     if args.image is not None and not Path(args.image).is_file():
         raise UsageError(f"image not found: {args.image}")
-    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads,
-                                      **model_options(args))
+    model = Florence2.from_pretrained(
+        args.model, providers=args.provider, threads=args.threads, **model_options(args)
+    )
     report = run_bench(model, options, images=args.image)
     print(report_json(report) if args.json else report.table())
     return 0
@@ -199,11 +262,19 @@ def _cmd_bench(args) -> int:
 def _cmd_compare(args) -> int:
     from .compare import CompareOptions, compare_models
 
-    options = CompareOptions(task=args.task, text=args.text, region=args.region, max_new_tokens=args.tokens,
-                             num_beams=args.beams)
-    report = compare_models(args.model_a, args.model_b, args.images, options, providers=args.provider,
-                            threads=args.threads, options_a=model_options(args, "a"),
-                            options_b=model_options(args, "b"))
+    options = CompareOptions(
+        task=args.task, text=args.text, region=args.region, max_new_tokens=args.tokens, num_beams=args.beams
+    )
+    report = compare_models(
+        args.model_a,
+        args.model_b,
+        args.images,
+        options,
+        providers=args.provider,
+        threads=args.threads,
+        options_a=model_options(args, "a"),
+        options_b=model_options(args, "b"),
+    )
     print(report.to_json() if args.json else report.format_text())
     return 0
 
@@ -214,8 +285,14 @@ def _cmd_serve(args) -> int:
     return run_server(args)
 
 
-COMMANDS = {"export": _cmd_export, "run": _cmd_run, "demo": _cmd_demo, "bench": _cmd_bench, "serve": _cmd_serve,
-            "compare": _cmd_compare}
+COMMANDS = {
+    "export": _cmd_export,
+    "run": _cmd_run,
+    "demo": _cmd_demo,
+    "bench": _cmd_bench,
+    "serve": _cmd_serve,
+    "compare": _cmd_compare,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

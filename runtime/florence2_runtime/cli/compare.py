@@ -60,12 +60,16 @@ class TensorDiff:
     @classmethod
     def of(cls, a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> TensorDiff:
         if len(a) != len(b):
-            raise ValueError(f"the models return {len(a)} and {len(b)} tensors; they do not have the same graphs")
+            raise ValueError(
+                f"the models return {len(a)} and {len(b)} tensors; they do not have the same graphs"
+            )
         diffs = []
         for x, y in zip(a, b):
             if np.shape(x) != np.shape(y):
-                raise ValueError(f"the models return shapes {list(np.shape(x))} and {list(np.shape(y))}; "
-                                 "they are not exports of the same architecture")
+                raise ValueError(
+                    f"the models return shapes {list(np.shape(x))} and {list(np.shape(y))}; "
+                    "they are not exports of the same architecture"
+                )
             diffs.append(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).ravel())
         d = np.concatenate(diffs) if diffs else np.zeros(1)
         ref = max((float(np.max(np.abs(x))) for x in a if np.size(x)), default=0.0)
@@ -74,8 +78,11 @@ class TensorDiff:
     @classmethod
     def worst(cls, diffs: Sequence[TensorDiff]) -> TensorDiff:
         """Max of the max, mean of the means, max of the scales."""
-        return cls(max(d.max_abs for d in diffs), float(np.mean([d.mean_abs for d in diffs])),
-                   max(d.ref_max_abs for d in diffs))
+        return cls(
+            max(d.max_abs for d in diffs),
+            float(np.mean([d.mean_abs for d in diffs])),
+            max(d.ref_max_abs for d in diffs),
+        )
 
 
 @dataclass(frozen=True)
@@ -139,11 +146,18 @@ class CompareReport:
             "options": asdict(self.options),
             "summary": self.summary(),
             "images": [
-                {"image": c.image, "exact": c.exact, "common_prefix": c.common_prefix,
-                 "length_a": len(c.tokens_a), "length_b": len(c.tokens_b),
-                 "prefix_agreement": c.prefix_agreement, "result_equal": c.result_equal,
-                 **{name: asdict(c.tensors[name]) for name in TENSORS},
-                 "result_a": c.result_a, "result_b": c.result_b}
+                {
+                    "image": c.image,
+                    "exact": c.exact,
+                    "common_prefix": c.common_prefix,
+                    "length_a": len(c.tokens_a),
+                    "length_b": len(c.tokens_b),
+                    "prefix_agreement": c.prefix_agreement,
+                    "result_equal": c.result_equal,
+                    **{name: asdict(c.tensors[name]) for name in TENSORS},
+                    "result_a": c.result_a,
+                    "result_b": c.result_b,
+                }
                 for c in self.images
             ],
         }
@@ -166,9 +180,11 @@ class CompareReport:
             d = s[name]
             lines.append(f"  {name:<22}{d['max_abs']:11.3g}{d['mean_abs']:12.3g}{d['ref_max_abs']:11.3g}")
         for c in self.images:
-            lines.append(f"  {c.image}: {'same tokens' if c.exact else f'first difference at token {c.common_prefix}'}"
-                         f" ({len(c.tokens_a)} vs {len(c.tokens_b)} tokens), results "
-                         f"{'equal' if c.result_equal else 'differ'}")
+            lines.append(
+                f"  {c.image}: {'same tokens' if c.exact else f'first difference at token {c.common_prefix}'}"
+                f" ({len(c.tokens_a)} vs {len(c.tokens_b)} tokens), results "
+                f"{'equal' if c.result_equal else 'differ'}"
+            )
         return "\n".join(lines)
 
 
@@ -206,10 +222,19 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 def _check_compatible(a, b) -> None:
     ca, cb = a.config, b.config
-    for name in ("image_size", "num_image_tokens", "d_model", "vocab_size", "decoder_layers", "decoder_heads"):
+    for name in (
+        "image_size",
+        "num_image_tokens",
+        "d_model",
+        "vocab_size",
+        "decoder_layers",
+        "decoder_heads",
+    ):
         if getattr(ca, name) != getattr(cb, name):
-            raise ValueError(f"the models differ in {name} ({getattr(ca, name)} vs {getattr(cb, name)}); "
-                             "compare exports of the same checkpoint")
+            raise ValueError(
+                f"the models differ in {name} ({getattr(ca, name)} vs {getattr(cb, name)}); "
+                "compare exports of the same checkpoint"
+            )
 
 
 def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> ImageComparison:
@@ -239,15 +264,30 @@ def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> 
         ids = generate(model.engine.decoder(cross, mask, decoding.num_beams), 1, decoding)[0]
         tokens.append(generated_tokens(ids, decoding.eos_token_id))
         text = model.decode(ids[None])[0]
-        results.append(post_process_generation(text, options.task, pil.size,
-                                               banned_grounding_tokens=model.config.banned_grounding_tokens or None))
-    return ImageComparison(name or "<image>", tokens[0], tokens[1], _common_prefix(*tokens), tensors, *results)
+        results.append(
+            post_process_generation(
+                text,
+                options.task,
+                pil.size,
+                banned_grounding_tokens=model.config.banned_grounding_tokens or None,
+            )
+        )
+    return ImageComparison(
+        name or "<image>", tokens[0], tokens[1], _common_prefix(*tokens), tensors, *results
+    )
 
 
-def compare_models(model_a: str | Path, model_b: str | Path, images: Sequence[str | Path],
-                   options: CompareOptions = CompareOptions(), *, providers=None,
-                   threads: int | None = None, options_a: dict | None = None,
-                   options_b: dict | None = None) -> CompareReport:
+def compare_models(
+    model_a: str | Path,
+    model_b: str | Path,
+    images: Sequence[str | Path],
+    options: CompareOptions = CompareOptions(),
+    *,
+    providers=None,
+    threads: int | None = None,
+    options_a: dict | None = None,
+    options_b: dict | None = None,
+) -> CompareReport:
     """Load two models (folders, hub ids or aliases) and compare them on ``images`` (files, or folders of image
     files). options_a / options_b: ``Florence2.from_pretrained`` keywords (precision, revision) of each."""
     from ..model import Florence2
@@ -257,8 +297,13 @@ def compare_models(model_a: str | Path, model_b: str | Path, images: Sequence[st
     a = Florence2.from_pretrained(model_a, providers=providers, threads=threads, **options_a)
     b = Florence2.from_pretrained(model_b, providers=providers, threads=threads, **options_b)
     _check_compatible(a, b)
-    report = CompareReport(str(model_a), str(model_b), options_a.get("precision") or a.config.precision,
-                           options_b.get("precision") or b.config.precision, options)
+    report = CompareReport(
+        str(model_a),
+        str(model_b),
+        options_a.get("precision") or a.config.precision,
+        options_b.get("precision") or b.config.precision,
+        options,
+    )
     for path in paths:
         report.images.append(compare_image(a, b, path, options, name=str(path)))
     return report

@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
 
 from ..engine.hub import model_options
 from ..inputs.images import is_url, load_image
@@ -37,14 +38,27 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``florence2 run`` beyond model, images, task, text and region."""
-    p.add_argument("--region-format", choices=REGION_FORMATS, default="pixels",
-                   help="units of --region: pixels (default) or normalized fractions in [0, 1]")
-    p.add_argument("--output", "-o", help="write the JSON result(s) to this file instead of stdout "
-                                          "(JSON lines when there are several)")
-    p.add_argument("--draw", help="save the annotated image to this file; with several images, a folder "
-                                  "that gets one <name>.png per image")
-    p.add_argument("--typed", action="store_true",
-                   help="print Florence2Result JSON (boxes, quad_boxes, polygons, text), not the run() dict")
+    p.add_argument(
+        "--region-format",
+        choices=REGION_FORMATS,
+        default="pixels",
+        help="units of --region: pixels (default) or normalized fractions in [0, 1]",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        help="write the JSON result(s) to this file instead of stdout (JSON lines when there are several)",
+    )
+    p.add_argument(
+        "--draw",
+        help="save the annotated image to this file; with several images, a folder "
+        "that gets one <name>.png per image",
+    )
+    p.add_argument(
+        "--typed",
+        action="store_true",
+        help="print Florence2Result JSON (boxes, quad_boxes, polygons, text), not the run() dict",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -124,8 +138,10 @@ def _task_list(args: argparse.Namespace) -> list[TaskInput]:
         raise ValueError(f"--text is given but none of the tasks {', '.join(args.task)} takes text")
     if region is not None and not takes_region:
         raise ValueError(f"--region is given but none of the tasks {', '.join(args.task)} takes a region")
-    entries = [TaskInput(t, args.text if t in takes_text else None, region if t in takes_region else None)
-               for t in args.task]
+    entries = [
+        TaskInput(t, args.text if t in takes_text else None, region if t in takes_region else None)
+        for t in args.task
+    ]
     return task_items(entries, args.region_format)
 
 
@@ -186,21 +202,26 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
 def _problem(image: Path, error: Exception) -> str:
     """What went wrong with ``image``, without its path (errors from ``load_image`` start with it)."""
     message, prefix = str(error), f"{image}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def run_command(args: argparse.Namespace, generation_kwargs: dict, stdout: IO[str] | None = None,
-                stderr: IO[str] | None = None) -> int:
+def run_command(
+    args: argparse.Namespace,
+    generation_kwargs: dict,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
     """``florence2 run``; returns the exit code (0, or 1 when some image of several failed)."""
     from ..model import Florence2
 
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     p = plan(args)
-    model = Florence2.from_pretrained(args.model, providers=args.provider, threads=args.threads,
-                                      **model_options(args))
+    model = Florence2.from_pretrained(
+        args.model, providers=args.provider, threads=args.threads, **model_options(args)
+    )
     if p.draw_path is not None and p.several_images:
         p.draw_path.mkdir(parents=True, exist_ok=True)
-    out = open(args.output, "w", encoding="utf-8") if args.output else stdout
+    out = open(args.output, "w", encoding="utf-8") if args.output else stdout  # noqa: SIM115 (closed below)
     progress = Progress(len(p.images), stderr, p.several_images and not args.quiet and stderr.isatty())
     failed = 0
     try:

@@ -53,10 +53,14 @@ class RuntimeConfig:
     float_dtype: str = "float32"  # element type of the graphs' float inputs/outputs (every variant: float32)
     shared_cross_kv: bool = False  # decoder takes one cross K/V per item, not per beam (exports since 0.1)
     decoder_inputs_embeds: bool = False  # decoder takes the new tokens' embedding rows, not ids (format 2)
-    precision: str = "fp32"  # what the graphs compute in: fp32, fp16 (fp32 I/O) or int8 (dynamic quantisation)
+    precision: str = (
+        "fp32"  # what the graphs compute in: fp32, fp16 (fp32 I/O) or int8 (dynamic quantisation)
+    )
     int8_recipe: str = ""  # int8 folders: how weights were quantised (int8cpu.RECIPES); "": not recorded
     source: str = ""
-    adapters: tuple[dict, ...] = ()  # PEFT adapters merged at export: name or path, peft_type, weights file, sha256
+    adapters: tuple[
+        dict, ...
+    ] = ()  # PEFT adapters merged at export: name or path, peft_type, weights file, sha256
     format_version: int = FORMAT_VERSION
 
     @property
@@ -82,7 +86,7 @@ class RuntimeConfig:
         return path
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RuntimeConfig":
+    def from_dict(cls, d: dict) -> RuntimeConfig:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         for k in ("image_size", "image_mean", "image_std", "banned_grounding_tokens", "adapters"):
@@ -91,11 +95,13 @@ class RuntimeConfig:
         return cls(**kwargs)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "RuntimeConfig":
+    def load(cls, folder: str | Path) -> RuntimeConfig:
         path = Path(folder) / CONFIG_FILE
         d = read_json(path)
         if d.get("format_version", 0) > FORMAT_VERSION:
-            raise ModelFileError(path, f"format version {d['format_version']} is newer than this runtime supports")
+            raise ModelFileError(
+                path, f"format version {d['format_version']} is newer than this runtime supports"
+            )
         try:
             return cls.from_dict(d)
         except TypeError as e:

@@ -86,12 +86,16 @@ def kv_names(prefix: str, layers: int) -> list[str]:
     return [f"{prefix}.{i}.{kind}" for i in range(layers) for kind in KV_KINDS]
 
 
-def _kv(prefix: str, dims: ModelDims, seq_axis: str, dtype: str, batch_axis: str = "batch") -> tuple[TensorSpec, ...]:
+def _kv(
+    prefix: str, dims: ModelDims, seq_axis: str, dtype: str, batch_axis: str = "batch"
+) -> tuple[TensorSpec, ...]:
     axes = (batch_axis, dims.decoder_heads, seq_axis, dims.head_dim)
     return tuple(TensorSpec(n, dtype, axes) for n in kv_names(prefix, dims.decoder_layers))
 
 
-def native_graphs(dims: ModelDims, float_dtype: str = "float32", decoder_embeds: bool = True) -> dict[str, GraphSpec]:
+def native_graphs(
+    dims: ModelDims, float_dtype: str = "float32", decoder_embeds: bool = True
+) -> dict[str, GraphSpec]:
     """The three graphs of the native layout, keyed by role (decoder_embeds=False: a format-1 decoder)."""
     h, w = dims.image_size
     f = float_dtype
@@ -115,8 +119,11 @@ def native_graphs(dims: ModelDims, float_dtype: str = "float32", decoder_embeds:
         "decoder",
         "decoder.onnx",
         inputs=(
-            (TensorSpec("inputs_embeds", f, ("batch", "step_length", dims.d_model)) if decoder_embeds
-             else TensorSpec("input_ids", "int64", ("batch", "step_length"))),
+            (
+                TensorSpec("inputs_embeds", f, ("batch", "step_length", dims.d_model))
+                if decoder_embeds
+                else TensorSpec("input_ids", "int64", ("batch", "step_length"))
+            ),
             # one cross K/V and mask per item, shared by its beams (rows = items * beams, beams contiguous)
             TensorSpec("encoder_attention_mask", "int64", ("items", "encoder_length")),
             *_kv("past", dims, "past_length", f),
@@ -148,9 +155,13 @@ def kv_gather_graph(dims: ModelDims, float_dtype: str = "float32") -> GraphSpec:
     return GraphSpec(
         "kv_gather",
         "kv_gather.onnx",
-        inputs=(TensorSpec("index", "int64", ("rows",)),
-                *(TensorSpec(n, float_dtype, axes) for n in kv_names("kv", dims.decoder_layers))),
-        outputs=tuple(TensorSpec(n, float_dtype, out_axes) for n in kv_names("gathered", dims.decoder_layers)),
+        inputs=(
+            TensorSpec("index", "int64", ("rows",)),
+            *(TensorSpec(n, float_dtype, axes) for n in kv_names("kv", dims.decoder_layers)),
+        ),
+        outputs=tuple(
+            TensorSpec(n, float_dtype, out_axes) for n in kv_names("gathered", dims.decoder_layers)
+        ),
     )
 
 
@@ -201,32 +212,38 @@ def community_graphs(dims: ModelDims, float_dtype: str = "float32") -> dict[str,
     past = _seq2seq_kv("past_key_values", dims, "past_decoder_sequence_length", KV_PARTS, f)
     graphs = [
         GraphSpec(
-            "vision_encoder", "vision_encoder.onnx",
+            "vision_encoder",
+            "vision_encoder.onnx",
             inputs=(TensorSpec("pixel_values", f, ("batch", 3, h, w)),),
             outputs=(TensorSpec("image_features", f, ("batch", dims.num_image_tokens, d)),),
         ),
         GraphSpec(
-            "embed_tokens", "embed_tokens.onnx",
+            "embed_tokens",
+            "embed_tokens.onnx",
             inputs=(TensorSpec("input_ids", "int64", ("batch", "sequence_length")),),
             outputs=(TensorSpec("inputs_embeds", f, ("batch", "sequence_length", d)),),
         ),
         GraphSpec(
-            "encoder_model", "encoder_model.onnx",
+            "encoder_model",
+            "encoder_model.onnx",
             inputs=(enc_embeds, TensorSpec("attention_mask", "int64", ("batch", "encoder_sequence_length"))),
             outputs=(TensorSpec("last_hidden_state", f, ("batch", "encoder_sequence_length", d)),),
         ),
         GraphSpec(
-            "decoder_model", "decoder_model.onnx",
+            "decoder_model",
+            "decoder_model.onnx",
             inputs=(dec_embeds, enc_states, enc_mask),
             outputs=(logits, *_seq2seq_kv("present", dims, "decoder_sequence_length", KV_PARTS, f)),
         ),
         GraphSpec(
-            "decoder_with_past_model", "decoder_with_past_model.onnx",
+            "decoder_with_past_model",
+            "decoder_with_past_model.onnx",
             inputs=(dec_embeds, enc_mask, *past),
             outputs=(logits, *_seq2seq_kv("present", dims, "total_sequence_length", ("decoder",), f)),
         ),
         GraphSpec(
-            "decoder_model_merged", "decoder_model_merged.onnx",
+            "decoder_model_merged",
+            "decoder_model_merged.onnx",
             inputs=(dec_embeds, enc_states, enc_mask, *past, TensorSpec(USE_CACHE_BRANCH, "bool", (1,))),
             outputs=(logits, *_seq2seq_kv("present", dims, "total_sequence_length", KV_PARTS, f)),
         ),

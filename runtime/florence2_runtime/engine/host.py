@@ -5,8 +5,9 @@ Implements :class:`~.interface.Engine` for the CPU and the other host-memory pro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,8 +38,9 @@ class HostEngine:
         """pixel_values [B, 3, H, W] float32 -> image features [B, I, D] (always on the host here)."""
         return self.sessions.encode_images(pixel_values)
 
-    def encode_text(self, text_ids: np.ndarray, text_mask: np.ndarray, features: np.ndarray, *,
-                    to_host: bool = True) -> tuple[list[np.ndarray], np.ndarray]:
+    def encode_text(
+        self, text_ids: np.ndarray, text_mask: np.ndarray, features: np.ndarray, *, to_host: bool = True
+    ) -> tuple[list[np.ndarray], np.ndarray]:
         """text ids, mask [B, T], features [B, I, D] -> (cross K/V, encoder mask [B, I + T])."""
         return self.sessions.encode_text(text_ids, text_mask, features)
 
@@ -52,7 +54,8 @@ class HostEngine:
             return self._inference(self.sessions, cross, encoder_mask, rows=encoder_mask.shape[0] * num_beams)
         return self._inference(self.sessions, cross, encoder_mask)
 
-    def start(self, features: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray,
-              num_beams: int = 1) -> Inference:
+    def start(
+        self, features: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, num_beams: int = 1
+    ) -> Inference:
         # no local reference: with beams the un-repeated cross K/V would stay alive during decoding
         return self.decoder(*self.encode_text(text_ids, text_mask, features, to_host=False), num_beams)

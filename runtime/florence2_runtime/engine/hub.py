@@ -54,7 +54,12 @@ DEFAULT_PRECISIONS = {"cpu": ("fp32",), "gpu": ("fp16", "fp32")}  # preferred wh
 ONNX_DIR = "onnx"
 COMMUNITY_GRAPHS = ("vision_encoder.onnx", "embed_tokens.onnx", "encoder_model.onnx")
 COMMUNITY_DECODERS = (("decoder_model_merged.onnx",), ("decoder_model.onnx", "decoder_with_past_model.onnx"))
-COMMUNITY_FILES = ("config.json", GENERATION_CONFIG_FILE, "preprocessor_config.json", TOKENIZER_FILE)  # required
+COMMUNITY_FILES = (
+    "config.json",
+    GENERATION_CONFIG_FILE,
+    "preprocessor_config.json",
+    TOKENIZER_FILE,
+)  # required
 COMMUNITY_OPTIONAL = ("processor_config.json",)  # banned grounding phrases, where a repository has them
 NATIVE_FILES = (CONFIG_FILE, TOKENIZER_FILE, GENERATION_CONFIG_FILE)
 CHECKPOINT_WEIGHTS = (".safetensors", ".bin")
@@ -121,7 +126,7 @@ def community_variants(files: Iterable[str]) -> dict[str, tuple[str, ...]]:
     out = {}
     for precision in PRECISIONS:
         s = _suffix(precision)
-        named = lambda n: f"{ONNX_DIR}/{n.removesuffix('.onnx')}{s}.onnx"  # noqa: E731
+        named = lambda n, s=s: f"{ONNX_DIR}/{n.removesuffix('.onnx')}{s}.onnx"  # noqa: E731
         if not all(named(n) in files for n in COMMUNITY_GRAPHS):
             continue
         decoder = next((form for form in COMMUNITY_DECODERS if all(named(n) in files for n in form)), None)
@@ -137,8 +142,10 @@ def detect_listing_layout(files: Iterable[str]) -> str | None:
     for layout, markers in LAYOUT_MARKERS.items():
         for marker in markers:
             for name in graph_file_candidates(marker):
-                if f"{ONNX_DIR}/{name}" in files or (layout == "native" and any(
-                        f.endswith(f"/{ONNX_DIR}/{name}") and f.count("/") == 2 for f in files)):
+                if f"{ONNX_DIR}/{name}" in files or (
+                    layout == "native"
+                    and any(f.endswith(f"/{ONNX_DIR}/{name}") and f.count("/") == 2 for f in files)
+                ):
                     return layout
     return None
 
@@ -155,7 +162,9 @@ def native_files(files: Iterable[str], subfolder: str) -> tuple[str, ...]:
     files = set(files)
     prefix = f"{subfolder}/" if subfolder else ""
     wanted = [prefix + n for n in NATIVE_FILES if prefix + n in files]
-    wanted += sorted(f for f in files if f.startswith(f"{prefix}{ONNX_DIR}/") and f.count("/") == prefix.count("/") + 1)
+    wanted += sorted(
+        f for f in files if f.startswith(f"{prefix}{ONNX_DIR}/") and f.count("/") == prefix.count("/") + 1
+    )
     return tuple(wanted)
 
 
@@ -168,8 +177,14 @@ def _pick(available: Sequence[str], precision: str | None, device: str, where: s
     return preferred or available[0]
 
 
-def select(files: Iterable[str], precision: str | None, *, device: str = "cpu", where: str = "the repository",
-           top_precision: str | None = None) -> Selection:
+def select(
+    files: Iterable[str],
+    precision: str | None,
+    *,
+    device: str = "cpu",
+    where: str = "the repository",
+    top_precision: str | None = None,
+) -> Selection:
     """The files to fetch from a repository listing for ``precision`` (None: fp32 on the CPU, fp16 then fp32 on a
     GPU, else the first variant present). top_precision: the precision of a native repository's top folder
     (its ``florence2_config.json``); None if it has none. Raises :class:`HubError` naming what is missing."""
@@ -180,8 +195,10 @@ def select(files: Iterable[str], precision: str | None, *, device: str = "cpu", 
         variants = community_variants(files)
         missing = [n for n in COMMUNITY_FILES if n not in files]
         if not variants:
-            raise HubError(f"{where} is in the onnx-community layout but has no complete set of graphs "
-                           f"(onnx/{', onnx/'.join(COMMUNITY_GRAPHS)} and a decoder) in any precision")
+            raise HubError(
+                f"{where} is in the onnx-community layout but has no complete set of graphs "
+                f"(onnx/{', onnx/'.join(COMMUNITY_GRAPHS)} and a decoder) in any precision"
+            )
         if missing:
             raise HubError(f"{where} has no {', '.join(missing)} (an onnx-community model needs it)")
         chosen = _pick(list(variants), precision, device, where)
@@ -192,7 +209,10 @@ def select(files: Iterable[str], precision: str | None, *, device: str = "cpu", 
         raise HubError(f"{where} is not a Florence-2 ONNX model: {_not_florence2_hint(files)}")
     named = {sub: sub for sub in folders if sub}  # variant folders are named by precision
     if "" in folders:
-        named = {top_precision or "fp32": "", **{k: v for k, v in named.items() if k != (top_precision or "fp32")}}
+        named = {
+            top_precision or "fp32": "",
+            **{k: v for k, v in named.items() if k != (top_precision or "fp32")},
+        }
     chosen = _pick(list(named), precision, device, where)
     sub = named[chosen]
     top_config = (CONFIG_FILE,) if sub and "" in folders else ()  # read for the top folder's precision
@@ -201,11 +221,15 @@ def select(files: Iterable[str], precision: str | None, *, device: str = "cpu", 
 
 def _not_florence2_hint(files: set[str]) -> str:
     if "config.json" in files and any(f.endswith(CHECKPOINT_WEIGHTS) for f in files):
-        return ("it holds a PyTorch checkpoint; export it first with 'florence2 export REPO OUT' "
-                "(needs the 'export' extra)")
+        return (
+            "it holds a PyTorch checkpoint; export it first with 'florence2 export REPO OUT' "
+            "(needs the 'export' extra)"
+        )
     shown = ", ".join(sorted(files)[:6]) + (", ..." if len(files) > 6 else "")
-    return (f"neither onnx/{LAYOUT_MARKERS['onnx-community'][0]} (onnx-community layout) nor {CONFIG_FILE} with "
-            f"onnx/{LAYOUT_MARKERS['native'][0]} (a 'florence2 export' folder) is there (files: {shown or 'none'})")
+    return (
+        f"neither onnx/{LAYOUT_MARKERS['onnx-community'][0]} (onnx-community layout) nor {CONFIG_FILE} with "
+        f"onnx/{LAYOUT_MARKERS['native'][0]} (a 'florence2 export' folder) is there (files: {shown or 'none'})"
+    )
 
 
 # ----------------------------------------------------------------------------- command-line options
@@ -215,8 +239,11 @@ def add_model_arguments(p, which: str = "") -> None:
     """``--precision`` and ``--revision`` for a command's MODEL argument (``which="a"``: ``--precision-a``)."""
     tail = f"-{which}" if which else ""
     of = f" of model {which.upper()}" if which else ""
-    p.add_argument(f"--precision{tail}", help=f"graph variant{of}: fp32, fp16, int8, q4, ... (default: fp32 on "
-                                              "the CPU, fp16 on a GPU where the repository has it)")
+    p.add_argument(
+        f"--precision{tail}",
+        help=f"graph variant{of}: fp32, fp16, int8, q4, ... (default: fp32 on "
+        "the CPU, fp16 on a GPU where the repository has it)",
+    )
     p.add_argument(f"--revision{tail}", help=f"hub branch, tag or commit{of} (hub ids and aliases only)")
 
 
@@ -258,9 +285,16 @@ def resolve_local(folder: Path, precision: str | None) -> ResolvedModel:
     return ResolvedModel(folder / sel.subfolder if sel.subfolder else folder, sel.precision)
 
 
-def resolve_model(name_or_path: str | Path, *, precision: str | None = None, revision: str | None = None,
-                  cache_dir: str | Path | None = None, local_files_only: bool | None = None,
-                  token: str | bool | None = None, device: str = "cpu") -> ResolvedModel:
+def resolve_model(
+    name_or_path: str | Path,
+    *,
+    precision: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    token: str | bool | None = None,
+    device: str = "cpu",
+) -> ResolvedModel:
     """A local folder, a hub repository id or an alias (:data:`ALIASES`) -> the local model folder to load.
 
     device: ``"cpu"`` or ``"gpu"`` (the default precision: fp32, or fp16 where the repository has it).
@@ -271,17 +305,23 @@ def resolve_model(name_or_path: str | Path, *, precision: str | None = None, rev
         return resolve_local(path, precision)
     repo_id = repo_id_of(str(name_or_path))
     if repo_id is None:
-        raise ModelFileError(path, "not a folder (expected a model folder written by 'florence2 export'), a hub "
-                                   f"repository id (owner/name) or one of {', '.join(ALIASES)}")
+        raise ModelFileError(
+            path,
+            "not a folder (expected a model folder written by 'florence2 export'), a hub "
+            f"repository id (owner/name) or one of {', '.join(ALIASES)}",
+        )
     normalize_precision(precision)  # a bad name fails before any network call
-    return HubFetcher(repo_id, revision, cache_dir, local_files_only, token, str(name_or_path)).fetch(precision, device)
+    return HubFetcher(repo_id, revision, cache_dir, local_files_only, token, str(name_or_path)).fetch(
+        precision, device
+    )
 
 
 class HubFetcher:
     """Lists a repository (online, or its cached snapshot offline), selects the files, downloads them."""
 
-    def __init__(self, repo_id: str, revision: str | None, cache_dir, local_files_only: bool | None, token,
-                 name: str):
+    def __init__(
+        self, repo_id: str, revision: str | None, cache_dir, local_files_only: bool | None, token, name: str
+    ):
         self.hf = require("huggingface_hub", "cpu", f"Loading {name!r} from the hub")
         self.errors = require("huggingface_hub.errors", "cpu", "Loading from the hub")
         self.constants = require("huggingface_hub.constants", "cpu", "Loading from the hub")
@@ -290,8 +330,11 @@ class HubFetcher:
         self.cache_dir = str(cache_dir) if cache_dir else None
         # read at call time (huggingface_hub reads them once, at import): later changes count too
         self.endpoint = (os.environ.get("HF_ENDPOINT") or self.constants.ENDPOINT).rstrip("/")
-        self.offline = (self.constants.HF_HUB_OFFLINE or _env_true("HF_HUB_OFFLINE")) if local_files_only is None \
+        self.offline = (
+            (self.constants.HF_HUB_OFFLINE or _env_true("HF_HUB_OFFLINE"))
+            if local_files_only is None
             else bool(local_files_only)
+        )
         self.what = repo_id if name == repo_id else f"{repo_id} ({name})"
         self.where = f"{self.what} at revision {revision}" if revision else self.what
 
@@ -304,10 +347,17 @@ class HubFetcher:
         folder = Path(self._download(list(sel.files)) if snapshot is None else snapshot)
         missing = [f for f in sel.files if not (folder / f).is_file()]
         if missing:
-            raise HubError(f"{self.where}: {', '.join(missing[:3])} not in the cache ({self._cache()}) and the hub "
-                           "is not reachable or disabled (HF_HUB_OFFLINE / local_files_only)")
-        return ResolvedModel(folder / sel.subfolder if sel.subfolder else folder, sel.precision, self.repo_id,
-                             folder.name, sel.files)
+            raise HubError(
+                f"{self.where}: {', '.join(missing[:3])} not in the cache ({self._cache()}) and the hub "
+                "is not reachable or disabled (HF_HUB_OFFLINE / local_files_only)"
+            )
+        return ResolvedModel(
+            folder / sel.subfolder if sel.subfolder else folder,
+            sel.precision,
+            self.repo_id,
+            folder.name,
+            sel.files,
+        )
 
     def _cache(self) -> str:
         return self.cache_dir or self.constants.HF_HUB_CACHE
@@ -321,29 +371,42 @@ class HubFetcher:
                 api = self.hf.HfApi(endpoint=self.endpoint, token=self.token)
                 info = api.model_info(self.repo_id, revision=self.revision, token=self.token)
                 return [s.rfilename for s in info.siblings or []], None
-            except Exception as e:  # noqa: BLE001 - every hub failure becomes one HubError (or the cache)
+            except Exception as e:
                 if not self._is_connection_error(e):
                     raise self._error(e) from None
                 reason = f"the hub at {self.endpoint} cannot be reached ({type(e).__name__})"
         else:
             reason = "offline (HF_HUB_OFFLINE=1 or local_files_only=True)"
         try:
-            snapshot = self.hf.snapshot_download(self.repo_id, revision=self.revision, cache_dir=self.cache_dir,
-                                                 local_files_only=True, allow_patterns=[])
-        except Exception:  # noqa: BLE001
+            snapshot = self.hf.snapshot_download(
+                self.repo_id,
+                revision=self.revision,
+                cache_dir=self.cache_dir,
+                local_files_only=True,
+                allow_patterns=[],
+            )
+        except Exception:
             raise HubError(f"{self.where}: {reason}, and it is not in the cache ({self._cache()})") from None
         try:
-            tree = self.hf.get_cached_repo_tree(self.repo_id, revision=self.revision, cache_dir=self.cache_dir)
+            tree = self.hf.get_cached_repo_tree(
+                self.repo_id, revision=self.revision, cache_dir=self.cache_dir
+            )
             return [f.path for f in tree if hasattr(f, "size")], snapshot  # files (folders have no size)
-        except Exception:  # noqa: BLE001 - older huggingface_hub, or no tree cached: what is on disk
+        except Exception:
             return _local_files(Path(snapshot)), snapshot
 
     def _download(self, files: list[str]) -> str:
         try:
-            return self.hf.snapshot_download(self.repo_id, revision=self.revision, cache_dir=self.cache_dir,
-                                             allow_patterns=files, token=self.token, endpoint=self.endpoint,
-                                             local_files_only=self.offline)
-        except Exception as e:  # noqa: BLE001
+            return self.hf.snapshot_download(
+                self.repo_id,
+                revision=self.revision,
+                cache_dir=self.cache_dir,
+                allow_patterns=files,
+                token=self.token,
+                endpoint=self.endpoint,
+                local_files_only=self.offline,
+            )
+        except Exception as e:
             raise self._error(e) from None
 
     def _is_connection_error(self, e: Exception) -> bool:
@@ -351,7 +414,8 @@ class HubFetcher:
         name = type(e).__name__
         return isinstance(e, (ConnectionError, TimeoutError, *self._kinds("OfflineModeIsEnabled"))) or (
             type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests", "urllib3")
-            and ("Connect" in name or "Timeout" in name))
+            and ("Connect" in name or "Timeout" in name)
+        )
 
     def _kinds(self, *names: str) -> tuple[type, ...]:
         """The exception classes of ``huggingface_hub.errors`` that this version has, of ``names``."""
@@ -361,22 +425,30 @@ class HubFetcher:
         """One HubError naming the repository for whatever huggingface_hub raised."""
         kinds = self._kinds
         if isinstance(e, kinds("GatedRepoError")):
-            return HubError(f"{self.what} is a gated repository: accept its terms on the hub and pass a token "
-                            "(token=..., HF_TOKEN, or 'hf auth login')")
+            return HubError(
+                f"{self.what} is a gated repository: accept its terms on the hub and pass a token "
+                "(token=..., HF_TOKEN, or 'hf auth login')"
+            )
         if isinstance(e, kinds("RepositoryNotFoundError")):
-            return HubError(f"{self.what}: no such repository on {self.endpoint} and no such local "
-                            "folder (a private repository needs a token)")
+            return HubError(
+                f"{self.what}: no such repository on {self.endpoint} and no such local "
+                "folder (a private repository needs a token)"
+            )
         if isinstance(e, kinds("RevisionNotFoundError")):
             return HubError(f"{self.what}: revision {self.revision!r} not found")
         if isinstance(e, kinds("RemoteEntryNotFoundError")) or (
-                isinstance(e, kinds("EntryNotFoundError")) and not isinstance(e, kinds("LocalEntryNotFoundError"))):
+            isinstance(e, kinds("EntryNotFoundError")) and not isinstance(e, kinds("LocalEntryNotFoundError"))
+        ):
             return HubError(f"{self.where}: {_requested_file(e)} is listed but missing on the hub")
         if isinstance(e, kinds("LocalEntryNotFoundError", "IncompleteSnapshotError", "OfflineModeIsEnabled")):
-            return HubError(f"{self.where}: not (completely) in the cache ({self._cache()}) and the hub is not "
-                            "reachable or disabled (HF_HUB_OFFLINE / local_files_only)")
+            return HubError(
+                f"{self.where}: not (completely) in the cache ({self._cache()}) and the hub is not "
+                "reachable or disabled (HF_HUB_OFFLINE / local_files_only)"
+            )
         if self._is_connection_error(e):
-            return HubError(f"{self.where}: the hub at {self.endpoint} cannot be reached "
-                            f"({type(e).__name__})")
+            return HubError(
+                f"{self.where}: the hub at {self.endpoint} cannot be reached ({type(e).__name__})"
+            )
         if isinstance(e, kinds("HfHubHTTPError")):
             return HubError(f"{self.where}: the hub answered {_first_line(e)}")
         return HubError(f"{self.where}: {type(e).__name__}: {_first_line(e)}")

@@ -44,17 +44,32 @@ class Int8Recipe:
 
 RECIPES = {
     "7bit": Int8Recipe("int8", True, False, "int8 weights in 7 bits (|w| <= 64): right on every CPU"),
-    "full-range": Int8Recipe("int8", False, True, "int8 weights in 8 bits: right on ARM and on x86 CPUs with "
-                                                   "VNNI/AMX only; wrong (saturated) on x86 CPUs without VNNI"),
+    "full-range": Int8Recipe(
+        "int8",
+        False,
+        True,
+        "int8 weights in 8 bits: right on ARM and on x86 CPUs with "
+        "VNNI/AMX only; wrong (saturated) on x86 CPUs without VNNI",
+    ),
     "u8u8": Int8Recipe("uint8", False, False, "uint8 weights: right on every CPU"),
 }
 DEFAULT_RECIPE = "7bit"
 REDUCED_INT8_MAX = 64  # onnxruntime's reduced int8 range is [-64, 64]: 2 * 255 * 64 = 32640 <= 32767
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo names; any one gives MLAS an int32 kernel
+VNNI_FLAGS = (
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_int8",
+)  # /proc/cpuinfo names; any one gives MLAS an int32 kernel
 
 # op type -> index of the input holding the quantised weight (uint8 activations times it)
-WEIGHT_INPUT = {"MatMulInteger": 1, "DynamicQuantizeMatMul": 1, "MatMulIntegerToFloat": 1, "ConvInteger": 1,
-                "QLinearMatMul": 3, "QLinearConv": 3}
+WEIGHT_INPUT = {
+    "MatMulInteger": 1,
+    "DynamicQuantizeMatMul": 1,
+    "MatMulIntegerToFloat": 1,
+    "ConvInteger": 1,
+    "QLinearMatMul": 3,
+    "QLinearConv": 3,
+}
 
 
 def check_recipe(name: str) -> Int8Recipe:
@@ -95,8 +110,11 @@ def recipe_of_weights(weights: Iterable[np.ndarray]) -> str | None:
 def quantized_weights(path: str | Path) -> list[np.ndarray]:
     """The constant weights of the integer ops (:data:`WEIGHT_INPUT`) of ONNX file ``path`` (flat arrays)."""
     graph = onnxproto.GraphFile(path)
-    names = {inputs[WEIGHT_INPUT[op]] for op, inputs in graph.nodes
-             if op in WEIGHT_INPUT and len(inputs) > WEIGHT_INPUT[op]}
+    names = {
+        inputs[WEIGHT_INPUT[op]]
+        for op, inputs in graph.nodes
+        if op in WEIGHT_INPUT and len(inputs) > WEIGHT_INPUT[op]
+    }
     arrays = (graph.array(graph.initializers[n]) for n in sorted(names) if n in graph.initializers)
     return [a for a in arrays if a is not None]
 
@@ -119,10 +137,16 @@ def cpu_flags() -> frozenset[str] | None:
                 if key.strip() in ("flags", "Features"):  # x86 / ARM
                     return frozenset(value.split())
         elif system == "Darwin":
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.features", "machdep.cpu.leaf7_features"],
-                                 capture_output=True, text=True, timeout=5).stdout
-            return frozenset(f.lower().replace("avx512vnni", "avx512_vnni").replace("avxvnni", "avx_vnni")
-                             for f in out.split())
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.features", "machdep.cpu.leaf7_features"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            return frozenset(
+                f.lower().replace("avx512vnni", "avx512_vnni").replace("avxvnni", "avx_vnni")
+                for f in out.split()
+            )
     except (OSError, subprocess.SubprocessError):
         return None
     return None
@@ -151,21 +175,33 @@ def u8s8_saturates() -> bool:
     m, k, n = 4, 64, 8
     model = onnxproto.single_node_model(
         "MatMulInteger",
-        [onnxproto.value_info("in0", onnxproto.UINT8, (m, k)), onnxproto.value_info("in1", onnxproto.INT8, (k, n))],
+        [
+            onnxproto.value_info("in0", onnxproto.UINT8, (m, k)),
+            onnxproto.value_info("in1", onnxproto.INT8, (k, n)),
+        ],
         [onnxproto.value_info("out0", onnxproto.INT32, (m, n))],
     )
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
     a, b = np.full((m, k), 255, np.uint8), np.full((k, n), 127, np.int8)
-    return not np.array_equal(sess.run(None, {"in0": a, "in1": b})[0], a.astype(np.int32) @ b.astype(np.int32))
+    return not np.array_equal(
+        sess.run(None, {"in0": a, "in1": b})[0], a.astype(np.int32) @ b.astype(np.int32)
+    )
 
 
 def cpu_description() -> str:
     """E.g. ``x86_64 without VNNI (no avx512_vnni / avx_vnni flag)``: what the warnings name."""
     vnni = cpu_has_vnni()
-    detail = {True: "with a VNNI flag", False: f"without VNNI (no {' / '.join(VNNI_FLAGS[:2])} flag)",
-              None: "(VNNI flags unreadable)"}[vnni] if is_x86() else ""
+    detail = (
+        {
+            True: "with a VNNI flag",
+            False: f"without VNNI (no {' / '.join(VNNI_FLAGS[:2])} flag)",
+            None: "(VNNI flags unreadable)",
+        }[vnni]
+        if is_x86()
+        else ""
+    )
     return f"{platform.machine() or 'unknown CPU'} {detail}".strip()
 
 
@@ -182,10 +218,12 @@ def int8_problem(recipe: str | None) -> str | None:
     """Why ``recipe`` is wrong on this CPU, or None when it is right (or unknown: nothing to say)."""
     if recipe is None or not RECIPES[recipe].needs_vnni or not u8s8_saturates():
         return None
-    return (f"int8 weights are full-range ('{recipe}' recipe) and on this CPU onnxruntime adds uint8 x int8 "
-            f"products in saturating int16 pairs (measured; {cpu_description()}): RESULTS WILL BE WRONG. "
-            f"Use a folder exported with the default '{DEFAULT_RECIPE}' recipe "
-            f"(florence2 export --dtype int8), or the fp32 one")
+    return (
+        f"int8 weights are full-range ('{recipe}' recipe) and on this CPU onnxruntime adds uint8 x int8 "
+        f"products in saturating int16 pairs (measured; {cpu_description()}): RESULTS WILL BE WRONG. "
+        f"Use a folder exported with the default '{DEFAULT_RECIPE}' recipe "
+        f"(florence2 export --dtype int8), or the fp32 one"
+    )
 
 
 def warn_if_wrong_here(folder: str | Path, recorded: str, graphs: Iterable[str | Path]) -> str | None:
@@ -197,8 +235,10 @@ def warn_if_wrong_here(folder: str | Path, recorded: str, graphs: Iterable[str |
     """
     if recorded:
         if recorded not in RECIPES:
-            raise ModelFileError(Path(folder) / CONFIG_FILE, f"unknown int8_recipe {recorded!r} "
-                                 f"(this runtime knows {', '.join(RECIPES)})")
+            raise ModelFileError(
+                Path(folder) / CONFIG_FILE,
+                f"unknown int8_recipe {recorded!r} (this runtime knows {', '.join(RECIPES)})",
+            )
         recipe = recorded
     elif not u8s8_saturates():
         return None

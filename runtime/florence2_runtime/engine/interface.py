@@ -46,8 +46,9 @@ class Engine(Protocol):
         ``to_host=False`` wherever the engine keeps them (an OrtValue on the device) for ``encode_text``."""
         ...
 
-    def encode_text(self, text_ids: np.ndarray, text_mask: np.ndarray, features: Any, *,
-                    to_host: bool = True) -> tuple[list[Any], np.ndarray]:
+    def encode_text(
+        self, text_ids: np.ndarray, text_mask: np.ndarray, features: Any, *, to_host: bool = True
+    ) -> tuple[list[Any], np.ndarray]:
         """text ids, mask [B, T] and image features -> (cross K/V, encoder mask [B, I + T] int64); the K/V
         as numpy arrays, or with ``to_host=False`` wherever the engine keeps them for ``decoder``."""
         ...
@@ -56,6 +57,8 @@ class Engine(Protocol):
         """The decoder state for encoded inputs: ``batch * num_beams`` rows, an item's beams contiguous."""
         ...
 
-    def start(self, features: Any, text_ids: np.ndarray, text_mask: np.ndarray, num_beams: int = 1) -> Inference:
+    def start(
+        self, features: Any, text_ids: np.ndarray, text_mask: np.ndarray, num_beams: int = 1
+    ) -> Inference:
         """``decoder(*encode_text(text_ids, text_mask, features, to_host=False), num_beams)``."""
         ...

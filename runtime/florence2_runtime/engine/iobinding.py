@@ -73,7 +73,9 @@ class DeviceEngine:
     def empty(self, shape: tuple[int, ...], dtype=np.float32):
         return self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, self.device_id)
 
-    def run(self, session, inputs: dict[str, Any], device_outputs: list[str], host_outputs: tuple[str, ...] = ()):
+    def run(
+        self, session, inputs: dict[str, Any], device_outputs: list[str], host_outputs: tuple[str, ...] = ()
+    ):
         """Run ``session`` with bound inputs (numpy arrays copied in, OrtValues as they are).
 
         Returns ``{name: OrtValue}`` for ``device_outputs`` and ``{name: ndarray}`` for ``host_outputs``.
@@ -97,8 +99,11 @@ class DeviceEngine:
         """Rows ``index`` of every tensor in ``values`` (2 * decoder_layers OrtValues), on the device."""
         if self.gather is None:
             return [self.to_device(np.take(v.numpy(), index, axis=0)) for v in values]
-        out = self.run(self.gather, {"index": index.astype(np.int64), **dict(zip(self.gather_inputs, values))},
-                       [o.name for o in self.gather.get_outputs()])
+        out = self.run(
+            self.gather,
+            {"index": index.astype(np.int64), **dict(zip(self.gather_inputs, values))},
+            [o.name for o in self.gather.get_outputs()],
+        )
         return list(out.values())
 
     @property
@@ -115,16 +120,20 @@ class DeviceEngine:
         s = self.sessions
         if to_host:
             return self.run(s.vision, {"pixel_values": pixel_values}, [], host_outputs=("image_features",))[
-                "image_features"]
+                "image_features"
+            ]
         return self.run(s.vision, {"pixel_values": pixel_values}, ["image_features"])["image_features"]
 
-    def encode_text(self, text_ids: np.ndarray, text_mask: np.ndarray, features, *,
-                    to_host: bool = True) -> tuple[list, np.ndarray]:
+    def encode_text(
+        self, text_ids: np.ndarray, text_mask: np.ndarray, features, *, to_host: bool = True
+    ) -> tuple[list, np.ndarray]:
         """text ids, mask [B, T] int64, image features [B, I, D] (a host array, copied to the device once, or an
         OrtValue) -> (cross K/V: numpy arrays, or OrtValues on the device with ``to_host=False``; mask [B, I + T])."""
         s = self.sessions
         b = text_ids.shape[0]
-        mask = np.concatenate([np.ones((b, s.cfg.num_image_tokens), np.int64), text_mask.astype(np.int64)], axis=1)
+        mask = np.concatenate(
+            [np.ones((b, s.cfg.num_image_tokens), np.int64), text_mask.astype(np.int64)], axis=1
+        )
         embeds = np.ascontiguousarray(s.embed_tokens[text_ids], dtype=np.float32)
         feed = {"inputs_embeds": embeds, "image_features": features, "attention_mask": mask}
         if to_host:
@@ -133,7 +142,7 @@ class DeviceEngine:
             out = self.run(s.text, feed, s.cross_names)
         return [out[n] for n in s.cross_names], mask
 
-    def decoder(self, cross: list, encoder_mask: np.ndarray, num_beams: int = 1) -> "BoundDecoderInference":
+    def decoder(self, cross: list, encoder_mask: np.ndarray, num_beams: int = 1) -> BoundDecoderInference:
         """The decoder state for ``batch * num_beams`` rows; cross K/V as OrtValues (numpy arrays are copied
         to the device once)."""
         s = self.sessions
@@ -145,8 +154,9 @@ class DeviceEngine:
             encoder_mask = encoder_mask[rows]
         return BoundDecoderInference(self, cross, encoder_mask, rows=b * num_beams)
 
-    def start(self, features, text_ids: np.ndarray, text_mask: np.ndarray,
-              num_beams: int = 1) -> "BoundDecoderInference":
+    def start(
+        self, features, text_ids: np.ndarray, text_mask: np.ndarray, num_beams: int = 1
+    ) -> BoundDecoderInference:
         # no local reference: with beams the un-repeated cross K/V would stay alive during decoding
         return self.decoder(*self.encode_text(text_ids, text_mask, features, to_host=False), num_beams)
 
@@ -163,7 +173,10 @@ class BoundDecoderInference:
         s = engine.sessions
         cfg = s.cfg
         rows = encoder_mask.shape[0] if rows is None else rows
-        self.fixed = {"encoder_attention_mask": engine.to_device(encoder_mask), **dict(zip(s.cross_names, cross))}
+        self.fixed = {
+            "encoder_attention_mask": engine.to_device(encoder_mask),
+            **dict(zip(s.cross_names, cross)),
+        }
         empty = engine.empty((rows, cfg.decoder_heads, 0, cfg.d_model // cfg.decoder_heads))
         self.past: list = [empty] * (2 * cfg.decoder_layers)
         self.present_names = kv_names("present", cfg.decoder_layers)
@@ -175,7 +188,7 @@ class BoundDecoderInference:
     def logits(self, tokens: np.ndarray) -> np.ndarray:
         """tokens [N, T] (whole sequences so far) -> next-token logits [N, V] on the host."""
         s = self.engine.sessions
-        new = np.ascontiguousarray(tokens[:, self.past_length:], dtype=np.int64)
+        new = np.ascontiguousarray(tokens[:, self.past_length :], dtype=np.int64)
         inputs = {**s.step_feed(new), **self.fixed, **dict(zip(s.past_names, self.past))}
         out = self.engine.run(s.decoder, inputs, self.present_names, host_outputs=("logits",))
         self.past = [out[n] for n in self.present_names]

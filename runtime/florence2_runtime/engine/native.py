@@ -4,8 +4,9 @@ on the device."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 
@@ -17,20 +18,28 @@ from .providers import create_session, onnxruntime
 ONNX_DIR = "onnx"
 
 ProviderList = list[tuple[str, dict[str, Any]]]
-ProvidersFor = Union[ProviderList, Callable[[GraphSpec], ProviderList]]
+ProvidersFor = ProviderList | Callable[[GraphSpec], ProviderList]
 
 
 class Sessions:
     """The three graphs of a native-layout folder plus the memory-mapped embedding table."""
 
-    def __init__(self, folder: Path, cfg: RuntimeConfig, providers: ProvidersFor, session_options=None,
-                 precision: str | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        cfg: RuntimeConfig,
+        providers: ProvidersFor,
+        session_options=None,
+        precision: str | None = None,
+    ):
         """providers: one ``[(name, options)]`` list for every graph, or a function of the graph's spec
         giving its own list (TensorRT needs per-graph optimisation profiles). precision: the precision the
         folder must hold (``florence2_config.json``'s ``precision``), None for any."""
         if precision is not None and precision != cfg.precision:
-            raise ModelFileError(Path(folder) / "florence2_config.json",
-                                 f"holds {cfg.precision} graphs, not the {precision} asked for")
+            raise ModelFileError(
+                Path(folder) / "florence2_config.json",
+                f"holds {cfg.precision} graphs, not the {precision} asked for",
+            )
         self.cfg = cfg
         self.specs = native_graphs(cfg.dims, decoder_embeds=cfg.decoder_inputs_embeds)
         onnx_dir = Path(folder) / ONNX_DIR
@@ -43,7 +52,9 @@ class Sessions:
             release_freed_memory()  # before the next graph's load spike comes on top
             return session
 
-        self.vision, self.text, self.decoder = (open_graph(n) for n in ("vision_encoder", "text_encoder", "decoder"))
+        self.vision, self.text, self.decoder = (
+            open_graph(n) for n in ("vision_encoder", "text_encoder", "decoder")
+        )
         self.embed_tokens = _load_embeddings(onnx_dir / EMBEDDINGS_FILE, cfg)
         self.cross_names = kv_names("cross", cfg.decoder_layers)
         self.past_names = kv_names("past", cfg.decoder_layers)
@@ -65,13 +76,17 @@ class Sessions:
         GEMM), while the vision encoder's activations (~300 MB per base image) would grow with the batch.
         """
         if len(pixel_values) > 1 and self.vision.get_providers()[0] == "CPUExecutionProvider":
-            return np.concatenate([self.encode_images(pixel_values[i : i + 1]) for i in range(len(pixel_values))])
+            return np.concatenate(
+                [self.encode_images(pixel_values[i : i + 1]) for i in range(len(pixel_values))]
+            )
         return self.vision.run(None, {"pixel_values": pixel_values}, self._encoder_run_options())[0]
 
     def encode_text(self, text_ids: np.ndarray, text_mask: np.ndarray, image_features: np.ndarray):
         """text_ids, text_mask [B, T] -> (cross K/V list of [B, h, I + T, hd], encoder mask [B, I + T])."""
         b = text_ids.shape[0]
-        mask = np.concatenate([np.ones((b, self.cfg.num_image_tokens), np.int64), text_mask.astype(np.int64)], axis=1)
+        mask = np.concatenate(
+            [np.ones((b, self.cfg.num_image_tokens), np.int64), text_mask.astype(np.int64)], axis=1
+        )
         embeds = np.ascontiguousarray(self.embed_tokens[text_ids], dtype=np.float32)
         feed = {"inputs_embeds": embeds, "image_features": image_features, "attention_mask": mask}
         cross = self.text.run(None, feed, self._encoder_run_options())
@@ -121,8 +136,9 @@ class DecoderInference:
     per request (beams of one item share them, so beam reordering never touches them).
     """
 
-    def __init__(self, sessions: Sessions, cross: list[np.ndarray], encoder_mask: np.ndarray,
-                 rows: int | None = None):
+    def __init__(
+        self, sessions: Sessions, cross: list[np.ndarray], encoder_mask: np.ndarray, rows: int | None = None
+    ):
         """rows: decoder rows (items * beams); default one per encoder row."""
         self.sessions = sessions
         cfg = sessions.cfg
@@ -138,7 +154,11 @@ class DecoderInference:
     def logits(self, tokens: np.ndarray) -> np.ndarray:
         """tokens [N, T] (whole sequences so far) -> next-token logits [N, V]; feeds only the new tokens."""
         new = np.ascontiguousarray(tokens[:, self.past_length :], dtype=np.int64)
-        feed = {**self.sessions.step_feed(new), **self.feed_fixed, **dict(zip(self.sessions.past_names, self.past))}
+        feed = {
+            **self.sessions.step_feed(new),
+            **self.feed_fixed,
+            **dict(zip(self.sessions.past_names, self.past)),
+        }
         logits, *self.past = self.sessions.decoder.run(None, feed)
         return logits
 

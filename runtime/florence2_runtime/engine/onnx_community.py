@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from .providers import create_session
 ONNX_DIR = "onnx"
 LAYOUT = "onnx-community"
 ProviderList = list[tuple[str, dict[str, Any]]]
-ProvidersFor = Union[ProviderList, Callable[[GraphSpec], ProviderList]]
+ProvidersFor = ProviderList | Callable[[GraphSpec], ProviderList]
 ORT_TYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -116,7 +116,10 @@ class CommunitySessions:
         self.specs = community_graphs(cfg.dims)
         onnx_dir = Path(folder) / ONNX_DIR
         providers_for = providers if callable(providers) else (lambda spec: providers)
-        open_graph = lambda name, path: _Graph(path, providers_for(self.specs[name]), session_options)
+
+        def open_graph(name, path):
+            return _Graph(path, providers_for(self.specs[name]), session_options)
+
         self.vision, self.embed_tokens, self.encoder = (
             open_graph(n, _require_graph(onnx_dir, self.specs[n].filename, precision))
             for n in ("vision_encoder", "embed_tokens", "encoder_model")

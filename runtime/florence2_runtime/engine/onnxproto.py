@@ -62,7 +62,7 @@ def fields(buf, start: int = 0, end: int | None = None) -> Iterator[tuple[int, i
 
 
 def _text(buf, span: tuple[int, int]) -> str:
-    return bytes(buf[span[0]:span[1]]).decode("utf-8")
+    return bytes(buf[span[0] : span[1]]).decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,14 @@ def _tensor(buf, span) -> Tensor:
             ext[_text(buf, entry[1])] = _text(buf, entry[2]) if 2 in entry else ""
         elif number == TENSOR_LOCATION:
             external = value == 1
-    return Tensor(name, dtype, tuple(dims), raw, ext if external else None,
-                  packed if isinstance(packed, tuple) else None)
+    return Tensor(
+        name,
+        dtype,
+        tuple(dims),
+        raw,
+        ext if external else None,
+        packed if isinstance(packed, tuple) else None,
+    )
 
 
 def _packed(buf, span) -> Iterator[tuple[int, int]]:
@@ -153,8 +159,13 @@ class GraphFile:
             count = int(length) if length else -1
             return np.fromfile(data, dtype, count=count, offset=offset)
         if tensor.int32_data is not None:
-            return np.array([v - 256 if tensor.data_type == INT8 and v > 127 else v
-                             for _, v in _packed(self._map, tensor.int32_data)], dtype)
+            return np.array(
+                [
+                    v - 256 if tensor.data_type == INT8 and v > 127 else v
+                    for _, v in _packed(self._map, tensor.int32_data)
+                ],
+                dtype,
+            )
         return np.zeros(0, dtype)
 
 
@@ -189,8 +200,12 @@ def single_node_model(op_type: str, inputs: list[bytes], outputs: list[bytes], o
     """A serialised ModelProto with one node ``op_type`` wired from the graph inputs to the graph outputs
     (``inputs`` / ``outputs``: :func:`value_info` messages, names ``in0, in1, ...`` / ``out0, ...``)."""
     node = b"".join(_field(NODE_INPUT, f"in{i}") for i in range(len(inputs)))
-    node += b"".join(_field(NODE_OUTPUT, f"out{i}") for i in range(len(outputs))) + _field(NODE_OP_TYPE, op_type)
+    node += b"".join(_field(NODE_OUTPUT, f"out{i}") for i in range(len(outputs))) + _field(
+        NODE_OP_TYPE, op_type
+    )
     graph = _field(GRAPH_NODE, node) + _field(2, "probe")
-    graph += b"".join(_field(GRAPH_INPUT, v) for v in inputs) + b"".join(_field(GRAPH_OUTPUT, v) for v in outputs)
+    graph += b"".join(_field(GRAPH_INPUT, v) for v in inputs) + b"".join(
+        _field(GRAPH_OUTPUT, v) for v in outputs
+    )
     opset_import = _field(1, "") + _field(2, opset)
     return _field(MODEL_IR_VERSION, 8) + _field(MODEL_OPSET, opset_import) + _field(MODEL_GRAPH, graph)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
 from ..errors import Florence2Error, ModelFileError, require
 
-ProviderSpec = Union[str, tuple[str, dict[str, Any]]]
+ProviderSpec = str | tuple[str, dict[str, Any]]
 
 SHORT_NAMES = {
     "cpu": "CPUExecutionProvider",
@@ -19,7 +20,11 @@ SHORT_NAMES = {
 # what a short name expands to: an accelerator keeps the CPU as the fallback for unsupported nodes
 EXPANSIONS = {
     "CUDAExecutionProvider": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "TensorrtExecutionProvider": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    "TensorrtExecutionProvider": [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ],
 }
 
 
@@ -54,7 +59,11 @@ def normalize_providers(providers: Sequence[ProviderSpec] | str | None) -> list[
     available = onnxruntime().get_available_providers()
     for name, _ in out:
         if name not in available:
-            hint = " (install 'florence2-onnx[gpu]' or a GPU build of onnxruntime)" if name != "CPUExecutionProvider" else ""
+            hint = (
+                " (install 'florence2-onnx[gpu]' or a GPU build of onnxruntime)"
+                if name != "CPUExecutionProvider"
+                else ""
+            )
             raise ProviderError(
                 f"execution provider {name!r} is not available in this onnxruntime build; available: "
                 f"{', '.join(available)}{hint}"
@@ -70,12 +79,15 @@ def create_session(path: Path, providers: list[tuple[str, dict[str, Any]]], opti
     try:
         sess = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for corrupt files
-        raise ModelFileError(path, f"onnxruntime cannot load it ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise ModelFileError(
+            path, f"onnxruntime cannot load it ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
     granted = sess.get_providers()
     wanted = providers[0][0]
     if wanted not in granted:
         warnings.warn(
-            f"{path.name}: asked for {wanted} but onnxruntime runs it on {', '.join(granted)}", RuntimeWarning,
+            f"{path.name}: asked for {wanted} but onnxruntime runs it on {', '.join(granted)}",
+            RuntimeWarning,
             stacklevel=3,
         )
     return sess

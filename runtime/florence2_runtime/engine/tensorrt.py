@@ -39,10 +39,16 @@ class TensorRTLimits:
         for name, value in vars(self).items():
             if not isinstance(value, int) or value < (0 if name == "min_past" else 1):
                 raise ValueError(f"TensorRTLimits.{name} must be a positive integer, got {value!r}")
-        for opt, top in (("opt_batch", "max_batch"), ("opt_beams", "max_beams"),
-                         ("opt_prompt_tokens", "max_prompt_tokens"), ("opt_new_tokens", "max_new_tokens")):
+        for opt, top in (
+            ("opt_batch", "max_batch"),
+            ("opt_beams", "max_beams"),
+            ("opt_prompt_tokens", "max_prompt_tokens"),
+            ("opt_new_tokens", "max_new_tokens"),
+        ):
             if getattr(self, opt) > getattr(self, top):
-                raise ValueError(f"TensorRTLimits.{opt} ({getattr(self, opt)}) exceeds {top} ({getattr(self, top)})")
+                raise ValueError(
+                    f"TensorRTLimits.{opt} ({getattr(self, opt)}) exceeds {top} ({getattr(self, top)})"
+                )
 
 
 Range = tuple[int, int, int]  # (min, opt, max)
@@ -61,10 +67,20 @@ def axis_ranges(graph: str, dims: ModelDims, limits: TensorRTLimits) -> dict[str
     table: dict[str, dict[str, Range]] = {
         "vision_encoder": {"batch": items},
         "text_encoder": {"batch": items, "text_length": prompt, "encoder_length": encoder},
-        "decoder": {"batch": rows, "items": items, "step_length": (1, 1, 1), "encoder_length": encoder, "past_length": past,
-                    "total_length": (past[0] + 1, past[1] + 1, past[2] + 1)},
+        "decoder": {
+            "batch": rows,
+            "items": items,
+            "step_length": (1, 1, 1),
+            "encoder_length": encoder,
+            "past_length": past,
+            "total_length": (past[0] + 1, past[1] + 1, past[2] + 1),
+        },
         # one engine for both jobs: repeat cross K/V per beam (length = encoder) and reorder the past
-        "kv_gather": {"batch": rows, "rows": rows, "length": (min(past[0], encoder[0]), past[1], max(past[2], encoder[2]))},
+        "kv_gather": {
+            "batch": rows,
+            "rows": rows,
+            "length": (min(past[0], encoder[0]), past[1], max(past[2], encoder[2])),
+        },
     }
     if graph not in table:
         raise ValueError(f"no TensorRT profile for graph {graph!r}; known: {', '.join(table)}")
@@ -91,15 +107,18 @@ class TensorRTSettings:
     """What a user chooses for the TensorRT provider (besides the limits)."""
 
     cache_dir: str = "trt_cache"  # engines and timing caches; reused across runs (first build takes minutes)
-    fp16: bool = True  # fp16 kernels; LayerNorm kept in fp32 (it overflows in fp16 on Florence-2's activations)
+    fp16: bool = (
+        True  # fp16 kernels; LayerNorm kept in fp32 (it overflows in fp16 on Florence-2's activations)
+    )
     workspace_bytes: int | None = None  # cap on TensorRT's builder workspace (Jetson: keep it small)
     device_id: int = 0
     builder_optimization_level: int = 3
     extra: dict[str, Any] = field(default_factory=dict)  # any other trt_* option, passed through
 
 
-def provider_options(spec: GraphSpec, dims: ModelDims, limits: TensorRTLimits,
-                     settings: TensorRTSettings = TensorRTSettings()) -> dict[str, Any]:
+def provider_options(
+    spec: GraphSpec, dims: ModelDims, limits: TensorRTLimits, settings: TensorRTSettings = TensorRTSettings()
+) -> dict[str, Any]:
     """Options of ``TensorrtExecutionProvider`` for the session of one graph (profiles only for
     :data:`PROFILED_GRAPHS`)."""
     lo, opt, hi = profile_shapes(spec, dims, limits) if spec.name in PROFILED_GRAPHS else ({}, {}, {})
@@ -116,8 +135,11 @@ def provider_options(spec: GraphSpec, dims: ModelDims, limits: TensorRTLimits,
         "trt_builder_optimization_level": settings.builder_optimization_level,
     }
     if lo:
-        options.update(trt_profile_min_shapes=shapes_option(lo), trt_profile_opt_shapes=shapes_option(opt),
-                       trt_profile_max_shapes=shapes_option(hi))
+        options.update(
+            trt_profile_min_shapes=shapes_option(lo),
+            trt_profile_opt_shapes=shapes_option(opt),
+            trt_profile_max_shapes=shapes_option(hi),
+        )
     if settings.workspace_bytes is not None:
         options["trt_max_workspace_size"] = int(settings.workspace_bytes)
     options.update(settings.extra)
@@ -127,8 +149,9 @@ def provider_options(spec: GraphSpec, dims: ModelDims, limits: TensorRTLimits,
 TENSORRT = "TensorrtExecutionProvider"
 
 
-def graph_providers(providers: list[tuple[str, dict[str, Any]]], dims: ModelDims,
-                    limits: TensorRTLimits | None = None):
+def graph_providers(
+    providers: list[tuple[str, dict[str, Any]]], dims: ModelDims, limits: TensorRTLimits | None = None
+):
     """A function ``spec -> [(name, options)]`` giving each graph's session its own TensorRT profiles.
 
     The TensorRT entry's options are :func:`provider_options` for that graph, updated with what the
@@ -140,8 +163,10 @@ def graph_providers(providers: list[tuple[str, dict[str, Any]]], dims: ModelDims
         out = []
         for name, user in providers:
             if name == TENSORRT:
-                settings = TensorRTSettings(device_id=int(user.get("device_id", 0)),
-                                            cache_dir=str(user.get("trt_engine_cache_path", "trt_cache")))
+                settings = TensorRTSettings(
+                    device_id=int(user.get("device_id", 0)),
+                    cache_dir=str(user.get("trt_engine_cache_path", "trt_cache")),
+                )
                 # graphs without profiles (the onnx-community layout's) get engines built per shape seen
                 out.append((name, {**provider_options(spec, dims, limits, settings), **user}))
             else:

@@ -21,7 +21,6 @@ NEG_INF = np.float32(-np.inf)
 TORCH_CPU_LANES = 16
 
 
-
 class LogitFilter(Protocol):
     """One of transformers' logits processors."""
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +55,10 @@ class DecodingOptions:
         check_int("max_new_tokens", self.max_new_tokens, minimum=1)
         check_int("min_new_tokens", self.min_new_tokens, minimum=0)
         if self.min_new_tokens > self.max_new_tokens:
-            raise ValueError(f"min_new_tokens ({self.min_new_tokens}) is larger than max_new_tokens "
-                             f"({self.max_new_tokens})")
+            raise ValueError(
+                f"min_new_tokens ({self.min_new_tokens}) is larger than max_new_tokens "
+                f"({self.max_new_tokens})"
+            )
         check_int("num_beams", self.num_beams, minimum=1)
         check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, minimum=0)
         es = self.early_stopping
@@ -69,7 +72,7 @@ class DecodingOptions:
             raise ValueError("pad_token_id is required when eos_token_id is set (it fills finished rows)")
 
     @classmethod
-    def from_generation_config(cls, config: Mapping[str, Any], **overrides: Any) -> "DecodingOptions":
+    def from_generation_config(cls, config: Mapping[str, Any], **overrides: Any) -> DecodingOptions:
         """Options from a ``generation_config.json`` dict and ``generate()``-style keyword overrides.
 
         Follows transformers: overrides win (``None`` unsets), ``max_new_tokens`` wins over ``max_length``
@@ -80,8 +83,10 @@ class DecodingOptions:
         """
         for name in overrides:
             if name not in _OPTION_NAMES | _LENGTH_NAMES | _IGNORED_SETTINGS | _NEUTRAL_SETTINGS.keys():
-                raise ValueError(f"unknown generation option {brief(name)}; supported: "
-                                 f"{', '.join(sorted(_OPTION_NAMES | _LENGTH_NAMES))}")
+                raise ValueError(
+                    f"unknown generation option {brief(name)}; supported: "
+                    f"{', '.join(sorted(_OPTION_NAMES | _LENGTH_NAMES))}"
+                )
         merged = {**config, **overrides}
         for name, neutral in _NEUTRAL_SETTINGS.items():
             value = merged.get(name)
@@ -168,8 +173,10 @@ def _check_length_penalty(lp: Any, max_length: int | None) -> None:
         extreme = math.inf
     if not extreme < float(np.finfo(np.float32).max):
         bound = math.log(float(np.finfo(np.float32).max)) / math.log(max(max_length, 2))
-        raise ValueError(f"length_penalty={brief(lp)} is too large in size for max length {max_length}: "
-                         f"length ** length_penalty overflows float32; use a value in [-{bound:.1f}, {bound:.1f}]")
+        raise ValueError(
+            f"length_penalty={brief(lp)} is too large in size for max length {max_length}: "
+            f"length ** length_penalty overflows float32; use a value in [-{bound:.1f}, {bound:.1f}]"
+        )
 
 
 def _single_id(name: str, value: Any) -> Any:

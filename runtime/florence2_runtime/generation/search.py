@@ -160,13 +160,16 @@ class BeamSearchDecoder:
         self._update_finished(sequences, scores, stops, generated=cur + 1 - PROMPT_LENGTH)
         self.cur_len = cur = cur + 1
         self.improvable = self._early_stop_unsatisfied()
-        done = not (self.improvable.any()
-                    and not (self.is_finished.all() and opts.early_stopping is True)
-                    and not stops.all())
+        done = not (
+            self.improvable.any()
+            and not (self.is_finished.all() and opts.early_stopping is True)
+            and not stops.all()
+        )
         return Step(self.running[:, :, :cur].reshape(b * k, cur), source, done)
 
-    def _update_finished(self, sequences: np.ndarray, scores: np.ndarray, stops: np.ndarray,
-                         generated: int) -> None:
+    def _update_finished(
+        self, sequences: np.ndarray, scores: np.ndarray, stops: np.ndarray, generated: int
+    ) -> None:
         """Merge the candidates among the first k that just stopped into the k best finished hypotheses."""
         k, opts = self.num_beams, self.options
         just_finished = stops.copy()
@@ -232,12 +235,14 @@ def generate(inference: Inference, batch_size: int, options: DecodingOptions) ->
     while True:
         logits = inference.logits(tokens)
         if getattr(logits, "ndim", 0) != 2 or logits.shape[0] != rows:
-            raise ValueError(f"Inference.logits returned shape {getattr(logits, 'shape', None)}, expected "
-                             f"[{rows}, vocab]")
+            raise ValueError(
+                f"Inference.logits returned shape {getattr(logits, 'shape', None)}, expected [{rows}, vocab]"
+            )
         if np.isnan(logits).any():  # ~50 us per step; silent garbage (or a crash in top-k) otherwise
             raise NonFiniteLogitsError(
                 f"the model produced NaN logits at decoder length {tokens.shape[1]} (an overflow: e.g. an fp16 "
-                "graph whose activations exceed the fp16 range; try the fp32 export)")
+                "graph whose activations exceed the fp16 range; try the fp32 export)"
+            )
         tokens, source, done = decoder.update(tokens, logits)
         if done:  # a final cache reorder would be wasted
             return decoder.finalize(tokens)

@@ -32,7 +32,9 @@ class EncodedImage:
     def __post_init__(self) -> None:
         features = np.asarray(self.features)
         if features.ndim != 2:
-            raise ValueError(f"EncodedImage.features must be [image_tokens, d_model], got shape {features.shape}")
+            raise ValueError(
+                f"EncodedImage.features must be [image_tokens, d_model], got shape {features.shape}"
+            )
         if features is self.features and features.flags.writeable:
             features = features.copy()  # never freeze an array the caller still writes to
         features.flags.writeable = False
@@ -40,5 +42,7 @@ class EncodedImage:
         object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
 
     def __repr__(self) -> str:
-        return (f"EncodedImage(features={list(self.features.shape)} {self.features.dtype}, "
-                f"image_size={self.image_size}, model={self.model!r})")
+        return (
+            f"EncodedImage(features={list(self.features.shape)} {self.features.dtype}, "
+            f"image_size={self.image_size}, model={self.model!r})"
+        )

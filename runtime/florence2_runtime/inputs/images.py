@@ -14,8 +14,8 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,7 +28,7 @@ def is_url(text: str) -> bool:
     return _URL.match(text) is not None
 
 
-ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike, bytes, bytearray, memoryview]
+ImageInput = Image.Image | np.ndarray | str | os.PathLike | bytes | bytearray | memoryview
 
 
 def _open_encoded(source, what: str) -> Image.Image:
@@ -127,8 +127,10 @@ def preprocess(
     batch = np.empty((len(images), height, width, 3), dtype=np.uint8)  # [B, H, W, 3]
     for i, im in enumerate(images):
         if not isinstance(im, Image.Image) or im.mode != "RGB":
-            raise ValueError(f"image {i}: expected an RGB PIL image (use load_image first), got "
-                             f"{getattr(im, 'mode', type(im).__name__)!r}")
+            raise ValueError(
+                f"image {i}: expected an RGB PIL image (use load_image first), got "
+                f"{getattr(im, 'mode', type(im).__name__)!r}"
+            )
         batch[i] = np.asarray(resize_for_model(im, (height, width), resample))
     x = (batch.astype(np.float64) * float(rescale_factor)).astype(np.float32)
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)

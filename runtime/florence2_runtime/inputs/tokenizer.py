@@ -9,8 +9,8 @@ tokenised on its own), right-padded with ``<pad>``. Decoding is the backend's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -49,7 +49,7 @@ class Florence2Tokenizer:
         self._tok.no_truncation()
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Florence2Tokenizer":
+    def from_file(cls, path: str | Path) -> Florence2Tokenizer:
         """Load a ``tokenizer.json`` (as written by ``florence2 export``)."""
         return cls(read_tokenizer_file(path), path)
 

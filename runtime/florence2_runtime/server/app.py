@@ -42,8 +42,15 @@ def _fastapi():
     return require("fastapi", "serve", "The Florence-2 server")
 
 
-def create_app(model, limits: ServerLimits | None = None, model_name: str | None = None, *, ui: bool = True,
-               docs: bool = True, assets: AssetLimits | None = None):
+def create_app(
+    model,
+    limits: ServerLimits | None = None,
+    model_name: str | None = None,
+    *,
+    ui: bool = True,
+    docs: bool = True,
+    assets: AssetLimits | None = None,
+):
     """A FastAPI app serving ``model`` (a loaded ``Florence2``) under ``limits``; ``ui``: the page at ``/``,
     ``docs``: ``/openapi.json`` and ``/docs``; ``assets``: bounds of the NVCF asset store."""
     fastapi = _fastapi()
@@ -56,8 +63,9 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
     limits = limits or ServerLimits()
     name = model_name or _model_name(model)
     metrics = Metrics()
-    batcher = DynamicBatcher(model, limits.max_batch_size, limits.max_wait_ms, limits.max_queue,
-                             on_batch=metrics.record_batch)
+    batcher = DynamicBatcher(
+        model, limits.max_batch_size, limits.max_wait_ms, limits.max_queue, on_batch=metrics.record_batch
+    )
     decodes = asyncio.Semaphore(limits.max_concurrent_decodes)  # full-resolution images alive at once
 
     store = AssetStore(assets)
@@ -74,8 +82,9 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
         sweeper.cancel()
         await batcher.close()
 
-    app = fastapi.FastAPI(title="Florence-2 (ONNX Runtime)", lifespan=lifespan, docs_url=None, redoc_url=None,
-                          openapi_url=None)
+    app = fastapi.FastAPI(
+        title="Florence-2 (ONNX Runtime)", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.batcher, app.state.metrics, app.state.limits, app.state.assets = batcher, metrics, limits, store
 
     def error_response(e: RequestError) -> JSONResponse:
@@ -97,7 +106,9 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
                 metrics.record_error("client_disconnected")
                 response = Response(status_code=DISCONNECTED)
             except Exception as e:  # a bug: still JSON, still counted, the worker lives on
-                response = error_response(RequestError(500, "internal", f"internal error ({type(e).__name__})"))
+                response = error_response(
+                    RequestError(500, "internal", f"internal error ({type(e).__name__})")
+                )
             metrics.record_request(route, response.status_code, time.perf_counter() - start)
             return response
 
@@ -108,8 +119,9 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
         submit = asyncio.ensure_future(batcher.submit(job))
         gone = asyncio.ensure_future(_wait_for_disconnect(request))
         try:
-            done, _ = await asyncio.wait({submit, gone}, timeout=limits.request_timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {submit, gone}, timeout=limits.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             gone.cancel()
             if not submit.done():
@@ -118,55 +130,92 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
             try:
                 return submit.result()
             except QueueFull:
-                raise RequestError(503, "queue_full", f"the server is busy ({limits.max_queue} requests waiting); "
-                                   "retry later", headers={"Retry-After": str(limits.retry_after_s)}) from None
+                raise RequestError(
+                    503,
+                    "queue_full",
+                    f"the server is busy ({limits.max_queue} requests waiting); retry later",
+                    headers={"Retry-After": str(limits.retry_after_s)},
+                ) from None
         if gone in done:
             raise ClientGone()
         raise RequestError(504, "timeout", f"the request took longer than {limits.request_timeout_s} s")
 
-    async def infer_fields(task, text, region, region_format, generation, image_bytes: bytes,
-                           tasks=None) -> tuple[Job, float]:
+    async def infer_fields(
+        task, text, region, region_format, generation, image_bytes: bytes, tasks=None
+    ) -> tuple[Job, float]:
         """Checked fields + image bytes -> a Job (image decoded and prompts tokenised off the event loop, the
         image kept at the model's size) and the decode time.
 
         ``tasks`` (a list, instead of ``task``): several tasks on the image, one vision encoding."""
         if tasks is not None and task is not None:
             raise invalid("invalid_task_input", "give either 'task' or 'tasks', not both")
-        entries = check_tasks(tasks, text, region, region_format, limits.max_text_bytes) if tasks is not None else None
+        entries = (
+            check_tasks(tasks, text, region, region_format, limits.max_text_bytes)
+            if tasks is not None
+            else None
+        )
         if entries is None:
             check_task(task, text, region, region_format, limits.max_text_bytes)
         gen, options = check_generation(generation, limits, model)
         t0 = time.perf_counter()
         async with decodes:
-            image, size = await asyncio.to_thread(decode_for_model, image_bytes, limits.max_pixels,
-                                                  model.config.image_size, model.config.resample, limits.jpeg_draft)
+            image, size = await asyncio.to_thread(
+                decode_for_model,
+                image_bytes,
+                limits.max_pixels,
+                model.config.image_size,
+                model.config.resample,
+                limits.jpeg_draft,
+            )
         decode_ms = (time.perf_counter() - t0) * 1000.0
         if entries is None:
             prompt = await asyncio.to_thread(build_prompt, task, text, region, region_format, size, model)
             return Job(image, prompt, task, gen, options, size), decode_ms
         prompts = await asyncio.to_thread(
-            lambda: [(e.task, build_prompt(e.task, e.text, e.region, region_format, size, model)) for e in entries])
-        return Job(image, prompts[0][1], prompts[0][0], gen, options, size, more_tasks=tuple(prompts[1:])), decode_ms
+            lambda: [
+                (e.task, build_prompt(e.task, e.text, e.region, region_format, size, model)) for e in entries
+            ]
+        )
+        return Job(
+            image, prompts[0][1], prompts[0][0], gen, options, size, more_tasks=tuple(prompts[1:])
+        ), decode_ms
 
     async def infer(request: Request):
         t0 = time.perf_counter()
         fields = await _read_infer_request(request, limits)
         unexpected = sorted(set(fields) - INFER_FIELDS)
         if unexpected:
-            raise invalid("unexpected_field", f"unexpected field(s) {brief_names(unexpected)}; "
-                                              f"allowed: {', '.join(sorted(INFER_FIELDS))}")
+            raise invalid(
+                "unexpected_field",
+                f"unexpected field(s) {brief_names(unexpected)}; allowed: {', '.join(sorted(INFER_FIELDS))}",
+            )
         if fields.get("image") is None:
             raise invalid("missing_field", "'image' is required (base64, a data URL, or a multipart file)")
         image = fields["image"]
         image_bytes = image if isinstance(image, bytes) else await asyncio.to_thread(decode_base64, image)
-        job, decode_ms = await infer_fields(fields.get("task"), fields.get("text"), fields.get("region"),
-                                            fields.get("region_format", "pixels"), fields.get("generation"),
-                                            image_bytes, fields.get("tasks"))
+        job, decode_ms = await infer_fields(
+            fields.get("task"),
+            fields.get("text"),
+            fields.get("region"),
+            fields.get("region_format", "pixels"),
+            fields.get("generation"),
+            image_bytes,
+            fields.get("tasks"),
+        )
         outcome = await run_job(job, request)
-        timing = {"decode_image": decode_ms, "queue": outcome.queue_ms, "inference": outcome.inference_ms,
-                  "total": (time.perf_counter() - t0) * 1000.0}
-        return JSONResponse({"result": outcome.result, "timing_ms": {k: round(v, 3) for k, v in timing.items()},
-                             "batch_size": outcome.batch_size})
+        timing = {
+            "decode_image": decode_ms,
+            "queue": outcome.queue_ms,
+            "inference": outcome.inference_ms,
+            "total": (time.perf_counter() - t0) * 1000.0,
+        }
+        return JSONResponse(
+            {
+                "result": outcome.result,
+                "timing_ms": {k: round(v, 3) for k, v in timing.items()},
+                "batch_size": outcome.batch_size,
+            }
+        )
 
     async def nim(request: Request):
         as_json = hosted.wants_json(request.query_params, request.headers)
@@ -182,25 +231,43 @@ def create_app(model, limits: ServerLimits | None = None, model_name: str | None
         async with decodes:  # the overlay is drawn on the full image (the job kept only the model's size)
             original = await asyncio.to_thread(decode_image, image_bytes, limits.max_pixels)
             data = await asyncio.to_thread(hosted.zip_answer, task, answer, outcome.result, original)
-        return Response(data, media_type=hosted.ZIP_MEDIA_TYPE,
-                        headers={"Content-Disposition": f'attachment; filename="{answer["id"]}.zip"'})
+        return Response(
+            data,
+            media_type=hosted.ZIP_MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="{answer["id"]}.zip"'},
+        )
 
     async def health(_request: Request):
-        return JSONResponse({"status": "ok", "model": name, "providers": list(model.providers),
-                             "queue_depth": batcher.queue_depth, "running": batcher.running,
-                             "max_batch_size": limits.max_batch_size, "rss_mib": _rss_mib()})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": name,
+                "providers": list(model.providers),
+                "queue_depth": batcher.queue_depth,
+                "running": batcher.running,
+                "max_batch_size": limits.max_batch_size,
+                "rss_mib": _rss_mib(),
+            }
+        )
 
     async def metrics_route(_request: Request):
-        gauges = {"queue_depth": ("Requests waiting for the model.", batcher.queue_depth),
-                  "running": ("Requests in the batch being run.", batcher.running),
-                  "resident_memory_mib": ("Resident memory of the server process (MiB).", _rss_mib())}
+        gauges = {
+            "queue_depth": ("Requests waiting for the model.", batcher.queue_depth),
+            "running": ("Requests in the batch being run.", batcher.running),
+            "resident_memory_mib": ("Resident memory of the server process (MiB).", _rss_mib()),
+        }
         return PlainTextResponse(metrics.render(gauges), media_type="text/plain; version=0.0.4")
 
-    for route, handler, method in (("/health", health, "GET"), ("/metrics", metrics_route, "GET"),
-                                   ("/v1/infer", infer, "POST"), (NIM_ROUTE, nim, "POST"),
-                                   *asset_routes(store, lambda r, **kw: _read_body(r, limits, **kw), _parse_json,
-                                                 limits.max_pixels)):
-        app.add_route(route, endpoint(route, handler), methods=[method], include_in_schema=False)  # plain Starlette
+    for route, handler, method in (
+        ("/health", health, "GET"),
+        ("/metrics", metrics_route, "GET"),
+        ("/v1/infer", infer, "POST"),
+        (NIM_ROUTE, nim, "POST"),
+        *asset_routes(store, lambda r, **kw: _read_body(r, limits, **kw), _parse_json, limits.max_pixels),
+    ):
+        app.add_route(
+            route, endpoint(route, handler), methods=[method], include_in_schema=False
+        )  # plain Starlette
     web.install(app, model, limits, name, ui=ui, docs=docs)  # the page, /openapi.json and /docs
 
     @app.exception_handler(StarletteHTTPException)
@@ -230,10 +297,15 @@ def _check_api_key(request, api_key: str | None) -> None:
     auth = request.headers.get("authorization", "")
     if given is None and auth[:7].lower() == "bearer ":
         given = auth[7:].strip()
-    if given is None or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
-                                                api_key.encode("utf-8", "surrogateescape")):
-        raise RequestError(401, "unauthorized", "missing or wrong API key (send 'Authorization: Bearer <key>')",
-                           headers={"WWW-Authenticate": "Bearer"})
+    if given is None or not hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), api_key.encode("utf-8", "surrogateescape")
+    ):
+        raise RequestError(
+            401,
+            "unauthorized",
+            "missing or wrong API key (send 'Authorization: Bearer <key>')",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 async def _wait_for_disconnect(request) -> None:
@@ -251,8 +323,12 @@ async def _read_body(request, limits: ServerLimits, max_bytes: int | None = None
     try:
         return await asyncio.wait_for(_collect_body(request, max_bytes), limits.body_timeout_s)
     except asyncio.TimeoutError:
-        raise RequestError(408, "body_timeout", f"the request body did not arrive within {limits.body_timeout_s} s",
-                           headers={"Connection": "close"}) from None
+        raise RequestError(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within {limits.body_timeout_s} s",
+            headers={"Connection": "close"},
+        ) from None
 
 
 async def _collect_body(request, max_bytes: int) -> bytes:
@@ -297,12 +373,17 @@ async def _read_infer_request(request, limits: ServerLimits) -> dict:
     if content_type in ("application/json", ""):
         fields = await asyncio.to_thread(_parse_json, body)  # large bodies take milliseconds: off the loop
         if not isinstance(fields, dict):
-            raise bad_request("invalid_json", f"request body must be a JSON object, got {type(fields).__name__}")
+            raise bad_request(
+                "invalid_json", f"request body must be a JSON object, got {type(fields).__name__}"
+            )
         return fields
     if content_type == "multipart/form-data":
         return await _read_multipart(request, body, limits)
-    raise RequestError(415, "unsupported_media_type",
-                       f"Content-Type {brief(content_type)} is not supported; send application/json or multipart/form-data")
+    raise RequestError(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {brief(content_type)} is not supported; send application/json or multipart/form-data",
+    )
 
 
 async def _read_multipart(request, body: bytes, limits: ServerLimits) -> dict:
@@ -319,10 +400,13 @@ async def _read_multipart(request, body: bytes, limits: ServerLimits) -> dict:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=16,
-                                                         max_part_size=limits.max_body_bytes)
+        form = await Request(request.scope, replay).form(
+            max_files=1, max_fields=16, max_part_size=limits.max_body_bytes
+        )
     except Exception as e:  # python-multipart / starlette parse errors
-        raise bad_request("invalid_multipart", f"cannot parse the multipart body ({getattr(e, 'detail', e)})") from None
+        raise bad_request(
+            "invalid_multipart", f"cannot parse the multipart body ({getattr(e, 'detail', e)})"
+        ) from None
     fields: dict[str, Any] = {}
     try:
         for key, value in form.multi_items():
@@ -330,7 +414,9 @@ async def _read_multipart(request, body: bytes, limits: ServerLimits) -> dict:
                 raise bad_request("invalid_multipart", f"field {brief(key)} is given more than once")
             if isinstance(value, UploadFile):
                 if key != "image":
-                    raise invalid("unexpected_field", f"only 'image' may be a file, got a file in {brief(key)}")
+                    raise invalid(
+                        "unexpected_field", f"only 'image' may be a file, got a file in {brief(key)}"
+                    )
                 fields[key] = await value.read()
             elif key == "image":
                 fields[key] = value  # base64 text in a form field
@@ -353,8 +439,10 @@ def _form_json(key: str, value: str) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError):  # JSONDecodeError, or an int past Python's digit limit
         what = {"region": "[x1, y1, x2, y2] or x1,y1,x2,y2", "tasks": "a JSON list"}.get(key, "a JSON object")
-        raise invalid(f"invalid_{key}" if key == "generation" else "invalid_task_input",
-                      f"multipart field {brief(key)} must be {what}, got {brief(value)}") from None
+        raise invalid(
+            f"invalid_{key}" if key == "generation" else "invalid_task_input",
+            f"multipart field {brief(key)} must be {what}, got {brief(value)}",
+        ) from None
 
 
 def _model_name(model) -> str:

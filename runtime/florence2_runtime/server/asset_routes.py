@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .assets import AssetStore
 from .images import probe_image
@@ -21,19 +22,32 @@ ASSET_ROUTE = "/v2/nvcf/assets/{asset_id}"
 UPLOAD_ROUTE = "/v2/nvcf/assets/{asset_id}/upload"  # authorised by its token, not by the API key
 
 
-def asset_routes(store: AssetStore, read_body: Callable[..., Awaitable[bytes]], parse_json: Callable[[bytes], Any],
-                 max_pixels: int) -> list[tuple[str, Callable, str]]:
+def asset_routes(
+    store: AssetStore,
+    read_body: Callable[..., Awaitable[bytes]],
+    parse_json: Callable[[bytes], Any],
+    max_pixels: int,
+) -> list[tuple[str, Callable, str]]:
     """(route, handler, method) for the asset API; ``read_body(request, max_bytes=...)`` reads a bounded body."""
     from starlette.responses import JSONResponse, Response
 
     async def create(request):
         body = await asyncio.to_thread(parse_json, await read_body(request))
         if not isinstance(body, dict):
-            raise bad_request("invalid_json", "request body must be a JSON object {\"contentType\", \"description\"}")
+            raise bad_request(
+                "invalid_json", 'request body must be a JSON object {"contentType", "description"}'
+            )
         asset = store.create(body.get("contentType"), body.get("description"))
         upload = f"{str(request.base_url).rstrip('/')}{UPLOAD_ROUTE.format(asset_id=asset.asset_id)}?token={asset.token}"
-        return JSONResponse({"assetId": asset.asset_id, "uploadUrl": upload, "contentType": asset.content_type,
-                             "description": asset.description, "expiresInSeconds": store.limits.ttl_s})
+        return JSONResponse(
+            {
+                "assetId": asset.asset_id,
+                "uploadUrl": upload,
+                "contentType": asset.content_type,
+                "description": asset.description,
+                "expiresInSeconds": store.limits.ttl_s,
+            }
+        )
 
     async def upload(request):
         asset_id = request.path_params["asset_id"]
@@ -44,8 +58,12 @@ def asset_routes(store: AssetStore, read_body: Callable[..., Awaitable[bytes]], 
         except RequestError as e:
             if e.kind != "body_too_large":
                 raise
-            raise RequestError(413, "asset_too_large", f"asset {asset_id} exceeds {store.limits.max_asset_bytes} "
-                                                       "bytes, the largest asset this server stores") from None
+            raise RequestError(
+                413,
+                "asset_too_large",
+                f"asset {asset_id} exceeds {store.limits.max_asset_bytes} "
+                "bytes, the largest asset this server stores",
+            ) from None
         if data:
             try:
                 await asyncio.to_thread(probe_image, data, max_pixels)

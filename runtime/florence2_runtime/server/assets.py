@@ -85,27 +85,45 @@ class AssetStore:
     def create(self, content_type: object, description: object) -> Asset:
         """A new, empty asset (422 for a content type that is not an image, 429 when the store is full)."""
         if not isinstance(content_type, str) or not content_type.lower().startswith("image/"):
-            raise invalid("unsupported_asset_type", f"contentType must be an image type such as 'image/jpeg', "
-                                                    f"got {content_type!r}")
+            raise invalid(
+                "unsupported_asset_type",
+                f"contentType must be an image type such as 'image/jpeg', got {content_type!r}",
+            )
         if description is not None and not isinstance(description, str):
-            raise invalid("invalid_request", f"description must be a string, got {type(description).__name__}")
+            raise invalid(
+                "invalid_request", f"description must be a string, got {type(description).__name__}"
+            )
         self.purge()
         if len(self._assets) >= self.limits.max_assets:
-            raise RequestError(429, "too_many_assets", f"this server holds {self.limits.max_assets} assets already; "
-                                                       f"they expire {self.limits.ttl_s:g} s after creation",
-                               headers={"Retry-After": str(max(1, int(self._seconds_to_next_expiry())))})
-        asset = Asset(str(uuid.uuid4()), secrets.token_urlsafe(24), content_type, (description or "")[:1000],
-                      self._clock() + self.limits.ttl_s)
+            raise RequestError(
+                429,
+                "too_many_assets",
+                f"this server holds {self.limits.max_assets} assets already; "
+                f"they expire {self.limits.ttl_s:g} s after creation",
+                headers={"Retry-After": str(max(1, int(self._seconds_to_next_expiry())))},
+            )
+        asset = Asset(
+            str(uuid.uuid4()),
+            secrets.token_urlsafe(24),
+            content_type,
+            (description or "")[:1000],
+            self._clock() + self.limits.ttl_s,
+        )
         self._assets[asset.asset_id] = asset
         return asset
 
     def check_token(self, asset_id: str, token: object) -> Asset:
         """The asset, if ``token`` is the one in its upload URL (401 otherwise; 404 / 410 for the id)."""
         asset = self._get(asset_id)
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode("utf-8", "surrogateescape"),
-                                                                 asset.token.encode()):
-            raise RequestError(401, "unauthorized", f"wrong or missing upload token for asset {asset_id}; "
-                                                    "PUT to the uploadUrl returned when the asset was created")
+        if not isinstance(token, str) or not hmac.compare_digest(
+            token.encode("utf-8", "surrogateescape"), asset.token.encode()
+        ):
+            raise RequestError(
+                401,
+                "unauthorized",
+                f"wrong or missing upload token for asset {asset_id}; "
+                "PUT to the uploadUrl returned when the asset was created",
+            )
         return asset
 
     def upload(self, asset_id: str, token: object, data: bytes) -> Asset:
@@ -115,9 +133,13 @@ class AssetStore:
             raise invalid("empty_asset", f"the upload of asset {asset_id} is empty")
         room = self.limits.max_total_bytes - self.total_bytes + (len(asset.data) if asset.data else 0)
         if len(data) > room:
-            raise RequestError(507, "asset_storage_full", f"assets on this server already hold "
-                                                          f"{self.total_bytes} of {self.limits.max_total_bytes} bytes",
-                               headers={"Retry-After": str(max(1, int(self._seconds_to_next_expiry())))})
+            raise RequestError(
+                507,
+                "asset_storage_full",
+                f"assets on this server already hold "
+                f"{self.total_bytes} of {self.limits.max_total_bytes} bytes",
+                headers={"Retry-After": str(max(1, int(self._seconds_to_next_expiry())))},
+            )
         asset.data = data
         return asset
 
@@ -129,8 +151,12 @@ class AssetStore:
         """The bytes of an uploaded asset (404 unknown, 410 expired, 409 created but not uploaded)."""
         asset = self._get(asset_id)
         if asset.data is None:
-            raise RequestError(409, "asset_not_uploaded", f"asset {asset_id} was created but nothing was uploaded; "
-                                                          "PUT the image to its uploadUrl first")
+            raise RequestError(
+                409,
+                "asset_not_uploaded",
+                f"asset {asset_id} was created but nothing was uploaded; "
+                "PUT the image to its uploadUrl first",
+            )
         return asset.data
 
     def _get(self, asset_id: str) -> Asset:
@@ -139,8 +165,12 @@ class AssetStore:
         if asset is not None:
             return asset
         if asset_id in self._expired:
-            raise RequestError(410, "asset_expired", f"asset {asset_id} has expired and was deleted "
-                                                     f"(assets live {self.limits.ttl_s:g} s); upload it again")
+            raise RequestError(
+                410,
+                "asset_expired",
+                f"asset {asset_id} has expired and was deleted "
+                f"(assets live {self.limits.ttl_s:g} s); upload it again",
+            )
         raise RequestError(404, "unknown_asset", f"unknown asset id {asset_id!r}")
 
     def _seconds_to_next_expiry(self) -> float:

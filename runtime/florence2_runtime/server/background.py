@@ -24,7 +24,9 @@ class BackgroundServer:
         from .connections import server_config
 
         self.host, self.port = host, port or free_port(host)
-        self.server = uvicorn.Server(server_config(app, self.host, self.port, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            server_config(app, self.host, self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, name="florence2-uvicorn", daemon=True)
         self.start_timeout_s = start_timeout_s
 

@@ -13,6 +13,7 @@ ask several tasks of it), then every prompt of the batch shares the text encoder
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -76,8 +77,9 @@ class _Pending:
 class DynamicBatcher:
     """Queue + batch former + single inference thread for one ``Florence2`` model."""
 
-    def __init__(self, model, max_batch_size: int = 8, max_wait_ms: float = 5.0, max_queue: int = 64,
-                 on_batch=None):
+    def __init__(
+        self, model, max_batch_size: int = 8, max_wait_ms: float = 5.0, max_queue: int = 64, on_batch=None
+    ):
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
@@ -114,10 +116,8 @@ class DynamicBatcher:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for p in self._pending:
             if not p.future.done():
                 p.future.cancel()
@@ -206,9 +206,12 @@ class DynamicBatcher:
         if self.on_batch is not None:
             self.on_batch(len(jobs))
         inference_ms = (end - start) * 1000.0
-        return [r if isinstance(r, BaseException) else
-                Outcome(r, (start - p.enqueued) * 1000.0, inference_ms, len(jobs))
-                for p, r in zip(batch, results)]
+        return [
+            r
+            if isinstance(r, BaseException)
+            else Outcome(r, (start - p.enqueued) * 1000.0, inference_ms, len(jobs))
+            for p, r in zip(batch, results)
+        ]
 
     def _infer(self, jobs: list[Job]) -> list[dict]:
         """One vision encoding per job, then every prompt of the batch through one ``answer_prompts`` (equal

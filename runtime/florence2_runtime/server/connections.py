@@ -87,7 +87,9 @@ def server_config(app, host: str, port: int, limits: ServerLimits | None = None,
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     limits = limits or getattr(getattr(app, "state", None), "limits", None) or ServerLimits()
-    protocol = guarded_protocol(AutoHTTPProtocol, limits.header_timeout_s, connection_cap(limits.max_connections))
+    protocol = guarded_protocol(
+        AutoHTTPProtocol, limits.header_timeout_s, connection_cap(limits.max_connections)
+    )
     return uvicorn.Config(app, host=host, port=port, http=protocol, **kwargs)
 
 

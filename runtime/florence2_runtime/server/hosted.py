@@ -16,7 +16,8 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from PIL import Image
 

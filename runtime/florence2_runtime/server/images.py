@@ -16,8 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..inputs.images import is_url, load_image, resize_for_model
 from .problems import RequestError, bad_request
 
-_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
-                       re.IGNORECASE)
+_DATA_URL = re.compile(
+    r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,", re.IGNORECASE
+)
 _WHITESPACE = re.compile(r"\s+")
 _ORIENTATION = 0x0112  # EXIF tag
 _TRANSPOSED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
@@ -26,17 +27,23 @@ _TRANSPOSED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 def decode_base64(value: object) -> bytes:
     """A base64 string or a ``data:image/...;base64,...`` URL -> bytes. URLs to fetch are refused."""
     if not isinstance(value, str):
-        raise bad_request("invalid_image", f"image must be a base64 string or a data URL, got {type(value).__name__}")
+        raise bad_request(
+            "invalid_image", f"image must be a base64 string or a data URL, got {type(value).__name__}"
+        )
     text = value.strip()
     if not text:
         raise bad_request("invalid_image", "image is empty")
     if is_url(text):
-        raise bad_request("invalid_image", "image URLs are not fetched; send the image itself as base64 or a data URL")
+        raise bad_request(
+            "invalid_image", "image URLs are not fetched; send the image itself as base64 or a data URL"
+        )
     if text[:5].lower() == "data:":
         m = _DATA_URL.match(text)
         if m is None or not m.group("b64"):
-            raise bad_request("invalid_base64", "data URL must look like 'data:image/png;base64,<base64 data>'")
-        text = text[m.end():]
+            raise bad_request(
+                "invalid_base64", "data URL must look like 'data:image/png;base64,<base64 data>'"
+            )
+        text = text[m.end() :]
     text = _WHITESPACE.sub("", text)
     text += "=" * (-len(text) % 4)
     try:
@@ -64,8 +71,9 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise bad_request("corrupt_image", f"the image cannot be decoded ({type(e).__name__}: {e})") from None
 
 
-def decode_for_model(data: bytes, max_pixels: int, size: tuple[int, int], resample: int = 3,
-                     jpeg_draft: bool = False) -> tuple[Image.Image, tuple[int, int]]:
+def decode_for_model(
+    data: bytes, max_pixels: int, size: tuple[int, int], resample: int = 3, jpeg_draft: bool = False
+) -> tuple[Image.Image, tuple[int, int]]:
     """Encoded bytes -> (the RGB image at the model's ``size`` = (height, width), the original (width, height)).
 
     Only what the model sees is kept: the full-resolution pixels are dropped as soon as they are resized
@@ -86,7 +94,9 @@ def decode_for_model(data: bytes, max_pixels: int, size: tuple[int, int], resamp
                 im.load()
                 image = ImageOps.exif_transpose(im).convert("RGB")
     except Exception as e:
-        raise bad_request("corrupt_image", f"the image is truncated or corrupt ({type(e).__name__}: {e})") from None
+        raise bad_request(
+            "corrupt_image", f"the image is truncated or corrupt ({type(e).__name__}: {e})"
+        ) from None
     return resize_for_model(image, size, resample), original
 
 
@@ -109,9 +119,11 @@ def probe_image(data: bytes, max_pixels: int) -> tuple[int, int]:
         raise bad_request("not_an_image", f"the data is not an image PIL can read ({e})") from None
     if width is None or width * height > max_pixels:
         size = "more than PIL's own limit of" if width is None else f"{width}x{height} = {width * height}"
-        raise RequestError(413, "image_too_large",
-                           f"image has {size} pixels; this server accepts at most {max_pixels} "
-                           "(decompression-bomb guard)")
+        raise RequestError(
+            413,
+            "image_too_large",
+            f"image has {size} pixels; this server accepts at most {max_pixels} (decompression-bomb guard)",
+        )
     if width == 0 or height == 0:
         raise bad_request("not_an_image", f"image is empty ({width}x{height})")
     return (height, width) if orientation in _TRANSPOSED else (width, height)

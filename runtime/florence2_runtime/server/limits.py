@@ -8,9 +8,16 @@ from dataclasses import dataclass, field
 API_KEY_ENV = "FLORENCE2_API_KEY"
 
 # generation options a request may set (transformers' names); everything else is rejected with 422
-ALLOWED_GENERATION_OPTIONS = frozenset({
-    "max_new_tokens", "min_new_tokens", "num_beams", "no_repeat_ngram_size", "length_penalty", "early_stopping",
-})
+ALLOWED_GENERATION_OPTIONS = frozenset(
+    {
+        "max_new_tokens",
+        "min_new_tokens",
+        "num_beams",
+        "no_repeat_ngram_size",
+        "length_penalty",
+        "early_stopping",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -34,13 +41,26 @@ class ServerLimits:
     header_timeout_s: float = 10.0  # a connection must send a request's headers within this -> closed
     body_timeout_s: float = 60.0  # and its body within this once the headers are in -> 408
     max_connections: int = 512  # open connections; past it the oldest idle one is closed (see connections.py)
-    max_concurrent_decodes: int = 2  # images decoded at once (each holds its full-resolution pixels meanwhile)
-    jpeg_draft: bool = False  # decode JPEGs at a reduced scale (>= the model's size): less memory, other pixels
+    max_concurrent_decodes: int = (
+        2  # images decoded at once (each holds its full-resolution pixels meanwhile)
+    )
+    jpeg_draft: bool = (
+        False  # decode JPEGs at a reduced scale (>= the model's size): less memory, other pixels
+    )
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_pixels", "max_new_tokens", "max_num_beams", "max_queue",
-                     "max_batch_size", "retry_after_s", "max_text_bytes", "max_connections",
-                     "max_concurrent_decodes"):
+        for name in (
+            "max_body_bytes",
+            "max_pixels",
+            "max_new_tokens",
+            "max_num_beams",
+            "max_queue",
+            "max_batch_size",
+            "retry_after_s",
+            "max_text_bytes",
+            "max_connections",
+            "max_concurrent_decodes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

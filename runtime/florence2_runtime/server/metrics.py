@@ -66,16 +66,29 @@ class Metrics:
         """The Prometheus exposition text; ``gauges``: name -> (help, value)."""
         p = PREFIX
         with self._lock:
-            out = [f"# HELP {p}_requests_total HTTP requests by route and status code.",
-                   f"# TYPE {p}_requests_total counter"]
-            out += [f'{p}_requests_total{{route="{_esc(r)}",status="{s}"}} {n}'
-                    for (r, s), n in sorted(self.requests.items())]
-            out += [f"# HELP {p}_errors_total Refused or failed requests by kind.", f"# TYPE {p}_errors_total counter"]
+            out = [
+                f"# HELP {p}_requests_total HTTP requests by route and status code.",
+                f"# TYPE {p}_requests_total counter",
+            ]
+            out += [
+                f'{p}_requests_total{{route="{_esc(r)}",status="{s}"}} {n}'
+                for (r, s), n in sorted(self.requests.items())
+            ]
+            out += [
+                f"# HELP {p}_errors_total Refused or failed requests by kind.",
+                f"# TYPE {p}_errors_total counter",
+            ]
             out += [f'{p}_errors_total{{kind="{_esc(k)}"}} {n}' for k, n in sorted(self.errors.items())]
-            out += [f"# HELP {p}_request_duration_seconds Request latency, body read to response.",
-                    f"# TYPE {p}_request_duration_seconds histogram", *self.latency.lines(f"{p}_request_duration_seconds")]
-            out += [f"# HELP {p}_batch_size Requests per model batch.", f"# TYPE {p}_batch_size histogram",
-                    *self.batch_sizes.lines(f"{p}_batch_size")]
+            out += [
+                f"# HELP {p}_request_duration_seconds Request latency, body read to response.",
+                f"# TYPE {p}_request_duration_seconds histogram",
+                *self.latency.lines(f"{p}_request_duration_seconds"),
+            ]
+            out += [
+                f"# HELP {p}_batch_size Requests per model batch.",
+                f"# TYPE {p}_batch_size histogram",
+                *self.batch_sizes.lines(f"{p}_batch_size"),
+            ]
         for name, (help_text, value) in (gauges or {}).items():
             out += [f"# HELP {p}_{name} {help_text}", f"# TYPE {p}_{name} gauge", f"{p}_{name} {_fmt(value)}"]
         return "\n".join(out) + "\n"
@@ -87,4 +100,3 @@ def _fmt(v: float) -> str:
 
 def _esc(s: str) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-

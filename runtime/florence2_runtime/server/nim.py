@@ -39,17 +39,22 @@ def parse_request(body: Any) -> tuple[str, str | None, str]:
         raise bad_request("missing_field", "'messages' has no message with role 'user'")
     content = user[-1].get("content")
     if not isinstance(content, str):
-        raise bad_request("missing_field", "the user message needs 'content': a string "
-                                           "'<TASK>text<img src=\"data:image/...;base64,...\" />'")
+        raise bad_request(
+            "missing_field",
+            "the user message needs 'content': a string "
+            "'<TASK>text<img src=\"data:image/...;base64,...\" />'",
+        )
     tags = list(_IMG_TAG.finditer(content))
     if len(tags) != 1:
-        raise bad_request("invalid_content", f"content must hold exactly one <img src=\"...\" /> tag, found {len(tags)}")
+        raise bad_request(
+            "invalid_content", f'content must hold exactly one <img src="..." /> tag, found {len(tags)}'
+        )
     src = tags[0].group("src").strip()
-    rest = (content[: tags[0].start()] + content[tags[0].end():]).strip()
+    rest = (content[: tags[0].start()] + content[tags[0].end() :]).strip()
     m = _TASK.match(rest)
     if m is None:
         raise invalid("unknown_task", "content must start with a task token such as <CAPTION> or <OD>")
-    text = rest[m.end():].strip()
+    text = rest[m.end() :].strip()
     return m.group("task"), (text or None), src
 
 

@@ -29,7 +29,9 @@ class RaySettings:
     target_ongoing_requests: float = 4.0  # autoscaling: requests in flight per replica to aim for
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    address: str | None = None  # ray.init(address=...): None starts or joins a local instance, "auto" a cluster
+    address: str | None = (
+        None  # ray.init(address=...): None starts or joins a local instance, "auto" a cluster
+    )
 
     def deployment_options(self, limits: ServerLimits) -> dict:
         """Keyword arguments of ``serve.deployment``."""
@@ -40,8 +42,11 @@ class RaySettings:
             "max_ongoing_requests": limits.max_queue + limits.max_batch_size,
         }
         if self.max_replicas is not None:
-            options["autoscaling_config"] = {"min_replicas": self.min_replicas or 1, "max_replicas": self.max_replicas,
-                                             "target_ongoing_requests": self.target_ongoing_requests}
+            options["autoscaling_config"] = {
+                "min_replicas": self.min_replicas or 1,
+                "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests,
+            }
         else:
             options["num_replicas"] = self.replicas
         return options
@@ -50,13 +55,21 @@ class RaySettings:
 class Florence2Replica:
     """One Ray Serve replica: loads the model; Ray serves the ASGI app it builds."""
 
-    def __init__(self, model_dir: str, limits: ServerLimits, provider: str = "cpu", threads: int | None = None,
-                 app_options: dict | None = None, model_options: dict | None = None):
+    def __init__(
+        self,
+        model_dir: str,
+        limits: ServerLimits,
+        provider: str = "cpu",
+        threads: int | None = None,
+        app_options: dict | None = None,
+        model_options: dict | None = None,
+    ):
         from ..model import Florence2
 
         # a hub id or alias is resolved in each replica: every node fetches it into its own cache
-        self.model = Florence2.from_pretrained(model_dir, providers=provider, threads=threads,
-                                               **(model_options or {}))
+        self.model = Florence2.from_pretrained(
+            model_dir, providers=provider, threads=threads, **(model_options or {})
+        )
         self.limits = limits
         self.app_options = app_options or {}
 
@@ -66,9 +79,15 @@ class Florence2Replica:
         return create_app(self.model, self.limits, **self.app_options)
 
 
-def build_application(model_dir: str | Path, limits: ServerLimits | None = None,
-                      settings: RaySettings | None = None, provider: str = "cpu", threads: int | None = None,
-                      app_options: dict | None = None, model_options: dict | None = None):
+def build_application(
+    model_dir: str | Path,
+    limits: ServerLimits | None = None,
+    settings: RaySettings | None = None,
+    provider: str = "cpu",
+    threads: int | None = None,
+    app_options: dict | None = None,
+    model_options: dict | None = None,
+):
     """A bound Ray Serve application, ready for ``serve.run`` (``app_options``: ``create_app``'s keywords;
     each replica has its own asset store). model_dir: a folder, hub id or alias; model_options:
     ``Florence2.from_pretrained`` keywords (precision, revision, ...)."""
@@ -80,10 +99,19 @@ def build_application(model_dir: str | Path, limits: ServerLimits | None = None,
     return deployment.bind(model, limits, provider, threads, app_options, model_options)
 
 
-def start(model_dir: str | Path, limits: ServerLimits | None = None, settings: RaySettings | None = None, *,
-          host: str = "127.0.0.1", port: int = 8000, provider: str = "cpu", threads: int | None = None,
-          ray_init_kwargs: dict | None = None, app_options: dict | None = None,
-          model_options: dict | None = None):
+def start(
+    model_dir: str | Path,
+    limits: ServerLimits | None = None,
+    settings: RaySettings | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    provider: str = "cpu",
+    threads: int | None = None,
+    ray_init_kwargs: dict | None = None,
+    app_options: dict | None = None,
+    model_options: dict | None = None,
+):
     """Connect to (or start) Ray, start Serve's HTTP proxy on host:port and deploy; returns the app handle."""
     ray = require("ray", "ray", "Serving with Ray")
     serve = require("ray.serve", "ray", "Serving with Ray")
@@ -102,8 +130,11 @@ def serve_forever(model_dir: str | Path, limits: ServerLimits, settings: RaySett
     signal.signal(signal.SIGTERM, _exit_on_signal)  # a service manager's stop: same clean shutdown as Ctrl-C
     try:
         start(model_dir, limits, settings, **kwargs)
-        print(f"florence2: serving on http://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 8000)} "
-              "through Ray Serve; Ctrl-C stops it", flush=True)
+        print(
+            f"florence2: serving on http://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 8000)} "
+            "through Ray Serve; Ctrl-C stops it",
+            flush=True,
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

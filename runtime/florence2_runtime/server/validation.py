@@ -28,8 +28,11 @@ def check_generation(generation: Any, limits: ServerLimits, model) -> tuple[dict
         raise invalid("invalid_generation", f"generation must be an object, got {type(generation).__name__}")
     unknown = sorted(set(generation) - ALLOWED_GENERATION_OPTIONS)
     if unknown:
-        raise invalid("invalid_generation", f"unsupported generation option(s) {brief_names(unknown)}; "
-                                            f"allowed: {', '.join(sorted(ALLOWED_GENERATION_OPTIONS))}")
+        raise invalid(
+            "invalid_generation",
+            f"unsupported generation option(s) {brief_names(unknown)}; "
+            f"allowed: {', '.join(sorted(ALLOWED_GENERATION_OPTIONS))}",
+        )
     max_tokens = min(limits.max_new_tokens, model.config.max_position_embeddings - 1)
     ranges = {"max_new_tokens": (1, max_tokens), "num_beams": (1, limits.max_num_beams)}
     for name, (low, high) in ranges.items():
@@ -39,17 +42,24 @@ def check_generation(generation: Any, limits: ServerLimits, model) -> tuple[dict
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise invalid("invalid_generation", f"generation.{name} must be an integer, got {brief(value)}")
         if not low <= value <= high:
-            raise invalid("invalid_generation", f"generation.{name} must be in [{low}, {high}], got {brief(value)}")
+            raise invalid(
+                "invalid_generation", f"generation.{name} must be in [{low}, {high}], got {brief(value)}"
+            )
     try:  # task-level default: up to 1024 new tokens, capped by the decoder's positions and this server's limit
         defaults = task_generation_kwargs(generation, max_tokens + 1)
         options = model.decoding_options(**defaults)
     except (ValueError, TypeError) as e:
-        named = any(str(e).startswith(n) for n in generation)  # "length_penalty must be ..." -> generation.length_...
+        named = any(
+            str(e).startswith(n) for n in generation
+        )  # "length_penalty must be ..." -> generation.length_...
         raise invalid("invalid_generation", f"generation{'.' if named else ': '}{e}") from None
     for name, (low, high) in ranges.items():  # the checkpoint's defaults must respect the limits too
         if not low <= getattr(options, name) <= high:
-            raise invalid("invalid_generation", f"generation.{name}={getattr(options, name)} (from the model's defaults) is "
-                                                f"outside this server's range [{low}, {high}]; set it explicitly")
+            raise invalid(
+                "invalid_generation",
+                f"generation.{name}={getattr(options, name)} (from the model's defaults) is "
+                f"outside this server's range [{low}, {high}]; set it explicitly",
+            )
     return dict(generation), options
 
 
@@ -59,7 +69,9 @@ def brief_names(names: list[str], most: int = 8) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def check_task(task: Any, text: Any, region: Any, region_format: Any = "pixels", max_text_bytes: int | None = None) -> None:
+def check_task(
+    task: Any, text: Any, region: Any, region_format: Any = "pixels", max_text_bytes: int | None = None
+) -> None:
     """Everything about task / text / region that needs no image (422 otherwise).
 
     ``text`` is bounded by ``max_text_bytes`` (UTF-8) first: nothing longer is ever tokenised."""
@@ -73,19 +85,29 @@ def check_task(task: Any, text: Any, region: Any, region_format: Any = "pixels",
         raise invalid("invalid_task_input", str(e)) from None
 
 
-def check_tasks(tasks: Any, text: Any, region: Any, region_format: Any = "pixels",
-                max_text_bytes: int | None = None) -> list[TaskInput]:
+def check_tasks(
+    tasks: Any, text: Any, region: Any, region_format: Any = "pixels", max_text_bytes: int | None = None
+) -> list[TaskInput]:
     """A ``tasks`` list (``"<OD>"`` or ``{"task", "text"?, "region"?}`` entries) -> checked TaskInputs (422 otherwise).
 
     ``tasks`` replaces ``task`` / ``text`` / ``region``: each entry carries its own input."""
     if text is not None or region is not None:
-        raise invalid("invalid_task_input", "with 'tasks', give each task's text or region in its own entry "
-                                            "({\"task\": ..., \"text\": ...}), not at the top level")
+        raise invalid(
+            "invalid_task_input",
+            "with 'tasks', give each task's text or region in its own entry "
+            '({"task": ..., "text": ...}), not at the top level',
+        )
     if not isinstance(tasks, list):
-        raise invalid("invalid_task_input", f"'tasks' must be a list of task tokens or {{task, text, region}} "
-                                            f"objects, got {type(tasks).__name__}")
+        raise invalid(
+            "invalid_task_input",
+            f"'tasks' must be a list of task tokens or {{task, text, region}} "
+            f"objects, got {type(tasks).__name__}",
+        )
     if any(not isinstance(t, (str, dict)) for t in tasks):
-        raise invalid("invalid_task_input", "every entry of 'tasks' must be a task token or a {task, text, region} object")
+        raise invalid(
+            "invalid_task_input",
+            "every entry of 'tasks' must be a task token or a {task, text, region} object",
+        )
     if max_text_bytes is not None:  # every entry's text is bounded before anything is tokenised
         for entry in tasks:
             if isinstance(entry, dict) and isinstance(entry.get("text"), str):
@@ -101,15 +123,21 @@ def check_text_size(text: str, max_text_bytes: int) -> None:
     are refused without encoding them)."""
     size = len(text) if len(text) > max_text_bytes else len(text.encode("utf-8", "surrogatepass"))
     if size > max_text_bytes:
-        raise invalid("text_too_long", f"text is {'at least ' if len(text) > max_text_bytes else ''}{size} bytes; "
-                                       f"this server takes at most {max_text_bytes} (UTF-8)")
+        raise invalid(
+            "text_too_long",
+            f"text is {'at least ' if len(text) > max_text_bytes else ''}{size} bytes; "
+            f"this server takes at most {max_text_bytes} (UTF-8)",
+        )
 
 
-def build_prompt(task: str, text: str | None, region: Any, region_format: str, image_size: tuple[int, int],
-                 model) -> str:
+def build_prompt(
+    task: str, text: str | None, region: Any, region_format: str, image_size: tuple[int, int], model
+) -> str:
     """The processor text for an image of ``image_size``; also refuses prompts longer than the encoder takes."""
     try:
-        prompt = build_task_text(task, text=text, region=region, image_size=image_size, region_format=region_format)
+        prompt = build_task_text(
+            task, text=text, region=region, image_size=image_size, region_format=region_format
+        )
     except (ValueError, TypeError) as e:
         raise invalid("invalid_task_input", str(e)) from None
     cfg = model.config
@@ -117,6 +145,8 @@ def build_prompt(task: str, text: str | None, region: Any, region_format: str, i
     ids, _ = model.tokenizer.encode_prompts([built])
     room = cfg.max_position_embeddings - cfg.num_image_tokens
     if ids.shape[1] > room:
-        raise invalid("text_too_long", f"text: the prompt is {ids.shape[1]} tokens; this model takes at most "
-                                       f"{room} next to the image")
+        raise invalid(
+            "text_too_long",
+            f"text: the prompt is {ids.shape[1]} tokens; this model takes at most {room} next to the image",
+        )
     return prompt

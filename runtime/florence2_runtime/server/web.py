@@ -18,8 +18,13 @@ from . import openapi
 
 log = logging.getLogger("florence2.server")
 STATIC = files(__package__) / "static"
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-          ".css": "text/css; charset=utf-8", ".png": "image/png", ".json": "application/json"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".json": "application/json",
+}
 
 
 def _media_type(name: str) -> str:
@@ -36,8 +41,10 @@ def page_config(model, limits, title: str, docs: bool = True) -> dict:
     max_tokens = min(limits.max_new_tokens, model.config.max_position_embeddings - 1)
     return {
         "title": title,
-        "tasks": [{"task": t, "text": s.takes_input and not s.region_input, "region": s.region_input}
-                  for t, s in TASKS.items()],
+        "tasks": [
+            {"task": t, "text": s.takes_input and not s.region_input, "region": s.region_input}
+            for t, s in TASKS.items()
+        ],
         "max_new_tokens": {"default": min(options.max_new_tokens, max_tokens), "max": max_tokens},
         "num_beams": {"default": min(options.num_beams, limits.max_num_beams), "max": limits.max_num_beams},
         "api_key_required": limits.api_key is not None,
@@ -61,18 +68,31 @@ def install(app, model, limits, name: str, *, ui: bool = True, docs: bool = True
 
     if docs:
         api_paths = {getattr(r, "path", None) for r in app.routes}
-        document = openapi.schema(app.title, __version__, {p for p in openapi.ROUTES if p in api_paths},
-                                  secured=limits.api_key is not None)
+        document = openapi.schema(
+            app.title,
+            __version__,
+            {p for p in openapi.ROUTES if p in api_paths},
+            secured=limits.api_key is not None,
+        )
         assets = openapi.swagger_assets()
         if assets is None:
-            log.warning("fastapi-offline is not installed: /docs loads Swagger UI from a CDN "
-                        "(pip install 'florence2-onnx[serve]' for offline docs)")
+            log.warning(
+                "fastapi-offline is not installed: /docs loads Swagger UI from a CDN "
+                "(pip install 'florence2-onnx[serve]' for offline docs)"
+            )
             urls = {}
         else:
-            app.add_route("/docs/static/{name}", static_route(_file_table(assets)), methods=["GET"],
-                          include_in_schema=False)
-            urls = {"swagger_js_url": "docs/static/swagger-ui-bundle.js",
-                    "swagger_css_url": "docs/static/swagger-ui.css", "swagger_favicon_url": "docs/static/favicon.png"}
+            app.add_route(
+                "/docs/static/{name}",
+                static_route(_file_table(assets)),
+                methods=["GET"],
+                include_in_schema=False,
+            )
+            urls = {
+                "swagger_js_url": "docs/static/swagger-ui-bundle.js",
+                "swagger_css_url": "docs/static/swagger-ui.css",
+                "swagger_favicon_url": "docs/static/favicon.png",
+            }
 
         from fastapi.openapi.docs import get_swagger_ui_html
 
@@ -88,8 +108,10 @@ def install(app, model, limits, name: str, *, ui: bool = True, docs: bool = True
 
     if ui:
         table = _file_table({p.name: p for p in STATIC.iterdir() if p.is_file() and p.name != "index.html"})
-        table["config.json"] = (json.dumps(page_config(model, limits, f"{app.title}: {name}", docs)).encode(),
-                                _TYPES[".json"])
+        table["config.json"] = (
+            json.dumps(page_config(model, limits, f"{app.title}: {name}", docs)).encode(),
+            _TYPES[".json"],
+        )
         index = (STATIC / "index.html").read_text("utf-8")
 
         async def page(_request):

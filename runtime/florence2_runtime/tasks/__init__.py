@@ -24,5 +24,15 @@ from .requests import (
     trim_after_eos,
 )
 
-__all__ = ["LENGTH_OPTIONS", "MAX_BATCH", "TASK_MAX_NEW_TOKENS", "PromptItem", "TaskInput", "answer_prompts",
-           "merge_class_answers", "task_generation_kwargs", "task_items", "trim_after_eos"]
+__all__ = [
+    "LENGTH_OPTIONS",
+    "MAX_BATCH",
+    "TASK_MAX_NEW_TOKENS",
+    "PromptItem",
+    "TaskInput",
+    "answer_prompts",
+    "merge_class_answers",
+    "task_generation_kwargs",
+    "task_items",
+    "trim_after_eos",
+]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .masks import MIN_POLYGON_POINTS
 from .shapes import ShapesOfResult
@@ -42,8 +43,13 @@ def _objects(result: ShapesOfResult) -> list[tuple[str, list[float], float, list
     return out
 
 
-def to_coco(result: ShapesOfResult, image_id: int, category_ids: Mapping[str, int] | None,
-            first_annotation_id: int = 1, file_name: str | None = None) -> dict[str, Any]:
+def to_coco(
+    result: ShapesOfResult,
+    image_id: int,
+    category_ids: Mapping[str, int] | None,
+    first_annotation_id: int = 1,
+    file_name: str | None = None,
+) -> dict[str, Any]:
     """See ``Florence2Result.to_coco``."""
     objects = _objects(result)
     if category_ids is None:
@@ -57,8 +63,14 @@ def to_coco(result: ShapesOfResult, image_id: int, category_ids: Mapping[str, in
         image["file_name"] = file_name
     annotations = []
     for i, (label, bbox, area, segmentation) in enumerate(objects):
-        ann: dict[str, Any] = {"id": first_annotation_id + i, "image_id": image_id,
-                               "category_id": category_ids[label], "bbox": bbox, "area": area, "iscrowd": 0}
+        ann: dict[str, Any] = {
+            "id": first_annotation_id + i,
+            "image_id": image_id,
+            "category_id": category_ids[label],
+            "bbox": bbox,
+            "area": area,
+            "iscrowd": 0,
+        }
         if segmentation is not None:
             ann["segmentation"] = segmentation
         annotations.append(ann)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -22,9 +22,24 @@ __all__ = ["DrawStyle", "draw_result"]
 
 # A qualitative palette with good contrast on photos (RGB).
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (0, 0, 128),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (0, 0, 128),
 )
 
 
@@ -122,8 +137,9 @@ class _Canvas:
         return Image.alpha_composite(self.image, self.overlay).convert("RGB")
 
 
-def draw_result(result: ShapesOfResult, image: ImageInput, style: DrawStyle | None = None,
-                **options) -> Image.Image:
+def draw_result(
+    result: ShapesOfResult, image: ImageInput, style: DrawStyle | None = None, **options
+) -> Image.Image:
     """A new RGB image: ``image`` with ``result`` drawn on it; ``options`` are ``DrawStyle`` fields."""
     style = style or DrawStyle(**options)
     canvas = _Canvas(load_image(image), result.image_size, style)

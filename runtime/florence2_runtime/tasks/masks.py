@@ -16,7 +16,7 @@ Parts with fewer than 3 points draw nothing; an object is the union of its parts
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -125,7 +125,7 @@ def _fill_interior(mask: np.ndarray, points: np.ndarray) -> None:
         stop = crossings[:, 2 * k + 1] >> _SHIFT
         valid &= (start < width) & (stop >= 0)
         for row, lo, hi in zip(rows[valid], np.maximum(start[valid], 0), np.minimum(stop[valid], width - 1)):
-            mask[row, lo:hi + 1] = True
+            mask[row, lo : hi + 1] = True
 
 
 def polygon_mask(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:

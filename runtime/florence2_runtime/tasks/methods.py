@@ -24,19 +24,20 @@ ocr_image_region           ``<REGION_TO_OCR>``
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .prompts import _is_box
 from .requests import merge_class_answers
 from .results import Florence2Result
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..inputs.encoded import EncodedImage
-    from ..inputs.images import ImageInput
+    pass
 
 __all__ = ["METHODS", "MethodSpec", "TaskMethods"]
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -53,7 +54,9 @@ class MethodSpec:
         if self.option is None:
             return self.tasks[None]
         if value not in self.tasks:
-            raise ValueError(f"{self.option} must be one of {', '.join(map(repr, self.tasks))}, got {value!r}")
+            raise ValueError(
+                f"{self.option} must be one of {', '.join(map(repr, self.tasks))}, got {value!r}"
+            )
         return self.tasks[value]
 
 
@@ -61,22 +64,35 @@ def _one(task: str, takes: str = "none") -> MethodSpec:
     return MethodSpec(MappingProxyType({None: task}), takes)
 
 
-METHODS: Mapping[str, MethodSpec] = MappingProxyType({
-    "caption_image": MethodSpec(MappingProxyType({"normal": "<CAPTION>", "detailed": "<DETAILED_CAPTION>",
-                                                  "very_detailed": "<MORE_DETAILED_CAPTION>"}),
-                                option="granularity"),
-    "detect_objects": MethodSpec(MappingProxyType({"classes": "<OD>", "captions": "<DENSE_REGION_CAPTION>",
-                                                   "rois": "<REGION_PROPOSAL>"}),
-                                 option="labels_mode", classes_task="<OPEN_VOCABULARY_DETECTION>"),
-    "ocr_image": _one("<OCR>"),
-    "parse_document": _one("<OCR_WITH_REGION>"),
-    "ground_phrase": _one("<CAPTION_TO_PHRASE_GROUNDING>", "text"),
-    "segment_phrase": _one("<REFERRING_EXPRESSION_SEGMENTATION>", "text"),
-    "segment_region": _one("<REGION_TO_SEGMENTATION>", "region"),
-    "classify_image_region": _one("<REGION_TO_CATEGORY>", "region"),
-    "caption_image_region": _one("<REGION_TO_DESCRIPTION>", "region"),
-    "ocr_image_region": _one("<REGION_TO_OCR>", "region"),
-})
+METHODS: Mapping[str, MethodSpec] = MappingProxyType(
+    {
+        "caption_image": MethodSpec(
+            MappingProxyType(
+                {
+                    "normal": "<CAPTION>",
+                    "detailed": "<DETAILED_CAPTION>",
+                    "very_detailed": "<MORE_DETAILED_CAPTION>",
+                }
+            ),
+            option="granularity",
+        ),
+        "detect_objects": MethodSpec(
+            MappingProxyType(
+                {"classes": "<OD>", "captions": "<DENSE_REGION_CAPTION>", "rois": "<REGION_PROPOSAL>"}
+            ),
+            option="labels_mode",
+            classes_task="<OPEN_VOCABULARY_DETECTION>",
+        ),
+        "ocr_image": _one("<OCR>"),
+        "parse_document": _one("<OCR_WITH_REGION>"),
+        "ground_phrase": _one("<CAPTION_TO_PHRASE_GROUNDING>", "text"),
+        "segment_phrase": _one("<REFERRING_EXPRESSION_SEGMENTATION>", "text"),
+        "segment_region": _one("<REGION_TO_SEGMENTATION>", "region"),
+        "classify_image_region": _one("<REGION_TO_CATEGORY>", "region"),
+        "caption_image_region": _one("<REGION_TO_DESCRIPTION>", "region"),
+        "ocr_image_region": _one("<REGION_TO_OCR>", "region"),
+    }
+)
 
 ImageArg = "ImageInput | EncodedImage"
 RegionArg = "Sequence[float] | Sequence[Sequence[float]]"
@@ -86,12 +102,19 @@ class TaskMethods:
     """The per-task methods; mixed into ``Florence2`` (which provides ``predict``, ``predict_prompts``, ...)."""
 
     # --- whole-image tasks -----------------------------------------------------------------------------
-    def caption_image(self, image: ImageArg, granularity: str = "normal", **generation: Any) -> Florence2Result:
+    def caption_image(
+        self, image: ImageArg, granularity: str = "normal", **generation: Any
+    ) -> Florence2Result:
         """A caption: ``granularity`` "normal", "detailed" or "very_detailed" (``result.text``)."""
         return self.predict(image, METHODS["caption_image"].task(granularity), **generation)
 
-    def detect_objects(self, image: ImageArg, classes: Sequence[str] | None = None, labels_mode: str = "classes",
-                       **generation: Any) -> Florence2Result:
+    def detect_objects(
+        self,
+        image: ImageArg,
+        classes: Sequence[str] | None = None,
+        labels_mode: str = "classes",
+        **generation: Any,
+    ) -> Florence2Result:
         """Objects as ``result.boxes``. Without ``classes``: ``labels_mode`` "classes" (``<OD>``), "captions"
         (dense region captions) or "rois" (region proposals, no labels). With ``classes``: open-vocabulary
         detection, one prompt per class in one batch over one vision encoding, each box labelled by its class
@@ -99,7 +122,11 @@ class TaskMethods:
         spec = METHODS["detect_objects"]
         if classes is None:
             return self.predict(image, spec.task(labels_mode), **generation)
-        if isinstance(classes, str) or not all(isinstance(c, str) and c.strip() for c in classes) or not classes:
+        if (
+            isinstance(classes, str)
+            or not all(isinstance(c, str) and c.strip() for c in classes)
+            or not classes
+        ):
             raise ValueError(f"classes must be a non-empty list of class names, got {classes!r:.100}")
         names = [c.strip() for c in classes]
         results = self.predict_prompts(image, spec.classes_task, texts=names, **generation)
@@ -124,29 +151,34 @@ class TaskMethods:
         return self.predict(image, METHODS["segment_phrase"].task(), text=phrase, **generation)
 
     # --- region tasks: one region -> one result, several -> a list -------------------------------------------
-    def segment_region(self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels",
-                       **generation: Any) -> Florence2Result | list[Florence2Result]:
+    def segment_region(
+        self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels", **generation: Any
+    ) -> Florence2Result | list[Florence2Result]:
         """The segmentation of the object in ``region`` (``result.polygons``, ``result.masks()``)."""
         return self._region_method("segment_region", image, region, region_format, generation)
 
-    def classify_image_region(self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels",
-                              **generation: Any) -> Florence2Result | list[Florence2Result]:
+    def classify_image_region(
+        self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels", **generation: Any
+    ) -> Florence2Result | list[Florence2Result]:
         """The category of the object in ``region`` (``result.text``, and its box)."""
         return self._region_method("classify_image_region", image, region, region_format, generation)
 
-    def caption_image_region(self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels",
-                             **generation: Any) -> Florence2Result | list[Florence2Result]:
+    def caption_image_region(
+        self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels", **generation: Any
+    ) -> Florence2Result | list[Florence2Result]:
         """A description of ``region`` (``result.text``)."""
         return self._region_method("caption_image_region", image, region, region_format, generation)
 
-    def ocr_image_region(self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels",
-                         **generation: Any) -> Florence2Result | list[Florence2Result]:
+    def ocr_image_region(
+        self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels", **generation: Any
+    ) -> Florence2Result | list[Florence2Result]:
         """The text in ``region`` (``result.text``)."""
         return self._region_method("ocr_image_region", image, region, region_format, generation)
 
     def _region_method(self, name: str, image, region, region_format: str, generation: dict):
         """Region ``(x1, y1, x2, y2)`` -> one result; a list of regions -> one result per region (one
         vision encoding, one batch). Pixels, or fractions with ``region_format="normalized"``."""
-        results = self.predict_regions(image, METHODS[name].task(), region, region_format=region_format,
-                                       **generation)
+        results = self.predict_regions(
+            image, METHODS[name].task(), region, region_format=region_format, **generation
+        )
         return results[0] if _is_box(region) else results

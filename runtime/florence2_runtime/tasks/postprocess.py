@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,36 +40,128 @@ __all__ = [
 NUM_BINS = 1000
 FALLBACK_PARSE_TYPE = "pure_text"
 
-TASK_PARSE_TYPES: Mapping[str, str] = MappingProxyType({
-    "<OCR>": "pure_text",
-    "<OCR_WITH_REGION>": "ocr",
-    "<CAPTION>": "pure_text",
-    "<DETAILED_CAPTION>": "pure_text",
-    "<MORE_DETAILED_CAPTION>": "pure_text",
-    "<OD>": "description_with_bboxes",
-    "<DENSE_REGION_CAPTION>": "description_with_bboxes",
-    "<CAPTION_TO_PHRASE_GROUNDING>": "phrase_grounding",
-    "<REFERRING_EXPRESSION_SEGMENTATION>": "polygons",
-    "<REGION_TO_SEGMENTATION>": "polygons",
-    "<OPEN_VOCABULARY_DETECTION>": "description_with_bboxes_or_polygons",
-    "<REGION_TO_CATEGORY>": "pure_text",
-    "<REGION_TO_DESCRIPTION>": "pure_text",
-    "<REGION_TO_OCR>": "pure_text",
-    "<REGION_PROPOSAL>": "bboxes",
-})
+TASK_PARSE_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "<OCR>": "pure_text",
+        "<OCR_WITH_REGION>": "ocr",
+        "<CAPTION>": "pure_text",
+        "<DETAILED_CAPTION>": "pure_text",
+        "<MORE_DETAILED_CAPTION>": "pure_text",
+        "<OD>": "description_with_bboxes",
+        "<DENSE_REGION_CAPTION>": "description_with_bboxes",
+        "<CAPTION_TO_PHRASE_GROUNDING>": "phrase_grounding",
+        "<REFERRING_EXPRESSION_SEGMENTATION>": "polygons",
+        "<REGION_TO_SEGMENTATION>": "polygons",
+        "<OPEN_VOCABULARY_DETECTION>": "description_with_bboxes_or_polygons",
+        "<REGION_TO_CATEGORY>": "pure_text",
+        "<REGION_TO_DESCRIPTION>": "pure_text",
+        "<REGION_TO_OCR>": "pure_text",
+        "<REGION_PROPOSAL>": "bboxes",
+    }
+)
 
 # post_processor_config["phrase_grounding"]["banned_grounding_tokens"] of the published checkpoints.
 DEFAULT_BANNED_GROUNDING_TOKENS: tuple[str, ...] = (
-    "it", "I", "me", "mine", "you", "your", "yours", "he", "him", "his", "she", "her", "hers", "they",
-    "them", "their", "theirs", "one", "oneself", "we", "us", "our", "ours", "you", "your", "yours",
-    "they", "them", "their", "theirs", "mine", "yours", "his", "hers", "its", "ours", "yours", "theirs",
-    "myself", "yourself", "himself", "herself", "itself", "ourselves", "yourselves", "themselves",
-    "this", "that", "these", "those", "who", "whom", "whose", "which", "what", "who", "whom", "whose",
-    "which", "that", "all", "another", "any", "anybody", "anyone", "anything", "each", "everybody",
-    "everyone", "everything", "few", "many", "nobody", "none", "one", "several", "some", "somebody",
-    "someone", "something", "each other", "one another", "myself", "yourself", "himself", "herself",
-    "itself", "ourselves", "yourselves", "themselves", "the image", "image", "images", "the", "a", "an",
-    "a group", "other objects", "lots", "a set",
+    "it",
+    "I",
+    "me",
+    "mine",
+    "you",
+    "your",
+    "yours",
+    "he",
+    "him",
+    "his",
+    "she",
+    "her",
+    "hers",
+    "they",
+    "them",
+    "their",
+    "theirs",
+    "one",
+    "oneself",
+    "we",
+    "us",
+    "our",
+    "ours",
+    "you",
+    "your",
+    "yours",
+    "they",
+    "them",
+    "their",
+    "theirs",
+    "mine",
+    "yours",
+    "his",
+    "hers",
+    "its",
+    "ours",
+    "yours",
+    "theirs",
+    "myself",
+    "yourself",
+    "himself",
+    "herself",
+    "itself",
+    "ourselves",
+    "yourselves",
+    "themselves",
+    "this",
+    "that",
+    "these",
+    "those",
+    "who",
+    "whom",
+    "whose",
+    "which",
+    "what",
+    "who",
+    "whom",
+    "whose",
+    "which",
+    "that",
+    "all",
+    "another",
+    "any",
+    "anybody",
+    "anyone",
+    "anything",
+    "each",
+    "everybody",
+    "everyone",
+    "everything",
+    "few",
+    "many",
+    "nobody",
+    "none",
+    "one",
+    "several",
+    "some",
+    "somebody",
+    "someone",
+    "something",
+    "each other",
+    "one another",
+    "myself",
+    "yourself",
+    "himself",
+    "herself",
+    "itself",
+    "ourselves",
+    "yourselves",
+    "themselves",
+    "the image",
+    "image",
+    "images",
+    "the",
+    "a",
+    "an",
+    "a group",
+    "other objects",
+    "lots",
+    "a set",
 )
 
 # --- token grammar of the generated text -------------------------------------------------------------
@@ -134,11 +227,12 @@ def _boxes(phrase: str, size: tuple[float, float]) -> list[list[int]]:
     """Every non-overlapping run of 4 ``<loc_>`` tokens -> ``[x1, y1, x2, y2]``; leftovers ignored."""
     bins = [int(b) for m in _BOX.finditer(phrase) for b in m.groups()]
     flat = dequantize(bins, size)
-    return [flat[i:i + 4] for i in range(0, len(flat), 4)]
+    return [flat[i : i + 4] for i in range(0, len(flat), 4)]
 
 
-def _labelled_boxes(text: str, size: tuple[float, float],
-                    allow_empty: bool) -> list[tuple[str, list[list[int]]]]:
+def _labelled_boxes(
+    text: str, size: tuple[float, float], allow_empty: bool
+) -> list[tuple[str, list[list[int]]]]:
     """(stripped label, boxes) per phrase; with ``allow_empty`` phrases are bare location runs."""
     finder = _BARE_BOXES if allow_empty else _PHRASE_WITH_BOXES
     found = []
@@ -200,10 +294,7 @@ def _polygon_instances(text: str, size: tuple[float, float], allow_empty: bool) 
         label = _POLYGON_LABEL.search(_LEADING_LOC.sub("", phrase, count=1))
         if label is None:
             continue
-        if "<poly>" in phrase and "</poly>" in phrase:
-            bodies = _POLY_BODY.findall(phrase)
-        else:
-            bodies = [phrase]
+        bodies = _POLY_BODY.findall(phrase) if "<poly>" in phrase and "</poly>" in phrase else [phrase]
         for body in bodies:
             runs = _POLY_RUN.findall(body)
             if not runs:
@@ -242,23 +333,30 @@ def _bboxes_or_polygons(text: str, ctx: _Context) -> dict[str, list]:
 
 
 _Parser = Callable[[str, _Context], Any]
-PARSE_TYPES: Mapping[str, _Parser] = MappingProxyType({
-    "pure_text": _pure_text,
-    "ocr": _ocr,
-    "phrase_grounding": _phrase_grounding,
-    "description_with_bboxes": _description_with_bboxes,
-    "description_with_polygons": _description_with_polygons,
-    "polygons": _polygons,
-    "bboxes": _bboxes,
-    "description_with_bboxes_or_polygons": _bboxes_or_polygons,
-})
+PARSE_TYPES: Mapping[str, _Parser] = MappingProxyType(
+    {
+        "pure_text": _pure_text,
+        "ocr": _ocr,
+        "phrase_grounding": _phrase_grounding,
+        "description_with_bboxes": _description_with_bboxes,
+        "description_with_polygons": _description_with_polygons,
+        "polygons": _polygons,
+        "bboxes": _bboxes,
+        "description_with_bboxes_or_polygons": _bboxes_or_polygons,
+    }
+)
 _NEEDS_NO_SIZE = frozenset({"pure_text"})
 _DEFAULT_BANNED = frozenset(DEFAULT_BANNED_GROUNDING_TOKENS)
 
 
 # --- public entry points -----------------------------------------------------------------------------
-def parse(text: str, parse_type: str, image_size: tuple[float, float] | None = None, *,
-          banned_grounding_tokens: Iterable[str] | None = None) -> Any:
+def parse(
+    text: str,
+    parse_type: str,
+    image_size: tuple[float, float] | None = None,
+    *,
+    banned_grounding_tokens: Iterable[str] | None = None,
+) -> Any:
     """The answer for one parse type (a key of ``PARSE_TYPES``), without the ``{task: ...}`` wrapper."""
     if not isinstance(text, str):
         raise ValueError(f"text must be a str (the decoded generation), got {type(text).__name__}")
@@ -274,8 +372,13 @@ def parse(text: str, parse_type: str, image_size: tuple[float, float] | None = N
     return PARSE_TYPES[parse_type](text, _Context(size, banned))
 
 
-def post_process_generation(text: str, task: str, image_size: tuple[float, float] | None, *,
-                            banned_grounding_tokens: Iterable[str] | None = None) -> dict[str, Any]:
+def post_process_generation(
+    text: str,
+    task: str,
+    image_size: tuple[float, float] | None,
+    *,
+    banned_grounding_tokens: Iterable[str] | None = None,
+) -> dict[str, Any]:
     """``Florence2Processor.post_process_generation(text=text, task=task, image_size=image_size)``.
 
     text: one decoded generation (special tokens kept); task: the task token (unknown -> pure text);

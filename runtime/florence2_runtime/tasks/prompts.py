@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,27 +58,31 @@ class TaskSpec:
 
 
 # Order matters: construct_prompt searches the tokens in this order (transformers' dict order).
-TASKS: Mapping[str, TaskSpec] = MappingProxyType({
-    "<OCR>": TaskSpec("What is the text in the image?"),
-    "<OCR_WITH_REGION>": TaskSpec("What is the text in the image, with regions?"),
-    "<CAPTION>": TaskSpec("What does the image describe?"),
-    "<DETAILED_CAPTION>": TaskSpec("Describe in detail what is shown in the image."),
-    "<MORE_DETAILED_CAPTION>": TaskSpec("Describe with a paragraph what is shown in the image."),
-    "<OD>": TaskSpec("Locate the objects with category name in the image."),
-    "<DENSE_REGION_CAPTION>": TaskSpec("Locate the objects in the image, with their descriptions."),
-    "<REGION_PROPOSAL>": TaskSpec("Locate the region proposals in the image."),
-    "<CAPTION_TO_PHRASE_GROUNDING>": TaskSpec("Locate the phrases in the caption: {input}", True),
-    "<REFERRING_EXPRESSION_SEGMENTATION>": TaskSpec("Locate {input} in the image with mask", True),
-    "<REGION_TO_SEGMENTATION>": TaskSpec("What is the polygon mask of region {input}", True, True),
-    "<OPEN_VOCABULARY_DETECTION>": TaskSpec("Locate {input} in the image.", True),
-    "<REGION_TO_CATEGORY>": TaskSpec("What is the region {input}?", True, True),
-    "<REGION_TO_DESCRIPTION>": TaskSpec("What does the region {input} describe?", True, True),
-    "<REGION_TO_OCR>": TaskSpec("What text is in the region {input}?", True, True),
-})
+TASKS: Mapping[str, TaskSpec] = MappingProxyType(
+    {
+        "<OCR>": TaskSpec("What is the text in the image?"),
+        "<OCR_WITH_REGION>": TaskSpec("What is the text in the image, with regions?"),
+        "<CAPTION>": TaskSpec("What does the image describe?"),
+        "<DETAILED_CAPTION>": TaskSpec("Describe in detail what is shown in the image."),
+        "<MORE_DETAILED_CAPTION>": TaskSpec("Describe with a paragraph what is shown in the image."),
+        "<OD>": TaskSpec("Locate the objects with category name in the image."),
+        "<DENSE_REGION_CAPTION>": TaskSpec("Locate the objects in the image, with their descriptions."),
+        "<REGION_PROPOSAL>": TaskSpec("Locate the region proposals in the image."),
+        "<CAPTION_TO_PHRASE_GROUNDING>": TaskSpec("Locate the phrases in the caption: {input}", True),
+        "<REFERRING_EXPRESSION_SEGMENTATION>": TaskSpec("Locate {input} in the image with mask", True),
+        "<REGION_TO_SEGMENTATION>": TaskSpec("What is the polygon mask of region {input}", True, True),
+        "<OPEN_VOCABULARY_DETECTION>": TaskSpec("Locate {input} in the image.", True),
+        "<REGION_TO_CATEGORY>": TaskSpec("What is the region {input}?", True, True),
+        "<REGION_TO_DESCRIPTION>": TaskSpec("What does the region {input} describe?", True, True),
+        "<REGION_TO_OCR>": TaskSpec("What text is in the region {input}?", True, True),
+    }
+)
 TASK_PROMPTS_WITHOUT_INPUTS: Mapping[str, str] = MappingProxyType(
-    {token: spec.prompt for token, spec in TASKS.items() if not spec.takes_input})
+    {token: spec.prompt for token, spec in TASKS.items() if not spec.takes_input}
+)
 TASK_PROMPTS_WITH_INPUT: Mapping[str, str] = MappingProxyType(
-    {token: spec.prompt for token, spec in TASKS.items() if spec.takes_input})
+    {token: spec.prompt for token, spec in TASKS.items() if spec.takes_input}
+)
 
 _REGION_TEXT = re.compile(r"(?:<loc_(0|[1-9][0-9]{0,2})>){4}")
 _LOC_VALUE = re.compile(r"<loc_([0-9]+)>")
@@ -87,8 +92,11 @@ def _first_token_in(text: str, tokens: Mapping[str, str]) -> str | None:
     return next((token for token in tokens if token in text), None)
 
 
-def construct_prompt(text: str, prompts_without_inputs: Mapping[str, str] | None = None,
-                     prompts_with_input: Mapping[str, str] | None = None) -> str:
+def construct_prompt(
+    text: str,
+    prompts_without_inputs: Mapping[str, str] | None = None,
+    prompts_with_input: Mapping[str, str] | None = None,
+) -> str:
     """The prompt ``Florence2Processor`` sends to the model for ``text`` (e.g. ``"<OD>"``).
 
     The two tables default to the published ones; an empty or missing table also means the default.
@@ -127,20 +135,25 @@ def _check_image_size(image_size: Any) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise ValueError(f"image_size must be (width, height), got {brief(image_size)}") from None
     if not (_is_finite_number(width) and _is_finite_number(height) and width > 0 and height > 0):
-        raise ValueError(f"image_size must be two positive finite numbers (width, height), "
-                         f"got {brief(image_size)}")
+        raise ValueError(
+            f"image_size must be two positive finite numbers (width, height), got {brief(image_size)}"
+        )
     return width, height
 
 
-_REGION_UNITS = MappingProxyType({
-    "pixels": "in pixels",
-    "normalized": "as fractions of the image width and height in [0, 1]",
-})
+_REGION_UNITS = MappingProxyType(
+    {
+        "pixels": "in pixels",
+        "normalized": "as fractions of the image width and height in [0, 1]",
+    }
+)
 
 
 def _check_region_format(region_format: Any) -> str:
     if region_format not in REGION_FORMATS:
-        raise ValueError(f"region_format must be one of {', '.join(REGION_FORMATS)}, got {brief(region_format)}")
+        raise ValueError(
+            f"region_format must be one of {', '.join(REGION_FORMATS)}, got {brief(region_format)}"
+        )
     return region_format
 
 
@@ -159,7 +172,9 @@ def _region_coords(region: Any, region_format: str = "pixels") -> tuple[float, f
     if x1 > x2 or y1 > y2:
         raise ValueError(f"region {brief(coords)} must have x1 <= x2 and y1 <= y2")
     if region_format == "normalized" and not all(0 <= c <= 1 for c in coords):
-        raise ValueError(f"normalized region {brief(coords)} must lie in [0, 1] (fractions of width and height)")
+        raise ValueError(
+            f"normalized region {brief(coords)} must lie in [0, 1] (fractions of width and height)"
+        )
     return coords
 
 
@@ -200,8 +215,9 @@ def _normalized_bins(region: Sequence[float]) -> tuple[int, int, int, int]:
     return bins  # type: ignore[return-value]
 
 
-def region_bins(region: Sequence[float], image_size: tuple[float, float] | None = None, *,
-                region_format: str = "pixels") -> tuple[int, int, int, int]:
+def region_bins(
+    region: Sequence[float], image_size: tuple[float, float] | None = None, *, region_format: str = "pixels"
+) -> tuple[int, int, int, int]:
     """One box -> its 4 location bins. ``"pixels"`` needs ``image_size`` (see ``quantize_region``);
     ``"normalized"`` boxes are fractions of the width / height and need no image size."""
     if _check_region_format(region_format) == "normalized":
@@ -212,8 +228,10 @@ def region_bins(region: Sequence[float], image_size: tuple[float, float] | None 
 def _check_region_text(task: str, text: str) -> str:
     stripped = text.strip()
     if not _REGION_TEXT.fullmatch(stripped):
-        raise ValueError(f"{task} takes a region: pass region=(x1, y1, x2, y2) in pixels, or text "
-                         f"of the form '<loc_x1><loc_y1><loc_x2><loc_y2>' with bins 0..999; got {brief(text)}")
+        raise ValueError(
+            f"{task} takes a region: pass region=(x1, y1, x2, y2) in pixels, or text "
+            f"of the form '<loc_x1><loc_y1><loc_x2><loc_y2>' with bins 0..999; got {brief(text)}"
+        )
     x1, y1, x2, y2 = (int(v) for v in _LOC_VALUE.findall(stripped))
     if x1 > x2 or y1 > y2:
         raise ValueError(f"region text {brief(stripped)} must have x1 <= x2 and y1 <= y2")
@@ -233,12 +251,18 @@ def _check_encodable(text: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"text is not valid Unicode: a lone surrogate {text[e.start]!r} at character "
-                         f"{e.start}") from None
+        raise ValueError(
+            f"text is not valid Unicode: a lone surrogate {text[e.start]!r} at character {e.start}"
+        ) from None
 
 
-def check_task_input(task: str, text: str | None = None, region: Sequence[float] | None = None, *,
-                     region_format: str = "pixels") -> TaskSpec:
+def check_task_input(
+    task: str,
+    text: str | None = None,
+    region: Sequence[float] | None = None,
+    *,
+    region_format: str = "pixels",
+) -> TaskSpec:
     """Validate a task and its input as far as possible without the image; returns the task's spec.
 
     The one place where task, text and region rules live: ``build_task_text`` calls it, and so can a
@@ -276,8 +300,14 @@ def check_task_input(task: str, text: str | None = None, region: Sequence[float]
     return spec
 
 
-def build_task_text(task: str, text: str | None = None, region: Sequence[float] | None = None,
-                    image_size: tuple[float, float] | None = None, *, region_format: str = "pixels") -> str:
+def build_task_text(
+    task: str,
+    text: str | None = None,
+    region: Sequence[float] | None = None,
+    image_size: tuple[float, float] | None = None,
+    *,
+    region_format: str = "pixels",
+) -> str:
     """The processor text for one task, checked: e.g. ``"<REGION_TO_CATEGORY><loc_1><loc_2><loc_3><loc_4>"``.
 
     task: a key of ``TASKS``; text: the input of a task that takes one (blank counts as none);
@@ -294,9 +324,14 @@ def build_task_text(task: str, text: str | None = None, region: Sequence[float] 
     return task + text.strip()
 
 
-def build_task_texts(task: str, text: str | None = None, regions: Sequence[Any] | None = None,
-                     image_size: tuple[float, float] | None = None, *,
-                     region_format: str = "pixels") -> list[str]:
+def build_task_texts(
+    task: str,
+    text: str | None = None,
+    regions: Sequence[Any] | None = None,
+    image_size: tuple[float, float] | None = None,
+    *,
+    region_format: str = "pixels",
+) -> list[str]:
     """``build_task_text`` for several regions at once: one processor text per region, in order.
 
     Florence-2's region tasks read one box per prompt, so several regions mean several prompts (run as
@@ -306,10 +341,14 @@ def build_task_texts(task: str, text: str | None = None, regions: Sequence[Any] 
     if regions is None:
         return [build_task_text(task, text, None, image_size, region_format=region_format)]
     if isinstance(regions, (str, bytes)):
-        raise ValueError(f"regions must be a sequence of (x1, y1, x2, y2) boxes, got the string {brief(regions)}")
+        raise ValueError(
+            f"regions must be a sequence of (x1, y1, x2, y2) boxes, got the string {brief(regions)}"
+        )
     boxes = [regions] if _is_box(regions) else list(regions) if _iterable(regions) else None
     if not boxes:
-        raise ValueError(f"regions must be a non-empty sequence of (x1, y1, x2, y2) boxes, got {brief(regions)}")
+        raise ValueError(
+            f"regions must be a non-empty sequence of (x1, y1, x2, y2) boxes, got {brief(regions)}"
+        )
     texts = []
     for i, box in enumerate(boxes):
         try:

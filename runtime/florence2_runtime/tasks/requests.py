@@ -17,8 +17,9 @@ methods of :mod:`.methods`, ``florence2 run``, the server) goes through here:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,17 @@ from ..inputs.encoded import EncodedImage
 from .postprocess import post_process_generation
 from .prompts import build_task_text, check_task_input
 
-__all__ = ["MAX_BATCH", "TASK_MAX_NEW_TOKENS", "PromptItem", "TaskInput", "answer_prompts", "merge_class_answers",
-           "task_generation_kwargs", "task_items", "trim_after_eos"]
+__all__ = [
+    "MAX_BATCH",
+    "TASK_MAX_NEW_TOKENS",
+    "PromptItem",
+    "TaskInput",
+    "answer_prompts",
+    "merge_class_answers",
+    "task_generation_kwargs",
+    "task_items",
+    "trim_after_eos",
+]
 
 TASK_MAX_NEW_TOKENS = 1024  # the model cards' generate(max_new_tokens=1024, num_beams=3)
 LENGTH_OPTIONS = ("max_new_tokens", "max_length")
@@ -74,7 +84,9 @@ def task_items(tasks: Any, region_format: str = "pixels") -> list[TaskInput]:
     answer is a dict keyed by task).
     """
     if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
-        raise ValueError(f"tasks must be a list of task tokens, e.g. ['<CAPTION>', '<OD>'], got {tasks!r:.100}")
+        raise ValueError(
+            f"tasks must be a list of task tokens, e.g. ['<CAPTION>', '<OD>'], got {tasks!r:.100}"
+        )
     items = [_task_input(entry, i) for i, entry in enumerate(tasks)]
     if not items:
         raise ValueError("tasks is empty: give at least one task, e.g. ['<CAPTION>']")
@@ -85,8 +97,10 @@ def task_items(tasks: Any, region_format: str = "pixels") -> list[TaskInput]:
         except ValueError as e:  # run() passes one task: no index to name
             raise ValueError(f"tasks[{i}]: {e}" if len(items) > 1 else str(e)) from None
         if item.task in seen:
-            raise ValueError(f"tasks[{i}]: {item.task} is listed twice; the answer holds one entry per task "
-                             "(several regions: predict_regions; several classes: detect_objects(classes=...))")
+            raise ValueError(
+                f"tasks[{i}]: {item.task} is listed twice; the answer holds one entry per task "
+                "(several regions: predict_regions; several classes: detect_objects(classes=...))"
+            )
         seen.add(item.task)
     return items
 
@@ -99,12 +113,20 @@ def _task_input(entry: Any, i: int) -> TaskInput:
     if isinstance(entry, Mapping):
         unknown = sorted(set(entry) - {"task", "text", "region"})
         if unknown or "task" not in entry:
-            raise ValueError(f"tasks[{i}] must have 'task' and at most 'text' or 'region', got keys {sorted(entry)}")
+            raise ValueError(
+                f"tasks[{i}] must have 'task' and at most 'text' or 'region', got keys {sorted(entry)}"
+            )
         return TaskInput(entry["task"], entry.get("text"), entry.get("region"))
     if isinstance(entry, (tuple, list)) and len(entry) == 2:
         task, value = entry
-        return TaskInput(task, text=value) if isinstance(value, str) or value is None else TaskInput(task, region=value)
-    raise ValueError(f"tasks[{i}] must be a task token, a (task, text or region) pair or a dict, got {entry!r:.100}")
+        return (
+            TaskInput(task, text=value)
+            if isinstance(value, str) or value is None
+            else TaskInput(task, region=value)
+        )
+    raise ValueError(
+        f"tasks[{i}] must be a task token, a (task, text or region) pair or a dict, got {entry!r:.100}"
+    )
 
 
 def trim_after_eos(row: np.ndarray, eos_token_id: int | None) -> np.ndarray:
@@ -121,13 +143,15 @@ def answer_prompts(model, items: Sequence[PromptItem], options: DecodingOptions)
     answers: list[dict] = []
     banned = model.config.banned_grounding_tokens or None
     for start in range(0, len(items), MAX_BATCH):
-        batch = items[start:start + MAX_BATCH]
+        batch = items[start : start + MAX_BATCH]
         features = np.stack([item.encoded.features for item in batch])
         ids = model.generate_encoded(features, [item.prompt for item in batch], options)
         rows = [trim_after_eos(row, options.eos_token_id) for row in ids] if len(batch) > 1 else list(ids)
         texts = model.decode(rows)
-        answers += [post_process_generation(text, item.task, item.encoded.image_size, banned_grounding_tokens=banned)
-                    for text, item in zip(texts, batch)]
+        answers += [
+            post_process_generation(text, item.task, item.encoded.image_size, banned_grounding_tokens=banned)
+            for text, item in zip(texts, batch)
+        ]
     return answers
 
 

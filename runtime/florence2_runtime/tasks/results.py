@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,10 +49,12 @@ _KIND_OF_PARSE_TYPE = {
 }
 # The region tasks answer text that ends with the region's four location tokens ("car<loc_52>...").
 _REGION_TEXT_TASKS = ("<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>", "<REGION_TO_OCR>")
-TASK_KINDS: Mapping[str, str] = MappingProxyType({
-    **{task: _KIND_OF_PARSE_TYPE[parse] for task, parse in TASK_PARSE_TYPES.items()},
-    **{task: "region_text" for task in _REGION_TEXT_TASKS},
-})
+TASK_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        **{task: _KIND_OF_PARSE_TYPE[parse] for task, parse in TASK_PARSE_TYPES.items()},
+        **{task: "region_text" for task in _REGION_TEXT_TASKS},
+    }
+)
 FALLBACK_KIND = _KIND_OF_PARSE_TYPE[FALLBACK_PARSE_TYPE]  # post-processing treats unknown tasks as text
 
 _LOC_RUN = re.compile(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>")
@@ -77,16 +80,17 @@ class Florence2Result:
 
     # --- construction ---------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, result: Mapping[str, Any], image_size: Sequence[int]) -> "Florence2Result":
+    def from_dict(cls, result: Mapping[str, Any], image_size: Sequence[int]) -> Florence2Result:
         """From ``run()`` / ``post_process_generation``'s ``{task: answer}`` and the image (width, height)."""
         if not isinstance(result, Mapping) or len(result) != 1:
-            raise ValueError(f"expected a dict with one task key, as Florence2.run returns, "
-                             f"got {result!r:.200}")
-        (task, answer), = result.items()
+            raise ValueError(
+                f"expected a dict with one task key, as Florence2.run returns, got {result!r:.200}"
+            )
+        ((task, answer),) = result.items()
         return cls.from_answer(task, answer, image_size)
 
     @classmethod
-    def from_answer(cls, task: str, answer: Any, image_size: Sequence[int]) -> "Florence2Result":
+    def from_answer(cls, task: str, answer: Any, image_size: Sequence[int]) -> Florence2Result:
         """From a task token and its answer (the value of ``run()``'s dict)."""
         if not isinstance(task, str):
             raise ValueError(f"task must be a task token string, got {task!r}")
@@ -143,7 +147,7 @@ class Florence2Result:
         return json.dumps(self.to_json_dict(), **dumps_kwargs)
 
     @classmethod
-    def from_json(cls, data: str | bytes | Mapping[str, Any]) -> "Florence2Result":
+    def from_json(cls, data: str | bytes | Mapping[str, Any]) -> Florence2Result:
         """Inverse of ``to_json`` (also takes the dict of ``to_json_dict``)."""
         d = json.loads(data) if isinstance(data, (str, bytes)) else data
         if not isinstance(d, Mapping) or "task" not in d or "image_size" not in d:
@@ -153,21 +157,32 @@ class Florence2Result:
                 task=d["task"],
                 image_size=_image_size(d["image_size"]),
                 text=d.get("text"),
-                boxes=tuple(BoundingBox(_coords(b["xyxy"], 4, "box"), _label(b.get("label", "")))
-                            for b in d.get("boxes", ())),
-                quad_boxes=tuple(QuadBox(_coords(q["points"], 8, "quad box"), _label(q.get("label", "")))
-                                 for q in d.get("quad_boxes", ())),
+                boxes=tuple(
+                    BoundingBox(_coords(b["xyxy"], 4, "box"), _label(b.get("label", "")))
+                    for b in d.get("boxes", ())
+                ),
+                quad_boxes=tuple(
+                    QuadBox(_coords(q["points"], 8, "quad box"), _label(q.get("label", "")))
+                    for q in d.get("quad_boxes", ())
+                ),
                 polygons=tuple(
                     Polygon(tuple(_polygon_part(p) for p in g["parts"]), _label(g.get("label", "")))
-                    for g in d.get("polygons", ())),
+                    for g in d.get("polygons", ())
+                ),
                 raw=d.get("raw", {}),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed Florence2Result JSON: {e!r}") from None
 
     # --- COCO -----------------------------------------------------------------------------------------
-    def to_coco(self, image_id: int = 1, category_ids: Mapping[str, int] | None = None, *,
-                first_annotation_id: int = 1, file_name: str | None = None) -> dict[str, Any]:
+    def to_coco(
+        self,
+        image_id: int = 1,
+        category_ids: Mapping[str, int] | None = None,
+        *,
+        first_annotation_id: int = 1,
+        file_name: str | None = None,
+    ) -> dict[str, Any]:
         """A COCO-style dict for this image: ``{"images", "annotations", "categories"}``.
 
         Each box, quad box and polygon object becomes one annotation with ``bbox`` ``[x, y, w, h]``,
@@ -195,7 +210,7 @@ class Florence2Result:
         return to_detections(self, sv)
 
     # --- drawing --------------------------------------------------------------------------------------
-    def draw(self, image, **style: Any) -> "Image.Image":
+    def draw(self, image, **style: Any) -> Image.Image:
         """A copy of ``image`` (PIL, array, path or bytes) with the boxes, quads, polygons and labels drawn.
 
         Coordinates are scaled when the image's size differs from ``image_size``. Options: see
@@ -234,15 +249,23 @@ def _number(v: Any) -> bool:
 
 
 def _coords(values: Any, n: int, what: str) -> tuple[float, ...]:
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != n \
-            or not all(_number(v) for v in values):
+    if (
+        isinstance(values, (str, bytes))
+        or not hasattr(values, "__len__")
+        or len(values) != n
+        or not all(_number(v) for v in values)
+    ):
         raise ValueError(f"a {what} must be {n} numbers, got {values!r:.200}")
     return tuple(_plain(v) for v in values)
 
 
 def _polygon_part(values: Any) -> tuple[float, ...]:
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) % 2 \
-            or not all(_number(v) for v in values):
+    if (
+        isinstance(values, (str, bytes))
+        or not hasattr(values, "__len__")
+        or len(values) % 2
+        or not all(_number(v) for v in values)
+    ):
         raise ValueError(f"a polygon must be a flat list of x, y numbers (even length), got {values!r:.200}")
     return tuple(_plain(v) for v in values)
 
@@ -270,16 +293,18 @@ def _paired(answer: Any, task: str, items_key: str, labels_key: str) -> list[tup
 
 
 def _boxes(answer, task, items_key="bboxes", labels_key="labels") -> tuple[BoundingBox, ...]:
-    return tuple(BoundingBox(_coords(b, 4, "box"), label)
-                 for b, label in _paired(answer, task, items_key, labels_key))
+    return tuple(
+        BoundingBox(_coords(b, 4, "box"), label) for b, label in _paired(answer, task, items_key, labels_key)
+    )
 
 
 def _polygons(answer, task, items_key="polygons", labels_key="labels") -> tuple[Polygon, ...]:
     out = []
     for parts, label in _paired(answer, task, items_key, labels_key):
         if not isinstance(parts, (list, tuple)):
-            raise ValueError(f"{task}: each object's polygons must be a list of flat lists, "
-                             f"got {parts!r:.200}")
+            raise ValueError(
+                f"{task}: each object's polygons must be a list of flat lists, got {parts!r:.200}"
+            )
         out.append(Polygon(tuple(_polygon_part(p) for p in parts), label))
     return tuple(out)
 
@@ -295,7 +320,7 @@ def _read_text(task, answer, size) -> dict:
 
 
 def _read_region_text(task, answer, size) -> dict:
-    """"car<loc_52><loc_332><loc_932><loc_774>" -> text "car" and that box, labelled "car"."""
+    """ "car<loc_52><loc_332><loc_932><loc_774>" -> text "car" and that box, labelled "car"."""
     answer = _text_answer(task, answer)
     runs = list(_LOC_RUN.finditer(answer))
     text = _LOC_TOKEN.sub("", answer).strip()
@@ -303,7 +328,7 @@ def _read_region_text(task, answer, size) -> dict:
         return {"text": text}
     label = answer[: runs[0].start()].strip()
     flat = dequantize([int(b) for m in runs for b in m.groups()], size)
-    boxes = tuple(BoundingBox(tuple(flat[i:i + 4]), label) for i in range(0, len(flat), 4))
+    boxes = tuple(BoundingBox(tuple(flat[i : i + 4]), label) for i in range(0, len(flat), 4))
     return {"text": text, "boxes": boxes}
 
 
@@ -312,8 +337,12 @@ def _read_boxes(task, answer, size) -> dict:
 
 
 def _read_quads(task, answer, size) -> dict:
-    return {"quad_boxes": tuple(QuadBox(_coords(q, 8, "quad box"), label)
-                                for q, label in _paired(answer, task, "quad_boxes", "labels"))}
+    return {
+        "quad_boxes": tuple(
+            QuadBox(_coords(q, 8, "quad box"), label)
+            for q, label in _paired(answer, task, "quad_boxes", "labels")
+        )
+    }
 
 
 def _read_polygons(task, answer, size) -> dict:
@@ -321,15 +350,19 @@ def _read_polygons(task, answer, size) -> dict:
 
 
 def _read_boxes_and_polygons(task, answer, size) -> dict:
-    return {"boxes": _boxes(answer, task, "bboxes", "bboxes_labels"),
-            "polygons": _polygons(answer, task, "polygons", "polygons_labels")}
+    return {
+        "boxes": _boxes(answer, task, "bboxes", "bboxes_labels"),
+        "polygons": _polygons(answer, task, "polygons", "polygons_labels"),
+    }
 
 
-_READERS: Mapping[str, Callable[[str, Any, tuple[int, int]], dict]] = MappingProxyType({
-    "text": _read_text,
-    "region_text": _read_region_text,
-    "boxes": _read_boxes,
-    "quads": _read_quads,
-    "polygons": _read_polygons,
-    "boxes_and_polygons": _read_boxes_and_polygons,
-})
+_READERS: Mapping[str, Callable[[str, Any, tuple[int, int]], dict]] = MappingProxyType(
+    {
+        "text": _read_text,
+        "region_text": _read_region_text,
+        "boxes": _read_boxes,
+        "quads": _read_quads,
+        "polygons": _read_polygons,
+        "boxes_and_polygons": _read_boxes_and_polygons,
+    }
+)

@@ -7,8 +7,9 @@ only and ``results`` can call them without an import circle. Coordinates are pix
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -65,5 +66,4 @@ class ShapesOfResult(Protocol):
         """Boxes as float32 [N, 4] (``boxes`` only)."""
         ...
 
-    def __len__(self) -> int:
-        ...
+    def __len__(self) -> int: ...

@@ -20,8 +20,9 @@ tokens; this module returns empty Detections there instead.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,10 @@ def _quads(result: ShapesOfResult, sv) -> _Parts:
 
 def _masks(result: ShapesOfResult, sv) -> _Parts:
     masks, kept = object_masks([obj.parts for obj in result.polygons], result.image_size)
-    boxes = [np.concatenate([np.concatenate(parts).min(axis=0), np.concatenate(parts).max(axis=0)]) for parts in kept]
+    boxes = [
+        np.concatenate([np.concatenate(parts).min(axis=0), np.concatenate(parts).max(axis=0)])
+        for parts in kept
+    ]
     return np.array(boxes, dtype=np.float32).reshape(-1, 4), None, masks, None
 
 
@@ -81,18 +85,20 @@ def _nothing(result: ShapesOfResult, sv) -> _Parts:
     return np.empty((0, 4), dtype=np.float32), None, None, None
 
 
-_CONVERTERS: Mapping[str, Callable[[Any, Any], _Parts]] = MappingProxyType({
-    "<OD>": _boxes,
-    "<CAPTION_TO_PHRASE_GROUNDING>": _boxes,
-    "<DENSE_REGION_CAPTION>": _boxes,
-    "<OPEN_VOCABULARY_DETECTION>": _boxes,
-    "<REGION_PROPOSAL>": _unlabelled_boxes,
-    "<OCR_WITH_REGION>": _quads,
-    "<REFERRING_EXPRESSION_SEGMENTATION>": _masks,
-    "<REGION_TO_SEGMENTATION>": _masks,
-    "<REGION_TO_CATEGORY>": _region,
-    "<REGION_TO_DESCRIPTION>": _region,
-})
+_CONVERTERS: Mapping[str, Callable[[Any, Any], _Parts]] = MappingProxyType(
+    {
+        "<OD>": _boxes,
+        "<CAPTION_TO_PHRASE_GROUNDING>": _boxes,
+        "<DENSE_REGION_CAPTION>": _boxes,
+        "<OPEN_VOCABULARY_DETECTION>": _boxes,
+        "<REGION_PROPOSAL>": _unlabelled_boxes,
+        "<OCR_WITH_REGION>": _quads,
+        "<REFERRING_EXPRESSION_SEGMENTATION>": _masks,
+        "<REGION_TO_SEGMENTATION>": _masks,
+        "<REGION_TO_CATEGORY>": _region,
+        "<REGION_TO_DESCRIPTION>": _region,
+    }
+)
 
 
 def to_detections(result: ShapesOfResult, sv):
