@@ -43,6 +43,22 @@ def test_targets_parse_back_to_the_scene(seed):
             assert tiny_eval.score_answer(sample, answer).get("exact") == 1.0
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_cell_labels_follow_the_scene(seed):
+    """The auxiliary targets: a cell is labelled with an object only where that object covers part of it."""
+    for sample in _samples(seed):
+        classes, boxes = shapes.cell_labels(sample.scene, 128, 4)
+        assert classes.shape == (16,) and boxes.shape == (16, 4)
+        objects = list(sample.scene.shapes) + list(sample.scene.words)
+        assert (classes > 0).any() == bool(objects)
+        for cell in np.flatnonzero(classes):
+            row, col = divmod(int(cell), 4)
+            box = boxes[cell] * 128
+            assert box[0] < (col + 1) * 32 and box[2] > col * 32 and box[1] < (row + 1) * 32 and box[3] > row * 32
+            assert any(np.allclose(box, o.box, atol=1e-3) for o in objects)
+        assert not boxes[classes == 0].any()
+
+
 def test_every_task_is_generated():
     assert set(TASKS) == set(shapes.TASK_WEIGHTS)
     rng = np.random.default_rng(0)
