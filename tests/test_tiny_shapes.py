@@ -110,6 +110,14 @@ def test_trainer_smoke_run(tmp_path, capsys):
     assert not (tmp_path / "ckpt.partial").exists()
     Florence2ForConditionalGeneration.from_pretrained(out)
     assert "od_box_recall@0.5" in capsys.readouterr().out
+    # a second phase from those weights (how the committed model was trained): its record keeps the first
+    more = tmp_path / "more"
+    assert train_tiny.main([str(more), "--init", str(out), "--steps", "1", "--batch-size", "2", "--eval-per-task", "1",
+                            "--seed", "1"]) == 0
+    training = json.loads((more / "eval.json").read_text())["training"]
+    assert training["init"] == str(out) and [p["steps"] for p in training["earlier_phases"]] == [2]
+    assert "2 + 1 (phase 1:" in (more / "README.md").read_text()
+    assert json.loads((more / "training_log.json").read_text())["earlier"]["history"]
 
 
 def test_trainer_rejects_bad_options(tmp_path, capsys):

@@ -285,13 +285,21 @@ def write_model_card(out: Path, report: dict) -> None:
     """README.md of the checkpoint folder: what it is, how it was trained, the held-out numbers, its limits."""
     tr, ev = report["training"], report["eval"]
     s = report["summary"]
+    phases = [*tr.get("earlier_phases", []), tr]
     steps_done = (f"{tr['stop_after']} (of a {tr['steps']}-step schedule, `--stop-after {tr['stop_after']}`)"
                   if tr.get("stop_after") else str(tr["steps"]))
+    if len(phases) > 1:
+        steps_done = " + ".join(str(p.get("stop_after") or p["steps"]) for p in phases) + " (" + "; ".join(
+            f"phase {i + 1}: lr {p['lr']}, warm-up {p['warmup']}, seed {p['seed']}"
+            + (", continued from phase {i} with `--init`".format(i=i) if p.get("init") else ", from scratch")
+            for i, p in enumerate(phases)) + ")"
+    tr = {**tr, "train_seconds": sum(p["train_seconds"] for p in phases),
+          "train_cpu_seconds": sum(p.get("train_cpu_seconds", 0) for p in phases)}
     status = _status(report)
     if tr.get("note"):
         status += "\n\n" + tr["note"]
     head = _CARD_HEAD.format(status=status, steps_done=steps_done, params=tr["parameters"] / 1e6, image_tokens=report.get("image_tokens", 17),
-                             steps=tr["steps"], batch=tr["batch_size"], seed=tr["seed"], threads=tr["threads"],
+                             steps=tr["steps"], batch=tr["batch_size"], seed=" then ".join(str(p["seed"]) for p in phases), threads=tr["threads"],
                              minutes=tr["train_seconds"] / 60,
                              cpu=(f"{tr['train_cpu_seconds'] / 60:.0f} min of CPU time" if "train_cpu_seconds" in tr
                                   else "CPU time not recorded"), torch_version=f"torch {tr['torch']}",

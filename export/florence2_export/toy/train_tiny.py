@@ -59,6 +59,7 @@ class TrainOptions:
     log_every: int = 50
     stop_after: int = 0  # stop after this many steps of the ``steps``-step schedule (0: run it all)
     save_every: int = 200  # a checkpoint of the run so far in OUT.partial/ (0: none)
+    init: str = ""  # continue from this checkpoint folder (one of this trainer's) instead of a fresh init
     aux_weight: float = 1.0  # weight of the auxiliary per-cell loss on the vision tokens (0: off); see CellHead
     aux_box_weight: float = 5.0  # weight of its box (L1) term relative to its class term
 
@@ -267,13 +268,28 @@ def save_checkpoint(model, tokenizer, out: Path) -> None:
     })
 
 
+def _continue_from(folder: Path, tokenizer) -> tuple[object, list[dict]]:
+    """The model of a checkpoint this trainer wrote, and its training record(s), to train a further phase."""
+    from transformers import Florence2ForConditionalGeneration, GenerationConfig
+
+    record = json.loads((folder / "eval.json").read_text())["training"]
+    from tokenizers import Tokenizer
+
+    if Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab(True) != tokenizer.get_vocab(True):
+        raise SystemExit(f"{folder}: its tokenizer is not the one this trainer builds; cannot continue from it")
+    model = Florence2ForConditionalGeneration.from_pretrained(folder)
+    model.generation_config = GenerationConfig(**GENERATION_CONFIG)
+    earlier = record.pop("earlier_phases", [])
+    return model, [*earlier, record]
+
+
 def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
     """Build, train, evaluate and save; returns the evaluation report (also in ``eval.json``)."""
     import torch
 
     out = Path(out_dir)
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer, opts.seed)
+    model, earlier = (build_model(tokenizer, opts.seed), []) if not opts.init else _continue_from(Path(opts.init), tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"# {n_params / 1e6:.2f} M parameters, {opts.steps} steps of {opts.batch_size}, {opts.threads} threads")
     encoder = Encoder(tokenizer, tiny.image_grid(IMAGE_SIZE) ** 2 + 1)
@@ -288,8 +304,13 @@ def run(out_dir: str | Path, opts: TrainOptions, log=print) -> dict:
                           "train_cpu_seconds": round(cpu_seconds, 1),
                           "final_loss": history[-1]["loss"] if history else None,
                           "torch": torch.__version__}
+    if earlier:  # the phases before this one, oldest first (each as its own eval.json recorded it)
+        report["training"]["earlier_phases"] = earlier
     tiny._write_json(out / "eval.json", report)
-    tiny._write_json(out / "training_log.json", {"history": history})
+    log_file = {"history": history}
+    if opts.init:
+        log_file["earlier"] = json.loads((Path(opts.init) / "training_log.json").read_text())
+    tiny._write_json(out / "training_log.json", log_file)
     tiny_eval.write_model_card(out, report)
     shutil.rmtree(partial, ignore_errors=True)
     return report
