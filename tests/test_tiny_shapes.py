@@ -44,6 +44,27 @@ def test_targets_parse_back_to_the_scene(seed):
             assert tiny_eval.score_answer(sample, answer).get("exact") == 1.0
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_cell_labels_follow_the_scene(seed):
+    """The auxiliary targets: a cell is labelled with an object only where that object covers part of it."""
+    for sample in _samples(seed):
+        classes, boxes = shapes.cell_labels(sample.scene, 128, 4)
+        assert classes.shape == (16,) and boxes.shape == (16, 4)
+        objects = list(sample.scene.shapes) + list(sample.scene.words)
+        assert (classes > 0).any() == bool(objects)
+        for cell in np.flatnonzero(classes):
+            row, col = divmod(int(cell), 4)
+            box = boxes[cell] * 128
+            assert (
+                box[0] < (col + 1) * 32
+                and box[2] > col * 32
+                and box[1] < (row + 1) * 32
+                and box[3] > row * 32
+            )
+            assert any(np.allclose(box, o.box, atol=1e-3) for o in objects)
+        assert not boxes[classes == 0].any()
+
+
 def test_every_task_is_generated():
     assert set(TASKS) == set(shapes.TASK_WEIGHTS)
     rng = np.random.default_rng(0)
@@ -102,6 +123,30 @@ def test_trainer_smoke_run(tmp_path, capsys):
     assert not (tmp_path / "ckpt.partial").exists()
     Florence2ForConditionalGeneration.from_pretrained(out)
     assert "od_box_recall@0.5" in capsys.readouterr().out
+    # a second phase from those weights (how the committed model was trained): its record keeps the first
+    more = tmp_path / "more"
+    assert (
+        train_tiny.main(
+            [
+                str(more),
+                "--init",
+                str(out),
+                "--steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--eval-per-task",
+                "1",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    training = json.loads((more / "eval.json").read_text())["training"]
+    assert training["init"] == str(out) and [p["steps"] for p in training["earlier_phases"]] == [2]
+    assert "2 + 1 (phase 1:" in (more / "README.md").read_text()
+    assert json.loads((more / "training_log.json").read_text())["earlier"]["history"]
 
 
 def test_trainer_rejects_bad_options(tmp_path, capsys):

@@ -424,6 +424,49 @@ def make_sample(task: str, rng: np.random.Generator, size: int = 128, scene: Sce
     )
 
 
+CELL_CLASSES = 1 + len(SHAPES) * len(COLOURS) + 1  # background, every (shape, colour), text
+
+
+def cell_labels(scene: Scene, size: int, grid: int, min_cover: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """What covers each cell of a ``grid`` x ``grid`` split of the image (row-major, like the vision tokens).
+
+    Returns ``classes`` [grid*grid] int64 (0 background, 1 + shape * 6 + colour, last: text) of the object
+    covering most of the cell (at least ``min_cover`` of it; each object also claims the cell it covers
+    most, so small ones are not lost) and ``boxes`` [grid*grid, 4] float32, that
+    object's box over ``size`` (zeros for background cells). The trainer's auxiliary loss reads these.
+    """
+    cell = size // grid
+    classes = np.zeros(grid * grid, np.int64)
+    boxes = np.zeros((grid * grid, 4), np.float32)
+    best = np.zeros(grid * grid)
+    objects = [
+        (1 + SHAPES.index(s.name) * len(COLOURS) + list(COLOURS).index(s.colour), s.polygon, s.box)
+        for s in scene.shapes
+    ]
+    objects += [
+        (
+            CELL_CLASSES - 1,
+            (w.box[0], w.box[1], w.box[2], w.box[1], w.box[2], w.box[3], w.box[0], w.box[3]),
+            w.box,
+        )
+        for w in scene.words
+    ]
+    for cls, polygon, box in objects:
+        mask = Image.new("L", (size, size))
+        ImageDraw.Draw(mask).polygon(list(polygon), fill=1)
+        cover = (
+            np.asarray(mask, np.float32)[: cell * grid, : cell * grid]
+            .reshape(grid, cell, grid, cell)
+            .mean((1, 3))
+        )
+        cover = cover.reshape(-1)
+        take = ((cover >= min_cover) | (np.arange(cover.size) == cover.argmax())) & (cover > best)
+        best[take] = cover[take]
+        classes[take] = cls
+        boxes[take] = np.asarray(box, np.float32) / size
+    return classes, boxes
+
+
 def sample_task(rng: np.random.Generator) -> str:
     tasks = list(TASK_WEIGHTS)
     p = np.array([TASK_WEIGHTS[t] for t in tasks])
