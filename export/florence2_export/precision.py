@@ -1,6 +1,6 @@
 """Precision variants of an exported model folder: fp32, fp16 and int8 graphs the same runtime loads.
 
-Every variant keeps the graphs' interface of :mod:`florence2_runtime.graphs` unchanged: float32
+Every variant keeps the graphs' interface of :mod:`florence2_runtime.engine.graphs` unchanged: float32
 inputs and outputs (the KV cache included), int64 ids and masks. Only what happens inside changes:
 
 - ``fp32``: the graphs as exported.
@@ -10,9 +10,9 @@ inputs and outputs (the KV cache included), int64 ids and masks. Only what happe
   nodes through inserted casts, so it is slower there, not faster.
 - ``int8``: dynamic quantisation (``onnxruntime.quantization.quantize_dynamic``): int8 weights for
   every MatMul with a constant weight (the tied ``lm_head`` Gemm is first rewritten as such a MatMul),
-  uint8 activations quantised per call. Meant for CPUs. The recipe (:data:`florence2_runtime.int8cpu.RECIPES`)
+  uint8 activations quantised per call. Meant for CPUs. The recipe (:data:`florence2_runtime.engine.int8cpu.RECIPES`)
   is recorded in ``florence2_config.json``: the default ``7bit`` (7-bit int8 weights) is right on every CPU;
-  ``full-range`` saturates on x86 CPUs without VNNI (:mod:`florence2_runtime.int8cpu`).
+  ``full-range`` saturates on x86 CPUs without VNNI (:mod:`florence2_runtime.engine.int8cpu`).
 
 ``onnxruntime.transformers``' transformer optimizer (attention / LayerNorm / GELU fusions) is
 available as :func:`fuse_graph`; it is not applied by default (see the README's numbers).
@@ -66,7 +66,7 @@ class Int8Options:
 
     per_channel: bool = True  # one scale per output column of each weight: same speed, smaller error
     # weights: "7bit" (int8 within +-64: right on every CPU), "full-range" (int8: wrong on x86 CPUs without
-    # VNNI, whose u8*s8 pair sums saturate), "u8u8" (uint8 weights); florence2_runtime.int8cpu.RECIPES
+    # VNNI, whose u8*s8 pair sums saturate), "u8u8" (uint8 weights); florence2_runtime.engine.int8cpu.RECIPES
     recipe: str = DEFAULT_RECIPE
     op_types: tuple[str, ...] = ("MatMul",)  # Conv stays float: ConvInteger is slower than float Conv
     untie_lm_head: bool = True  # rewrite Gemm(h, table, transB=1) as MatMul(h, table^T) so it is quantised

@@ -1,4 +1,4 @@
-"""What the runtime needs from a loaded checkpoint: its :class:`~florence2_runtime.config.RuntimeConfig`."""
+"""What the runtime needs from a loaded checkpoint: its :class:`~florence2_runtime.engine.config.RuntimeConfig`."""
 
 from __future__ import annotations
 

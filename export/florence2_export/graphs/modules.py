@@ -1,5 +1,5 @@
 """Torch modules that cut ``Florence2ForConditionalGeneration`` into the graphs of
-:mod:`florence2_runtime.graphs`.
+:mod:`florence2_runtime.engine.graphs`.
 
 They reuse the checkpoint's own submodules (weights and layer code); only the wiring
 that transformers hides behind caches and mask helpers is written out, so that each graph

@@ -9,7 +9,7 @@ Output folder::
     onnx/embed_tokens.npy     token embedding table (prompt and decoder-step lookups, memory-mapped)
     onnx/kv_gather.onnx       row gathers over K/V tensors (beam search on the device, IO binding)
 
-Graph names, tensor names and dynamic axes come from :func:`florence2_runtime.graphs.native_graphs`.
+Graph names, tensor names and dynamic axes come from :func:`florence2_runtime.engine.graphs.native_graphs`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Output folder::
     onnx/vision_encoder.onnx  onnx/embed_tokens.onnx  onnx/encoder_model.onnx
     onnx/decoder_model.onnx  onnx/decoder_with_past_model.onnx  onnx/decoder_model_merged.onnx
 
-Graph names, tensor names and dynamic axes come from :func:`florence2_runtime.graphs.community_graphs`.
+Graph names, tensor names and dynamic axes come from :func:`florence2_runtime.engine.graphs.community_graphs`.
 ``decoder_model_merged`` is built from the two decoder graphs by :mod:`florence2_export.layouts.merge`.
 """
 
