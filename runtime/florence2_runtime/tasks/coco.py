@@ -24,11 +24,10 @@ def polygon_area(flat: Sequence[float]) -> float:
 
 def _objects(result: ShapesOfResult) -> list[tuple[str, list[float], float, list[list[float]] | None]]:
     """(label, bbox, area, segmentation or None) per object, boxes then quads then polygons."""
-    out = []
+    out: list[tuple[str, list[float], float, list[list[float]] | None]] = []
     for b in result.boxes:
         x1, y1, x2, y2 = b.xyxy
-        xs, ys = (x1, x2), (y1, y2)
-        bbox = _bbox(xs, ys)
+        bbox = _bbox((x1, x2), (y1, y2))
         out.append((b.label, bbox, float(bbox[2] * bbox[3]), None))
     for q in result.quad_boxes:
         flat = list(q.points)

@@ -27,16 +27,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from .prompts import _is_box
 from .requests import merge_class_answers
 from .results import Florence2Result
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    from ..inputs.encoded import EncodedImage
+    from ..inputs.images import ImageInput
 
-__all__ = ["METHODS", "MethodSpec", "TaskMethods"]
+__all__ = ["METHODS", "MethodSpec", "TaskHost", "TaskMethods"]
 
 
 @dataclass(frozen=True)
@@ -94,22 +95,60 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType(
     }
 )
 
-ImageArg = "ImageInput | EncodedImage"
-RegionArg = "Sequence[float] | Sequence[Sequence[float]]"
+ImageArg: TypeAlias = "ImageInput | EncodedImage"
+RegionArg: TypeAlias = "Sequence[float] | Sequence[Sequence[float]]"
+
+
+class TaskHost(Protocol):
+    """What :class:`TaskMethods` needs of the class it is mixed into (``Florence2``, model.py)."""
+
+    def predict(
+        self: TaskHost,
+        image: ImageArg,
+        task: str,
+        text: str | None = None,
+        region: Sequence[float] | None = None,
+        *,
+        region_format: str = "pixels",
+        **generation_kwargs: Any,
+    ) -> Florence2Result: ...
+
+    def predict_regions(
+        self: TaskHost,
+        image: ImageArg,
+        task: str,
+        regions: Sequence[Sequence[float]],
+        *,
+        region_format: str = "pixels",
+        **generation_kwargs: Any,
+    ) -> list[Florence2Result]: ...
+
+    def predict_prompts(
+        self: TaskHost,
+        image: ImageArg,
+        task: str,
+        *,
+        texts: Sequence[str] | None = None,
+        regions: Sequence[Sequence[float]] | None = None,
+        region_format: str = "pixels",
+        **generation_kwargs: Any,
+    ) -> list[Florence2Result]: ...
 
 
 class TaskMethods:
-    """The per-task methods; mixed into ``Florence2`` (which provides ``predict``, ``predict_prompts``, ...)."""
+    """The per-task methods; mixed into ``Florence2`` (which provides ``predict``, ``predict_prompts``, ...).
+
+    Each method's ``self`` is a :class:`TaskHost`, so the type checker holds ``Florence2`` to that protocol."""
 
     # --- whole-image tasks -----------------------------------------------------------------------------
     def caption_image(
-        self, image: ImageArg, granularity: str = "normal", **generation: Any
+        self: TaskHost, image: ImageArg, granularity: str = "normal", **generation: Any
     ) -> Florence2Result:
         """A caption: ``granularity`` "normal", "detailed" or "very_detailed" (``result.text``)."""
         return self.predict(image, METHODS["caption_image"].task(granularity), **generation)
 
     def detect_objects(
-        self,
+        self: TaskHost,
         image: ImageArg,
         classes: Sequence[str] | None = None,
         labels_mode: str = "classes",
@@ -129,56 +168,88 @@ class TaskMethods:
         ):
             raise ValueError(f"classes must be a non-empty list of class names, got {classes!r:.100}")
         names = [c.strip() for c in classes]
-        results = self.predict_prompts(image, spec.classes_task, texts=names, **generation)
-        merged = merge_class_answers(spec.classes_task, names, [r.raw for r in results])
+        task = spec.classes_task
+        assert task is not None  # METHODS gives detect_objects one
+        results = self.predict_prompts(image, task, texts=names, **generation)
+        merged = merge_class_answers(task, names, [r.raw for r in results])
         return Florence2Result.from_dict(merged, results[0].image_size)
 
-    def ocr_image(self, image: ImageArg, **generation: Any) -> Florence2Result:
+    def ocr_image(self: TaskHost, image: ImageArg, **generation: Any) -> Florence2Result:
         """The text in the image (``result.text``)."""
         return self.predict(image, METHODS["ocr_image"].task(), **generation)
 
-    def parse_document(self, image: ImageArg, **generation: Any) -> Florence2Result:
+    def parse_document(self: TaskHost, image: ImageArg, **generation: Any) -> Florence2Result:
         """The text with its regions (``result.quad_boxes``, each labelled by its text)."""
         return self.predict(image, METHODS["parse_document"].task(), **generation)
 
     # --- tasks with a phrase -----------------------------------------------------------------------------
-    def ground_phrase(self, image: ImageArg, phrase: str, **generation: Any) -> Florence2Result:
+    def ground_phrase(self: TaskHost, image: ImageArg, phrase: str, **generation: Any) -> Florence2Result:
         """Boxes of the phrases of a caption (``result.boxes``)."""
         return self.predict(image, METHODS["ground_phrase"].task(), text=phrase, **generation)
 
-    def segment_phrase(self, image: ImageArg, phrase: str, **generation: Any) -> Florence2Result:
+    def segment_phrase(self: TaskHost, image: ImageArg, phrase: str, **generation: Any) -> Florence2Result:
         """The segmentation of what ``phrase`` refers to (``result.polygons``, ``result.masks()``)."""
         return self.predict(image, METHODS["segment_phrase"].task(), text=phrase, **generation)
 
     # --- region tasks: one region -> one result, several -> a list -------------------------------------------
     def segment_region(
-        self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels", **generation: Any
+        self: TaskHost,
+        image: ImageArg,
+        region: RegionArg,
+        *,
+        region_format: str = "pixels",
+        **generation: Any,
     ) -> Florence2Result | list[Florence2Result]:
         """The segmentation of the object in ``region`` (``result.polygons``, ``result.masks()``)."""
-        return self._region_method("segment_region", image, region, region_format, generation)
+        return _region_method(self, "segment_region", image, region, region_format, generation)
 
     def classify_image_region(
-        self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels", **generation: Any
+        self: TaskHost,
+        image: ImageArg,
+        region: RegionArg,
+        *,
+        region_format: str = "pixels",
+        **generation: Any,
     ) -> Florence2Result | list[Florence2Result]:
         """The category of the object in ``region`` (``result.text``, and its box)."""
-        return self._region_method("classify_image_region", image, region, region_format, generation)
+        return _region_method(self, "classify_image_region", image, region, region_format, generation)
 
     def caption_image_region(
-        self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels", **generation: Any
+        self: TaskHost,
+        image: ImageArg,
+        region: RegionArg,
+        *,
+        region_format: str = "pixels",
+        **generation: Any,
     ) -> Florence2Result | list[Florence2Result]:
         """A description of ``region`` (``result.text``)."""
-        return self._region_method("caption_image_region", image, region, region_format, generation)
+        return _region_method(self, "caption_image_region", image, region, region_format, generation)
 
     def ocr_image_region(
-        self, image: ImageArg, region: RegionArg, *, region_format: str = "pixels", **generation: Any
+        self: TaskHost,
+        image: ImageArg,
+        region: RegionArg,
+        *,
+        region_format: str = "pixels",
+        **generation: Any,
     ) -> Florence2Result | list[Florence2Result]:
         """The text in ``region`` (``result.text``)."""
-        return self._region_method("ocr_image_region", image, region, region_format, generation)
+        return _region_method(self, "ocr_image_region", image, region, region_format, generation)
 
-    def _region_method(self, name: str, image, region, region_format: str, generation: dict):
-        """Region ``(x1, y1, x2, y2)`` -> one result; a list of regions -> one result per region (one
-        vision encoding, one batch). Pixels, or fractions with ``region_format="normalized"``."""
-        results = self.predict_regions(
-            image, METHODS[name].task(), region, region_format=region_format, **generation
-        )
-        return results[0] if _is_box(region) else results
+
+def _region_method(
+    host: TaskHost,
+    name: str,
+    image: ImageArg,
+    region: RegionArg,
+    region_format: str,
+    generation: Mapping[str, Any],
+) -> Florence2Result | list[Florence2Result]:
+    """Region ``(x1, y1, x2, y2)`` -> one result; a list of regions -> one result per region (one
+    vision encoding, one batch). Pixels, or fractions with ``region_format="normalized"``."""
+    # predict_regions takes a single box too (build_task_texts)
+    regions: Sequence[Any] = region
+    results = host.predict_regions(
+        image, METHODS[name].task(), regions, region_format=region_format, **generation
+    )
+    return results[0] if _is_box(region) else results

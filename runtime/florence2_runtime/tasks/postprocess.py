@@ -189,6 +189,13 @@ class _Context:
     image_size: tuple[float, float] | None  # (width, height); None only for pure text
     banned: frozenset[str]
 
+    @property
+    def size(self) -> tuple[float, float]:
+        """The image size of a parse type that needs one (``parse`` checked it; None only for pure text)."""
+        if self.image_size is None:
+            raise ValueError("this task's answer has coordinates: it needs image_size=(width, height)")
+        return self.image_size
+
 
 # --- coordinates -------------------------------------------------------------------------------------
 def _check_image_size(image_size: Any) -> tuple[float, float]:
@@ -252,7 +259,7 @@ def _pure_text(text: str, ctx: _Context) -> str:
 def _bbox_answer(text: str, ctx: _Context, allow_empty: bool) -> dict[str, list]:
     bboxes: list[list[int]] = []
     labels: list[str] = []
-    for label, boxes in _labelled_boxes(text, ctx.image_size, allow_empty):
+    for label, boxes in _labelled_boxes(text, ctx.size, allow_empty):
         bboxes.extend(boxes)
         labels.extend([_ascii(label)] * len(boxes))
     return {"bboxes": bboxes, "labels": labels}
@@ -269,7 +276,7 @@ def _bboxes(text: str, ctx: _Context) -> dict[str, list]:
 def _phrase_grounding(text: str, ctx: _Context) -> dict[str, list]:
     bboxes: list[list[int]] = []
     labels: list[str] = []
-    for label, boxes in _labelled_boxes(text, ctx.image_size, allow_empty=False):
+    for label, boxes in _labelled_boxes(text, ctx.size, allow_empty=False):
         if label in ctx.banned:  # checked before the ASCII filter
             continue
         bboxes.extend(boxes)
@@ -281,7 +288,7 @@ def _ocr(text: str, ctx: _Context) -> dict[str, list]:
     quad_boxes: list[list[int]] = []
     labels: list[str] = []
     for content, *bins in _OCR_LINE.findall(_strip_specials(text)):
-        quad_boxes.append(dequantize([int(b) for b in bins], ctx.image_size))
+        quad_boxes.append(dequantize([int(b) for b in bins], ctx.size))
         labels.append(content.strip())
     return {"quad_boxes": quad_boxes, "labels": labels}
 
@@ -308,7 +315,7 @@ def _polygon_instances(text: str, size: tuple[float, float], allow_empty: bool) 
 
 
 def _polygon_answer(text: str, ctx: _Context, allow_empty: bool) -> dict[str, list]:
-    found = _polygon_instances(text, ctx.image_size, allow_empty)
+    found = _polygon_instances(text, ctx.size, allow_empty)
     return {"polygons": [p for _, p in found], "labels": [label for label, _ in found]}
 
 
@@ -323,7 +330,7 @@ def _description_with_polygons(text: str, ctx: _Context) -> dict[str, list]:
 def _bboxes_or_polygons(text: str, ctx: _Context) -> dict[str, list]:
     answer: dict[str, list] = {"bboxes": [], "bboxes_labels": [], "polygons": [], "polygons_labels": []}
     if "<poly>" in text:
-        found = _polygon_instances(text, ctx.image_size, allow_empty=False)
+        found = _polygon_instances(text, ctx.size, allow_empty=False)
         answer["polygons"] = [p for _, p in found]
         answer["polygons_labels"] = [label for label, _ in found]
     else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -88,7 +88,7 @@ _REGION_TEXT = re.compile(r"(?:<loc_(0|[1-9][0-9]{0,2})>){4}")
 _LOC_VALUE = re.compile(r"<loc_([0-9]+)>")
 
 
-def _first_token_in(text: str, tokens: Mapping[str, str]) -> str | None:
+def _first_token_in(text: str, tokens: Iterable[str]) -> str | None:
     return next((token for token in tokens if token in text), None)
 
 
@@ -198,8 +198,8 @@ def quantize_region(region: Sequence[float], image_size: tuple[float, float]) ->
     coords = np.asarray(_check_region(region, size), dtype=np.float32)
     width, height = size
     per_bin = np.array([width / NUM_BINS, height / NUM_BINS] * 2, dtype=np.float32)
-    bins = np.clip(np.floor(coords / per_bin), 0, NUM_BINS - 1).astype(np.int32)
-    return tuple(int(b) for b in bins)
+    x1, y1, x2, y2 = (int(b) for b in np.clip(np.floor(coords / per_bin), 0, NUM_BINS - 1))
+    return x1, y1, x2, y2
 
 
 def format_region(bins: Sequence[int]) -> str:
@@ -210,9 +210,10 @@ def format_region(bins: Sequence[int]) -> str:
 def _normalized_bins(region: Sequence[float]) -> tuple[int, int, int, int]:
     """Fractions in [0, 1] -> ``clamp(floor(c * 1000), 0, 999)``; rounding to 6 decimals first absorbs
     binary noise (``0.57 * 1000 == 569.99...``) so a fraction ``k / 1000`` always lands in bin ``k``."""
-    coords = _region_coords(region, "normalized")
-    bins = tuple(min(NUM_BINS - 1, math.floor(round(c * NUM_BINS, 6))) for c in coords)
-    return bins  # type: ignore[return-value]
+    x1, y1, x2, y2 = (
+        min(NUM_BINS - 1, math.floor(round(c * NUM_BINS, 6))) for c in _region_coords(region, "normalized")
+    )
+    return x1, y1, x2, y2
 
 
 def region_bins(
@@ -222,7 +223,7 @@ def region_bins(
     ``"normalized"`` boxes are fractions of the width / height and need no image size."""
     if _check_region_format(region_format) == "normalized":
         return _normalized_bins(region)
-    return quantize_region(region, image_size)
+    return quantize_region(region, _check_image_size(image_size))  # None: a clear ValueError
 
 
 def _check_region_text(task: str, text: str) -> str:
@@ -291,7 +292,9 @@ def check_task_input(
         raise ValueError(f"{task} needs an input: pass {what}")
     if has_region:
         _region_coords(region, region_format)
-    elif spec.region_input:
+        return spec
+    assert text is not None  # has_text
+    if spec.region_input:
         _check_region_text(task, text)
     else:
         inner = _first_token_in(text, TASKS)
@@ -319,6 +322,7 @@ def build_task_text(
         return task
     if region is not None:
         return task + format_region(region_bins(region, image_size, region_format=region_format))
+    assert text is not None  # check_task_input: a task that takes input has text or a region
     if spec.region_input:
         return task + _check_region_text(task, text)
     return task + text.strip()

@@ -108,7 +108,11 @@ class Florence2Result:
     @property
     def labels(self) -> list[str]:
         """Labels of the boxes, then the quad boxes, then the polygons."""
-        return [o.label for o in (*self.boxes, *self.quad_boxes, *self.polygons)]
+        return (
+            [b.label for b in self.boxes]
+            + [q.label for q in self.quad_boxes]
+            + [g.label for g in self.polygons]
+        )
 
     @property
     def xyxy(self) -> np.ndarray:
@@ -158,8 +162,7 @@ class Florence2Result:
                 image_size=_image_size(d["image_size"]),
                 text=d.get("text"),
                 boxes=tuple(
-                    BoundingBox(_coords(b["xyxy"], 4, "box"), _label(b.get("label", "")))
-                    for b in d.get("boxes", ())
+                    BoundingBox(_box(b["xyxy"]), _label(b.get("label", ""))) for b in d.get("boxes", ())
                 ),
                 quad_boxes=tuple(
                     QuadBox(_coords(q["points"], 8, "quad box"), _label(q.get("label", "")))
@@ -259,6 +262,11 @@ def _coords(values: Any, n: int, what: str) -> tuple[float, ...]:
     return tuple(_plain(v) for v in values)
 
 
+def _box(values: Any) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = _coords(values, 4, "box")
+    return x1, y1, x2, y2
+
+
 def _polygon_part(values: Any) -> tuple[float, ...]:
     if (
         isinstance(values, (str, bytes))
@@ -293,9 +301,7 @@ def _paired(answer: Any, task: str, items_key: str, labels_key: str) -> list[tup
 
 
 def _boxes(answer, task, items_key="bboxes", labels_key="labels") -> tuple[BoundingBox, ...]:
-    return tuple(
-        BoundingBox(_coords(b, 4, "box"), label) for b, label in _paired(answer, task, items_key, labels_key)
-    )
+    return tuple(BoundingBox(_box(b), label) for b, label in _paired(answer, task, items_key, labels_key))
 
 
 def _polygons(answer, task, items_key="polygons", labels_key="labels") -> tuple[Polygon, ...]:
@@ -328,7 +334,7 @@ def _read_region_text(task, answer, size) -> dict:
         return {"text": text}
     label = answer[: runs[0].start()].strip()
     flat = dequantize([int(b) for m in runs for b in m.groups()], size)
-    boxes = tuple(BoundingBox(tuple(flat[i : i + 4]), label) for i in range(0, len(flat), 4))
+    boxes = tuple(BoundingBox(_box(flat[i : i + 4]), label) for i in range(0, len(flat), 4))
     return {"text": text, "boxes": boxes}
 
 

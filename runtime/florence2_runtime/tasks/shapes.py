@@ -53,13 +53,30 @@ class Polygon:
 class ShapesOfResult(Protocol):
     """What the converters read of a result (:class:`~.results.Florence2Result` has these fields)."""
 
-    task: str  # the task token
-    image_size: tuple[int, int]  # (width, height) the coordinates refer to
-    text: str | None
-    boxes: tuple[BoundingBox, ...]
-    quad_boxes: tuple[QuadBox, ...]
-    polygons: tuple[Polygon, ...]
-    raw: Mapping[str, Any]  # ``run()``'s dict ``{task: answer}``
+    # read-only properties, so that a frozen dataclass (Florence2Result) matches
+    @property
+    def task(self) -> str:  # the task token
+        ...
+
+    @property
+    def image_size(self) -> tuple[int, int]:  # (width, height) the coordinates refer to
+        ...
+
+    @property
+    def text(self) -> str | None: ...
+
+    @property
+    def boxes(self) -> tuple[BoundingBox, ...]: ...
+
+    @property
+    def quad_boxes(self) -> tuple[QuadBox, ...]: ...
+
+    @property
+    def polygons(self) -> tuple[Polygon, ...]: ...
+
+    @property
+    def raw(self) -> Mapping[str, Any]:  # ``run()``'s dict ``{task: answer}``
+        ...
 
     @property
     def xyxy(self) -> np.ndarray:
