@@ -108,6 +108,29 @@ def test_the_probe_graph_is_a_valid_onnx_model():
     assert [d.dim_value for d in model.graph.input[1].type.tensor_type.shape.dim] == [64, 8]
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        onnxproto._field(onnxproto.MODEL_GRAPH, 5),  # a number where the graph message belongs
+        # a node whose op_type is a number, and an initializer whose name is a number
+        onnxproto._field(
+            onnxproto.MODEL_GRAPH, onnxproto._field(onnxproto.GRAPH_NODE, onnxproto._field(4, 7))
+        ),
+        onnxproto._field(
+            onnxproto.MODEL_GRAPH,
+            onnxproto._field(onnxproto.GRAPH_INITIALIZER, onnxproto._field(onnxproto.TENSOR_NAME, 3)),
+        ),
+    ],
+    ids=["graph", "op_type", "initializer-name"],
+)
+def test_a_malformed_graph_file_is_a_value_error(tmp_path, message):
+    """A field of the wrong wire type (a corrupt or non-ONNX file) is a clear ValueError, not a TypeError."""
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(message)
+    with pytest.raises(ValueError, match="malformed ONNX protobuf"):
+        onnxproto.GraphFile(path)
+
+
 # ----------------------------------------------------------------------------- recipes read off graphs
 
 

@@ -157,6 +157,16 @@ def test_missing_config_is_named(community_folder, tmp_path):
         Florence2.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("key, value", [("image_mean", [0.5, 0.5]), ("image_std", "0.5")])
+def test_normalisation_that_is_not_three_numbers_is_named(community_folder, tmp_path, key, value):
+    """Two means (or a string) would only fail at the first image, inside numpy; the load names the key."""
+    folder = _copy(community_folder, tmp_path)
+    path = folder / "preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(ModelFileError, match=rf"preprocessor_config.json: {key} must be three numbers"):
+        community_runtime_config(folder)
+
+
 def test_folder_like_the_published_ones(community_folder, community_model, tmp_path):
     """onnx-community/Florence-2-* ship the original remote-code config.json, a tokenizer without <image>
     and no prompt tables: the runtime builds the same config (default prompts) and gives the same ids."""

@@ -15,6 +15,7 @@ import importlib.abc
 import importlib.util
 import sys
 import warnings
+from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 PACKAGE = __name__.rpartition(".")[0]
@@ -81,7 +82,7 @@ class _Alias(importlib.abc.Loader):
     """Loads an old name as the already-imported module of its new path, keeping that module's own spec."""
 
     def __init__(self) -> None:
-        self._specs: dict[str, object] = {}
+        self._specs: dict[str, ModuleSpec | None] = {}
 
     def create_module(self, spec):
         module = import_moved(spec.name)

@@ -65,8 +65,9 @@ class RuntimeConfig:
 
     @property
     def dims(self) -> ModelDims:
+        height, width = self.image_size
         return ModelDims(
-            image_size=tuple(self.image_size),
+            image_size=(height, width),
             num_image_tokens=self.num_image_tokens,
             d_model=self.d_model,
             vocab_size=self.vocab_size,

@@ -233,6 +233,7 @@ def warn_if_wrong_here(folder: str | Path, recorded: str, graphs: Iterable[str |
     record, onnx-community ``_quantized`` / ``_int8`` files); then it is read off ``graphs``, and only on a
     CPU where the answer matters (reading weights costs a pass over the files).
     """
+    recipe: str | None
     if recorded:
         if recorded not in RECIPES:
             raise ModelFileError(
@@ -259,9 +260,9 @@ def check_model_files(folder: str | Path, cfg, files: Iterable[str | Path]) -> s
     """The load-time check of :class:`~florence2_runtime.Florence2`: warns (once) when the int8 graphs among
     ``files`` compute wrong results on this CPU. cfg: the folder's :class:`~florence2_runtime.engine.config.RuntimeConfig`
     (an int8 folder's record of its recipe); onnx-community 8-bit files are recognised by their suffix."""
-    files = [Path(f) for f in files]
-    quantized = [f for f in files if f.stem.endswith(INT8_SUFFIXES)]
+    paths = [Path(f) for f in files]
+    quantized = [f for f in paths if f.stem.endswith(INT8_SUFFIXES)]
     if cfg.precision != "int8" and not quantized:
         return None
     recorded = cfg.int8_recipe if cfg.precision == "int8" else ""
-    return warn_if_wrong_here(folder, recorded, quantized or files)
+    return warn_if_wrong_here(folder, recorded, quantized or paths)

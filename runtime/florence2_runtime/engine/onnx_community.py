@@ -217,11 +217,16 @@ class CommunityDecoderInference:
         self.length = tokens.shape[1]
         return np.ascontiguousarray(logits[:, -1, :], dtype=np.float32)
 
+    def _cache(self) -> list[np.ndarray]:
+        if self.self_kv is None:
+            raise RuntimeError("the decoder cache is empty until the first logits() call")
+        return self.self_kv
+
     def _past(self) -> list[np.ndarray]:
         """Per layer: decoder key, value, encoder key, value (the order of ``past_key_values.*``)."""
-        out = []
-        for i in range(0, len(self.self_kv), 2):
-            out += [*self.self_kv[i : i + 2], *self.cross_kv[i : i + 2]]
+        self_kv, out = self._cache(), []
+        for i in range(0, len(self_kv), 2):
+            out += [*self_kv[i : i + 2], *self.cross_kv[i : i + 2]]
         return out
 
     def _empty_past(self, embeds: np.ndarray) -> dict[str, np.ndarray]:
@@ -233,7 +238,7 @@ class CommunityDecoderInference:
 
     def rearrange_kv_cache(self, source_indices: np.ndarray) -> None:
         """Row i continues the sequence of row ``source_indices[i]`` (beams stay within their item)."""
-        self.self_kv = [np.take(p, source_indices, axis=0) for p in self.self_kv]
+        self.self_kv = [np.take(p, source_indices, axis=0) for p in self._cache()]
 
 
 # ----------------------------------------------------------------------------- tokenizer and runtime config
@@ -269,6 +274,18 @@ def _image_size(pre: dict, path: Path) -> tuple[int, int]:
         if isinstance(size, dict) and "shortest_edge" in size:
             return (int(size["shortest_edge"]),) * 2
     raise ModelFileError(path, "no image size ('size' with 'height' and 'width')")
+
+
+def _per_channel(
+    pre: dict, path: Path, key: str, default: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """``pre[key]`` as three floats (one per RGB channel); ``default`` when absent."""
+    values = pre.get(key, default)
+    try:
+        r, g, b = (float(x) for x in values)
+    except (TypeError, ValueError):
+        raise ModelFileError(path, f"{key} must be three numbers (R, G, B), got {values!r:.100}") from None
+    return r, g, b
 
 
 def _grid(side: int) -> int:
@@ -317,8 +334,8 @@ def community_runtime_config(folder: str | Path) -> RuntimeConfig:
         eos_token_id=int(ids.get("eos_token_id", 2)),
         decoder_start_token_id=int(ids.get("decoder_start_token_id", 2)),
         image_size=(height, width),
-        image_mean=tuple(float(x) for x in pre.get("image_mean", RuntimeConfig.image_mean)),
-        image_std=tuple(float(x) for x in pre.get("image_std", RuntimeConfig.image_std)),
+        image_mean=_per_channel(pre, pre_path, "image_mean", RuntimeConfig.image_mean),
+        image_std=_per_channel(pre, pre_path, "image_std", RuntimeConfig.image_std),
         rescale_factor=float(pre.get("rescale_factor", RuntimeConfig.rescale_factor)),
         resample=int(pre.get("resample", RuntimeConfig.resample)),
         task_prompts_without_inputs=dict(pre.get("task_prompts_without_inputs") or {}),

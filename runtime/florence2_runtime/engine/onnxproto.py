@@ -61,8 +61,25 @@ def fields(buf, start: int = 0, end: int | None = None) -> Iterator[tuple[int, i
             raise ValueError(f"unsupported protobuf wire type {wire} at byte {i}")
 
 
-def _text(buf, span: tuple[int, int]) -> str:
-    return bytes(buf[span[0] : span[1]]).decode("utf-8")
+def _span(value: int | tuple[int, int]) -> tuple[int, int]:
+    """A length-delimited field's ``(start, end)``; ValueError for a varint where bytes belong."""
+    if not isinstance(value, tuple):
+        raise ValueError(
+            f"malformed ONNX protobuf: a varint ({value}) where a length-delimited field belongs"
+        )
+    return value
+
+
+def _int(value: int | tuple[int, int]) -> int:
+    """A varint field's value; ValueError for bytes where a number belongs."""
+    if isinstance(value, tuple):
+        raise ValueError(f"malformed ONNX protobuf: bytes {value} where a varint field belongs")
+    return value
+
+
+def _text(buf, value: int | tuple[int, int]) -> str:
+    start, end = _span(value)
+    return bytes(buf[start:end]).decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -77,32 +94,29 @@ class Tensor:
     int32_data: tuple[int, int] | None  # span of packed int32_data (small types stored as varints)
 
 
-def _tensor(buf, span) -> Tensor:
-    name, dtype, dims, raw, ext, packed, external = "", 0, [], None, {}, None, False
+def _tensor(buf, span: tuple[int, int]) -> Tensor:
+    name, dtype, external = "", 0, False
+    dims: list[int] = []
+    raw: tuple[int, int] | None = None
+    ext: dict[str, str] = {}
+    packed: tuple[int, int] | None = None
     for number, value in fields(buf, *span):
         if number == TENSOR_NAME:
             name = _text(buf, value)
         elif number == TENSOR_TYPE:
-            dtype = value
+            dtype = _int(value)
         elif number == TENSOR_DIMS:
             dims += [value] if isinstance(value, int) else [v for _, v in _packed(buf, value)]
         elif number == TENSOR_RAW:
-            raw = value
+            raw = _span(value)
         elif number == TENSOR_INT32_DATA:
-            packed = value
+            packed = value if isinstance(value, tuple) else None  # a lone unpacked value: not read
         elif number == TENSOR_EXTERNAL:
-            entry = dict(fields(buf, *value))
+            entry = dict(fields(buf, *_span(value)))
             ext[_text(buf, entry[1])] = _text(buf, entry[2]) if 2 in entry else ""
         elif number == TENSOR_LOCATION:
             external = value == 1
-    return Tensor(
-        name,
-        dtype,
-        tuple(dims),
-        raw,
-        ext if external else None,
-        packed if isinstance(packed, tuple) else None,
-    )
+    return Tensor(name, dtype, tuple(dims), raw, ext if external else None, packed)
 
 
 def _packed(buf, span) -> Iterator[tuple[int, int]]:
@@ -112,23 +126,23 @@ def _packed(buf, span) -> Iterator[tuple[int, int]]:
         yield i, v
 
 
-def _graph(buf, span, nodes: list, inits: dict) -> None:
+def _graph(buf, span: tuple[int, int], nodes: list, inits: dict) -> None:
     """Collect the nodes (op type, inputs) and initializers of a graph and of its subgraphs (If branches)."""
     for number, value in fields(buf, *span):
         if number == GRAPH_INITIALIZER:
-            t = _tensor(buf, value)
+            t = _tensor(buf, _span(value))
             inits[t.name] = t
         elif number == GRAPH_NODE:
             op, inputs = "", []
-            for n, v in fields(buf, *value):
+            for n, v in fields(buf, *_span(value)):
                 if n == NODE_OP_TYPE:
                     op = _text(buf, v)
                 elif n == NODE_INPUT:
                     inputs.append(_text(buf, v))
                 elif n == NODE_ATTRIBUTE:
-                    for a, g in fields(buf, *v):
+                    for a, g in fields(buf, *_span(v)):
                         if a in (ATTR_GRAPH, ATTR_GRAPHS):
-                            _graph(buf, g, nodes, inits)
+                            _graph(buf, _span(g), nodes, inits)
             nodes.append((op, inputs))
 
 
@@ -143,7 +157,7 @@ class GraphFile:
         self.initializers: dict[str, Tensor] = {}
         for number, value in fields(self._map):
             if number == MODEL_GRAPH:
-                _graph(self._map, value, self.nodes, self.initializers)
+                _graph(self._map, _span(value), self.nodes, self.initializers)
 
     def array(self, tensor: Tensor) -> np.ndarray | None:
         """The values of a uint8/int8 initializer (flat), from the file, its external data file or int32_data."""

@@ -33,6 +33,7 @@ Facts from transformers that the code below depends on:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -69,6 +70,22 @@ class Step(NamedTuple):
     tokens: np.ndarray  # int64 [N, T + 1]: the sequences to feed next
     source_indices: np.ndarray | None  # int64 [N]: cache row each new row continues; None: unchanged
     done: bool  # no further step is needed
+
+
+class Decoder(Protocol):
+    """One search strategy's state between steps (:class:`GreedyDecoder`, :class:`BeamSearchDecoder`)."""
+
+    def initial_tokens(self) -> np.ndarray:
+        """int64 [N, 1]: the decoder prompt of every row."""
+        ...
+
+    def update(self, tokens: np.ndarray, logits: np.ndarray) -> Step:
+        """tokens int64 [N, T] and their next-token logits float32 [N, V] -> the next :class:`Step`."""
+        ...
+
+    def finalize(self, tokens: np.ndarray) -> np.ndarray:
+        """The output ids int64 [B, L], given the last ``update``'s tokens."""
+        ...
 
 
 class GreedyDecoder:
@@ -175,7 +192,7 @@ class BeamSearchDecoder:
         just_finished = stops.copy()
         just_finished[:, k:] = False  # only the top k candidates may finish
         penalised = scores / _length_factor(generated, opts.length_penalty)
-        full = self.is_finished.all(axis=1) & (opts.early_stopping is True)
+        full = np.logical_and(self.is_finished.all(axis=1), opts.early_stopping is True)
         penalised += full[:, None].astype(np.float32) * PLACEHOLDER
         penalised += (~self.improvable)[:, None].astype(np.float32) * PLACEHOLDER
         penalised += (~just_finished).astype(np.float32) * PLACEHOLDER
@@ -214,7 +231,10 @@ def _length_factor(length: int, length_penalty: float) -> float:
     return float(length) ** float(length_penalty)
 
 
-_DECODERS = {True: GreedyDecoder, False: BeamSearchDecoder}  # keyed by "num_beams == 1"
+_DECODERS: Mapping[bool, Callable[[DecodingOptions, int], Decoder]] = {  # keyed by "num_beams == 1"
+    True: GreedyDecoder,
+    False: BeamSearchDecoder,
+}
 
 
 class NonFiniteLogitsError(Florence2Error, ValueError):

@@ -132,6 +132,6 @@ def preprocess(
                 f"{getattr(im, 'mode', type(im).__name__)!r}"
             )
         batch[i] = np.asarray(resize_for_model(im, (height, width), resample))
-    x = (batch.astype(np.float64) * float(rescale_factor)).astype(np.float32)
+    x: np.ndarray = (batch.astype(np.float64) * float(rescale_factor)).astype(np.float32)
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

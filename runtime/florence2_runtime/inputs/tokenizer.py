@@ -36,8 +36,9 @@ class Florence2Tokenizer:
 
     def __init__(self, tokenizer: Tokenizer, source: str | Path = "<tokenizer>"):
         self._tok = tokenizer
-        ids = {t: tokenizer.token_to_id(t) for t in (BOS, PAD, EOS, UNK, IMAGE)}
-        missing = [t for t, i in ids.items() if i is None]
+        found = {t: tokenizer.token_to_id(t) for t in (BOS, PAD, EOS, UNK, IMAGE)}
+        ids = {t: i for t, i in found.items() if i is not None}
+        missing = [t for t in found if t not in ids]
         if missing:
             raise ModelFileError(source, f"not a Florence-2 tokenizer: no {', '.join(missing)} token")
         self.bos_token_id: int = ids[BOS]
