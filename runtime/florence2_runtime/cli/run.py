@@ -180,7 +180,7 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
     if p.tasks is not None:
         answers = model.run_tasks(pil, p.tasks, region_format=args.region_format, **gen)
         results = [Florence2Result.from_answer(task, answer, pil.size) for task, answer in answers.items()]
-        record = {"image": str(image)} if p.several_images else {}
+        record: dict[str, Any] = {"image": str(image)} if p.several_images else {}
         record.update({r.task: r.to_json_dict() for r in results} if args.typed else answers)
         return pil, [record], results
     if p.regions is None:
@@ -189,7 +189,7 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
         results = model.predict_regions(pil, args.task[0], p.regions, region_format=args.region_format, **gen)
     records = []
     for i, result in enumerate(results):
-        record: dict[str, Any] = {}
+        record = {}
         if p.several_images:
             record["image"] = str(image)
         if p.regions is not None and len(p.regions) > 1:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -100,18 +101,22 @@ class DynamicBatcher:
 
         Cancelling the caller (a timeout) drops the job if it has not started.
         """
-        self._ensure_started()
+        wakeup = self._ensure_started()
         if self.queue_depth >= self.max_queue:
             raise QueueFull()
         pending = _Pending(job, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
-        self._wakeup.set()
+        wakeup.set()
         return await pending.future
 
-    def _ensure_started(self) -> None:
-        if self._task is None or self._task.done():
+    def _ensure_started(self) -> asyncio.Event:
+        """Start the batching loop if it is not running; returns the event that wakes it up."""
+        if self._task is None or self._task.done() or self._wakeup is None:
             self._wakeup = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="florence2-batcher")
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(self._wakeup), name="florence2-batcher"
+            )
+        return self._wakeup
 
     async def close(self) -> None:
         if self._task is not None:
@@ -123,15 +128,15 @@ class DynamicBatcher:
                 p.future.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _loop(self) -> None:
+    async def _loop(self, wakeup: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while True:
             self._drop_cancelled()
             if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                wakeup.clear()
+                await wakeup.wait()
                 continue
-            await self._wait_for_company()
+            await self._wait_for_company(wakeup)
             batch = self._take_batch()
             if not batch:
                 continue
@@ -143,19 +148,13 @@ class DynamicBatcher:
                 outcomes = [e] * len(batch)
             finally:
                 self.running = 0
-            for p, outcome in zip(batch, outcomes):
-                if p.future.done():  # timed out / cancelled meanwhile
-                    continue
-                if isinstance(outcome, BaseException):
-                    p.future.set_exception(outcome)
-                else:
-                    p.future.set_result(outcome)
-            batch = outcomes = p = None  # the jobs' images are freed before the heap is trimmed
+            _deliver(batch, outcomes)
+            del batch, outcomes  # the jobs' images are freed before the heap is trimmed
             self._drop_cancelled()
             if not self._pending:  # the burst is over: hand the freed heap back to the OS
                 await loop.run_in_executor(self._executor, release_freed_memory)
 
-    async def _wait_for_company(self) -> None:
+    async def _wait_for_company(self, wakeup: asyncio.Event) -> None:
         """Wait up to max_wait for the queue to fill a batch (no wait when batching is off)."""
         if self.max_batch_size <= 1 or self.max_wait_s <= 0:
             return
@@ -164,9 +163,9 @@ class DynamicBatcher:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
-            self._wakeup.clear()
+            wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+                await asyncio.wait_for(wakeup.wait(), remaining)
             except asyncio.TimeoutError:
                 return
 
@@ -180,7 +179,8 @@ class DynamicBatcher:
         if not self._pending:
             return []
         key = self._pending[0].job.options
-        batch, rest = [], deque()
+        batch: list[_Pending] = []
+        rest: deque[_Pending] = deque()
         for p in self._pending:
             (batch if len(batch) < self.max_batch_size and p.job.options == key else rest).append(p)
         self._pending = rest
@@ -190,18 +190,14 @@ class DynamicBatcher:
     def _run_batch(self, batch: list[_Pending]) -> list[Outcome | BaseException]:
         start = time.perf_counter()
         jobs = [p.job for p in batch]
+        results: list[dict] | list[dict | Exception]
         try:
             results = self._infer(jobs)
         except Exception:
             if len(jobs) == 1:
                 raise
             log.exception("batch of %d failed; running its jobs one by one", len(jobs))
-            results = []
-            for job in jobs:
-                try:
-                    results.append(self._infer([job])[0])
-                except Exception as e:
-                    results.append(e)
+            results = [_try(self._infer, job) for job in jobs]
         end = time.perf_counter()
         if self.on_batch is not None:
             self.on_batch(len(jobs))
@@ -229,3 +225,22 @@ class DynamicBatcher:
                 result.update(next(answers))
             results.append(result)
         return results
+
+
+def _try(infer: Callable[[list[Job]], list[dict]], job: Job) -> dict | Exception:
+    """One job alone: its result, or the exception it raised."""
+    try:
+        return infer([job])[0]
+    except Exception as e:
+        return e
+
+
+def _deliver(batch: list[_Pending], outcomes: Sequence[Outcome | BaseException]) -> None:
+    """Each waiting caller gets its outcome (an exception is raised in the caller)."""
+    for p, outcome in zip(batch, outcomes):
+        if p.future.done():  # timed out / cancelled meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            p.future.set_exception(outcome)
+        else:
+            p.future.set_result(outcome)

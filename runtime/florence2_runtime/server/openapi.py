@@ -8,14 +8,17 @@ OpenAPI 3.1 document from the models below and ``ROUTES``; ``/docs`` is Swagger 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from ..tasks.prompts import REGION_FORMATS, TASKS
+from ..tasks.prompts import TASKS, RegionFormat
 
-TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # a Literal built from the TASKS table is no static type: the checker sees a str
+    TaskName = str
+else:  # pydantic's schema: the enum of the task tokens
+    TaskName = Literal[tuple(TASKS)]
 
 
 class _Strict(BaseModel):
@@ -40,7 +43,7 @@ class Generation(_Strict):
 class TaskEntry(_Strict):
     """One of several tasks on the image, with its own input."""
 
-    task: TaskName  # type: ignore[valid-type]
+    task: TaskName
     text: str | None = None
     region: list[float] | None = Field(None, min_length=4, max_length=4)
 
@@ -51,8 +54,8 @@ class InferRequest(_Strict):
     image: str = Field(
         description="the image as base64 or a data URL (data:image/png;base64,...); URLs are not fetched"
     )
-    task: TaskName | None = Field(None, description="the task token")  # type: ignore[valid-type]
-    tasks: list[TaskName | TaskEntry] | None = Field(  # type: ignore[valid-type]
+    task: TaskName | None = Field(None, description="the task token")
+    tasks: list[TaskName | TaskEntry] | None = Field(
         None,
         min_length=1,
         description="instead of task/text/region: several tasks, one vision encoding; "
@@ -66,10 +69,9 @@ class InferRequest(_Strict):
     region: list[float] | None = Field(
         None, min_length=4, max_length=4, description="[x1, y1, x2, y2] for region tasks"
     )
-    region_format: Literal[REGION_FORMATS] = Field(
+    region_format: RegionFormat = Field(
         "pixels",
-        description="pixels of the image, or fractions "  # type: ignore[valid-type]
-        "of its width / height",
+        description="pixels of the image, or fractions of its width / height",
     )
     generation: Generation | None = None
 
@@ -78,11 +80,11 @@ class InferForm(BaseModel):
     """The same fields as multipart form data, the image as a file."""
 
     image: bytes = Field(json_schema_extra={"format": "binary"}, description="the image file")
-    task: TaskName | None = None  # type: ignore[valid-type]
+    task: TaskName | None = None
     tasks: str | None = Field(None, description="instead of task: a JSON list, as in the JSON request")
     text: str | None = None
     region: str | None = Field(None, description="x1,y1,x2,y2 or [x1, y1, x2, y2]")
-    region_format: Literal[REGION_FORMATS] = "pixels"  # type: ignore[valid-type]
+    region_format: RegionFormat = "pixels"
     generation: str | None = Field(None, description="a JSON object, as in the JSON request")
 
 

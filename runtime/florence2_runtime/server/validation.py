@@ -41,7 +41,7 @@ def check_generation(generation: Any, limits: ServerLimits, model) -> tuple[dict
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise invalid("invalid_generation", f"generation.{name} must be an integer, got {brief(value)}")
-        if not low <= value <= high:
+        if not low <= int(value) <= high:
             raise invalid(
                 "invalid_generation", f"generation.{name} must be in [{low}, {high}], got {brief(value)}"
             )

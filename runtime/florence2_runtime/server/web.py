@@ -80,7 +80,7 @@ def install(app, model, limits, name: str, *, ui: bool = True, docs: bool = True
                 "fastapi-offline is not installed: /docs loads Swagger UI from a CDN "
                 "(pip install 'florence2-onnx[serve]' for offline docs)"
             )
-            urls = {}
+            urls: dict[str, Any] = {}
         else:
             app.add_route(
                 "/docs/static/{name}",

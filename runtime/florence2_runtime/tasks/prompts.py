@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -33,6 +33,7 @@ __all__ = [
     "TASKS",
     "TASK_PROMPTS_WITHOUT_INPUTS",
     "TASK_PROMPTS_WITH_INPUT",
+    "RegionFormat",
     "TaskSpec",
     "build_task_text",
     "build_task_texts",
@@ -45,7 +46,10 @@ __all__ = [
 
 NUM_BINS = 1000
 REGION_TOLERANCE_PX = 1.0  # how far (pixels) a region may stick out of the image and still be clamped
-REGION_FORMATS = ("pixels", "normalized")  # pixels of the image, or fractions of its width / height in [0, 1]
+RegionFormat = Literal[
+    "pixels", "normalized"
+]  # pixels of the image, or fractions of its width / height in [0, 1]
+REGION_FORMATS: tuple[str, ...] = get_args(RegionFormat)
 
 
 @dataclass(frozen=True)
