@@ -40,6 +40,24 @@ VARIANTS = ("fp16", "int8")
 RECIPES = {
     "int8-float-lm-head": Int8Options(exclude=Int8Options().exclude + ("/lm_head/",)),
     "int8-per-tensor": Int8Options(per_channel=False),
+    # the other weight recipes (florence2_runtime.engine.int8cpu.RECIPES); full-range is right only on CPUs
+    # with VNNI / AMX (x86) or on ARM
+    "int8-full-range": Int8Options(recipe="full-range"),
+    "int8-u8u8": Int8Options(recipe="u8u8"),
+    # only the feed-forward MatMuls int8: attention projections, lm_head and the image projection stay float
+    "int8-ffn-only": Int8Options(
+        exclude=Int8Options().exclude
+        + (
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "out_proj",
+            "/lm_head/",
+            "window_attn/",
+            "channel_attn/",
+            "image_projection",
+        )
+    ),
 }
 
 

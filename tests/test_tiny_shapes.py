@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from florence2_export.toy import shapes, tiny_eval, train_tiny
-from florence2_export.toy.demo import demo_requests
+from florence2_export.toy.demo import demo_requests, is_right
 from florence2_runtime.tasks.postprocess import post_process_generation
 
 TASKS = list(shapes.TASK_SCENES)
@@ -63,6 +63,14 @@ def test_cell_labels_follow_the_scene(seed):
             )
             assert any(np.allclose(box, o.box, atol=1e-3) for o in objects)
         assert not boxes[classes == 0].any()
+
+
+def test_the_demo_judges_its_truth_right_and_a_wrong_answer_wrong():
+    for r in demo_requests():
+        truth = r["truth"][r["task"]]
+        assert is_right(r["sample"], truth), r["task"]
+        wrong = post_process_generation("", r["task"], (128, 128))[r["task"]]
+        assert not is_right(r["sample"], wrong), r["task"]
 
 
 def test_every_task_is_generated():
@@ -266,29 +274,20 @@ def _agreement(model, variant, samples) -> tuple[int, int]:
     return identical, agree
 
 
-@pytest.mark.parametrize("dtype, graphs", [("fp16", None), ("int8", ("vision_encoder",))])
-def test_precision_variants_keep_the_answers(shapes_onnx_folder, shapes_model, tmp_path, dtype, graphs):
-    """Peaked logits make agreement measurable: fp16 (every graph) and the int8 vision encoder give the
-    same tokens as fp32 on held-out images of every task, with the default 3 beams."""
-    import shutil
-
+def test_fp16_keeps_the_answers(shapes_onnx_folder, shapes_model, tmp_path):
+    """Peaked logits make agreement measurable: the fp16 export (every graph) gives the same tokens as fp32
+    on held-out images of every task, with the default 3 beams (on 150 images: 98 %, README)."""
     from florence2_export.precision import convert_folder
     from florence2_runtime import Florence2
 
-    convert_folder(shapes_onnx_folder, tmp_path / dtype, dtype)
-    folder = tmp_path / dtype
-    if graphs is not None:  # only these graphs from the variant, the others fp32
-        folder = tmp_path / "hybrid"
-        shutil.copytree(shapes_onnx_folder, folder)
-        for name in (f"{g}{suffix}" for g in graphs for suffix in (".onnx", ".onnx_data")):
-            shutil.copy2(tmp_path / dtype / "onnx" / name, folder / "onnx" / name)
+    convert_folder(shapes_onnx_folder, tmp_path / "fp16", "fp16")
     samples = _samples(4242)
-    identical, _ = _agreement(shapes_model, Florence2.from_pretrained(folder), samples)
+    identical, _ = _agreement(shapes_model, Florence2.from_pretrained(tmp_path / "fp16"), samples)
     assert identical == len(samples)
 
 
 @pytest.mark.xfail(
-    reason="int8's decoder changes ~30 % of this undertrained model's answers (README)", strict=False
+    reason="int8 (every recipe tried) changes 20-35 % of this toy's answers (README, #17)", strict=False
 )
 def test_int8_meets_the_task_level_target(shapes_onnx_folder, shapes_model, tmp_path):
     from florence2_export.precision import convert_folder
