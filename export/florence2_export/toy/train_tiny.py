@@ -260,10 +260,8 @@ def train(model, encoder: Encoder, opts: TrainOptions, log=print, save=None) -> 
         lr=opts.lr,
         betas=(0.9, 0.98),
     )
-    probe_rng = np.random.default_rng(opts.eval_seed + 1)
-    probe = model_inputs(
-        [shapes.make_sample(t, probe_rng, IMAGE_SIZE) for t in shapes.TASK_SCENES for _ in range(2)], encoder
-    )
+    # the image_reliance probe: two held-out examples per task, from their own seed
+    probe = model_inputs(tiny_eval.held_out_set(2, opts.eval_seed + 1, IMAGE_SIZE), encoder)
     model.train()
     history, running, running_aux, start = [], 0.0, 0.0, time.perf_counter()
     for step in range(opts.stop_after or opts.steps):
