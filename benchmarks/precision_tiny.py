@@ -15,7 +15,15 @@ between fp32 and each variant, with the models' generation defaults (3 beams) an
 - the variant's own task scores against the generator's truth, next to fp32's.
 
 ``--variants int8:vision_encoder,int8:text_encoder,int8:decoder`` converts one graph at a time, to find
-which graph loses the agreement. Prints a Markdown table; ``--out`` also writes ``.json`` and ``.md``.
+which graph loses the agreement. Two controls tell the model's own fragility from a recipe's faults (float
+compute throughout, so only the weights change):
+
+- ``noise:EPS``: every float weight matrix of the fp32 graphs multiplied by ``1 + EPS * N(0, 1)`` (seed 0);
+- ``weights:BITS:BLOCK``: the weights int8 quantises (constant MatMul / Gemm inputs) rounded to symmetric
+  BITS-bit integers with one scale per BLOCK values along the reduced axis (0: one per output column, as
+  the int8 recipes), then stored as float32: the error of the weights alone, without activation rounding.
+
+Prints a Markdown table; ``--out`` also writes ``.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -89,6 +97,85 @@ def recipe(folders: dict[str, Path], cache: Path, name: str) -> Path:
     out = cache / name
     convert_folder(folders["fp32"], out, "int8", RECIPES[name], overwrite=True)
     return out
+
+
+def _rewrite_weights(folders: dict[str, Path], cache: Path, name: str, change) -> Path:
+    """A copy of the fp32 folder whose graphs' initializers went through ``change(model) -> None``."""
+    import onnx
+
+    from florence2_export.graphs import onnxfile
+    from florence2_runtime.engine.config import RuntimeConfig
+    from florence2_runtime.engine.graphs import native_graphs
+
+    out = cache / name.replace(":", "-")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(folders["fp32"], out)
+    for spec in native_graphs(RuntimeConfig.load(out).dims).values():
+        path = out / "onnx" / spec.filename
+        model = onnx.load(str(path))
+        change(model)
+        onnxfile.data_file(path).unlink(missing_ok=True)
+        onnx.save(model, str(path))
+        onnxfile.split(path)
+    return out
+
+
+def noisy(folders: dict[str, Path], cache: Path, name: str) -> Path:
+    """``noise:EPS``: float weight matrices (>= 2-D, >= 256 values) times ``1 + EPS * N(0, 1)``."""
+    from onnx import numpy_helper
+
+    eps = float(name.split(":")[1])
+    rng = np.random.default_rng(0)
+
+    def change(model):
+        for i, t in enumerate(model.graph.initializer):
+            w = numpy_helper.to_array(t)
+            if w.dtype == np.float32 and w.ndim >= 2 and w.size >= 256:
+                w = w * (1 + eps * rng.standard_normal(w.shape)).astype(np.float32)
+                model.graph.initializer[i].CopyFrom(numpy_helper.from_array(w, t.name))
+
+    return _rewrite_weights(folders, cache, name, change)
+
+
+def round_to_bits(w: np.ndarray, bits: int, block: int, axis: int) -> np.ndarray:
+    """``w`` rounded to symmetric ``bits``-bit integers times a scale per ``block`` values along ``axis``
+    (the reduced one; block 0: one scale for the whole axis, i.e. per output channel), back in float32."""
+    moved = np.moveaxis(w, axis, -1)
+    k = moved.shape[-1]
+    size = block or k
+    pad = -k % size
+    blocks = np.pad(moved, [(0, 0)] * (moved.ndim - 1) + [(0, pad)]).reshape(*moved.shape[:-1], -1, size)
+    top = 2 ** (bits - 1) - 1
+    scale = np.abs(blocks).max(axis=-1, keepdims=True) / top
+    scale[scale == 0] = 1
+    q = np.clip(np.round(blocks / scale), -top, top) * scale
+    return np.moveaxis(q.reshape(*moved.shape[:-1], -1)[..., :k], -1, axis).astype(np.float32)
+
+
+def rounded(folders: dict[str, Path], cache: Path, name: str) -> Path:
+    """``weights:BITS:BLOCK``: the constant weights of MatMul / Gemm nodes rounded (:func:`round_to_bits`)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    _, bits, block = name.split(":")
+
+    def change(model):
+        axes: dict[str, int] = {}  # initializer -> its reduced axis
+        for node in model.graph.node:
+            if node.op_type == "MatMul" and len(node.input) == 2:
+                axes[node.input[1]] = 0
+            elif node.op_type == "Gemm":
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                axes[node.input[1]] = 1 if attrs.get("transB", 0) else 0
+        for i, t in enumerate(model.graph.initializer):
+            if t.name in axes and t.data_type == TensorProto.FLOAT and len(t.dims) == 2:
+                w = round_to_bits(numpy_helper.to_array(t), int(bits), int(block), axes[t.name])
+                model.graph.initializer[i].CopyFrom(numpy_helper.from_array(w, t.name))
+
+    return _rewrite_weights(folders, cache, name, change)
+
+
+CONTROLS = {"noise": noisy, "weights": rounded}
 
 
 def judge(ref: Florence2, model: Florence2, samples, max_bins: int, max_new_tokens: int) -> dict:
@@ -205,8 +292,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--variants",
         default=",".join(VARIANTS),
-        help="fp16, int8, a recipe of RECIPES, or DTYPE:GRAPH (only that graph converted, e.g. "
-        "int8:vision_encoder)",
+        help="fp16, int8, a recipe of RECIPES, DTYPE:GRAPH (only that graph converted, e.g. "
+        "int8:vision_encoder), or a control: noise:EPS, weights:BITS:BLOCK",
     )
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
@@ -216,7 +303,9 @@ def main(argv=None) -> int:
     results = {}
     for name in args.variants.split(","):
         folder = (
-            hybrid(folders, args.cache, name)
+            CONTROLS[name.split(":")[0]](folders, args.cache, name)
+            if name.split(":")[0] in CONTROLS
+            else hybrid(folders, args.cache, name)
             if ":" in name
             else recipe(folders, args.cache, name)
             if name in RECIPES
