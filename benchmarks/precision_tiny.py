@@ -21,7 +21,8 @@ compute throughout, so only the weights change):
 - ``noise:EPS``: every float weight matrix of the fp32 graphs multiplied by ``1 + EPS * N(0, 1)`` (seed 0);
 - ``weights:BITS:BLOCK``: the weights int8 quantises (constant MatMul / Gemm inputs) rounded to symmetric
   BITS-bit integers with one scale per BLOCK values along the reduced axis (0: one per output column, as
-  the int8 recipes), then stored as float32: the error of the weights alone, without activation rounding.
+  the int8 recipes), then stored as float32: the error of the weights alone, without activation rounding;
+  ``weights:fp16`` rounds every weight matrix to float16 the same way (fp16's weights without its activations).
 
 Prints a Markdown table; ``--out`` also writes ``.json`` and ``.md``.
 """
@@ -154,9 +155,20 @@ def round_to_bits(w: np.ndarray, bits: int, block: int, axis: int) -> np.ndarray
 
 
 def rounded(folders: dict[str, Path], cache: Path, name: str) -> Path:
-    """``weights:BITS:BLOCK``: the constant weights of MatMul / Gemm nodes rounded (:func:`round_to_bits`)."""
+    """``weights:BITS:BLOCK``: the constant weights of MatMul / Gemm nodes rounded (:func:`round_to_bits`);
+    ``weights:fp16``: every float weight matrix (as :func:`noisy` picks them) rounded to float16."""
     from onnx import TensorProto, helper, numpy_helper
 
+    if name == "weights:fp16":
+
+        def to_half(model):
+            for i, t in enumerate(model.graph.initializer):
+                w = numpy_helper.to_array(t)
+                if w.dtype == np.float32 and w.ndim >= 2 and w.size >= 256:
+                    w = w.astype(np.float16).astype(np.float32)
+                    model.graph.initializer[i].CopyFrom(numpy_helper.from_array(w, t.name))
+
+        return _rewrite_weights(folders, cache, name, to_half)
     _, bits, block = name.split(":")
 
     def change(model):
@@ -293,7 +305,7 @@ def main(argv=None) -> int:
         "--variants",
         default=",".join(VARIANTS),
         help="fp16, int8, a recipe of RECIPES, DTYPE:GRAPH (only that graph converted, e.g. "
-        "int8:vision_encoder), or a control: noise:EPS, weights:BITS:BLOCK",
+        "int8:vision_encoder), or a control: noise:EPS, weights:BITS:BLOCK, weights:fp16",
     )
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
