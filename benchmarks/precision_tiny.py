@@ -122,21 +122,22 @@ def _rewrite_weights(folders: dict[str, Path], cache: Path, name: str, change) -
     return out
 
 
-def noisy(folders: dict[str, Path], cache: Path, name: str) -> Path:
-    """``noise:EPS``: float weight matrices (>= 2-D, >= 256 values) times ``1 + EPS * N(0, 1)``."""
+def _each_weight_matrix(model, fn) -> None:
+    """Replace every float32 weight matrix (>= 2-D, >= 256 values) among ``model``'s initializers by ``fn(w)``."""
     from onnx import numpy_helper
 
+    for i, t in enumerate(model.graph.initializer):
+        w = numpy_helper.to_array(t)
+        if w.dtype == np.float32 and w.ndim >= 2 and w.size >= 256:
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(fn(w).astype(np.float32), t.name))
+
+
+def noisy(folders: dict[str, Path], cache: Path, name: str) -> Path:
+    """``noise:EPS``: every weight matrix (:func:`_each_weight_matrix`) times ``1 + EPS * N(0, 1)``."""
     eps = float(name.split(":")[1])
     rng = np.random.default_rng(0)
-
-    def change(model):
-        for i, t in enumerate(model.graph.initializer):
-            w = numpy_helper.to_array(t)
-            if w.dtype == np.float32 and w.ndim >= 2 and w.size >= 256:
-                w = w * (1 + eps * rng.standard_normal(w.shape)).astype(np.float32)
-                model.graph.initializer[i].CopyFrom(numpy_helper.from_array(w, t.name))
-
-    return _rewrite_weights(folders, cache, name, change)
+    perturb = lambda w: w * (1 + eps * rng.standard_normal(w.shape)).astype(np.float32)  # noqa: E731
+    return _rewrite_weights(folders, cache, name, lambda model: _each_weight_matrix(model, perturb))
 
 
 def round_to_bits(w: np.ndarray, bits: int, block: int, axis: int) -> np.ndarray:
@@ -156,19 +157,12 @@ def round_to_bits(w: np.ndarray, bits: int, block: int, axis: int) -> np.ndarray
 
 def rounded(folders: dict[str, Path], cache: Path, name: str) -> Path:
     """``weights:BITS:BLOCK``: the constant weights of MatMul / Gemm nodes rounded (:func:`round_to_bits`);
-    ``weights:fp16``: every float weight matrix (as :func:`noisy` picks them) rounded to float16."""
+    ``weights:fp16``: every weight matrix (:func:`_each_weight_matrix`) rounded to float16."""
     from onnx import TensorProto, helper, numpy_helper
 
     if name == "weights:fp16":
-
-        def to_half(model):
-            for i, t in enumerate(model.graph.initializer):
-                w = numpy_helper.to_array(t)
-                if w.dtype == np.float32 and w.ndim >= 2 and w.size >= 256:
-                    w = w.astype(np.float16).astype(np.float32)
-                    model.graph.initializer[i].CopyFrom(numpy_helper.from_array(w, t.name))
-
-        return _rewrite_weights(folders, cache, name, to_half)
+        half = lambda w: w.astype(np.float16)  # noqa: E731
+        return _rewrite_weights(folders, cache, name, lambda model: _each_weight_matrix(model, half))
     _, bits, block = name.split(":")
 
     def change(model):
