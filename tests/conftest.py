@@ -104,7 +104,7 @@ def word_level_processor():
     return make
 
 
-# --- the trained toy model (models/florence2-tiny-shapes): peaked logits, for precision and batching tests ---
+# --- the trained toy model (models/florence2-tiny-shapes): answers that depend on the image, for precision and batching tests ---
 @pytest.fixture(scope="session")
 def shapes_checkpoint() -> Path:
     """The committed checkpoint trained on generated shapes and words (``florence2_export.toy.train_tiny``)."""

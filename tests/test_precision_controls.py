@@ -1,4 +1,4 @@
-"""The controls of benchmarks/precision_tiny.py: weights rounded to BITS bits per block, weights perturbed."""
+"""The rounding behind benchmarks/precision_tiny.py's ``weights:BITS:BLOCK`` control (``round_to_bits``)."""
 
 from __future__ import annotations
 

@@ -275,8 +275,8 @@ def _agreement(model, variant, samples) -> tuple[int, int]:
 
 
 def test_fp16_keeps_the_answers(shapes_onnx_folder, shapes_model, tmp_path):
-    """Peaked logits make agreement measurable: the fp16 export (every graph) gives the same tokens as fp32
-    on held-out images of every task, with the default 3 beams (on 150 images: 98 %, README)."""
+    """The trained toy makes agreement measurable: the fp16 export (every graph) gives the same tokens as fp32
+    on these held-out images of every task, with the default 3 beams (on 300 images: 95 %, README)."""
     from florence2_export.precision import convert_folder
     from florence2_runtime import Florence2
 
