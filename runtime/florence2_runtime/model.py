@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from .engine import openvino
 from .engine.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig, read_json
 from .engine.host import HostEngine
 from .engine.hub import resolve_model
 from .engine.int8cpu import check_model_files
 from .engine.interface import Engine
 from .engine.layouts import LAYOUTS, layout_of
-from .engine.native import session_options
+from .engine.native import ProvidersFor, session_options
 from .engine.providers import ProviderSpec, normalize_providers
 from .generation import DecodingOptions, generate
 from .inputs.encoded import EncodedImage
@@ -73,7 +74,8 @@ class Florence2(TaskMethods):
     ) -> Florence2:
         """Load a model: an exported folder, a hub repository id or a short alias (:data:`.engine.hub.ALIASES`).
 
-        precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ``"q4"``, ... (:data:`.engine.hub.PRECISIONS`); default fp32 on
+        precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ``"q4"``, ... (:data:`.engine.hub.PRECISIONS`), or ``"bf16"``
+        (the fp32 graphs computed in bfloat16 by OpenVINO where it is faster, :mod:`.engine.openvino`); default fp32 on
         the CPU and host-memory providers, fp16 on CUDA / TensorRT where the repository has it. revision, cache_dir, local_files_only (None: follow
         ``HF_HUB_OFFLINE``), token: as in ``huggingface_hub.snapshot_download`` (:mod:`.engine.hub`).
         providers: ``None`` (CPU), a short name (``"cpu"``, ``"cuda"``, ``"tensorrt"``) or a list of
@@ -86,6 +88,8 @@ class Florence2(TaskMethods):
         from .engine.iobinding import needs_device_buffers
 
         provider_list = normalize_providers(providers)
+        # bf16: the fp32 files, OpenVINO first
+        precision, provider_list = openvino.precision_plan(precision, provider_list)
         on_device = needs_device_buffers(
             provider_list[0][0]
         )  # CUDA / TensorRT; OpenVINO computes in host memory
@@ -104,8 +108,10 @@ class Florence2(TaskMethods):
         generation_config = read_json(folder / GENERATION_CONFIG_FILE)
         tokenizer = layout.load_tokenizer(folder / TOKENIZER_FILE)
         so = session_options_ if session_options_ is not None else session_options(threads)
-        providers_for = provider_list
-        if any(name == "TensorrtExecutionProvider" for name, _ in provider_list):
+        providers_for: ProvidersFor = provider_list
+        if provider_list[0][0] == openvino.OPENVINO:  # the encoders on OpenVINO, the decoder on onnxruntime
+            providers_for = openvino.graph_providers(provider_list)
+        elif any(name == "TensorrtExecutionProvider" for name, _ in provider_list):
             from .engine.tensorrt import graph_providers
 
             providers_for = graph_providers(provider_list, cfg.dims, tensorrt_limits)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Florence2Error, ModelFileError, require
+from . import openvino
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
 
@@ -16,6 +17,7 @@ SHORT_NAMES = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
     "trt": "TensorrtExecutionProvider",
+    "openvino": openvino.OPENVINO,  # the openvino package on the encoders (engine/openvino.py)
 }
 # what a short name expands to: an accelerator keeps the CPU as the fallback for unsupported nodes
 EXPANSIONS = {
@@ -25,6 +27,7 @@ EXPANSIONS = {
         "CUDAExecutionProvider",
         "CPUExecutionProvider",
     ],
+    openvino.OPENVINO: [openvino.OPENVINO, "CPUExecutionProvider"],  # the CPU runs the other graphs
 }
 
 
@@ -58,7 +61,9 @@ def normalize_providers(providers: Sequence[ProviderSpec] | str | None) -> list[
                 out.append((n, opts if n == full else {}))
     available = onnxruntime().get_available_providers()
     for name, _ in out:
-        if name not in available:
+        if name == openvino.OPENVINO:
+            openvino.openvino()  # not an onnxruntime provider: the openvino package must be there
+        elif name not in available:
             hint = (
                 " (install 'florence2-onnx[gpu]' or a GPU build of onnxruntime)"
                 if name != "CPUExecutionProvider"
@@ -72,7 +77,13 @@ def normalize_providers(providers: Sequence[ProviderSpec] | str | None) -> list[
 
 
 def create_session(path: Path, providers: list[tuple[str, dict[str, Any]]], options=None):
-    """An InferenceSession for ``path``; warns when onnxruntime did not grant the first provider asked for."""
+    """An InferenceSession for ``path``; warns when onnxruntime did not grant the first provider asked for.
+
+    With OpenVINO first, an :class:`~.openvino.OpenVINOSession` (same methods) with as many threads as
+    ``options`` gives onnxruntime's sessions."""
+    if providers and providers[0][0] == openvino.OPENVINO:
+        threads = options.intra_op_num_threads if options is not None else 0
+        return openvino.open_session(path, providers[0][1], threads)
     ort = onnxruntime()
     if not path.is_file():
         raise ModelFileError(path, "file not found")

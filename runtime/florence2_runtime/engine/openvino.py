@@ -1,0 +1,203 @@
+"""OpenVINO as a per-graph engine: bfloat16 (or float32) compute on the CPU for the graphs where it wins.
+
+OpenVINO (the ``openvino`` package, extra ``openvino``; not onnxruntime's OpenVINO execution provider)
+reads the folder's own fp32 ONNX files and compiles them for the CPU. With ``bf16`` inference precision it
+runs the matrix products in bfloat16 on CPUs that have it (AVX512-BF16, AMX): the vision and text
+encoders then take a third to a half of onnxruntime's fp32 time (``benchmarks/results/cpu-base.md``).
+The decoder step stays on onnxruntime unless asked (:data:`DEFAULT_GRAPHS`): one step is a few small
+products dominated by streaming the weights, where OpenVINO gains nothing (measured there too).
+
+It is the provider ``"openvino"`` (:data:`OPENVINO`) with options ``{"precision": "bf16" | "f32",
+"graphs": (graph names)}``; any other key is passed to ``openvino.Core.compile_model`` as a property.
+``Florence2.from_pretrained(folder, precision="bf16")`` asks for it with the default graphs
+(:func:`precision_plan`); ``providers="openvino"`` runs the same graphs in float32 (token parity with the
+onnxruntime path, within float rounding). :class:`OpenVINOSession` looks like an onnxruntime
+``InferenceSession`` to the layouts' session classes, so every layout and the host engine use it unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import Florence2Error, ModelFileError, require
+from .graphs import GraphSpec
+
+OPENVINO = (
+    "OpenVINO"  # the provider name (short name "openvino"); not onnxruntime's OpenVINOExecutionProvider
+)
+# the graphs OpenVINO runs unless told otherwise: native names and their onnx-community counterparts
+DEFAULT_GRAPHS = ("vision_encoder", "text_encoder", "encoder_model")
+# this runtime's precision names -> OpenVINO's inference precision
+INFERENCE_PRECISIONS = {"bf16": "bf16", "f32": "f32", "fp32": "f32"}
+# what each precision needs from the CPU (``OPTIMIZATION_CAPABILITIES``)
+CAPABILITY = {"bf16": "BF16", "f32": "FP32"}
+OUR_KEYS = ("precision", "graphs")  # options this module reads; the rest go to compile_model
+
+ProviderList = list[tuple[str, dict[str, Any]]]
+
+# OpenVINO element type name -> onnxruntime's type string (what ``get_inputs()[i].type`` says)
+ORT_TYPE_NAMES = {
+    "f32": "tensor(float)",
+    "f16": "tensor(float16)",
+    "i64": "tensor(int64)",
+    "i32": "tensor(int32)",
+    "boolean": "tensor(bool)",
+}
+
+
+class OpenVINOError(Florence2Error, ValueError):
+    """OpenVINO cannot run what was asked on this machine (e.g. bf16 on a CPU without it)."""
+
+
+def openvino() -> Any:
+    """The openvino module, or a clear error naming the extra."""
+    return require("openvino", "openvino", "Running graphs with OpenVINO (precision='bf16')")
+
+
+@functools.lru_cache(maxsize=1)
+def core() -> Any:
+    """One ``openvino.Core`` per process (it holds the plugins)."""
+    return openvino().Core()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_capabilities() -> frozenset[str]:
+    """What OpenVINO's CPU plugin says this CPU can compute in: ``{"FP32", "BF16", "INT8", ...}``."""
+    return frozenset(str(c) for c in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` as OpenVINO names it; :class:`OpenVINOError` when this CPU cannot compute in it."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(
+            f"OpenVINO precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}"
+        )
+    ov_precision = INFERENCE_PRECISIONS[precision]
+    wanted = CAPABILITY[ov_precision]
+    have = cpu_capabilities()
+    if wanted not in have:
+        raise OpenVINOError(
+            f"precision {precision!r} needs a CPU that computes in {wanted} (x86 with AVX512-BF16 or AMX, "
+            f"e.g. Intel Xeon 4th generation or newer, AMD Zen 4 or newer); OpenVINO reports this CPU "
+            f"can do: {', '.join(sorted(have)) or 'nothing'}. Use precision='fp32' or 'int8'"
+        )
+    return ov_precision
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What ``InferenceSession.get_inputs()`` / ``get_outputs()`` give: name and onnxruntime type string."""
+
+    name: str
+    type: str
+
+
+class OpenVINOSession:
+    """One ONNX graph compiled by OpenVINO for the CPU, behind onnxruntime's ``InferenceSession`` methods
+    (``run``, ``get_inputs``, ``get_outputs``, ``get_providers``).
+
+    Outputs are copied out of OpenVINO's buffers (the next run reuses them); inputs are read in place.
+    """
+
+    def __init__(self, path: Path, options: Mapping[str, Any], threads: int = 0):
+        """options: the provider's options (``precision``, ``graphs`` and compile properties); threads:
+        inference threads (0: OpenVINO's choice, all cores)."""
+        ov_precision = check_precision(str(options.get("precision", "f32")))
+        properties = {k: v for k, v in options.items() if k not in OUR_KEYS}
+        properties.setdefault("INFERENCE_PRECISION_HINT", ov_precision)
+        properties.setdefault("PERFORMANCE_HINT", "LATENCY")
+        if threads:
+            properties.setdefault("INFERENCE_NUM_THREADS", int(threads))
+        if not path.is_file():
+            raise ModelFileError(path, "file not found")
+        try:
+            model = core().read_model(str(path))
+            self.compiled = core().compile_model(model, "CPU", properties)
+        except Exception as e:  # OpenVINO raises RuntimeError for unreadable or unsupported graphs
+            raise ModelFileError(
+                path, f"OpenVINO cannot compile it ({type(e).__name__}: {str(e).splitlines()[0]})"
+            ) from None
+        del model
+        self.path = path
+        self.precision = ov_precision
+        self.request = self.compiled.create_infer_request()
+        self._inputs = [_info(p) for p in self.compiled.inputs]
+        self._outputs = [_info(p) for p in self.compiled.outputs]
+        self._output_index = {o.name: i for i, o in enumerate(self._outputs)}
+
+    def get_providers(self) -> list[str]:
+        return [OPENVINO]
+
+    def get_inputs(self) -> list[TensorInfo]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[TensorInfo]:
+        return list(self._outputs)
+
+    def run(
+        self, output_names: Sequence[str] | None, feed: Mapping[str, np.ndarray], run_options: Any = None
+    ) -> list[np.ndarray]:
+        """As ``InferenceSession.run``: the outputs named (None: all, in graph order) for ``feed``.
+        run_options: accepted and ignored (onnxruntime's ``RunOptions``)."""
+        self.request.infer({name: np.ascontiguousarray(v) for name, v in feed.items()}, share_inputs=True)
+        indices = (
+            range(len(self._outputs))
+            if output_names is None
+            else [self._output_index[name] for name in output_names]
+        )
+        return [np.array(self.request.get_output_tensor(i).data, copy=True) for i in indices]
+
+
+def _info(port: Any) -> TensorInfo:
+    name = port.get_any_name()
+    return TensorInfo(name, ORT_TYPE_NAMES.get(port.get_element_type().get_type_name(), "tensor(float)"))
+
+
+def open_session(path: Path, options: Mapping[str, Any], threads: int = 0) -> OpenVINOSession:
+    """What ``providers.create_session`` calls for the ``OpenVINO`` provider."""
+    openvino()
+    return OpenVINOSession(path, options, threads)
+
+
+# ----------------------------------------------------------------------------- which graph runs where
+
+
+def graph_providers(providers: ProviderList) -> Callable[[GraphSpec], ProviderList]:
+    """Per-graph providers for a list whose first entry is OpenVINO: the graphs named by its ``graphs``
+    option (default :data:`DEFAULT_GRAPHS`) on OpenVINO, every other graph on the rest of the list
+    (onnxruntime's CPU provider by default)."""
+    (name, options), rest = providers[0], providers[1:]
+    graphs = tuple(options.get("graphs", DEFAULT_GRAPHS))
+    fallback = rest or [("CPUExecutionProvider", {})]
+
+    def providers_for(spec: GraphSpec) -> ProviderList:
+        return [(name, options)] if spec.name in graphs else fallback
+
+    return providers_for
+
+
+def precision_plan(precision: str | None, providers: ProviderList) -> tuple[str | None, ProviderList]:
+    """(the graph files' precision, providers) for ``from_pretrained``'s ``precision`` and provider list.
+
+    ``bf16`` is a compute precision, not a file variant: it loads the fp32 graphs and puts OpenVINO with
+    bf16 first (an OpenVINO entry already given keeps its options). Raises :class:`OpenVINOError` when
+    asked with an accelerator provider first, or on a CPU without bf16; other precisions pass through.
+    """
+    if precision is None or precision.lower() != "bf16":
+        return precision, providers
+    first = providers[0][0]
+    if first not in (OPENVINO, "CPUExecutionProvider"):
+        raise OpenVINOError(
+            f"precision 'bf16' runs on the CPU through OpenVINO, not on {first}; use fp16 on a GPU"
+        )
+    openvino()
+    check_precision("bf16")
+    if first == OPENVINO:
+        return "fp32", [(OPENVINO, {**providers[0][1], "precision": "bf16"}), *providers[1:]]
+    return "fp32", [(OPENVINO, {"precision": "bf16"}), *providers]

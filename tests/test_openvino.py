@@ -1,0 +1,121 @@
+"""The OpenVINO engine (florence2_runtime.engine.openvino): fp32 token parity, bf16, and its clear errors.
+
+OpenVINO with float32 inference precision is the same computation as onnxruntime's CPU provider up to
+float rounding: on the tiny checkpoint its token ids equal transformers' (as tests/test_end_to_end.py
+checks for onnxruntime), whichever graphs it runs. bf16 is judged on a trained model in
+``benchmarks/precision_tiny.py``; here it only has to run, and to refuse clearly where it cannot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from florence2_export.verify import make_test_image
+from florence2_runtime import Florence2, MissingDependencyError
+from florence2_runtime.engine import openvino as ov_engine
+from florence2_runtime.engine.openvino import OPENVINO, OpenVINOError, OpenVINOSession
+from florence2_runtime.engine.providers import normalize_providers
+
+pytest.importorskip("openvino")
+
+ALL_GRAPHS = ("vision_encoder", "text_encoder", "decoder")
+IMAGES = [(160, 120), (33, 200), (300, 31), (128, 128)]
+TASKS = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a cat", "<CAPTION>", "<OCR>"]
+
+
+def has_bf16() -> bool:
+    return "BF16" in ov_engine.cpu_capabilities()
+
+
+def reference_ids(hf_model, hf_processor, images, texts, **kwargs) -> np.ndarray:
+    import torch
+
+    batch = hf_processor(text=texts, images=images, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return hf_model.generate(**batch, **kwargs).numpy()
+
+
+@pytest.mark.parametrize("graphs", [None, ALL_GRAPHS], ids=["default-graphs", "every-graph"])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_fp32_through_openvino_gives_transformers_ids(onnx_folder, hf_model, hf_processor, graphs, num_beams):
+    options = {} if graphs is None else {"graphs": graphs}
+    model = Florence2.from_pretrained(onnx_folder, providers=[("openvino", options)], threads=2)
+    sessions = model.engine.sessions
+    assert isinstance(sessions.vision, OpenVINOSession) and sessions.vision.precision == "f32"
+    assert isinstance(sessions.text, OpenVINOSession)
+    assert isinstance(sessions.decoder, OpenVINOSession) == (graphs is not None)
+    images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate(IMAGES)]
+    kwargs = dict(max_new_tokens=24, num_beams=num_beams)
+    expected = reference_ids(hf_model, hf_processor, images, TASKS, **kwargs)
+    np.testing.assert_array_equal(model.generate(images, TASKS, **kwargs), expected)
+
+
+def test_openvino_session_acts_like_onnxruntime(onnx_folder):
+    """Same outputs (float rounding apart), names and types as an onnxruntime session of the same file."""
+    import onnxruntime
+
+    path = onnx_folder / "onnx" / "vision_encoder.onnx"
+    ort = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ov = OpenVINOSession(path, {"precision": "f32"}, threads=1)
+    assert [(i.name, i.type) for i in ov.get_inputs()] == [(i.name, i.type) for i in ort.get_inputs()]
+    assert [o.name for o in ov.get_outputs()] == [o.name for o in ort.get_outputs()]
+    assert ov.get_providers() == [OPENVINO]
+    x = np.random.default_rng(0).standard_normal((2, 3, 128, 128)).astype(np.float32)
+    (a,), (b,) = ort.run(None, {"pixel_values": x}), ov.run(None, {"pixel_values": x})
+    np.testing.assert_allclose(b, a, atol=1e-4)
+    first = ov.run(["image_features"], {"pixel_values": x})[0]
+    ov.run(None, {"pixel_values": x[:1] * 2})
+    np.testing.assert_array_equal(first, b)  # outputs are copies: the next run does not overwrite them
+
+
+@pytest.mark.skipif(not has_bf16(), reason="this CPU has no bf16 (OpenVINO's OPTIMIZATION_CAPABILITIES)")
+def test_bf16_runs_the_encoders_on_openvino(onnx_folder):
+    model = Florence2.from_pretrained(onnx_folder, precision="bf16", threads=2)
+    sessions = model.engine.sessions
+    assert sessions.vision.precision == sessions.text.precision == "bf16"
+    assert model.providers == ["CPUExecutionProvider"]  # the decoder stays on onnxruntime
+    ids = model.generate([make_test_image(160, 120)], ["<OD>"], max_new_tokens=8, min_new_tokens=8)
+    assert ids.shape == (1, 9)
+
+
+def test_bf16_on_a_cpu_without_it_is_one_clear_error(onnx_folder, monkeypatch):
+    monkeypatch.setattr(ov_engine, "cpu_capabilities", lambda: frozenset({"FP32", "INT8"}))
+    with pytest.raises(OpenVINOError, match=r"needs a CPU that computes in BF16.*FP32, INT8"):
+        Florence2.from_pretrained(onnx_folder, precision="bf16")
+
+
+def test_bf16_without_openvino_names_the_extra(onnx_folder, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"florence2-onnx\[openvino\]"):
+        Florence2.from_pretrained(onnx_folder, precision="bf16")
+    with pytest.raises(MissingDependencyError, match=r"florence2-onnx\[openvino\]"):
+        normalize_providers("openvino")
+
+
+def test_bf16_on_a_gpu_provider_is_refused():
+    with pytest.raises(OpenVINOError, match="runs on the CPU through OpenVINO"):
+        ov_engine.precision_plan("bf16", [("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})])
+
+
+def test_precision_plan_and_graph_choice():
+    cpu = [("CPUExecutionProvider", {})]
+    assert ov_engine.precision_plan("int8", cpu) == ("int8", cpu)
+    assert ov_engine.precision_plan(None, cpu) == (None, cpu)
+    if has_bf16():
+        files, providers = ov_engine.precision_plan("bf16", cpu)
+        assert files == "fp32" and providers[0] == (OPENVINO, {"precision": "bf16"})
+    listed = normalize_providers([("openvino", {"graphs": ["decoder"]})])
+    assert [name for name, _ in listed] == [OPENVINO, "CPUExecutionProvider"]
+    pick = ov_engine.graph_providers(listed)
+    spec = type("Spec", (), {"name": "decoder"})
+    assert pick(spec)[0][0] == OPENVINO
+    spec.name = "vision_encoder"
+    assert pick(spec) == [("CPUExecutionProvider", {})]
+
+
+def test_unknown_openvino_precision_is_refused(onnx_folder):
+    with pytest.raises(ValueError, match="OpenVINO precision must be one of"):
+        Florence2.from_pretrained(onnx_folder, providers=[("openvino", {"precision": "fp8"})])
