@@ -1,13 +1,15 @@
-"""CPU benchmark: transformers vs the ONNX runtime on full-size random-weight Florence-2 models.
+"""CPU benchmark: transformers (fp32 and bfloat16) vs the ONNX runtime on full-size random-weight Florence-2.
 
     python benchmarks/cpu.py --model base             # full grid, 2 threads, results in benchmarks/results/
     python benchmarks/cpu.py --smoke --out /tmp/x     # tiny model, a few seconds (CI)
 
 Builds the checkpoint from the real config with random weights (speed does not depend on the weight
-values) and exports it with the project's exporter, both cached under ``benchmarks/.cache/``. Each side
-runs in its own long-lived worker process (``benchmarks/worker.py``) so that its peak RSS is its own;
-the parent alternates requests between them (the order flips every time) so that machine drift hits
-both. Every generate call is forced to exactly N new tokens (``min_new_tokens = max_new_tokens = N``).
+values) and exports it with the project's exporter, both cached under ``benchmarks/.cache/``. Sides:
+transformers in fp32 (its default attention) and in bfloat16 with eager and sdpa attention (what
+Roboflow's inference runs on a CPU), and the runtime's variants (fp32, int8, and bf16: the fp32 export
+with OpenVINO's bf16 on the encoders, where the CPU has it). Each side runs in its own long-lived worker
+process (``benchmarks/worker.py``) so that its peak RSS is its own; the parent rotates requests between
+them (every side goes first in turn) so that machine drift hits all. Every generate call is forced to exactly N new tokens (``min_new_tokens = max_new_tokens = N``).
 The per-token floor -- the time this machine takes to stream the decoder's weight bytes once -- is
 measured in the same run. Writes ``cpu-<model>.json``, ``cpu-<model>.md`` and ``cpu-<model>.png``.
 """
@@ -44,6 +46,13 @@ GRIDS = {
     "large": dict(tokens=[20, 128], beams=[3], batch=[1], runs=2),
 }
 SMOKE = dict(tokens=[4], beams=[1, 2], batch=[1, 2], runs=1)
+# transformers sides: DTYPE[-ATTN] (no ATTN: transformers' default, sdpa for Florence-2)
+TRANSFORMERS_SIDES = ("fp32", "bf16-eager", "bf16-sdpa")
+# runtime variants that are a compute precision on another export: label -> (export dtype, precision)
+COMPUTE_VARIANTS = {"bf16": ("fp32", "bf16")}
+DEFAULT_VARIANTS = ("fp32", "int8", "bf16")
+BF16_TARGET = 2.0  # the fastest qualifying variant vs transformers bf16, 20 tokens x 3 beams (issue #28)
+PRECISION_RESULTS = RESULTS / "precision_tiny.json"  # which variants keep task scores (precision_tiny.py)
 # The issue's targets (base, fp32, 2 threads): (key, description, threshold, "min" | "max").
 TARGETS = [
     ("speedup_128_3", "end-to-end speed-up, 128 tokens, 3 beams (batch 1)", 2.5, "min"),
@@ -74,9 +83,33 @@ def cached_checkpoint(size: str, cache: Path) -> Path:
 
 
 def parse_variant(variant: str) -> tuple[str, str]:
-    """``"int8"`` -> ("int8", "int8"); ``"fp32=/path/to/folder"`` -> ("fp32", "/path/to/folder")."""
+    """``"int8"`` -> ("int8", "int8"); ``"fp32=/path/to/folder"`` -> ("fp32", "/path/to/folder");
+    ``"bf16"`` -> ("bf16", "fp32"): the export a compute variant (:data:`COMPUTE_VARIANTS`) runs on."""
     label, _, target = variant.partition("=")
-    return (label, target) if target else (variant, variant)
+    if target:
+        return label, target
+    return variant, COMPUTE_VARIANTS.get(variant, (variant, None))[0]
+
+
+def parse_transformers(spec: str) -> tuple[str, str | None]:
+    """``"bf16-eager"`` -> ("bf16", "eager"); ``"fp32"`` -> ("fp32", None): transformers' default attention."""
+    dtype, _, attn = spec.partition("-")
+    if dtype not in ("fp32", "bf16") or attn not in ("", "eager", "sdpa"):
+        raise SystemExit(f"--transformers: DTYPE[-ATTN] with DTYPE fp32/bf16, ATTN eager/sdpa; got {spec!r}")
+    return dtype, attn or None
+
+
+def unavailable(label: str) -> str | None:
+    """Why runtime variant ``label`` cannot run on this machine (bf16: no openvino, or no bf16 CPU), or None."""
+    if COMPUTE_VARIANTS.get(label, ("", ""))[1] != "bf16":
+        return None
+    from florence2_runtime.engine import openvino
+
+    try:
+        openvino.check_precision("bf16")
+    except Exception as e:  # MissingDependencyError, OpenVINOError
+        return str(e)
+    return None
 
 
 def cached_export(checkpoint: Path, variant: str, cache: Path, size: str) -> Path:
@@ -146,7 +179,15 @@ def streaming_floor(nbytes: int, threads: int, repeats: int = 5) -> float:
 class Worker:
     """A worker subprocess speaking JSON lines."""
 
-    def __init__(self, label: str, side: str, model: Path, threads: int, images: list[Path]):
+    def __init__(
+        self,
+        label: str,
+        side: str,
+        model: Path,
+        threads: int,
+        images: list[Path],
+        extra: tuple[str, ...] = (),
+    ):
         self.label = label
         env = {
             **os.environ,
@@ -164,6 +205,7 @@ class Worker:
             str(threads),
             "--images",
             *map(str, images),
+            *extra,
         ]
         self.proc = subprocess.Popen(
             cmd,
@@ -236,9 +278,14 @@ def machine_description(threads: int) -> dict:
         "numpy": np.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
-    for name in ("torch", "transformers"):
+    for name in ("torch", "transformers", "openvino"):
         with contextlib.suppress(ImportError):
-            versions[name] = __import__(name).__version__
+            versions[name] = __import__(name).__version__.split("-")[0]
+    capabilities = None
+    with contextlib.suppress(Exception):  # no openvino: the bf16 side is skipped and says why
+        from florence2_runtime.engine.openvino import cpu_capabilities
+
+        capabilities = sorted(cpu_capabilities())
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
@@ -252,6 +299,7 @@ def machine_description(threads: int) -> dict:
         "memory": mem,
         "platform": platform.platform(),
         "versions": versions,
+        "openvino_cpu_capabilities": capabilities,
         "threads": threads,
         "load_average_start": os.getloadavg(),
         "git_commit": commit,
@@ -280,10 +328,16 @@ def run_benchmark(args) -> dict:
     machine = machine_description(args.threads)
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else cached_checkpoint(size, cache)
-    variants = {
-        label: cached_export(checkpoint, target, cache, size)
-        for label, target in map(parse_variant, args.variants)
-    }
+    skipped = {}
+    variants, precisions = {}, {}
+    for label, target in map(parse_variant, args.variants):
+        why = unavailable(label)
+        if why:
+            log(f"runtime-{label} skipped: {why}")
+            skipped[f"runtime-{label}"] = why
+            continue
+        variants[label] = cached_export(checkpoint, target, cache, size)
+        precisions[label] = COMPUTE_VARIANTS.get(label, (None, None))[1]
     images = bench_images(cache)
     weight_bytes = {v: decoder_weight_bytes(folder) for v, folder in variants.items()}
     floors = {v: [] for v in variants}
@@ -295,12 +349,19 @@ def run_benchmark(args) -> dict:
     measure_floors()
     log("starting workers ...")
     workers = {}
-    if not args.no_transformers:
-        workers["transformers"] = Worker("transformers", "transformers", checkpoint, args.threads, images)
+    for spec in [] if args.no_transformers else args.transformers:
+        dtype, attn = parse_transformers(spec)
+        extra = ("--dtype", dtype) + (("--attn", attn) if attn else ())
+        name = f"transformers-{spec}"
+        workers[name] = Worker(name, "transformers", checkpoint, args.threads, images, extra)
     for v, folder in variants.items():
-        workers[f"runtime-{v}"] = Worker(f"runtime-{v}", "runtime", folder, args.threads, images)
+        extra = ("--precision", precisions[v]) if precisions[v] else ()
+        workers[f"runtime-{v}"] = Worker(f"runtime-{v}", "runtime", folder, args.threads, images, extra)
     load_seconds = {name: w.ready["load_seconds"] for name, w in workers.items()}
     rss_after_load = {name: w.ready["peak_rss"] for name, w in workers.items()}
+    side_info = {name: w.ready.get("info", {}) for name, w in workers.items()}
+    reference = next((n for n in workers if n.startswith("transformers-fp32")), None)
+    bf16_references = [n for n in workers if n.startswith("transformers-bf16")]
 
     smallest = min(configs, key=lambda c: (c.batch * c.beams * c.tokens, c.key))
     for w in workers.values():  # first-call costs (thread pools, allocators) out of the way
@@ -318,9 +379,9 @@ def run_benchmark(args) -> dict:
             answers[name] = workers[name].request(
                 task=args.task, tokens=config.tokens, beams=config.beams, batch=config.batch
             )
-        reference = answers.get("transformers")
+        reference_ids = answers[reference]["ids"] if reference else None
         for name, answer in answers.items():
-            if reference is not None and answer["ids"] != reference["ids"]:
+            if reference_ids is not None and answer["ids"] != reference_ids:
                 mismatches[name] += 1
             if r >= args.warmup:
                 samples[name][config.key].append(answer["times"])
@@ -348,13 +409,17 @@ def run_benchmark(args) -> dict:
         "machine": machine,
         "configs": [c.__dict__ | {"key": c.key} for c in configs],
         "sides": names,
+        "reference": reference,  # transformers fp32: the speed-ups and the token-id check
+        "bf16_references": bf16_references,  # transformers bf16: the fastest of them per config
+        "side_info": side_info,
+        "skipped": skipped,
         "load_seconds": load_seconds,
         "peak_rss": peak_rss,
         "peak_rss_after_load": rss_after_load,
         "decoder_weight_bytes": weight_bytes,
         "floor_seconds": {v: min(f) for v, f in floors.items()},
         "floor_samples": floors,
-        "ids_mismatch_vs_transformers": mismatches,
+        "ids_mismatch_vs_reference": mismatches,
         "samples": samples,
     }
 
@@ -376,8 +441,9 @@ STAGE_KEYS = (
 
 
 def summarise(result: dict) -> dict:
-    """Medians per side and config, spread of end-to-end, speed-ups and the targets."""
-    summary: dict = {"sides": {}, "speedup": {}, "targets": {}}
+    """Medians per side and config, spread of end to end, speed-ups (vs transformers fp32, and vs the
+    fastest transformers bf16 side of each config) and the targets."""
+    summary: dict = {"sides": {}, "speedup": {}, "speedup_bf16": {}, "bf16_reference": {}, "targets": {}}
     for name, per_config in result["samples"].items():
         summary["sides"][name] = {}
         for key, runs in per_config.items():
@@ -387,9 +453,10 @@ def summarise(result: dict) -> dict:
             s["end_to_end_spread"] = (e2e[-1] - e2e[0]) / s["end_to_end"] if s["end_to_end"] else 0.0
             s["per_token_min"] = min(t["per_token"] for t in runs)
             summary["sides"][name][key] = s
-    hf = summary["sides"].get("transformers")
-    for name, per_config in summary["sides"].items():
-        if name == "transformers" or hf is None:
+    sides, reference = summary["sides"], result.get("reference")
+    hf = sides.get(reference) if reference else None
+    for name, per_config in sides.items():
+        if name == reference or hf is None:
             continue
         summary["speedup"][name] = {
             key: {
@@ -400,25 +467,79 @@ def summarise(result: dict) -> dict:
             }
             for key, s in per_config.items()
         }
-    if "runtime-fp32" in summary["sides"]:
+    bf16 = [n for n in result.get("bf16_references", []) if n in sides]
+    if bf16:
+        keys = next(iter(sides.values())).keys()
+        fastest = {key: min(bf16, key=lambda n: sides[n][key]["end_to_end"]) for key in keys}
+        summary["bf16_reference"] = fastest
+        for name, per_config in sides.items():
+            if name.startswith("transformers"):
+                continue
+            summary["speedup_bf16"][name] = {
+                key: sides[fastest[key]][key]["end_to_end"] / s["end_to_end"] for key, s in per_config.items()
+            }
+    if "runtime-fp32" in sides and hf is not None:
         summary["targets"] = evaluate_targets(result, summary)
+    if "n20_k3_b1" in summary["bf16_reference"]:
+        summary["targets"]["bf16_2x"] = bf16_target(summary)
     return summary
+
+
+def qualifying_variants(path: Path = PRECISION_RESULTS) -> tuple[dict[str, float], float | None]:
+    """({runtime variant: task-score change on the toy}, transformers bf16's change) from
+    ``precision_tiny.json`` (``benchmarks/precision_tiny.py``); ({}, None) without it."""
+    if not path.is_file():
+        return {}, None
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    changes = {name: r["overall"].get("score_change") for name, r in rows.items() if "overall" in r}
+    return {k: v for k, v in changes.items() if v is not None}, changes.get("transformers-bf16")
+
+
+def bf16_target(summary: dict, key: str = "n20_k3_b1") -> dict:
+    """The issue's target: the fastest runtime variant whose task-score change on the toy is no worse than
+    transformers bf16's (or than fp32's: none) is at least 2x faster than the fastest transformers bf16 side."""
+    changes, hf_change = qualifying_variants()
+    floor = None if hf_change is None else min(hf_change, 0.0)
+    speed = {name: per[key] for name, per in summary["speedup_bf16"].items() if key in per}
+
+    def qualifies(name: str) -> bool | None:
+        label = name.removeprefix("runtime-")
+        if label == "fp32":
+            return True  # the reference of the accuracy table: no change by definition
+        if floor is None or label not in changes:
+            return None
+        return changes[label] >= floor - 1e-9
+
+    ok = [n for n in speed if qualifies(n)]
+    best = max(ok, key=speed.get) if ok else None
+    value = speed[best] if best else None
+    detail = ", ".join(
+        f"{n} {v:.2f}x ({ {True: 'keeps scores', False: 'loses scores', None: 'not judged'}[qualifies(n)] })"
+        for n, v in sorted(speed.items(), key=lambda kv: -kv[1])
+    )
+    return {
+        "description": f"fastest variant keeping task scores vs transformers bf16 "
+        f"({summary['bf16_reference'][key]}), 20 tokens, 3 beams (batch 1)",
+        "value": value,
+        "target": BF16_TARGET,
+        "kind": "min",
+        "met": None if value is None else value >= BF16_TARGET,
+        "detail": f"{best}; " + detail if best else detail,
+        "variant": best,
+    }
 
 
 def evaluate_targets(result: dict, summary: dict) -> dict:
     rt = summary["sides"]["runtime-fp32"]
     speed = summary["speedup"].get("runtime-fp32", {})
     floor = result["floor_seconds"]["fp32"]
+    reference = result["reference"]
     greedy_key = next((k for k in ("n128_k1_b1", "n20_k1_b1") if k in rt), None)
     values = {
         "speedup_128_3": speed.get("n128_k3_b1", {}).get("end_to_end"),
         "speedup_20_3": speed.get("n20_k3_b1", {}).get("end_to_end"),
         "greedy_token_vs_floor": rt[greedy_key]["per_token"] / floor if greedy_key else None,
-        "rss_ratio": (
-            result["peak_rss"]["runtime-fp32"] / result["peak_rss"]["transformers"]
-            if "transformers" in result["peak_rss"]
-            else None
-        ),
+        "rss_ratio": result["peak_rss"]["runtime-fp32"] / result["peak_rss"][reference],
     }
     out = {}
     for key, description, threshold, kind in TARGETS:
@@ -438,7 +559,7 @@ def evaluate_targets(result: dict, summary: dict) -> dict:
 def _target_detail(key: str, result: dict, summary: dict, greedy_key: str | None) -> str:
     """What the target's value is made of: the numbers to look at when it is missed."""
     sides, floor = summary["sides"], result["floor_seconds"]["fp32"]
-    rt, hf = sides["runtime-fp32"], sides.get("transformers", {})
+    rt, hf = sides["runtime-fp32"], sides[result["reference"]]
     config = {"speedup_128_3": "n128_k3_b1", "speedup_20_3": "n20_k3_b1"}.get(key)
     if config and config in rt and config in hf:
         r, h = rt[config], hf[config]
@@ -454,7 +575,7 @@ def _target_detail(key: str, result: dict, summary: dict, greedy_key: str | None
             f"{r['bookkeeping'] * 1e3:.1f}; floor {floor * 1e3:.1f} ms; "
             f"best run {r['per_token_min'] / floor:.2f}x"
         )
-    if key == "rss_ratio" and "transformers" in result["peak_rss"]:
+    if key == "rss_ratio":
         after = result.get("peak_rss_after_load", {})
         return "after loading: " + ", ".join(f"{n} {b / 2**30:.2f} GiB" for n, b in after.items())
     return ""
@@ -475,6 +596,16 @@ def markdown(result: dict, summary: dict) -> str:
         f"load average {m['load_average_start'][0]:.1f} at the "
         f"start and {m['load_average_end'][0]:.1f} at the end; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + ".",
+        "",
+        f"CPU flags (SIMD): {' '.join(m['cpu'].get('simd', [])) or 'unknown'}; OpenVINO's CPU capabilities: "
+        f"{', '.join(m.get('openvino_cpu_capabilities') or []) or 'n/a (openvino not installed)'}.",
+        "",
+        "Sides: "
+        + "; ".join(
+            f"{name} ({', '.join(f'{k} {v}' for k, v in info.items())})" if info else name
+            for name, info in result.get("side_info", {}).items()
+        )
         + ".",
         "",
         "Every call generates exactly N new tokens for each image (`min_new_tokens = max_new_tokens = N`), "
@@ -507,10 +638,13 @@ def markdown(result: dict, summary: dict) -> str:
         "Peak RSS: " + ", ".join(f"{n} {b / gib:.2f} GiB" for n, b in result["peak_rss"].items()) + ".",
         "",
     ]
-    if any(result["ids_mismatch_vs_transformers"].values()):
+    for name, why in result.get("skipped", {}).items():
+        lines += [f"Not measured: {name}: {why}", ""]
+    if any(result["ids_mismatch_vs_reference"].values()):
         lines += [
-            "Calls whose token ids differ from transformers' (float rounding on random weights): "
-            + ", ".join(f"{n} {c}" for n, c in result["ids_mismatch_vs_transformers"].items())
+            f"Calls whose token ids differ from {result['reference']}'s (float rounding on random weights; "
+            "bf16 and int8 change them by design): "
+            + ", ".join(f"{n} {c}" for n, c in result["ids_mismatch_vs_reference"].items())
             + ".",
             "",
         ]
@@ -518,17 +652,22 @@ def markdown(result: dict, summary: dict) -> str:
     lines += [
         "## End to end",
         "",
-        "| N | beams | batch | side | end to end ms | spread | tokens/s | speed-up |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Speed-ups: against {result['reference']}, and against the faster transformers bf16 side of "
+        "the same config (the fastest choice transformers offers on a CPU).",
+        "",
+        "| N | beams | batch | side | end to end ms | spread | tokens/s | vs transformers fp32 | "
+        "vs transformers bf16 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in result["configs"]:
         for name, per_config in summary["sides"].items():
             s = per_config[c["key"]]
             sp = summary["speedup"].get(name, {}).get(c["key"], {}).get("end_to_end")
+            sb = summary["speedup_bf16"].get(name, {}).get(c["key"])
             lines.append(
                 f"| {c['tokens']} | {c['beams']} | {c['batch']} | {name} | {s['end_to_end'] * 1e3:.0f} | "
                 f"{s['end_to_end_spread'] * 100:.0f}% | {s['tokens_per_second']:.1f} | "
-                f"{'' if sp is None else f'{sp:.2f}x'} |"
+                f"{'' if sp is None else f'{sp:.2f}x'} | {'' if sb is None else f'{sb:.2f}x'} |"
             )
     lines += [
         "",
@@ -603,7 +742,7 @@ def chart(result: dict, summary: dict, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(max(7, 1.5 * len(configs)), 4.5))
     width = 0.8 / len(sides)
     colours = plt.get_cmap("tab10").colors
-    hatches = ["", "//", "..", "xx"]
+    hatches = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
     x = np.arange(len(configs))
     for i, name in enumerate(sides):
         rows = [summary["sides"][name][c["key"]] for c in configs]
@@ -674,9 +813,17 @@ def parse_args(argv=None):
     p.add_argument(
         "--variants",
         nargs="+",
-        default=["fp32"],
-        help="runtime variants: export dtypes (fp32, int8, fp16, ...) or LABEL=FOLDER of an exported "
-        "model (default fp32)",
+        default=list(DEFAULT_VARIANTS),
+        help="runtime variants: export dtypes (fp32, int8, fp16, ...), bf16 (the fp32 export with "
+        "precision='bf16': OpenVINO on the encoders; skipped where the CPU or openvino lacks it) or "
+        "LABEL=FOLDER of an exported model (default: fp32 int8 bf16)",
+    )
+    p.add_argument(
+        "--transformers",
+        nargs="+",
+        default=list(TRANSFORMERS_SIDES),
+        help="transformers sides, DTYPE[-ATTN]: fp32 or bf16, eager or sdpa attention (none: transformers' "
+        "default, sdpa); default: fp32 bf16-eager bf16-sdpa",
     )
     p.add_argument("--checkpoint", help="use this transformers checkpoint instead of building a random one")
     p.add_argument("--no-transformers", action="store_true", help="runtime side(s) only")

@@ -1,7 +1,7 @@
 """One side of the CPU benchmark, run as a long-lived subprocess by ``benchmarks/cpu.py``.
 
-    python benchmarks/worker.py transformers CHECKPOINT --threads 2 --images a.png b.png
-    python benchmarks/worker.py runtime MODEL_FOLDER --threads 2 --images a.png b.png
+    python benchmarks/worker.py transformers CHECKPOINT --threads 2 --images a.png b.png [--dtype bf16 --attn eager]
+    python benchmarks/worker.py runtime MODEL_FOLDER --threads 2 --images a.png b.png [--precision bf16]
 
 Protocol: JSON lines. The worker answers ``{"ready": ...}`` once loaded, then one line per request
 ``{"tokens": N, "beams": K, "batch": B, "task": "<OD>"}`` with the stage times of one generate call
@@ -32,10 +32,11 @@ class RuntimeSide:
 
     name = "runtime"
 
-    def __init__(self, model: str, threads: int):
+    def __init__(self, model: str, threads: int, precision: str | None = None, **_):
         from florence2_runtime import Florence2
 
-        self.model = Florence2.from_pretrained(model, threads=threads)
+        self.model = Florence2.from_pretrained(model, threads=threads, precision=precision)
+        self.info = {"graphs": _graph_engines(self.model)}
 
     def run(self, images, texts, tokens: int, beams: int) -> tuple[list, dict]:
         from florence2_runtime.cli.bench import timed_generate
@@ -46,8 +47,20 @@ class RuntimeSide:
         return ids.tolist(), times.to_dict()
 
 
+def _graph_engines(model) -> str:
+    """Which engine runs each graph: ``"vision OpenVINO bf16, text OpenVINO bf16, decoder CPUExecutionProvider"``."""
+    out = []
+    for role in ("vision", "text", "decoder"):
+        session = getattr(model.engine.sessions, role, None)
+        if session is not None:
+            precision = getattr(session, "precision", None)
+            out.append(f"{role} {session.get_providers()[0]}" + (f" {precision}" if precision else ""))
+    return ", ".join(out)
+
+
 class TransformersSide:
-    """``Florence2ForConditionalGeneration.generate`` (default attention), stages timed with module hooks.
+    """``Florence2ForConditionalGeneration.generate`` in ``dtype`` with ``attn`` attention (None: transformers'
+    default), stages timed with module hooks.
 
     Stages: preprocess = the processor call; vision_encoder = vision tower + projector; text_encoder =
     the BART encoder; first_step = from the encoder's end to the second decoder call (transformers also
@@ -56,14 +69,23 @@ class TransformersSide:
 
     name = "transformers"
 
-    def __init__(self, checkpoint: str, threads: int):
+    def __init__(self, checkpoint: str, threads: int, dtype: str = "fp32", attn: str | None = None, **_):
         import torch
         from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
         torch.set_num_threads(threads)
         self.torch = torch
-        self.model = Florence2ForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        kwargs = {"attn_implementation": attn} if attn else {}
+        self.model = Florence2ForConditionalGeneration.from_pretrained(
+            checkpoint, dtype=self.dtype, **kwargs
+        ).eval()
         self.processor = AutoProcessor.from_pretrained(checkpoint, backend="pil")
+        self.info = {
+            "dtype": str(self.model.dtype),
+            "attention": self.model.config._attn_implementation,
+            "torch_threads": torch.get_num_threads(),
+        }
         self.marks: dict[str, list[float]] = {}
         inner = self.model.model
         hooks = [
@@ -92,6 +114,7 @@ class TransformersSide:
         with self.torch.inference_mode():
             t0 = time.perf_counter()
             inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)  # the model's dtype
             t1 = time.perf_counter()
             ids = self.model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, num_beams=beams)
             t4 = time.perf_counter()
@@ -129,6 +152,9 @@ def main() -> int:
     parser.add_argument("model", help="exported folder (runtime) or checkpoint folder (transformers)")
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--images", nargs="+", required=True)
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="transformers: weights")
+    parser.add_argument("--attn", help="transformers: attn_implementation (default: transformers' choice)")
+    parser.add_argument("--precision", help="runtime: from_pretrained's precision (e.g. bf16)")
     args = parser.parse_args()
 
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -136,12 +162,12 @@ def main() -> int:
     from PIL import Image
 
     t = time.perf_counter()
-    side = SIDES[args.side](args.model, args.threads)
-    images = [Image.open(p).convert("RGB") for p in args.images]
-    out.write(
-        json.dumps({"ready": True, "load_seconds": time.perf_counter() - t, "peak_rss": peak_rss_bytes()})
-        + "\n"
+    side = SIDES[args.side](
+        args.model, args.threads, dtype=args.dtype, attn=args.attn, precision=args.precision
     )
+    images = [Image.open(p).convert("RGB") for p in args.images]
+    ready = {"ready": True, "load_seconds": time.perf_counter() - t, "peak_rss": peak_rss_bytes()}
+    out.write(json.dumps({**ready, "info": side.info}) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
         if request.get("quit"):

@@ -82,7 +82,15 @@ def test_cli_bench_bad_arguments(onnx_folder, capsys, argv, message):
 
 
 def test_benchmark_harness_smoke(tiny_checkpoint, onnx_folder, tmp_path):
-    """The CPU harness on the tiny model: both workers, alternating runs, JSON + markdown (+ PNG)."""
+    """The CPU harness on the tiny model: transformers fp32 and bf16, the runtime's fp32 and (where the CPU
+    has it) bf16, rotating runs, JSON + markdown (+ PNG)."""
+    from florence2_runtime.engine import openvino
+
+    try:
+        openvino.check_precision("bf16")
+        bf16 = True
+    except Exception:  # no openvino, or a CPU without bf16: the harness skips that side and says why
+        bf16 = False
     out = tmp_path / "results"
     cmd = [
         sys.executable,
@@ -90,8 +98,12 @@ def test_benchmark_harness_smoke(tiny_checkpoint, onnx_folder, tmp_path):
         "--smoke",
         "--checkpoint",
         str(tiny_checkpoint),
+        "--transformers",
+        "fp32-eager",
+        "bf16-sdpa",
         "--variants",
         f"fp32={onnx_folder}",
+        "bf16",
         "--cache",
         str(tmp_path / "cache"),
         "--out",
@@ -100,8 +112,12 @@ def test_benchmark_harness_smoke(tiny_checkpoint, onnx_folder, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((out / "cpu-tiny.json").read_text())
-    assert result["sides"] == ["transformers", "runtime-fp32"]
-    assert result["ids_mismatch_vs_transformers"] == {"transformers": 0, "runtime-fp32": 0}
+    runtime = ["runtime-fp32", "runtime-bf16"] if bf16 else ["runtime-fp32"]
+    assert result["sides"] == ["transformers-fp32-eager", "transformers-bf16-sdpa", *runtime]
+    assert result["reference"] == "transformers-fp32-eager"
+    assert result["side_info"]["transformers-bf16-sdpa"]["dtype"] == "torch.bfloat16"
+    assert result["ids_mismatch_vs_reference"]["runtime-fp32"] == 0
+    assert ("runtime-bf16" in result["skipped"]) != bf16
     for side in result["sides"]:
         assert result["peak_rss"][side] > 0
         for config in result["configs"]:
@@ -114,7 +130,9 @@ def test_benchmark_harness_smoke(tiny_checkpoint, onnx_folder, tmp_path):
         "greedy_token_vs_floor",
         "rss_ratio",
     }
-    assert "## End to end" in (out / "cpu-tiny.md").read_text()
+    assert set(result["summary"]["speedup_bf16"]) == set(runtime)
+    text = (out / "cpu-tiny.md").read_text()
+    assert "## End to end" in text and "vs transformers bf16" in text and "CPU flags" in text
     pytest.importorskip("matplotlib")
     assert (out / "cpu-tiny.png").stat().st_size > 0
 
