@@ -15,7 +15,12 @@ between fp32 and each variant, with the models' generation defaults (3 beams) an
 - the variant's own task scores against the generator's truth, next to fp32's.
 
 ``--variants int8:vision_encoder,int8:text_encoder,int8:decoder`` converts one graph at a time, to find
-which graph loses the agreement. Two controls tell the model's own fragility from a recipe's faults (float
+which graph loses the agreement. ``bf16`` is the fp32 export loaded with ``precision="bf16"`` (OpenVINO's
+bfloat16 on the encoders), ``bf16-all`` every graph in bfloat16 through OpenVINO. ``transformers-bf16``
+(``-eager``) judges transformers itself the same way: the checkpoint in bfloat16 against the checkpoint in
+float32 (transformers' default attention, or eager), so each of this runtime's choices sits next to the
+choice a user would otherwise make. Each row's task-score change is the mean over the 15 tasks of the
+change in the task's first metric (the per-task table's), variant minus its float32 reference. Two controls tell the model's own fragility from a recipe's faults (float
 compute throughout, so only the weights change):
 
 - ``noise:EPS``: every float weight matrix of the fp32 graphs multiplied by ``1 + EPS * N(0, 1)`` (seed 0);
@@ -44,7 +49,16 @@ from florence2_export.toy.demo import TINY_SHAPES
 from florence2_runtime import Florence2
 from florence2_runtime.cli.compare import CompareOptions, compare_image
 
-VARIANTS = ("fp16", "int8")
+VARIANTS = ("fp16", "int8", "bf16", "bf16-all", "transformers-bf16")
+ALL_GRAPHS = ["vision_encoder", "text_encoder", "decoder"]
+# runtime variants that are a compute precision of the fp32 export: name -> from_pretrained keywords
+COMPUTE = {
+    "bf16": {"precision": "bf16"},
+    "bf16-all": {"providers": [("openvino", {"precision": "bf16", "graphs": ALL_GRAPHS})]},
+    "fp32-openvino": {"providers": [("openvino", {"precision": "f32", "graphs": ALL_GRAPHS})]},
+}
+# transformers against itself: name -> (dtype, attn_implementation; None: transformers' default)
+TRANSFORMERS = {"transformers-bf16": ("bf16", None), "transformers-bf16-eager": ("bf16", "eager")}
 # recipes tried when int8 misses: name -> Int8Options (converted from the fp32 folder without PyTorch)
 RECIPES = {
     "int8-float-lm-head": Int8Options(exclude=Int8Options().exclude + ("/lm_head/",)),
@@ -72,7 +86,7 @@ RECIPES = {
 
 def exports(checkpoint: Path, cache: Path, refresh: bool) -> dict[str, Path]:
     folders = {}
-    for dtype in ("fp32", *VARIANTS):
+    for dtype in ("fp32", "fp16", "int8"):
         out = cache / dtype
         if refresh or not (out / "florence2_config.json").is_file():
             report = export(checkpoint, out, overwrite=True, dtype=dtype)
@@ -98,6 +112,19 @@ def recipe(folders: dict[str, Path], cache: Path, name: str) -> Path:
     out = cache / name
     convert_folder(folders["fp32"], out, "int8", RECIPES[name], overwrite=True)
     return out
+
+
+def static_vision(folders: dict[str, Path], cache: Path, name: str) -> Path:
+    """``int8-static-vision``: the int8 folder with a statically quantised vision encoder
+    (``benchmarks/int8_static.py``), calibrated on 8 shapes scenes from their own seed (30000)."""
+    from int8_static import static_vision_folder
+
+    from florence2_export.toy import shapes
+
+    rng = np.random.default_rng(30_000)
+    tasks = list(shapes.TASK_SCENES)
+    images = [shapes.make_sample(tasks[i % len(tasks)], rng).image for i in range(8)]
+    return static_vision_folder(folders["fp32"], folders["int8"], cache / name, images)
 
 
 def _rewrite_weights(folders: dict[str, Path], cache: Path, name: str, change) -> Path:
@@ -184,6 +211,35 @@ def rounded(folders: dict[str, Path], cache: Path, name: str) -> Path:
 CONTROLS = {"noise": noisy, "weights": rounded}
 
 
+def _tally(per_task: dict, sample, tokens: tuple, texts: tuple, results: tuple, max_bins: int, logits=0.0):
+    """Add one answer pair (reference, variant) to ``per_task``."""
+    t = per_task.setdefault(
+        sample.task,
+        {
+            "n": 0,
+            "exact": 0,
+            "prefix": 0,
+            "longest": 0,
+            "task_level": 0,
+            "text_equal": 0,
+            "scores_a": [],
+            "scores_b": [],
+            "first_logits_max": 0.0,
+        },
+    )
+    (a, b), (text_a, text_b) = tokens, texts
+    prefix = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    t["n"] += 1
+    t["exact"] += a == b
+    t["prefix"] += prefix
+    t["longest"] += max(len(a), len(b))
+    t["task_level"] += tiny_eval.answers_agree(text_a, text_b, max_bins)
+    t["text_equal"] += tiny_eval.answers_agree(text_a, text_b, tiny_eval.NUM_BINS)
+    t["scores_a"].append(tiny_eval.score_answer(sample, results[0][sample.task]))
+    t["scores_b"].append(tiny_eval.score_answer(sample, results[1][sample.task]))
+    t["first_logits_max"] = max(t["first_logits_max"], logits)
+
+
 def judge(ref: Florence2, model: Florence2, samples, max_bins: int, max_new_tokens: int) -> dict:
     """Per task: identical answers, token agreement, task-level agreement, and both models' scores."""
     per_task: dict[str, dict] = {}
@@ -196,30 +252,52 @@ def judge(ref: Florence2, model: Florence2, samples, max_bins: int, max_new_toke
             max_new_tokens=max_new_tokens,
         )
         c = compare_image(ref, model, sample.image, options)
-        text_a, text_b = (ref.decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b))
-        t = per_task.setdefault(
-            sample.task,
-            {
-                "n": 0,
-                "exact": 0,
-                "prefix": 0,
-                "longest": 0,
-                "task_level": 0,
-                "text_equal": 0,
-                "scores_a": [],
-                "scores_b": [],
-                "first_logits_max": 0.0,
-            },
+        texts = tuple(ref.decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b))
+        tokens, results = (c.tokens_a, c.tokens_b), (c.result_a, c.result_b)
+        _tally(per_task, sample, tokens, texts, results, max_bins, c.tensors["first_logits"].max_abs)
+    return per_task
+
+
+def judge_transformers(
+    checkpoint: Path, name: str, samples, max_bins: int, max_new_tokens: int, threads: int
+) -> dict:
+    """transformers in ``TRANSFORMERS[name]``'s dtype against transformers in float32 (same attention), judged
+    as :func:`judge` judges the runtime: same prompts, the checkpoint's generation settings, the processor's
+    post-processing."""
+    import torch
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+    from florence2_runtime.cli.compare import generated_tokens
+    from florence2_runtime.tasks.prompts import build_task_text
+
+    torch.set_num_threads(threads)
+    dtype, attn = TRANSFORMERS[name]
+    kwargs = {"attn_implementation": attn} if attn else {}
+    processor = AutoProcessor.from_pretrained(checkpoint, backend="pil")
+    models = [
+        Florence2ForConditionalGeneration.from_pretrained(checkpoint, dtype=d, **kwargs).eval()
+        for d in (torch.float32, {"bf16": torch.bfloat16}[dtype])
+    ]
+    eos = models[0].generation_config.eos_token_id
+    per_task: dict[str, dict] = {}
+    for sample in samples:
+        inputs = sample.inputs
+        prompt = build_task_text(
+            sample.task, text=inputs.get("text"), region=inputs.get("region"), image_size=sample.image.size
         )
-        t["n"] += 1
-        t["exact"] += c.exact
-        t["prefix"] += c.common_prefix
-        t["longest"] += max(len(c.tokens_a), len(c.tokens_b))
-        t["task_level"] += tiny_eval.answers_agree(text_a, text_b, max_bins)
-        t["text_equal"] += tiny_eval.answers_agree(text_a, text_b, tiny_eval.NUM_BINS)
-        t["scores_a"].append(tiny_eval.score_answer(sample, c.result_a[sample.task]))
-        t["scores_b"].append(tiny_eval.score_answer(sample, c.result_b[sample.task]))
-        t["first_logits_max"] = max(t["first_logits_max"], c.tensors["first_logits"].max_abs)
+        batch = processor(text=[prompt], images=[sample.image], return_tensors="pt")
+        tokens, texts, results = [], [], []
+        for model in models:
+            feed = {**batch, "pixel_values": batch["pixel_values"].to(model.dtype)}
+            with torch.inference_mode():
+                ids = model.generate(**feed, max_new_tokens=max_new_tokens).numpy()[0]
+            text = processor.batch_decode(ids[None], skip_special_tokens=False)[0]
+            tokens.append(generated_tokens(ids, eos))
+            texts.append(text)
+            results.append(
+                processor.post_process_generation(text, task=sample.task, image_size=sample.image.size)
+            )
+        _tally(per_task, sample, tuple(tokens), tuple(texts), tuple(results), max_bins)
     return per_task
 
 
@@ -237,12 +315,15 @@ def summarise(per_task: dict) -> dict:
             "variant": tiny_eval.summarise(task, t["scores_b"]),
         }
     total = lambda k: sum(t[k] for t in per_task.values())  # noqa: E731
+    first = lambda row, side: next(iter(row[side].values()))  # noqa: E731  the task's first metric
     overall = {
         "n": total("n"),
         "identical": total("exact") / total("n"),
         "token_agreement": total("prefix") / max(total("longest"), 1),
         "task_level": total("task_level") / total("n"),
         "text_equal": total("text_equal") / total("n"),
+        # mean over the tasks of the change of their first metric (variant - its float32 reference)
+        "score_change": float(np.mean([first(r, "variant") - first(r, "fp32") for r in rows.values()])),
     }
     return {"overall": overall, "tasks": rows}
 
@@ -251,17 +332,21 @@ def markdown(results: dict, args) -> str:
     lines = [
         f"Precision variants of florence2-tiny-shapes vs its fp32 export: {args.per_task} held-out images per "
         f"task (seed {args.seed}), generation defaults (3 beams), up to {args.tokens} new tokens, "
-        f"task-level = same text and every location within {args.max_bins} bins.",
+        f"task-level = same text and every location within {args.max_bins} bins. Runtime variants are "
+        "compared with this runtime's fp32 export, transformers rows with transformers in float32; "
+        "task-score change = mean over the 15 tasks of the change in the task's first metric (below).",
         "",
     ]
     lines += [
-        "| variant | answers | identical | token agreement | task-level agreement | same text, locations anywhere |",
-        "|---|---|---|---|---|---|",
+        "| variant | answers | identical | token agreement | task-level agreement | same text, locations anywhere "
+        "| task-score change |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         o = r["overall"]
         lines.append(
-            f"| {name} | {o['n']} | {o['identical']:.1%} | {o['token_agreement']:.1%} | {o['task_level']:.1%} | {o['text_equal']:.1%} |"
+            f"| {name} | {o['n']} | {o['identical']:.1%} | {o['token_agreement']:.1%} | {o['task_level']:.1%} "
+            f"| {o['text_equal']:.1%} | {o['score_change']:+.4f} |"
         )
     lines += [
         "",
@@ -298,8 +383,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--variants",
         default=",".join(VARIANTS),
-        help="fp16, int8, a recipe of RECIPES, DTYPE:GRAPH (only that graph converted, e.g. "
-        "int8:vision_encoder), or a control: noise:EPS, weights:BITS:BLOCK, weights:fp16",
+        help="fp16, int8, bf16, bf16-all, fp32-openvino, transformers-bf16[-eager], int8-static-vision, "
+        "a recipe of RECIPES, "
+        "DTYPE:GRAPH (only that graph converted, e.g. int8:vision_encoder), or a control: noise:EPS, "
+        "weights:BITS:BLOCK, weights:fp16",
     )
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
@@ -308,6 +395,13 @@ def main(argv=None) -> int:
     ref = Florence2.from_pretrained(folders["fp32"], threads=args.threads)
     results = {}
     for name in args.variants.split(","):
+        if name in TRANSFORMERS:
+            per_task = judge_transformers(
+                args.checkpoint, name, samples, args.max_bins, args.tokens, args.threads
+            )
+            results[name] = summarise(per_task)
+            print(name, json.dumps(results[name]["overall"]), file=sys.stderr)
+            continue
         folder = (
             CONTROLS[name.split(":")[0]](folders, args.cache, name)
             if name.split(":")[0] in CONTROLS
@@ -315,9 +409,13 @@ def main(argv=None) -> int:
             if ":" in name
             else recipe(folders, args.cache, name)
             if name in RECIPES
+            else static_vision(folders, args.cache, name)
+            if name == "int8-static-vision"
+            else folders["fp32"]
+            if name in COMPUTE
             else folders[name]
         )
-        model = Florence2.from_pretrained(folder, threads=args.threads)
+        model = Florence2.from_pretrained(folder, threads=args.threads, **COMPUTE.get(name, {}))
         results[name] = summarise(judge(ref, model, samples, args.max_bins, args.tokens))
         print(name, json.dumps(results[name]["overall"]), file=sys.stderr)
     text = markdown(results, args)
