@@ -437,6 +437,7 @@ STAGE_KEYS = (
     "kv_reorder",
     "bookkeeping",
     "tokens_per_second",
+    "cpu_seconds",
 )
 
 
@@ -448,7 +449,7 @@ def summarise(result: dict) -> dict:
         summary["sides"][name] = {}
         for key, runs in per_config.items():
             e2e = sorted(t["end_to_end"] for t in runs)
-            s = {k: statistics.median(t[k] for t in runs) for k in STAGE_KEYS}
+            s = {k: statistics.median(t.get(k, 0.0) for t in runs) for k in STAGE_KEYS}
             s["end_to_end_min"], s["end_to_end_max"] = e2e[0], e2e[-1]
             s["end_to_end_spread"] = (e2e[-1] - e2e[0]) / s["end_to_end"] if s["end_to_end"] else 0.0
             s["per_token_min"] = min(t["per_token"] for t in runs)
@@ -653,11 +654,13 @@ def markdown(result: dict, summary: dict) -> str:
         "## End to end",
         "",
         f"Speed-ups: against {result['reference']}, and against the faster transformers bf16 side of "
-        "the same config (the fastest choice transformers offers on a CPU).",
+        "the same config (the fastest choice transformers offers on a CPU). CPU s: the worker's CPU "
+        "seconds per call, every thread's (spin-waiting included): with `--threads 1` on a busy machine "
+        "they compare the work where wall times cannot.",
         "",
-        "| N | beams | batch | side | end to end ms | spread | tokens/s | vs transformers fp32 | "
+        "| N | beams | batch | side | end to end ms | spread | tokens/s | CPU s | vs transformers fp32 | "
         "vs transformers bf16 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in result["configs"]:
         for name, per_config in summary["sides"].items():
@@ -666,7 +669,7 @@ def markdown(result: dict, summary: dict) -> str:
             sb = summary["speedup_bf16"].get(name, {}).get(c["key"])
             lines.append(
                 f"| {c['tokens']} | {c['beams']} | {c['batch']} | {name} | {s['end_to_end'] * 1e3:.0f} | "
-                f"{s['end_to_end_spread'] * 100:.0f}% | {s['tokens_per_second']:.1f} | "
+                f"{s['end_to_end_spread'] * 100:.0f}% | {s['tokens_per_second']:.1f} | {s['cpu_seconds']:.2f} | "
                 f"{'' if sp is None else f'{sp:.2f}x'} | {'' if sb is None else f'{sb:.2f}x'} |"
             )
     lines += [

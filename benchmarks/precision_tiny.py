@@ -16,7 +16,8 @@ between fp32 and each variant, with the models' generation defaults (3 beams) an
 
 ``--variants int8:vision_encoder,int8:text_encoder,int8:decoder`` converts one graph at a time, to find
 which graph loses the agreement. ``bf16`` is the fp32 export loaded with ``precision="bf16"`` (OpenVINO's
-bfloat16 on the encoders), ``bf16-all`` every graph in bfloat16 through OpenVINO. ``transformers-bf16``
+bfloat16 on the encoders, and on the decoder where the CPU has AMX), ``bf16-encoders`` / ``bf16-all`` the
+encoders / every graph in bfloat16 through OpenVINO whatever the CPU. ``transformers-bf16``
 (``-eager``) judges transformers itself the same way: the checkpoint in bfloat16 against the checkpoint in
 float32 (transformers' default attention, or eager), so each of this runtime's choices sits next to the
 choice a user would otherwise make. Each row's task-score change is the mean over the 15 tasks of the
@@ -49,12 +50,13 @@ from florence2_export.toy.demo import TINY_SHAPES
 from florence2_runtime import Florence2
 from florence2_runtime.cli.compare import CompareOptions, compare_image
 
-VARIANTS = ("fp16", "int8", "bf16", "bf16-all", "transformers-bf16")
+VARIANTS = ("fp16", "int8", "bf16", "bf16-encoders", "transformers-bf16", "transformers-bf16-eager")
 ALL_GRAPHS = ["vision_encoder", "text_encoder", "decoder"]
 # runtime variants that are a compute precision of the fp32 export: name -> from_pretrained keywords
 COMPUTE = {
     "bf16": {"precision": "bf16"},
     "bf16-all": {"providers": [("openvino", {"precision": "bf16", "graphs": ALL_GRAPHS})]},
+    "bf16-encoders": {"providers": [("openvino", {"precision": "bf16", "graphs": ALL_GRAPHS[:2]})]},
     "fp32-openvino": {"providers": [("openvino", {"precision": "f32", "graphs": ALL_GRAPHS})]},
 }
 # transformers against itself: name -> (dtype, attn_implementation; None: transformers' default)
@@ -383,7 +385,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--variants",
         default=",".join(VARIANTS),
-        help="fp16, int8, bf16, bf16-all, fp32-openvino, transformers-bf16[-eager], int8-static-vision, "
+        help="fp16, int8, bf16, bf16-encoders, bf16-all, fp32-openvino, transformers-bf16[-eager], "
+        "int8-static-vision, "
         "a recipe of RECIPES, "
         "DTYPE:GRAPH (only that graph converted, e.g. int8:vision_encoder), or a control: noise:EPS, "
         "weights:BITS:BLOCK, weights:fp16",

@@ -5,7 +5,7 @@
 
 Protocol: JSON lines. The worker answers ``{"ready": ...}`` once loaded, then one line per request
 ``{"tokens": N, "beams": K, "batch": B, "task": "<OD>"}`` with the stage times of one generate call
-(exactly N new tokens), the ids and its peak RSS so far; ``{"quit": true}`` ends it. Each side is
+(exactly N new tokens) plus the process's CPU seconds, the ids and its peak RSS so far; ``{"quit": true}`` ends it. Each side is
 its own process so that its peak RSS (``VmHWM``) is its own. The runtime side never imports torch.
 """
 
@@ -173,9 +173,11 @@ def main() -> int:
         if request.get("quit"):
             break
         batch = [images[i % len(images)] for i in range(request["batch"])]
+        cpu = time.process_time()
         ids, times = side.run(
             batch, [request["task"]] * request["batch"], request["tokens"], request["beams"]
         )
+        times["cpu_seconds"] = time.process_time() - cpu  # every thread's, spin-waiting included
         out.write(json.dumps({"times": times, "ids": ids, "peak_rss": peak_rss_bytes()}) + "\n")
     out.write(json.dumps({"peak_rss": peak_rss_bytes()}) + "\n")
     return 0

@@ -74,7 +74,9 @@ def test_bf16_runs_the_encoders_on_openvino(onnx_folder):
     model = Florence2.from_pretrained(onnx_folder, precision="bf16", threads=2)
     sessions = model.engine.sessions
     assert sessions.vision.precision == sessions.text.precision == "bf16"
-    assert model.providers == ["CPUExecutionProvider"]  # the decoder stays on onnxruntime
+    # the decoder joins them on CPUs with AMX only
+    on_openvino = "decoder" in ov_engine.default_graphs("bf16")
+    assert model.providers == [OPENVINO if on_openvino else "CPUExecutionProvider"]
     ids = model.generate([make_test_image(160, 120)], ["<OD>"], max_new_tokens=8, min_new_tokens=8)
     assert ids.shape == (1, 9)
 
@@ -116,6 +118,38 @@ def test_precision_plan_and_graph_choice():
     assert pick(spec) == [("CPUExecutionProvider", {})]
 
 
+@pytest.mark.parametrize(
+    "precision, flags, decoder",
+    [
+        ("bf16", {"avx512_bf16", "amx_bf16", "amx_tile"}, True),  # Intel Xeon 4th generation and newer
+        ("bf16", {"avx512_bf16", "avx512f"}, False),  # AMD Zen 4: the decoder stays on onnxruntime
+        ("f32", {"avx512_bf16", "amx_bf16"}, False),
+    ],
+)
+def test_default_graphs_follow_the_cpu(precision, flags, decoder):
+    graphs = ov_engine.default_graphs(precision, frozenset(flags))
+    assert {"vision_encoder", "text_encoder"} <= set(graphs)
+    assert ("decoder" in graphs) == decoder
+
+
 def test_unknown_openvino_precision_is_refused(onnx_folder):
     with pytest.raises(ValueError, match="OpenVINO precision must be one of"):
         Florence2.from_pretrained(onnx_folder, providers=[("openvino", {"precision": "fp8"})])
+
+
+def test_cli_precision_bf16(onnx_folder, tmp_path, capsys, monkeypatch):
+    """``florence2 run --precision bf16``: answers where the CPU has bf16, one line and exit code 2 where not."""
+    import json
+
+    from florence2_runtime.cli import main
+
+    image = tmp_path / "im.png"
+    make_test_image(90, 70).save(image)
+    argv = ["run", str(onnx_folder), str(image), "--task", "<OD>", "--precision", "bf16"]
+    if has_bf16():
+        assert main([*argv, "--max-new-tokens", "5"]) == 0
+        assert "<OD>" in json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(ov_engine, "cpu_capabilities", lambda: frozenset({"FP32"}))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "BF16" in err and len(err.splitlines()) == 1

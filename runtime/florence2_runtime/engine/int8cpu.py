@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, require
 from . import onnxproto
 from .config import CONFIG_FILE
 
@@ -169,10 +169,8 @@ def cpu_has_vnni(flags: frozenset[str] | None = None) -> bool | None:
 def u8s8_saturates() -> bool:
     """Whether onnxruntime on this CPU clips uint8 x int8 pair sums to int16 (measured, once per process):
     ``MatMulInteger`` of 255s by 127s, 4 x 64 by 64 x 8, against the exact 64 * 255 * 127."""
-    from .providers import onnxruntime
-
-    ort = onnxruntime()
-    m, k, n = 4, 64, 8
+    ort = require("onnxruntime", "cpu", "Running Florence-2 models")  # not .providers: it imports .openvino,
+    m, k, n = 4, 64, 8  # which imports this module
     model = onnxproto.single_node_model(
         "MatMulInteger",
         [

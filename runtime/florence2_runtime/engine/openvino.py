@@ -4,14 +4,16 @@ OpenVINO (the ``openvino`` package, extra ``openvino``; not onnxruntime's OpenVI
 reads the folder's own fp32 ONNX files and compiles them for the CPU. With ``bf16`` inference precision it
 runs the matrix products in bfloat16 on CPUs that have it (AVX512-BF16, AMX): the vision and text
 encoders then take a third to a half of onnxruntime's fp32 time (``benchmarks/results/cpu-base.md``).
-The decoder step stays on onnxruntime unless asked (:data:`DEFAULT_GRAPHS`): one step is a few small
-products dominated by streaming the weights, where OpenVINO gains nothing (measured there too).
+The decoder step (a few small products, bound by streaming the weights) joins them in bf16 on CPUs with AMX,
+where OpenVINO's bf16 step took 0.55x onnxruntime's fp32 CPU time on an Intel Xeon (Sapphire Rapids class);
+elsewhere it stays on onnxruntime: on an AMD EPYC Zen 4 (AVX512-BF16, no AMX) OpenVINO's step was 0.91x
+as fast (:func:`default_graphs`; ``benchmarks/results/cpu-base-notes.md``).
 
 It is the provider ``"openvino"`` (:data:`OPENVINO`) with options ``{"precision": "bf16" | "f32",
 "graphs": (graph names)}``; any other key is passed to ``openvino.Core.compile_model`` as a property.
 ``Florence2.from_pretrained(folder, precision="bf16")`` asks for it with the default graphs
-(:func:`precision_plan`); ``providers="openvino"`` runs the same graphs in float32 (token parity with the
-onnxruntime path, within float rounding). :class:`OpenVINOSession` looks like an onnxruntime
+(:func:`precision_plan`); ``providers="openvino"`` runs the encoders in float32 (token parity with the
+onnxruntime path, within float rounding; not faster than onnxruntime there). :class:`OpenVINOSession` looks like an onnxruntime
 ``InferenceSession`` to the layouts' session classes, so every layout and the host engine use it unchanged.
 """
 
@@ -27,12 +29,15 @@ import numpy as np
 
 from ..errors import Florence2Error, ModelFileError, require
 from .graphs import GraphSpec
+from .int8cpu import cpu_flags
 
-OPENVINO = (
-    "OpenVINO"  # the provider name (short name "openvino"); not onnxruntime's OpenVINOExecutionProvider
-)
-# the graphs OpenVINO runs unless told otherwise: native names and their onnx-community counterparts
-DEFAULT_GRAPHS = ("vision_encoder", "text_encoder", "encoder_model")
+# the provider name (short name "openvino"); not onnxruntime's OpenVINOExecutionProvider
+OPENVINO = "OpenVINO"
+# the graphs OpenVINO runs unless told otherwise (native names and their onnx-community counterparts):
+# the encoders always; the decoder too in bf16 on CPUs with AMX (default_graphs)
+ENCODERS = ("vision_encoder", "text_encoder", "encoder_model")
+DECODERS = ("decoder", "decoder_model_merged", "decoder_model", "decoder_with_past_model")
+AMX_FLAGS = ("amx_bf16",)  # /proc/cpuinfo's name
 # this runtime's precision names -> OpenVINO's inference precision
 INFERENCE_PRECISIONS = {"bf16": "bf16", "f32": "f32", "fp32": "f32"}
 # what each precision needs from the CPU (``OPTIMIZATION_CAPABILITIES``)
@@ -168,12 +173,20 @@ def open_session(path: Path, options: Mapping[str, Any], threads: int = 0) -> Op
 # ----------------------------------------------------------------------------- which graph runs where
 
 
+def default_graphs(precision: str, flags: frozenset[str] | None = None) -> tuple[str, ...]:
+    """The graphs OpenVINO runs when its options name none: the encoders, and in bf16 on a CPU with AMX
+    (``flags``: :func:`~.int8cpu.cpu_flags` by default) the decoder as well."""
+    flags = cpu_flags() if flags is None else flags
+    amx = flags is not None and any(f in flags for f in AMX_FLAGS)
+    return ENCODERS + DECODERS if amx and INFERENCE_PRECISIONS.get(precision) == "bf16" else ENCODERS
+
+
 def graph_providers(providers: ProviderList) -> Callable[[GraphSpec], ProviderList]:
     """Per-graph providers for a list whose first entry is OpenVINO: the graphs named by its ``graphs``
-    option (default :data:`DEFAULT_GRAPHS`) on OpenVINO, every other graph on the rest of the list
+    option (default :func:`default_graphs`) on OpenVINO, every other graph on the rest of the list
     (onnxruntime's CPU provider by default)."""
     (name, options), rest = providers[0], providers[1:]
-    graphs = tuple(options.get("graphs", DEFAULT_GRAPHS))
+    graphs = tuple(options.get("graphs") or default_graphs(str(options.get("precision", "f32"))))
     fallback = rest or [("CPUExecutionProvider", {})]
 
     def providers_for(spec: GraphSpec) -> ProviderList:
