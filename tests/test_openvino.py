@@ -153,3 +153,20 @@ def test_cli_precision_bf16(onnx_folder, tmp_path, capsys, monkeypatch):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "BF16" in err and len(err.splitlines()) == 1
+
+
+def test_transposes_folded_into_matmuls_keep_the_outputs(onnx_folder):
+    """The vision encoder's channel-attention permutes are rewritten (vision graph of the tiny checkpoint),
+    and the float32 outputs stay those of the graph as written."""
+    path = onnx_folder / "onnx" / "vision_encoder.onnx"
+    core = ov_engine.core()
+    x = np.random.default_rng(1).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    outputs = []
+    for rewrite in (False, True):
+        model = core.read_model(str(path))
+        if rewrite:
+            assert ov_engine.fold_transposes_into_matmuls(model) > 0
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        outputs.append(compiled({"pixel_values": x})[0])
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+    assert OpenVINOSession(path, {}, threads=1).rewritten > 0

@@ -123,6 +123,7 @@ class OpenVINOSession:
             raise ModelFileError(path, "file not found")
         try:
             model = core().read_model(str(path))
+            self.rewritten = fold_transposes_into_matmuls(model)
             self.compiled = core().compile_model(model, "CPU", properties)
         except Exception as e:  # OpenVINO raises RuntimeError for unreadable or unsupported graphs
             raise ModelFileError(
@@ -162,6 +163,66 @@ class OpenVINOSession:
 def _info(port: Any) -> TensorInfo:
     name = port.get_any_name()
     return TensorInfo(name, ORT_TYPE_NAMES.get(port.get_element_type().get_type_name(), "tensor(float)"))
+
+
+def _constant_order(transpose: Any) -> tuple[int, ...] | None:
+    source = transpose.input_value(1).get_node()
+    return tuple(int(v) for v in source.get_data()) if source.get_type_name() == "Constant" else None
+
+
+def fold_transposes_into_matmuls(model: Any) -> int:
+    """Rewrite ``model`` (an ``openvino.Model``, in place) so that the 4-D transposes OpenVINO's CPU plugin
+    runs slowly become cheap ones plus MatMul transpose flags; returns the number of rewrites.
+
+    OpenVINO moves a ``(0, 2, 3, 1)`` / ``(0, 3, 1, 2)`` transpose of a large tensor one element at a time
+    (DaViT's channel attention, [1, 36864, 4, 32] at 768 px: ~40 ms of CPU each), while ``(0, 2, 1, 3)``
+    moves whole rows of the last axis (~5 ms). Two exact identities (f32 outputs agree to 1e-5):
+
+    - ``Transpose(x, (0, 2, 3, 1))`` read only by MatMuls: ``Transpose(x, (0, 2, 1, 3))`` with the reading
+      side's transpose flag flipped (the two differ by a swap of the last two axes);
+    - ``Transpose(MatMul(a, b), (0, 3, 1, 2))`` (the MatMul read by nothing else):
+      ``Transpose(MatMul(b, a) with both flags flipped, (0, 2, 1, 3))``, as ``(a b)^T = b^T a^T``.
+
+    In the vision encoder this leaves only the permutes around the depthwise convolutions (their
+    consumers are convolutions); it makes the bf16 encoder ~10-20 % faster (``cpu-base-notes.md``).
+    """
+    ops = require("openvino.opset13", "openvino", "Running graphs with OpenVINO")
+    rows = ops.constant(np.array([0, 2, 1, 3], np.int64))
+    count = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Transpose":
+            continue
+        order, readers = _constant_order(node), list(node.output(0).get_target_inputs())
+        if (
+            order == (0, 2, 3, 1)
+            and readers
+            and all(r.get_node().get_type_name() == "MatMul" for r in readers)
+        ):
+            swapped = ops.transpose(node.input_value(0), rows)
+            for reader in readers:
+                matmul, side = reader.get_node(), reader.get_index()
+                a, b = matmul.input_value(0), matmul.input_value(1)
+                ta, tb = matmul.get_transpose_a(), matmul.get_transpose_b()
+                new = ops.matmul(swapped, b, not ta, tb) if side == 0 else ops.matmul(a, swapped, ta, not tb)
+                _replace(matmul, new)
+            count += 1
+        elif order == (0, 3, 1, 2):
+            source = node.input_value(0).get_node()
+            if source.get_type_name() == "MatMul" and len(source.output(0).get_target_inputs()) == 1:
+                a, b = source.input_value(0), source.input_value(1)
+                transposed = ops.matmul(b, a, not source.get_transpose_b(), not source.get_transpose_a())
+                _replace(node, ops.transpose(transposed, rows))
+                count += 1
+    if count:
+        model.validate_nodes_and_infer_types()
+    return count
+
+
+def _replace(old: Any, new: Any) -> None:
+    """Every reader of ``old``'s output reads ``new``'s instead."""
+    new.set_friendly_name(old.get_friendly_name())
+    for reader in list(old.output(0).get_target_inputs()):
+        reader.replace_source_output(new.output(0))
 
 
 def open_session(path: Path, options: Mapping[str, Any], threads: int = 0) -> OpenVINOSession:
