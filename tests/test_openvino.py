@@ -170,3 +170,16 @@ def test_transposes_folded_into_matmuls_keep_the_outputs(onnx_folder):
         outputs.append(compiled({"pixel_values": x})[0])
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
     assert OpenVINOSession(path, {}, threads=1).rewritten > 0
+
+
+def test_concurrent_runs_take_turns(onnx_folder):
+    """One infer request per session: runs from several threads (the server's) each get their own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    session = OpenVINOSession(onnx_folder / "onnx" / "vision_encoder.onnx", {}, threads=1)
+    inputs = [np.full((1, 3, 128, 128), v, np.float32) for v in (-1.0, 0.0, 0.5, 1.0)]
+    alone = [session.run(None, {"pixel_values": x})[0] for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda x: session.run(None, {"pixel_values": x})[0], inputs * 3))
+    for got, want in zip(together, alone * 3):
+        np.testing.assert_array_equal(got, want)

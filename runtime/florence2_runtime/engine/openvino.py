@@ -20,6 +20,7 @@ onnxruntime path, within float rounding; not faster than onnxruntime there). :cl
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,8 @@ class OpenVINOSession:
     """One ONNX graph compiled by OpenVINO for the CPU, behind onnxruntime's ``InferenceSession`` methods
     (``run``, ``get_inputs``, ``get_outputs``, ``get_providers``).
 
-    Outputs are copied out of OpenVINO's buffers (the next run reuses them); inputs are read in place.
+    Outputs are copied out of OpenVINO's buffers (the next run reuses them); inputs are read in place. One
+    infer request, so concurrent runs take turns (an onnxruntime session runs them side by side).
     """
 
     def __init__(self, path: Path, options: Mapping[str, Any], threads: int = 0):
@@ -133,6 +135,7 @@ class OpenVINOSession:
         self.path = path
         self.precision = ov_precision
         self.request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()
         self._inputs = [_info(p) for p in self.compiled.inputs]
         self._outputs = [_info(p) for p in self.compiled.outputs]
         self._output_index = {o.name: i for i, o in enumerate(self._outputs)}
@@ -151,13 +154,15 @@ class OpenVINOSession:
     ) -> list[np.ndarray]:
         """As ``InferenceSession.run``: the outputs named (None: all, in graph order) for ``feed``.
         run_options: accepted and ignored (onnxruntime's ``RunOptions``)."""
-        self.request.infer({name: np.ascontiguousarray(v) for name, v in feed.items()}, share_inputs=True)
         indices = (
             range(len(self._outputs))
             if output_names is None
             else [self._output_index[name] for name in output_names]
         )
-        return [np.array(self.request.get_output_tensor(i).data, copy=True) for i in indices]
+        inputs = {name: np.ascontiguousarray(v) for name, v in feed.items()}
+        with self._lock:
+            self.request.infer(inputs, share_inputs=True)
+            return [np.array(self.request.get_output_tensor(i).data, copy=True) for i in indices]
 
 
 def _info(port: Any) -> TensorInfo:
