@@ -48,8 +48,9 @@ GRIDS = {
 SMOKE = dict(tokens=[4], beams=[1, 2], batch=[1, 2], runs=1)
 # transformers sides: DTYPE[-ATTN] (no ATTN: transformers' default, sdpa for Florence-2)
 TRANSFORMERS_SIDES = ("fp32", "bf16-eager", "bf16-sdpa")
-# runtime variants that are a compute precision on another export: label -> (export dtype, precision)
-COMPUTE_VARIANTS = {"bf16": ("fp32", "bf16")}
+# runtime variants that are a compute precision on another export: label -> (export dtype,
+# Florence2.from_pretrained keywords)
+COMPUTE_VARIANTS = {"bf16": ("fp32", {"precision": "bf16"})}
 DEFAULT_VARIANTS = ("fp32", "int8", "bf16")
 BF16_TARGET = 2.0  # the fastest qualifying variant vs transformers bf16, 20 tokens x 3 beams (issue #28)
 PRECISION_RESULTS = RESULTS / "precision_tiny.json"  # which variants keep task scores (precision_tiny.py)
@@ -88,7 +89,7 @@ def parse_variant(variant: str) -> tuple[str, str]:
     label, _, target = variant.partition("=")
     if target:
         return label, target
-    return variant, COMPUTE_VARIANTS.get(variant, (variant, None))[0]
+    return variant, COMPUTE_VARIANTS.get(variant, (variant, {}))[0]
 
 
 def parse_transformers(spec: str) -> tuple[str, str | None]:
@@ -101,7 +102,7 @@ def parse_transformers(spec: str) -> tuple[str, str | None]:
 
 def unavailable(label: str) -> str | None:
     """Why runtime variant ``label`` cannot run on this machine (bf16: no openvino, or no bf16 CPU), or None."""
-    if COMPUTE_VARIANTS.get(label, ("", ""))[1] != "bf16":
+    if COMPUTE_VARIANTS.get(label, ("", {}))[1].get("precision") != "bf16":
         return None
     from florence2_runtime.engine import openvino
 
@@ -337,7 +338,7 @@ def run_benchmark(args) -> dict:
             skipped[f"runtime-{label}"] = why
             continue
         variants[label] = cached_export(checkpoint, target, cache, size)
-        precisions[label] = COMPUTE_VARIANTS.get(label, (None, None))[1]
+        precisions[label] = COMPUTE_VARIANTS.get(label, (None, {}))[1]
     images = bench_images(cache)
     weight_bytes = {v: decoder_weight_bytes(folder) for v, folder in variants.items()}
     floors = {v: [] for v in variants}
@@ -355,7 +356,7 @@ def run_benchmark(args) -> dict:
         name = f"transformers-{spec}"
         workers[name] = Worker(name, "transformers", checkpoint, args.threads, images, extra)
     for v, folder in variants.items():
-        extra = ("--precision", precisions[v]) if precisions[v] else ()
+        extra = ("--kwargs", json.dumps(precisions[v])) if precisions[v] else ()
         workers[f"runtime-{v}"] = Worker(f"runtime-{v}", "runtime", folder, args.threads, images, extra)
     load_seconds = {name: w.ready["load_seconds"] for name, w in workers.items()}
     rss_after_load = {name: w.ready["peak_rss"] for name, w in workers.items()}

@@ -1,7 +1,7 @@
 """One side of the CPU benchmark, run as a long-lived subprocess by ``benchmarks/cpu.py``.
 
     python benchmarks/worker.py transformers CHECKPOINT --threads 2 --images a.png b.png [--dtype bf16 --attn eager]
-    python benchmarks/worker.py runtime MODEL_FOLDER --threads 2 --images a.png b.png [--precision bf16]
+    python benchmarks/worker.py runtime MODEL_FOLDER --threads 2 --images a.png b.png [--kwargs '{"precision": "bf16"}']
 
 Protocol: JSON lines. The worker answers ``{"ready": ...}`` once loaded, then one line per request
 ``{"tokens": N, "beams": K, "batch": B, "task": "<OD>"}`` with the stage times of one generate call
@@ -32,10 +32,10 @@ class RuntimeSide:
 
     name = "runtime"
 
-    def __init__(self, model: str, threads: int, precision: str | None = None, **_):
+    def __init__(self, model: str, threads: int, kwargs: str | None = None, **_):
         from florence2_runtime import Florence2
 
-        self.model = Florence2.from_pretrained(model, threads=threads, precision=precision)
+        self.model = Florence2.from_pretrained(model, threads=threads, **json.loads(kwargs or "{}"))
         self.info = {"graphs": _graph_engines(self.model)}
 
     def run(self, images, texts, tokens: int, beams: int) -> tuple[list, dict]:
@@ -154,7 +154,9 @@ def main() -> int:
     parser.add_argument("--images", nargs="+", required=True)
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="transformers: weights")
     parser.add_argument("--attn", help="transformers: attn_implementation (default: transformers' choice)")
-    parser.add_argument("--precision", help="runtime: from_pretrained's precision (e.g. bf16)")
+    parser.add_argument(
+        "--kwargs", help='runtime: from_pretrained keywords as JSON (e.g. {"precision": "bf16"})'
+    )
     args = parser.parse_args()
 
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -162,9 +164,7 @@ def main() -> int:
     from PIL import Image
 
     t = time.perf_counter()
-    side = SIDES[args.side](
-        args.model, args.threads, dtype=args.dtype, attn=args.attn, precision=args.precision
-    )
+    side = SIDES[args.side](args.model, args.threads, dtype=args.dtype, attn=args.attn, kwargs=args.kwargs)
     images = [Image.open(p).convert("RGB") for p in args.images]
     ready = {"ready": True, "load_seconds": time.perf_counter() - t, "peak_rss": peak_rss_bytes()}
     out.write(json.dumps({**ready, "info": side.info}) + "\n")

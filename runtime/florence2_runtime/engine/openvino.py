@@ -2,12 +2,12 @@
 
 OpenVINO (the ``openvino`` package, extra ``openvino``; not onnxruntime's OpenVINO execution provider)
 reads the folder's own fp32 ONNX files and compiles them for the CPU. With ``bf16`` inference precision it
-runs the matrix products in bfloat16 on CPUs that have it (AVX512-BF16, AMX): the vision and text
-encoders then take a third to a half of onnxruntime's fp32 time (``benchmarks/results/cpu-base.md``).
-The decoder step (a few small products, bound by streaming the weights) joins them in bf16 on CPUs with AMX,
-where OpenVINO's bf16 step took 0.55x onnxruntime's fp32 CPU time on an Intel Xeon (Sapphire Rapids class);
-elsewhere it stays on onnxruntime: on an AMD EPYC Zen 4 (AVX512-BF16, no AMX) OpenVINO's step was 0.91x
-as fast (:func:`default_graphs`; ``benchmarks/results/cpu-base-notes.md``).
+runs the matrix products in bfloat16 on CPUs that have it (AVX512-BF16, AMX): on an Intel Xeon with AMX
+the vision and text encoders then take about a quarter of onnxruntime's fp32 CPU time. The decoder step
+(a few small products, bound by streaming the weights) joins them on CPUs with AMX, where OpenVINO's bf16
+steps took 0.55-0.7x onnxruntime's fp32 CPU time; elsewhere it stays on onnxruntime: on an AMD EPYC Zen 4
+(AVX512-BF16, no AMX) OpenVINO's step was 0.91x as fast (:func:`default_graphs`;
+``benchmarks/results/cpu-base-notes.md``).
 
 It is the provider ``"openvino"`` (:data:`OPENVINO`) with options ``{"precision": "bf16" | "f32",
 "graphs": (graph names)}``; any other key is passed to ``openvino.Core.compile_model`` as a property.
@@ -189,7 +189,7 @@ def fold_transposes_into_matmuls(model: Any) -> int:
       ``Transpose(MatMul(b, a) with both flags flipped, (0, 2, 1, 3))``, as ``(a b)^T = b^T a^T``.
 
     In the vision encoder this leaves only the permutes around the depthwise convolutions (their
-    consumers are convolutions); it makes the bf16 encoder ~10-20 % faster (``cpu-base-notes.md``).
+    consumers are convolutions); it saves 10-20 % of the bf16 encoder's CPU time (``cpu-base-notes.md``).
     """
     ops = require("openvino.opset13", "openvino", "Running graphs with OpenVINO")
     rows = ops.constant(np.array([0, 2, 1, 3], np.int64))
