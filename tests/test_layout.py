@@ -223,11 +223,11 @@ def test_old_paths_keep_monkeypatch_and_isinstance_working(monkeypatch):
 def test_old_modules_that_became_packages_offer_what_they_did():
     from florence2_runtime import cli, tasks
     from florence2_runtime.cli import command as main_module
-    from florence2_runtime.tasks import requests
+    from florence2_runtime.tasks import batch
 
     assert cli.main is main_module.main and cli.build_parser is main_module.build_parser
-    assert {n for n in requests.__all__} <= set(tasks.__all__)
-    assert tasks.answer_prompts is requests.answer_prompts
+    assert {n for n in batch.__all__} <= set(tasks.__all__)
+    assert tasks.answer_prompts is batch.answer_prompts
 
 
 def test_the_new_paths_import_without_deprecation_warnings():

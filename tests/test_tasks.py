@@ -13,7 +13,7 @@ from florence2_runtime.generation import DEFAULT_MAX_NEW_TOKENS
 from florence2_runtime.tasks.methods import METHODS
 from florence2_runtime.tasks.postprocess import post_process_generation
 from florence2_runtime.tasks.prompts import build_task_text
-from florence2_runtime.tasks.requests import TASK_MAX_NEW_TOKENS
+from florence2_runtime.tasks.batch import TASK_MAX_NEW_TOKENS
 
 TASKS = list(DEMO_INPUTS)
 IMAGE = make_test_image(160, 120, seed=11)

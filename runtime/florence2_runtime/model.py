@@ -27,7 +27,7 @@ from .inputs.images import ImageInput, load_image, preprocess
 from .inputs.tokenizer import Florence2Tokenizer
 from .tasks.methods import TaskMethods
 from .tasks.prompts import build_task_texts, construct_prompt
-from .tasks.requests import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
+from .tasks.batch import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
 from .tasks.results import Florence2Result
 
 
@@ -149,7 +149,7 @@ class Florence2(TaskMethods):
 
     def task_options(self, **generation_kwargs: Any) -> DecodingOptions:
         """``decoding_options`` with the task-level default ``max_new_tokens`` = min(1024, positions - 1)
-        (:func:`~florence2_runtime.tasks.requests.task_generation_kwargs`)."""
+        (:func:`~florence2_runtime.tasks.batch.task_generation_kwargs`)."""
         return self.decoding_options(
             **task_generation_kwargs(generation_kwargs, self.config.max_position_embeddings)
         )

@@ -1,17 +1,17 @@
 """The task layer: Florence-2's tasks from prompt to typed answer.
 
 Prompts and their checks (:mod:`.prompts`), post-processing as ``Florence2Processor`` does it
-(:mod:`.postprocess`), task-level generation (:mod:`.requests`), the per-task methods (:mod:`.methods`),
+(:mod:`.postprocess`), task-level generation (:mod:`.batch`), the per-task methods (:mod:`.methods`),
 typed results (:mod:`.results`, shapes in :mod:`.shapes`) and their converters (:mod:`.coco`,
 :mod:`.supervision`, :mod:`.drawing`, :mod:`.masks`). Works on any model object with ``generate_encoded``
 / ``decode`` / ``config``: it never imports the engine.
 
 May import: :mod:`florence2_runtime.errors`, :mod:`florence2_runtime.generation`,
 :mod:`florence2_runtime.inputs`. This package re-exports what the former ``florence2_runtime.tasks`` module
-offered (now :mod:`.requests`).
+offered (now :mod:`.batch`).
 """
 
-from .requests import (
+from .batch import (
     LENGTH_OPTIONS,
     MAX_BATCH,
     TASK_MAX_NEW_TOKENS,

@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from .prompts import _is_box
-from .requests import merge_class_answers
+from .batch import merge_class_answers
 from .results import Florence2Result
 
 if TYPE_CHECKING:  # pragma: no cover
