@@ -17,6 +17,7 @@ from florence2_export.checkpoints.original_adapter import write_original_adapter
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.config import RuntimeConfig
+from florence2_runtime.inputs.image_size import ImageSize
 
 # short names as users write them: peft matches them by suffix (in the original layout too)
 TARGETS = ["q_proj", "v_proj", "out_proj", "fc1", "qkv"]
@@ -265,7 +266,7 @@ def _sizes(checkpoint):
 
     processor = AutoProcessor.from_pretrained(checkpoint)
     size = processor.image_processor.size
-    return (size["height"], size["width"]), processor.num_image_tokens
+    return ImageSize(width=size["width"], height=size["height"]), processor.num_image_tokens
 
 
 def _merge(checkpoint, folder):

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from florence2_export.verify import make_test_image
+from florence2_runtime.inputs.image_size import ImageSize
 from florence2_runtime.inputs.images import load_image, preprocess
 
 SIZES = [
@@ -27,7 +28,7 @@ SIZES = [
 
 def runtime_pixels(hf_processor, images, size=None) -> np.ndarray:
     ip = hf_processor.image_processor
-    size = size or (ip.size.height, ip.size.width)
+    size = size or ImageSize(width=ip.size.width, height=ip.size.height)
     return preprocess(
         [load_image(im) for im in images],
         size=size,
@@ -71,11 +72,13 @@ def test_rgb_images_of_many_sizes(hf_processor, return_tensors):
     assert_bit_exact(got, reference_pixels(hf_processor, images, return_tensors))
 
 
-@pytest.mark.parametrize("size", [(64, 96), (768, 768), (31, 17)])
+@pytest.mark.parametrize("size", [ImageSize(96, 64), ImageSize(768, 768), ImageSize(17, 31)])
 def test_other_target_sizes(hf_processor, size):
     images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(5, 9), (250, 180), (768, 768)])]
     ip = hf_processor.image_processor
-    expected = ip(images, size={"height": size[0], "width": size[1]}, return_tensors="np")["pixel_values"]
+    target = {"height": size.height, "width": size.width}
+    expected = ip(images, size=target, return_tensors="np")["pixel_values"]
+    assert expected.shape[2:] == (size.height, size.width)
     assert_bit_exact(runtime_pixels(hf_processor, images, size=size), expected)
 
 

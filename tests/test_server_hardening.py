@@ -391,15 +391,17 @@ def test_large_images_are_kept_at_model_size_and_memory_comes_back(onnx_model):
 
 
 def test_decode_for_model_keeps_the_original_size():
+    from florence2_runtime.inputs.image_size import ImageSize
     from florence2_runtime.inputs.images import load_image, resize_for_model
     from florence2_runtime.server.images import decode_for_model
 
     data = encode(noise_image(300, 200, 5), "JPEG")
+    model_size = ImageSize(width=48, height=64)
     for draft in (False, True):
-        small, size = decode_for_model(data, 10**6, (64, 48), jpeg_draft=draft)
+        small, size = decode_for_model(data, 10**6, model_size, jpeg_draft=draft)
         assert size == (300, 200) and small.size == (48, 64) and small.mode == "RGB"
-    small, _ = decode_for_model(data, 10**6, (64, 48))
-    assert small.tobytes() == resize_for_model(load_image(data), (64, 48)).tobytes()
+    small, _ = decode_for_model(data, 10**6, model_size)
+    assert small.tobytes() == resize_for_model(load_image(data), model_size).tobytes()
 
 
 def test_no_cpu_work_on_the_event_loop_for_big_bodies(onnx_model):

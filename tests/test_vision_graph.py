@@ -13,6 +13,7 @@ import torch
 from florence2_export.graphs.modules import VisionEncoder
 from florence2_export.graphs.vision import DaViTEncoder, ResidualDepthwise
 from florence2_export.toy.tiny import write_tiny_checkpoint
+from florence2_runtime.inputs.image_size import ImageSize
 
 
 def _model(folder):
@@ -27,7 +28,7 @@ def test_rewrite_equals_transformers(tmp_path, image_size):
     pixels = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = VisionEncoder(model)(pixels)
-        got = DaViTEncoder(model, (image_size, image_size))(pixels)
+        got = DaViTEncoder(model, ImageSize(image_size, image_size))(pixels)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from florence2_runtime.inputs.image_size import ImageSize
+
 
 def _conv_out(size: int, conv: nn.Conv2d) -> int:
     return (size + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
@@ -187,10 +189,10 @@ class DaViTEncoder(nn.Module):
     Equal, up to float rounding, to ``model.model.get_image_features(pixel_values).pooler_output``.
     """
 
-    def __init__(self, model, image_size: tuple[int, int]):
+    def __init__(self, model, image_size: ImageSize):
         super().__init__()
         tower = model.model.vision_tower
-        height, width = image_size
+        height, width = image_size.height, image_size.width
         self.embeds, self.stages = nn.ModuleList(), nn.ModuleList()
         for i, (embed, blocks) in enumerate(zip(tower.convs, tower.blocks)):
             height, width = _conv_out(height, embed.conv), _conv_out(width, embed.conv)

@@ -49,7 +49,7 @@ def example_inputs(
     import torch
 
     g = torch.Generator().manual_seed(0)
-    h, w = cfg.image_size
+    h, w = cfg.image_size.height, cfg.image_size.width
     d, n_img = cfg.d_model, cfg.num_image_tokens
     enc_len = n_img + text
     mask = torch.ones(batch, enc_len, dtype=torch.int64)

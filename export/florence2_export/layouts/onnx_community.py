@@ -133,7 +133,7 @@ def community_modules(model) -> dict[str, nn.Module]:
 def example_inputs(cfg: RuntimeConfig, batch: int = 2, text: int = 5, step: int = 2, past: int = 3) -> dict:
     """Random example inputs per graph: batch 2, two new tokens, non-empty past, one padded row."""
     g = torch.Generator().manual_seed(0)
-    h, w = cfg.image_size
+    h, w = cfg.image_size.height, cfg.image_size.width
     d, heads, hd = cfg.d_model, cfg.decoder_heads, cfg.d_model // cfg.decoder_heads
     enc_len = cfg.num_image_tokens + text
     mask = torch.ones(batch, enc_len, dtype=torch.int64)

@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..inputs.image_size import ImageSize
+
 KV_KINDS = ("key", "value")
 
 
@@ -69,12 +71,15 @@ class GraphSpec:
 class ModelDims:
     """The sizes the graphs depend on (read from the runtime config)."""
 
-    image_size: tuple[int, int]  # (height, width) the vision encoder takes
+    image_size: ImageSize  # the (width, height) the vision encoder takes
     num_image_tokens: int
     d_model: int
     vocab_size: int
     decoder_layers: int
     decoder_heads: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", ImageSize.of(self.image_size))
 
     @property
     def head_dim(self) -> int:
@@ -97,7 +102,7 @@ def native_graphs(
     dims: ModelDims, float_dtype: str = "float32", decoder_embeds: bool = True
 ) -> dict[str, GraphSpec]:
     """The three graphs of the native layout, keyed by role (decoder_embeds=False: a format-1 decoder)."""
-    h, w = dims.image_size
+    h, w = dims.image_size.height, dims.image_size.width
     f = float_dtype
     vision = GraphSpec(
         "vision_encoder",
@@ -202,7 +207,7 @@ def _seq2seq_kv(prefix: str, dims: ModelDims, self_axis: str, parts: tuple[str, 
 
 def community_graphs(dims: ModelDims, float_dtype: str = "float32") -> dict[str, GraphSpec]:
     """The graphs of the onnx-community layout, keyed by role (= file stem without precision suffix)."""
-    h, w = dims.image_size
+    h, w = dims.image_size.height, dims.image_size.width
     f, d = float_dtype, dims.d_model
     enc_embeds = TensorSpec("inputs_embeds", f, ("batch", "encoder_sequence_length", d))
     dec_embeds = TensorSpec("inputs_embeds", f, ("batch", "decoder_sequence_length", d))
