@@ -44,7 +44,7 @@ SIZES = [
     (65536, 65536),
     (2**20 + 1, 13),
     (304, 752),
-    (640.5, 480.25),
+    (640.0, 480.0),  # whole floats are whole numbers of pixels
 ]
 
 
@@ -406,6 +406,8 @@ def test_parse_by_type_includes_unused_description_with_polygons(processor):
         (dict(text="x", task="<OD>", image_size=None), "image_size"),
         (dict(text="x", task="<OD>", image_size=(1, 2, 3)), "image_size"),
         (dict(text="x", task="<OD>", image_size=(1, float("nan"))), "image_size"),
+        (dict(text="x", task="<OD>", image_size=(640.5, 480)), "positive whole numbers"),
+        (dict(text="x", task="<OD>", image_size=(0, 480)), "positive whole numbers"),
         (
             dict(
                 text="x",

@@ -29,9 +29,10 @@ from typing import IO, Any
 
 from ..engine.hub import model_options
 from ..inputs.images import is_url, load_image
-from ..tasks.prompts import REGION_FORMATS, TASKS, check_task_input
 from ..tasks.batch import TaskInput, task_items
+from ..tasks.prompts import REGION_FORMATS, check_task_input
 from ..tasks.results import Florence2Result
+from ..tasks.table import TASKS
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -132,8 +133,8 @@ def _task_list(args: argparse.Namespace) -> list[TaskInput]:
     if args.region is not None and len(args.region) > 1:
         raise ValueError("several --region need a single --task (or run the region task on its own)")
     region = args.region[0] if args.region else None
-    takes_text = [t for t in args.task if t in TASKS and TASKS[t].takes_input and not TASKS[t].region_input]
-    takes_region = [t for t in args.task if t in TASKS and TASKS[t].region_input]
+    takes_text = [t for t in args.task if t in TASKS and TASKS[t].input == "text"]
+    takes_region = [t for t in args.task if t in TASKS and TASKS[t].input == "region"]
     if args.text is not None and not takes_text:
         raise ValueError(f"--text is given but none of the tasks {', '.join(args.task)} takes text")
     if region is not None and not takes_region:

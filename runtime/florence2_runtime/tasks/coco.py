@@ -56,7 +56,7 @@ def to_coco(
     missing = sorted({o[0] for o in objects} - set(category_ids))
     if missing:
         raise ValueError(f"labels without a category id: {missing!r:.300}; add them to category_ids")
-    width, height = result.image_size
+    width, height = result.image_size.width, result.image_size.height
     image: dict[str, Any] = {"id": image_id, "width": width, "height": height}
     if file_name is not None:
         image["file_name"] = file_name

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..inputs.image_size import ImageSize
 from ..inputs.images import ImageInput, load_image
 from .shapes import ShapesOfResult
 
@@ -85,12 +86,12 @@ def _scaled_sizes(image: Image.Image, style: DrawStyle) -> tuple[int, int]:
 class _Canvas:
     """An RGBA overlay drawn on top of the image, with the scale from result to image pixels."""
 
-    def __init__(self, image: Image.Image, result_size: Sequence[int], style: DrawStyle):
+    def __init__(self, image: Image.Image, result_size: ImageSize, style: DrawStyle):
         self.image = image.convert("RGBA")
         self.overlay = Image.new("RGBA", self.image.size, (0, 0, 0, 0))
         self.draw = ImageDraw.Draw(self.overlay)
-        self.sx = image.width / result_size[0]
-        self.sy = image.height / result_size[1]
+        self.sx = image.width / result_size.width
+        self.sy = image.height / result_size.height
         self.line, size = _scaled_sizes(image, style)
         self.font = _font(size)
         self.style = style

@@ -3,11 +3,13 @@
 Input is ``batch_decode(ids, skip_special_tokens=False)[i]``; output is ``{task: answer}`` with the same
 keys, values and Python types transformers 5.x gives, quirks included:
 
-- a task not in ``TASK_PARSE_TYPES`` is parsed as pure text;
+- a task's parser is its ``parse_type`` in the task table (:data:`.table.TASKS`); a task not in the table
+  is parsed as pure text;
 - the processor looks up its config keys upper-case ("PATTERN", "AREA_THRESHOLD") while the published
   config stores them lower-case, so the built-in OCR pattern and an area threshold of 0 always apply;
 - a location bin ``b`` maps back to ``int((b + 0.5) * (size / 1000))`` computed in *float32* (torch
-  tensors), which differs from float64 arithmetic for some (bin, size) pairs, e.g. bin 312 at 144 px;
+  tensors, :func:`.locations.dequantize`), which differs from float64 arithmetic for some (bin, size)
+  pairs, e.g. bin 312 at 144 px;
 - box labels lose their non-ASCII characters (after stripping, so spaces next to them can remain);
   OCR and polygon labels keep them;
 - grounding phrases in the banned list are dropped (before the ASCII filter);
@@ -18,15 +20,15 @@ keys, values and Python types transformers 5.x gives, quirks included:
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
+from ..inputs.image_size import ImageSize
+from .locations import BOX_BINS, LOC_BIN, LOC_TOKEN, dequantize
+from .table import TASKS
 
 __all__ = [
     "DEFAULT_BANNED_GROUNDING_TOKENS",
@@ -37,27 +39,11 @@ __all__ = [
     "post_process_generation",
 ]
 
-NUM_BINS = 1000
-FALLBACK_PARSE_TYPE = "pure_text"
+FALLBACK_PARSE_TYPE = "pure_text"  # of a task not in the table
 
+# transformers' ``Florence2Processor.tasks_answer_post_processing_type``, read from the task table
 TASK_PARSE_TYPES: Mapping[str, str] = MappingProxyType(
-    {
-        "<OCR>": "pure_text",
-        "<OCR_WITH_REGION>": "ocr",
-        "<CAPTION>": "pure_text",
-        "<DETAILED_CAPTION>": "pure_text",
-        "<MORE_DETAILED_CAPTION>": "pure_text",
-        "<OD>": "description_with_bboxes",
-        "<DENSE_REGION_CAPTION>": "description_with_bboxes",
-        "<CAPTION_TO_PHRASE_GROUNDING>": "phrase_grounding",
-        "<REFERRING_EXPRESSION_SEGMENTATION>": "polygons",
-        "<REGION_TO_SEGMENTATION>": "polygons",
-        "<OPEN_VOCABULARY_DETECTION>": "description_with_bboxes_or_polygons",
-        "<REGION_TO_CATEGORY>": "pure_text",
-        "<REGION_TO_DESCRIPTION>": "pure_text",
-        "<REGION_TO_OCR>": "pure_text",
-        "<REGION_PROPOSAL>": "bboxes",
-    }
+    {token: spec.parse_type for token, spec in TASKS.items()}
 )
 
 # post_processor_config["phrase_grounding"]["banned_grounding_tokens"] of the published checkpoints.
@@ -165,9 +151,7 @@ DEFAULT_BANNED_GROUNDING_TOKENS: tuple[str, ...] = (
 )
 
 # --- token grammar of the generated text -------------------------------------------------------------
-_LOC = r"<loc_\d+>"  # note: \d is any Unicode decimal digit, and int() accepts those too
-_LOC_BIN = re.compile(r"<loc_(\d+)>")
-_BOX = re.compile(r"<loc_(\d+)>" * 4)
+_LOC = LOC_TOKEN
 _POLY_TOKENS = "|".join([_LOC, re.escape("<sep>"), re.escape("<poly>"), re.escape("</poly>")])
 # a phrase = a run of non-'<' characters followed by >= 4 location (or polygon) tokens
 _PHRASE_WITH_BOXES = re.compile(rf"[^<]+(?:{_LOC}){{4,}}")
@@ -186,39 +170,15 @@ _OCR_LINE = re.compile(r"(.+?)" + r"<loc_(\d+)>" * 8)
 
 @dataclass(frozen=True)
 class _Context:
-    image_size: tuple[float, float] | None  # (width, height); None only for pure text
+    image_size: ImageSize | None  # None only for pure text
     banned: frozenset[str]
 
     @property
-    def size(self) -> tuple[float, float]:
+    def size(self) -> ImageSize:
         """The image size of a parse type that needs one (``parse`` checked it; None only for pure text)."""
         if self.image_size is None:
             raise ValueError("this task's answer has coordinates: it needs image_size=(width, height)")
         return self.image_size
-
-
-# --- coordinates -------------------------------------------------------------------------------------
-def _check_image_size(image_size: Any) -> tuple[float, float]:
-    try:
-        width, height = image_size
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (width, height), got {image_size!r}") from None
-    for v in (width, height):
-        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
-            raise ValueError(f"image_size must be two finite numbers (width, height), got {image_size!r}")
-    return width, height
-
-
-def dequantize(bins: Sequence[int], image_size: tuple[float, float]) -> list[int]:
-    """Flat ``[x, y, x, y, ...]`` location bins -> pixel ints, as transformers' ``dequantize``.
-
-    ``int((bin + 0.5) * (size / 1000))`` with the bin, the 0.5 and ``size / 1000`` all in float32 and the
-    product rounded to float32 before truncation (torch's arithmetic). x uses the width, y the height.
-    """
-    width, height = _check_image_size(image_size)
-    values = np.asarray(bins, dtype=np.int64).reshape(-1, 2).astype(np.float32) + np.float32(0.5)
-    per_bin = np.array([width / NUM_BINS, height / NUM_BINS], dtype=np.float32)
-    return (values * per_bin).astype(np.int32).reshape(-1).tolist()
 
 
 def _strip_specials(text: str) -> str:
@@ -230,16 +190,14 @@ def _ascii(label: str) -> str:
     return label.encode("ascii", "ignore").decode("ascii")
 
 
-def _boxes(phrase: str, size: tuple[float, float]) -> list[list[int]]:
+def _boxes(phrase: str, size: ImageSize) -> list[list[int]]:
     """Every non-overlapping run of 4 ``<loc_>`` tokens -> ``[x1, y1, x2, y2]``; leftovers ignored."""
-    bins = [int(b) for m in _BOX.finditer(phrase) for b in m.groups()]
+    bins = [int(b) for m in BOX_BINS.finditer(phrase) for b in m.groups()]
     flat = dequantize(bins, size)
     return [flat[i : i + 4] for i in range(0, len(flat), 4)]
 
 
-def _labelled_boxes(
-    text: str, size: tuple[float, float], allow_empty: bool
-) -> list[tuple[str, list[list[int]]]]:
+def _labelled_boxes(text: str, size: ImageSize, allow_empty: bool) -> list[tuple[str, list[list[int]]]]:
     """(stripped label, boxes) per phrase; with ``allow_empty`` phrases are bare location runs."""
     finder = _BARE_BOXES if allow_empty else _PHRASE_WITH_BOXES
     found = []
@@ -293,7 +251,7 @@ def _ocr(text: str, ctx: _Context) -> dict[str, list]:
     return {"quad_boxes": quad_boxes, "labels": labels}
 
 
-def _polygon_instances(text: str, size: tuple[float, float], allow_empty: bool) -> list[tuple[str, list]]:
+def _polygon_instances(text: str, size: ImageSize, allow_empty: bool) -> list[tuple[str, list]]:
     """(label, polygons) per phrase; each polygon is a flat ``[x, y, ...]`` list (labels keep non-ASCII)."""
     finder = _BARE_POLYGONS if allow_empty else _PHRASE_WITH_POLYGONS
     instances = []
@@ -308,7 +266,7 @@ def _polygon_instances(text: str, size: tuple[float, float], allow_empty: bool) 
                 continue
             polygons = []
             for run in runs:
-                bins = [int(b) for b in _LOC_BIN.findall(run)]
+                bins = [int(b) for b in LOC_BIN.findall(run)]
                 polygons.append(dequantize(bins[: len(bins) // 2 * 2], size))
             instances.append((label.group().strip(), polygons))
     return instances
@@ -360,7 +318,7 @@ _DEFAULT_BANNED = frozenset(DEFAULT_BANNED_GROUNDING_TOKENS)
 def parse(
     text: str,
     parse_type: str,
-    image_size: tuple[float, float] | None = None,
+    image_size: tuple[int, int] | None = None,
     *,
     banned_grounding_tokens: Iterable[str] | None = None,
 ) -> Any:
@@ -369,7 +327,7 @@ def parse(
         raise ValueError(f"text must be a str (the decoded generation), got {type(text).__name__}")
     if parse_type not in PARSE_TYPES:
         raise ValueError(f"unknown parse type {parse_type!r}; known: {', '.join(PARSE_TYPES)}")
-    size = None if parse_type in _NEEDS_NO_SIZE else _check_image_size(image_size)
+    size = None if parse_type in _NEEDS_NO_SIZE else ImageSize.of(image_size)
     if banned_grounding_tokens is None:
         banned = _DEFAULT_BANNED
     elif isinstance(banned_grounding_tokens, str):
@@ -382,17 +340,19 @@ def parse(
 def post_process_generation(
     text: str,
     task: str,
-    image_size: tuple[float, float] | None,
+    image_size: tuple[int, int] | None,
     *,
     banned_grounding_tokens: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """``Florence2Processor.post_process_generation(text=text, task=task, image_size=image_size)``.
 
     text: one decoded generation (special tokens kept); task: the task token (unknown -> pure text);
-    image_size: (width, height) of the original image, needed by every task that returns coordinates.
+    image_size: (width, height) of the original image (an :class:`ImageSize` or any pair of positive ints),
+    needed by every task that returns coordinates.
     banned_grounding_tokens: phrases ``<CAPTION_TO_PHRASE_GROUNDING>`` drops; None -> the published list.
     """
     if not isinstance(task, str):
         raise ValueError(f"task must be a task token string such as '<OD>', got {task!r}")
-    parse_type = TASK_PARSE_TYPES.get(task, FALLBACK_PARSE_TYPE)
+    spec = TASKS.get(task)
+    parse_type = spec.parse_type if spec is not None else FALLBACK_PARSE_TYPE
     return {task: parse(text, parse_type, image_size, banned_grounding_tokens=banned_grounding_tokens)}

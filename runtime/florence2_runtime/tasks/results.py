@@ -7,8 +7,8 @@ the task; :class:`Florence2Result` gives every task the same fields::
     result.boxes[0].xyxy, result.boxes[0].label        # pixel box, label
     result.to_json(); result.to_coco(image_id=7); result.to_supervision(); result.draw("photo.jpg")
 
-Which answer shape a task has is the table ``TASK_KINDS`` (task -> kind), and each kind has one reader in
-``_READERS``. Coordinates are pixels of the original image, exactly the numbers of the dict (ints).
+Which answer shape a task has is its ``answer`` kind in the task table (:data:`.table.TASKS`; unknown tasks
+are text, as post-processing treats them), and each kind has one reader in ``_READERS``. Coordinates are pixels of the original image, exactly the numbers of the dict (ints).
 The shapes (:class:`BoundingBox`, :class:`QuadBox`, :class:`Polygon`) live in :mod:`.shapes`; the converters
 (:mod:`.coco`, :mod:`.supervision`, :mod:`.drawing`, :mod:`.masks`) read a result through
 :class:`~.shapes.ShapesOfResult` and never import this module.
@@ -17,7 +17,6 @@ The shapes (:class:`BoundingBox`, :class:`QuadBox`, :class:`Polygon`) live in :m
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -26,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import require
-from .postprocess import FALLBACK_PARSE_TYPE, TASK_PARSE_TYPES, dequantize
+from ..inputs.image_size import ImageSize
+from .locations import BOX_BINS, LOC_BIN, dequantize
 from .shapes import BoundingBox, Polygon, QuadBox
+from .table import TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -36,47 +37,30 @@ __all__ = ["TASK_KINDS", "BoundingBox", "Florence2Result", "Polygon", "QuadBox"]
 
 JSON_VERSION = 1
 
-# --- task -> kind of answer ----------------------------------------------------------------------------
-_KIND_OF_PARSE_TYPE = {
-    "pure_text": "text",
-    "ocr": "quads",
-    "phrase_grounding": "boxes",
-    "description_with_bboxes": "boxes",
-    "bboxes": "boxes",
-    "polygons": "polygons",
-    "description_with_polygons": "polygons",
-    "description_with_bboxes_or_polygons": "boxes_and_polygons",
-}
-# The region tasks answer text that ends with the region's four location tokens ("car<loc_52>...").
-_REGION_TEXT_TASKS = ("<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>", "<REGION_TO_OCR>")
-TASK_KINDS: Mapping[str, str] = MappingProxyType(
-    {
-        **{task: _KIND_OF_PARSE_TYPE[parse] for task, parse in TASK_PARSE_TYPES.items()},
-        **{task: "region_text" for task in _REGION_TEXT_TASKS},
-    }
-)
-FALLBACK_KIND = _KIND_OF_PARSE_TYPE[FALLBACK_PARSE_TYPE]  # post-processing treats unknown tasks as text
-
-_LOC_RUN = re.compile(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>")
-_LOC_TOKEN = re.compile(r"<loc_\d+>")
+# --- task -> kind of answer (the task table's ``answer``) ------------------------------------------------
+TASK_KINDS: Mapping[str, str] = MappingProxyType({token: spec.answer for token, spec in TASKS.items()})
+FALLBACK_KIND = "text"  # post-processing treats unknown tasks as pure text
 
 
 @dataclass(frozen=True)
 class Florence2Result:
     """The answer of one task on one image, the same fields for every task.
 
-    task: the task token; image_size: (width, height) of the image the coordinates refer to;
+    task: the task token; image_size: the size of the image the coordinates refer to;
     text: the text answer (captions, OCR, region tasks without their location tokens), else None;
     boxes / quad_boxes / polygons: the located objects; raw: ``run()``'s dict ``{task: answer}``.
     """
 
     task: str
-    image_size: tuple[int, int]
+    image_size: ImageSize
     text: str | None = None
     boxes: tuple[BoundingBox, ...] = ()
     quad_boxes: tuple[QuadBox, ...] = ()
     polygons: tuple[Polygon, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", ImageSize.of(self.image_size))
 
     # --- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -94,7 +78,7 @@ class Florence2Result:
         """From a task token and its answer (the value of ``run()``'s dict)."""
         if not isinstance(task, str):
             raise ValueError(f"task must be a task token string, got {task!r}")
-        size = _image_size(image_size)
+        size = ImageSize.of(image_size)
         kind = TASK_KINDS.get(task, FALLBACK_KIND)
         fields = _READERS[kind](task, answer, size)
         return cls(task=task, image_size=size, raw={task: _plain(answer)}, **fields)
@@ -159,7 +143,7 @@ class Florence2Result:
         try:
             return cls(
                 task=d["task"],
-                image_size=_image_size(d["image_size"]),
+                image_size=ImageSize.of(d["image_size"]),
                 text=d.get("text"),
                 boxes=tuple(
                     BoundingBox(_box(b["xyxy"]), _label(b.get("label", ""))) for b in d.get("boxes", ())
@@ -225,17 +209,6 @@ class Florence2Result:
 
 
 # --- readers: (task, answer, image_size) -> dataclass fields --------------------------------------------
-def _image_size(image_size: Any) -> tuple[int, int]:
-    try:
-        width, height = image_size
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (width, height), got {image_size!r}") from None
-    for v in (width, height):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"image_size must be two positive ints (width, height), got {image_size!r}")
-    return int(width), int(height)
-
-
 def _plain(value: Any) -> Any:
     """Tuples -> lists and numpy scalars -> Python numbers, so ``raw`` survives a JSON round trip."""
     if isinstance(value, Mapping):
@@ -328,8 +301,8 @@ def _read_text(task, answer, size) -> dict:
 def _read_region_text(task, answer, size) -> dict:
     """ "car<loc_52><loc_332><loc_932><loc_774>" -> text "car" and that box, labelled "car"."""
     answer = _text_answer(task, answer)
-    runs = list(_LOC_RUN.finditer(answer))
-    text = _LOC_TOKEN.sub("", answer).strip()
+    runs = list(BOX_BINS.finditer(answer))
+    text = LOC_BIN.sub("", answer).strip()
     if not runs:
         return {"text": text}
     label = answer[: runs[0].start()].strip()
@@ -362,7 +335,7 @@ def _read_boxes_and_polygons(task, answer, size) -> dict:
     }
 
 
-_READERS: Mapping[str, Callable[[str, Any, tuple[int, int]], dict]] = MappingProxyType(
+_READERS: Mapping[str, Callable[[str, Any, ImageSize], dict]] = MappingProxyType(
     {
         "text": _read_text,
         "region_text": _read_region_text,

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..inputs.image_size import ImageSize
+
 
 @dataclass(frozen=True)
 class BoundingBox:
@@ -59,7 +61,7 @@ class ShapesOfResult(Protocol):
         ...
 
     @property
-    def image_size(self) -> tuple[int, int]:  # (width, height) the coordinates refer to
+    def image_size(self) -> ImageSize:  # the image the coordinates refer to
         ...
 
     @property
