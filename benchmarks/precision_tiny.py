@@ -196,7 +196,7 @@ def judge(ref: Florence2, model: Florence2, samples, max_bins: int, max_new_toke
             max_new_tokens=max_new_tokens,
         )
         c = compare_image(ref, model, sample.image, options)
-        text_a, text_b = (ref.decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b))
+        text_a, text_b = (ref.tokenizer.batch_decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b))
         t = per_task.setdefault(
             sample.task,
             {

@@ -31,6 +31,8 @@ TARGET_RATIO = 0.5
 
 def measure(model, image, tasks: list[str], tokens: int, runs: int) -> dict:
     """Alternating timed runs of both sides; medians, ratio and whether the answers agree."""
+    from florence2_runtime.tasks.batch import decoding_options
+
     gen = dict(max_new_tokens=tokens, min_new_tokens=tokens)
     sides = {
         "separate": lambda: {t: model.run(image, t, **gen)[t] for t in tasks},
@@ -49,7 +51,7 @@ def measure(model, image, tasks: list[str], tokens: int, runs: int) -> dict:
     return {
         "tasks": tasks,
         "tokens": tokens,
-        "num_beams": model.decoding_options().num_beams,
+        "num_beams": decoding_options(model).num_beams,
         "runs": runs,
         "times_s": times,
         "median_s": medians,

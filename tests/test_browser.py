@@ -25,6 +25,7 @@ pytest.importorskip(
 
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
+from florence2_runtime.tasks.batch import decoding_options
 
 KEY = "browser-key"
 CHROMIUM_ARGS = [
@@ -99,7 +100,7 @@ def server(onnx_model):
 def od_image(onnx_model, tmp_path_factory):
     """A picture on which the tiny random model finds a box of some size with the page's default settings
     (searched: random weights mostly give no box, or boxes with x2 < x1)."""
-    options = onnx_model.decoding_options()
+    options = decoding_options(onnx_model)
     for seed in range(100):
         data = png(scene(seed))
         boxes = onnx_model.run(

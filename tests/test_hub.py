@@ -125,7 +125,7 @@ def local_community(community_folder):
 def test_alias_downloads_only_the_fp32_graphs_with_one_decoder(env, hub, local_community):
     model = Florence2.from_pretrained("florence-2-base")
     assert sorted(hub.downloads(COMMUNITY)) == community_files("", ["decoder_model_merged"])
-    assert model.sessions.merged and model.name_or_path == "florence-2-base"
+    assert model.engine.sessions.merged and model.name_or_path == "florence-2-base"
     assert Path(env["HF_HUB_CACHE"]) in model.folder.parents  # the standard cache layout under HF_HUB_CACHE
     assert _run(model) == _run(local_community)
 
@@ -137,7 +137,7 @@ def test_alias_downloads_only_the_fp32_graphs_with_one_decoder(env, hub, local_c
 def test_each_precision_downloads_its_graphs_only(env, hub, local_community, precision, decoders):
     model = Florence2.from_pretrained(COMMUNITY, precision=precision)
     assert sorted(hub.downloads(COMMUNITY)) == community_files(f"_{precision}", decoders)
-    assert all(p.name.endswith(f"_{precision}.onnx") for p in model.sessions.files)
+    assert all(p.name.endswith(f"_{precision}.onnx") for p in model.engine.sessions.files)
     assert _run(model) == _run(local_community)  # the variants here are the fp32 graphs renamed
 
 
@@ -147,7 +147,7 @@ def test_second_precision_then_offline_from_the_cache(env, hub, local_community)
     hub.clear()
     for precision in (None, "int8"):  # both in one snapshot; each loads its own files
         model = Florence2.from_pretrained(COMMUNITY, precision=precision, local_files_only=True)
-        names = [p.name for p in model.sessions.files]
+        names = [p.name for p in model.engine.sessions.files]
         assert all(n.endswith("_int8.onnx") == (precision == "int8") for n in names), names
         assert _run(model) == _run(local_community)
     assert hub.log == []  # no request at all

@@ -248,7 +248,7 @@ def test_community_quantized_files_are_read_off_the_graph(community_folder, satu
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = Florence2.from_pretrained(out)
-        assert all(f.stem.endswith(suffix) for f in model.sessions.files)
+        assert all(f.stem.endswith(suffix) for f in model.engine.sessions.files)
         results[suffix] = [str(w.message) for w in caught if issubclass(w.category, int8cpu.Int8CpuWarning)]
     assert len(results["_int8"]) == 1 and "full-range" in results["_int8"][0]
     assert results["_quantized"] == []

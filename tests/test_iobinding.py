@@ -12,6 +12,7 @@ from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.host import HostEngine
 from florence2_runtime.engine.iobinding import BoundDecoderInference, DeviceEngine, device_of
+from florence2_runtime.model import processor_inputs
 
 IMAGES = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (40, 200), (128, 128)])]
 TEXTS = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball", "<MORE_DETAILED_CAPTION>"]
@@ -34,7 +35,7 @@ def test_tokens_equal_the_plain_path(onnx_model, bound_model, num_beams, batch):
 def test_the_bound_path_is_the_one_used(bound_model, onnx_model):
     assert isinstance(onnx_model.engine, HostEngine)  # CPU default: plain path
     assert isinstance(bound_model.engine, DeviceEngine) and bound_model.engine.gather is not None
-    pixel_values, text_ids, text_mask = bound_model.prepare_inputs(IMAGES[:1], TEXTS[:1])
+    pixel_values, text_ids, text_mask = processor_inputs(bound_model, IMAGES[:1], TEXTS[:1])
     features = bound_model.engine.encode_images(pixel_values, to_host=False)
     assert type(features).__name__ == "OrtValue"
     inference = bound_model.engine.start(features, text_ids, text_mask, num_beams=2)
@@ -130,7 +131,7 @@ def test_format1_exports_with_token_ids_still_work(onnx_folder, onnx_model, tmp_
         _format1_folder(onnx_folder, tmp_path / "format1"), io_binding=io_binding
     )
     assert model.config.decoder_inputs_embeds is False
-    assert model.sessions.decoder.get_inputs()[0].name == "input_ids"
+    assert model.engine.sessions.decoder.get_inputs()[0].name == "input_ids"
     for kwargs in (dict(max_new_tokens=12), dict(max_new_tokens=12, num_beams=3)):
         np.testing.assert_array_equal(
             model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs)

@@ -110,14 +110,14 @@ def test_ids_match_transformers(community_model, hf_model, hf_processor, num_bea
     kwargs = dict(max_new_tokens=25, num_beams=num_beams)
     expected = _reference(hf_model, hf_processor, **kwargs)
     np.testing.assert_array_equal(community_model.generate(_images(), TEXTS, **kwargs), expected)
-    assert not community_model.sessions.merged
+    assert not community_model.engine.sessions.merged
 
 
 def test_merged_decoder_alone(community_folder, community_model, tmp_path):
     """decoder_model_merged (the file transformers.js reads) gives the ids of the two-decoder pair."""
     folder = _copy(community_folder, tmp_path, drop=["decoder_model.onnx", "decoder_with_past_model.onnx"])
     model = Florence2.from_pretrained(folder)
-    assert model.sessions.merged
+    assert model.engine.sessions.merged
     for num_beams in (1, 3):
         kwargs = dict(max_new_tokens=20, num_beams=num_beams)
         np.testing.assert_array_equal(
@@ -128,7 +128,7 @@ def test_merged_decoder_alone(community_folder, community_model, tmp_path):
 def test_precision_suffixed_files_are_picked_up(community_folder, community_model, tmp_path):
     folder = _copy(community_folder, tmp_path, rename=lambda n: n.replace(".onnx", "_quantized.onnx"))
     model = Florence2.from_pretrained(folder)
-    assert all(p.name.endswith("_quantized.onnx") for p in model.sessions.files)
+    assert all(p.name.endswith("_quantized.onnx") for p in model.engine.sessions.files)
     kwargs = dict(max_new_tokens=15, num_beams=3)
     np.testing.assert_array_equal(
         model.generate(_images(), TEXTS, **kwargs), community_model.generate(_images(), TEXTS, **kwargs)

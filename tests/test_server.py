@@ -26,6 +26,7 @@ pytest.importorskip(
 
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
+from florence2_runtime.tasks.batch import decoding_options
 
 LIMITS = ServerLimits(
     max_body_bytes=512 * 1024,
@@ -116,9 +117,27 @@ class SlowModel:
     def __getattr__(self, name):
         return getattr(self._model, name)
 
-    def generate_encoded(self, *args, **kwargs):
+    @property
+    def engine(self):
+        return _StartHook(self._model.engine, self.starting)
+
+    def starting(self, text_ids, num_beams: int) -> None:
+        """Called before every batch's decoding starts (text_ids [B, T])."""
         time.sleep(self._delay)
-        return self._model.generate_encoded(*args, **kwargs)
+
+
+class _StartHook:
+    """An engine whose ``start`` (text encoder + decoder of one batch) calls ``hook(text_ids, num_beams)``."""
+
+    def __init__(self, engine, hook):
+        self._engine, self._hook = engine, hook
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def start(self, features, text_ids, text_mask, num_beams=1):
+        self._hook(text_ids, num_beams)
+        return self._engine.start(features, text_ids, text_mask, num_beams)
 
 
 def infer(client, image=PNG, task="<OD>", **fields):
@@ -629,13 +648,13 @@ def test_batcher_groups_by_options_and_bounds_batches(onnx_model):
     calls: list[list[str]] = []
 
     class Recording(SlowModel):
-        def generate_encoded(self, features, texts, options):
-            calls.append([f"{t}|{options.num_beams}" for t in texts])
-            return super().generate_encoded(features, texts, options)
+        def starting(self, text_ids, num_beams):
+            calls.append([num_beams] * len(text_ids))
+            super().starting(text_ids, num_beams)
 
     image = Image.open(io.BytesIO(PNG)).convert("RGB")
     gens = [{"num_beams": 1 + i % 2, "max_new_tokens": 6} for i in range(11)]
-    jobs = [Job(image, "<OD>", "<OD>", g, onnx_model.decoding_options(**g)) for g in gens]
+    jobs = [Job(image, "<OD>", "<OD>", g, decoding_options(onnx_model, **g)) for g in gens]
 
     async def main():
         batcher = DynamicBatcher(Recording(onnx_model, 0.05), max_batch_size=3, max_wait_ms=50)
@@ -744,7 +763,7 @@ def test_server_defaults_reach_1024_tokens_capped_by_limits_and_positions(onnx_m
     assert check_generation(None, ServerLimits(), onnx_model)[1].max_new_tokens == min(1024, positions - 1)
     assert check_generation({}, LIMITS, onnx_model)[1].max_new_tokens == LIMITS.max_new_tokens
     assert check_generation({"max_new_tokens": 5}, LIMITS, onnx_model)[1].max_new_tokens == 5
-    assert check_generation(None, LIMITS, onnx_model)[1].num_beams == onnx_model.decoding_options().num_beams
+    assert check_generation(None, LIMITS, onnx_model)[1].num_beams == decoding_options(onnx_model).num_beams
 
 
 def test_nim_honours_max_tokens(client, onnx_model):

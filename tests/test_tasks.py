@@ -10,10 +10,11 @@ from florence2_export.toy.demo import DEMO_INPUTS
 from florence2_export.verify import make_test_image
 from florence2_runtime import EncodedImage, Florence2
 from florence2_runtime.generation import DEFAULT_MAX_NEW_TOKENS
+from florence2_runtime.tasks import batch as batch_module
+from florence2_runtime.tasks.batch import TASK_MAX_NEW_TOKENS, decoding_options
 from florence2_runtime.tasks.methods import METHODS
 from florence2_runtime.tasks.postprocess import post_process_generation
 from florence2_runtime.tasks.prompts import build_task_text
-from florence2_runtime.tasks.batch import TASK_MAX_NEW_TOKENS
 
 TASKS = list(DEMO_INPUTS)
 IMAGE = make_test_image(160, 120, seed=11)
@@ -25,7 +26,7 @@ def alone(model, image, task, **gen):
     inputs = DEMO_INPUTS[task]
     text = build_task_text(task, inputs.get("text"), inputs.get("region"), image.size)
     ids = model.generate([image], [text], **gen)
-    return post_process_generation(model.decode(ids)[0], task, image.size)
+    return post_process_generation(model.tokenizer.batch_decode(ids)[0], task, image.size)
 
 
 class VisionCounter:
@@ -112,7 +113,7 @@ def test_the_io_binding_path_reuses_encodings_too(onnx_model, bound_model, monke
 
 # --- defaults ----------------------------------------------------------------------------------------
 class OptionsSpy:
-    """Records the DecodingOptions decoding.generate receives."""
+    """Records the DecodingOptions decoding.generate receives (from Florence2.generate and the task layer)."""
 
     def __init__(self, monkeypatch):
         self.options = []
@@ -123,6 +124,7 @@ class OptionsSpy:
             return original(inference, batch_size, options)
 
         monkeypatch.setattr(model_module, "generate", spy)
+        monkeypatch.setattr(batch_module, "generate", spy)
 
 
 def test_task_level_calls_default_to_1024_new_tokens_capped_by_the_positions(onnx_model, monkeypatch):
@@ -136,7 +138,7 @@ def test_task_level_calls_default_to_1024_new_tokens_capped_by_the_positions(onn
     onnx_model.caption_image(encoded, "detailed")
     onnx_model.detect_objects(encoded, classes=["x"])
     assert [o.max_new_tokens for o in spy.options] == [cap] * 6
-    checkpoint = onnx_model.decoding_options()
+    checkpoint = decoding_options(onnx_model)
     assert all(
         o.num_beams == checkpoint.num_beams and o.no_repeat_ngram_size == checkpoint.no_repeat_ngram_size
         for o in spy.options
@@ -150,7 +152,7 @@ def test_task_level_calls_default_to_1024_new_tokens_capped_by_the_positions(onn
 
 def test_a_model_that_never_ends_runs_past_20_tokens(onnx_model, monkeypatch):
     """A decoder that never emits EOS: the task-level default lets it run to the position cap."""
-    eos = onnx_model.decoding_options().eos_token_id
+    eos = decoding_options(onnx_model).eos_token_id
     original = onnx_model.engine.decoder
 
     def no_eos(*args, **kwargs):
@@ -169,9 +171,11 @@ def test_a_model_that_never_ends_runs_past_20_tokens(onnx_model, monkeypatch):
 
     monkeypatch.setattr(onnx_model.engine, "decoder", no_eos)
     lengths = []
-    original_decode = onnx_model.decode
+    original_decode = onnx_model.tokenizer.batch_decode
     monkeypatch.setattr(
-        onnx_model, "decode", lambda ids: (lengths.extend(len(r) for r in ids), original_decode(ids))[1]
+        onnx_model.tokenizer,
+        "batch_decode",
+        lambda ids: (lengths.extend(len(r) for r in ids), original_decode(ids))[1],
     )
     onnx_model.run(IMAGE, "<CAPTION>", num_beams=1)
     cap = min(TASK_MAX_NEW_TOKENS, onnx_model.config.max_position_embeddings - 1)

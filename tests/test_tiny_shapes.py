@@ -194,7 +194,7 @@ def test_trained_model_scores_like_transformers(shapes_checkpoint, shapes_model)
     samples = _samples(321, per_task=2)
 
     def runtime_generate(images, texts):
-        return shapes_model.decode(
+        return shapes_model.tokenizer.batch_decode(
             shapes_model.generate(images, texts, max_new_tokens=tiny_eval.MAX_NEW_TOKENS, num_beams=1)
         )
 
@@ -216,6 +216,7 @@ def test_batched_serving_gives_the_unbatched_answers(shapes_model):
     import asyncio
 
     from florence2_runtime.server.batching import DynamicBatcher, Job
+    from florence2_runtime.tasks.batch import decoding_options
     from florence2_runtime.tasks.prompts import build_task_text
 
     gen = {"max_new_tokens": 80, "num_beams": 3}
@@ -228,7 +229,7 @@ def test_batched_serving_gives_the_unbatched_answers(shapes_model):
             ),
             r["task"],
             gen,
-            shapes_model.decoding_options(**gen),
+            decoding_options(shapes_model, **gen),
         )
         for r in requests
     ]
@@ -269,7 +270,7 @@ def _agreement(model, variant, samples) -> tuple[int, int]:
         )
         c = compare_image(model, variant, s.image, options)
         identical += c.exact
-        texts = [model.decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b)]
+        texts = [model.tokenizer.batch_decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b)]
         agree += tiny_eval.answers_agree(*texts, max_bins=5)
     return identical, agree
 

@@ -22,6 +22,7 @@ import torch
 
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
+from florence2_runtime.model import processor_inputs
 from florence2_runtime.tasks.prompts import construct_prompt
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -58,7 +59,7 @@ def test_transformers_js_greedy_ids_equal_runtime_and_transformers(community_fol
     cases, expected_hf, expected_rt, prompt_ids = [], [], [], []
     for i, (text, (w, h)) in enumerate(CASES):
         image = make_test_image(w, h, seed=i)
-        pixel_values, text_ids, _ = runtime.prepare_inputs([image], [text])
+        pixel_values, text_ids, _ = processor_inputs(runtime, [image], [text])
         pv_file = community_folder.parent / f"pixel_values_{i}.f32"
         pixel_values.astype("<f4").tofile(pv_file)
         cases.append(

@@ -8,9 +8,9 @@ Layers, lowest first; a layer imports only layers below it (``tests/test_layout.
 
     errors       project errors and ``require`` (optional dependencies with an install hint)
     generation   decoding options, logit filters, greedy and beam search (the ``Inference`` protocol)
-    inputs       images, tokenizer, ``EncodedImage``
+    inputs       image sizes (``ImageSize``), images, tokenizer, ``EncodedImage``
     engine       graph declarations, runtime config, hub resolution, layouts, sessions, IO binding, providers
-    tasks        prompts, post-processing, task-level generation, typed results and their converters
+    tasks        the task table, prompts, post-processing, task-level generation, typed results, converters
     model        ``Florence2``, the facade: one ``engine.Engine`` per model
     (package)    this module: the public API
     cli          the ``florence2`` command (``server`` and ``florence2_export`` only lazily, per sub-command)

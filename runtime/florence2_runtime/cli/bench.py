@@ -4,7 +4,7 @@ Every run generates exactly ``tokens`` new tokens (``min_new_tokens = max_new_to
 runs are comparable whatever the (random or real) weights would have said. Stages:
 
 ==============  ==============================================================================
-preprocess      image resize + normalise and prompt tokenisation (``Florence2.prepare_inputs``)
+preprocess      image resize + normalise and prompt tokenisation (``model.processor_inputs``)
 vision_encoder  ``model.engine.encode_images`` (with IO binding the features stay on the device)
 text_encoder    ``model.engine.encode_text`` (BART encoder + the decoder's cross-attention K/V)
 first_step      the first decoder call and its bookkeeping (empty past, forced BOS)
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..generation import Inference, generate
+from ..tasks.batch import decoding_options
 
 STAGES = ("preprocess", "vision_encoder", "text_encoder", "first_step", "per_token", "end_to_end")
 DEFAULT_TASK = "<OD>"
@@ -112,9 +113,11 @@ def timed_generate(
     **generation_kwargs: Any,
 ) -> tuple[np.ndarray, StageTimes]:
     """``model.generate(images, texts, **generation_kwargs)`` with a per-stage breakdown; same ids."""
-    options = model.decoding_options(**generation_kwargs)
+    from ..model import processor_inputs
+
+    options = decoding_options(model, **generation_kwargs)
     t0 = clock()
-    pixel_values, text_ids, text_mask = model.prepare_inputs(images, texts)
+    pixel_values, text_ids, text_mask = processor_inputs(model, images, texts)
     t1 = clock()
     engine = (
         model.engine

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..generation import PROMPT_LENGTH, generate
 from ..inputs.images import load_image
+from ..tasks.batch import decoding_options
 from ..tasks.postprocess import post_process_generation
 from ..tasks.prompts import build_task_text
 
@@ -241,7 +242,9 @@ def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> 
     """Run models ``a`` and ``b`` (:class:`~florence2_runtime.Florence2`) on one image."""
     pil = load_image(image)
     prompt = build_task_text(options.task, text=options.text, region=options.region, image_size=pil.size)
-    pixel_values, text_ids, text_mask = a.prepare_inputs([pil], [prompt])
+    from ..model import processor_inputs
+
+    pixel_values, text_ids, text_mask = processor_inputs(a, [pil], [prompt])
 
     feats_a = a.engine.encode_images(pixel_values)
     feats_b = b.engine.encode_images(pixel_values)
@@ -260,10 +263,10 @@ def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> 
     kwargs = options.generation_kwargs()
     tokens, results = [], []
     for model, cross in ((a, cross_a), (b, cross_b)):
-        decoding = model.decoding_options(**kwargs)
+        decoding = decoding_options(model, **kwargs)
         ids = generate(model.engine.decoder(cross, mask, decoding.num_beams), 1, decoding)[0]
         tokens.append(generated_tokens(ids, decoding.eos_token_id))
-        text = model.decode(ids[None])[0]
+        text = model.tokenizer.batch_decode(ids[None])[0]
         results.append(
             post_process_generation(
                 text,

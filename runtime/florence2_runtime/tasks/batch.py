@@ -3,10 +3,13 @@
 Every task-level call (``Florence2.run``, ``predict``, ``predict_regions``, ``run_tasks``, the per-task
 methods of :mod:`.methods`, ``florence2 run``, the server) goes through here:
 
-- :func:`task_generation_kwargs`: without ``max_new_tokens`` / ``max_length``, generation runs up to
-  :data:`TASK_MAX_NEW_TOKENS` (1024, what every Florence-2 model card passes), capped by the decoder's
-  position table; the checkpoint's other settings (3 beams, no-repeat-ngram 3 for Florence-2) stay.
-  ``Florence2.generate`` keeps transformers' bare defaults (20 tokens): it is the token-exact mirror.
+- :func:`decoding_options`: a model's generation defaults (``generation_config.json``) overridden by
+  ``generate()``-style keywords, checked against the decoder's positions.
+- :func:`task_generation_kwargs` / :func:`task_decoding_options`: without ``max_new_tokens`` /
+  ``max_length``, generation runs up to :data:`TASK_MAX_NEW_TOKENS` (1024, what every Florence-2 model card
+  passes), capped by the decoder's position table; the checkpoint's other settings (3 beams,
+  no-repeat-ngram 3 for Florence-2) stay. ``Florence2.generate`` keeps transformers' bare defaults (20
+  tokens): it is the token-exact mirror.
 - :func:`answer_prompts`: (encoded image, task, processor text) items -> post-processed dicts. Items
   are run as batches over already-encoded images: the text encoder and the decoder see the whole batch,
   the vision encoder nothing. Each row is cut after its first EOS, so a batched answer equals the
@@ -19,22 +22,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..generation import DecodingOptions
+from ..generation import DecodingOptions, generate
 from ..inputs.encoded import EncodedImage
+from ..inputs.image_size import ImageSize
 from .postprocess import post_process_generation
-from .prompts import build_task_text, check_task_input
+from .prompts import build_task_text, check_task_input, encode_prompts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.config import RuntimeConfig
+    from ..engine.interface import Engine
+    from ..inputs.tokenizer import Florence2Tokenizer
 
 __all__ = [
     "MAX_BATCH",
     "TASK_MAX_NEW_TOKENS",
     "PromptItem",
+    "PromptModel",
     "TaskInput",
     "answer_prompts",
+    "decoding_options",
     "merge_class_answers",
+    "task_decoding_options",
     "task_generation_kwargs",
     "task_items",
     "trim_after_eos",
@@ -45,6 +57,35 @@ LENGTH_OPTIONS = ("max_new_tokens", "max_length")
 MAX_BATCH = 8  # prompts per generate call: bounds the KV cache (rows = prompts * beams) of long answers
 
 
+class PromptModel(Protocol):
+    """What the task layer reads of a model (``Florence2``'s read-only parts)."""
+
+    @property
+    def config(self) -> RuntimeConfig: ...
+
+    @property
+    def generation_config(self) -> Mapping[str, Any]: ...
+
+    @property
+    def tokenizer(self) -> Florence2Tokenizer: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+
+def decoding_options(model: PromptModel, **generation_kwargs: Any) -> DecodingOptions:
+    """The model's generation defaults overridden by ``generation_kwargs`` (transformers' names); a
+    ``ValueError`` when the decoder's position table cannot hold ``max_new_tokens``."""
+    options = DecodingOptions.from_generation_config(model.generation_config, **generation_kwargs)
+    positions = model.config.max_position_embeddings
+    if options.max_length > positions:
+        raise ValueError(
+            f"max_new_tokens={options.max_new_tokens} is too large: the decoder has "
+            f"{positions} positions, so at most {positions - 1} new tokens"
+        )
+    return options
+
+
 def task_generation_kwargs(generation_kwargs: Mapping[str, Any], max_position_embeddings: int) -> dict:
     """``generation_kwargs`` with the task-level length default: ``max_new_tokens`` =
     min(1024, positions - 1) unless the call sets ``max_new_tokens`` or ``max_length`` itself."""
@@ -53,6 +94,12 @@ def task_generation_kwargs(generation_kwargs: Mapping[str, Any], max_position_em
         kwargs.pop("max_length", None)
         kwargs["max_new_tokens"] = min(TASK_MAX_NEW_TOKENS, max_position_embeddings - 1)
     return kwargs
+
+
+def task_decoding_options(model: PromptModel, **generation_kwargs: Any) -> DecodingOptions:
+    """:func:`decoding_options` with the task-level length default (:func:`task_generation_kwargs`)."""
+    positions = model.config.max_position_embeddings
+    return decoding_options(model, **task_generation_kwargs(generation_kwargs, positions))
 
 
 @dataclass(frozen=True)
@@ -72,7 +119,7 @@ class TaskInput:
     text: str | None = None
     region: Sequence[float] | None = None
 
-    def prompt(self, image_size: tuple[int, int], region_format: str = "pixels") -> str:
+    def prompt(self, image_size: ImageSize, region_format: str = "pixels") -> str:
         return build_task_text(self.task, self.text, self.region, image_size, region_format=region_format)
 
 
@@ -137,17 +184,19 @@ def trim_after_eos(row: np.ndarray, eos_token_id: int | None) -> np.ndarray:
     return row[: hits[0] + 2] if hits.size else row
 
 
-def answer_prompts(model, items: Sequence[PromptItem], options: DecodingOptions) -> list[dict]:
+def answer_prompts(model: PromptModel, items: Sequence[PromptItem], options: DecodingOptions) -> list[dict]:
     """Every item's ``post_process_generation`` dict, equal to running it alone; batches of MAX_BATCH
     prompts over the already-encoded images (no vision encoder run here)."""
     answers: list[dict] = []
     banned = model.config.banned_grounding_tokens or None
     for start in range(0, len(items), MAX_BATCH):
         batch = items[start : start + MAX_BATCH]
-        features = np.stack([item.encoded.features for item in batch])
-        ids = model.generate_encoded(features, [item.prompt for item in batch], options)
+        features = np.stack([item.encoded.features for item in batch])  # [B, I, D]
+        text_ids, text_mask = encode_prompts(model.tokenizer, model.config, [item.prompt for item in batch])
+        inference = model.engine.start(features, text_ids, text_mask, options.num_beams)
+        ids = generate(inference, len(batch), options)
         rows = [trim_after_eos(row, options.eos_token_id) for row in ids] if len(batch) > 1 else list(ids)
-        texts = model.decode(rows)
+        texts = model.tokenizer.batch_decode(rows)
         answers += [
             post_process_generation(text, item.task, item.encoded.image_size, banned_grounding_tokens=banned)
             for text, item in zip(texts, batch)
