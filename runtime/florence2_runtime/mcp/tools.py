@@ -85,6 +85,9 @@ AnnotateArg = Annotated[
     bool, Field(description="also return the image with the answer drawn on it (PNG), for a person to see")
 ]
 ToolAnswer = Annotated[CallToolResult, Answer]
+# characters of a phrase or text input (the prompt must fit the model's ~1000 positions anyway)
+MAX_TEXT = 4096
+MAX_CLASSES = 100  # class names per detect call (one prompt each)
 
 
 def task_table() -> list[TaskInfo]:
@@ -143,8 +146,9 @@ class Florence2Tools:
         classes: Annotated[
             list[str] | None,
             Field(
+                max_length=MAX_CLASSES,
                 description="names of the things to find (open-vocabulary detection, one pass per "
-                "name); leave out to detect every object the model knows (<OD>)"
+                "name); leave out to detect every object the model knows (<OD>)",
             ),
         ] = None,
         annotate: AnnotateArg = False,
@@ -172,7 +176,10 @@ class Florence2Tools:
         self,
         image: ImageArg,
         phrase: Annotated[
-            str, Field(description="a phrase or caption whose parts to locate, e.g. 'a red car'")
+            str,
+            Field(
+                max_length=MAX_TEXT, description="a phrase or caption whose parts to locate, e.g. 'a red car'"
+            ),
         ],
         annotate: AnnotateArg = False,
     ) -> ToolAnswer:
@@ -185,7 +192,8 @@ class Florence2Tools:
         self,
         image: ImageArg,
         expression: Annotated[
-            str | None, Field(description="what to segment, in words, e.g. 'the dog on the left'")
+            str | None,
+            Field(max_length=MAX_TEXT, description="what to segment, in words, e.g. 'the dog on the left'"),
         ] = None,
         region: Annotated[
             list[float] | None,
@@ -223,7 +231,8 @@ class Florence2Tools:
             str, Field(description="a Florence-2 task token, e.g. '<DENSE_REGION_CAPTION>' (list_tasks)")
         ],
         text: Annotated[
-            str | None, Field(description="the task's text input, for the tasks that take one")
+            str | None,
+            Field(max_length=MAX_TEXT, description="the task's text input, for the tasks that take one"),
         ] = None,
         region: Annotated[
             list[float] | None,
