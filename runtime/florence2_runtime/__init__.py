@@ -15,6 +15,7 @@ Layers, lowest first; a layer imports only layers below it (``tests/test_layout.
     (package)    this module: the public API
     cli          the ``florence2`` command (``server`` and ``florence2_export`` only lazily, per sub-command)
     server       the HTTP server
+    mcp          the MCP server: the tasks as tools for AI agents (beside ``server``; imports its image checks)
 
 Old module paths (``florence2_runtime.hub``, ...) still import, with a ``DeprecationWarning`` naming the
 new one, for one release (:mod:`._moved`).

@@ -1,4 +1,4 @@
-"""The ``florence2`` command and its sub-commands: export, run, demo, bench, compare, serve.
+"""The ``florence2`` command and its sub-commands: export, run, demo, bench, compare, serve, mcp.
 
 Bad arguments and bad input print one line on stderr and exit with code 2.
 """
@@ -187,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     from ..server.cli import add_arguments as _add_serve_arguments
 
     _add_serve_arguments(p)
+
+    p = sub.add_parser(
+        "mcp", help="serve a model's tasks as tools for AI agents over MCP (stdio or --http; the 'mcp' extra)"
+    )
+    from ..mcp.cli import add_arguments as _add_mcp_arguments
+
+    _add_mcp_arguments(p)
     return parser
 
 
@@ -285,6 +292,12 @@ def _cmd_serve(args) -> int:
     return run_server(args)
 
 
+def _cmd_mcp(args) -> int:
+    from ..mcp.cli import run as run_mcp
+
+    return run_mcp(args)
+
+
 COMMANDS = {
     "export": _cmd_export,
     "run": _cmd_run,
@@ -292,6 +305,7 @@ COMMANDS = {
     "bench": _cmd_bench,
     "serve": _cmd_serve,
     "compare": _cmd_compare,
+    "mcp": _cmd_mcp,
 }
 
 
