@@ -30,7 +30,8 @@ def require(module: str, extra: str, what: str) -> ModuleType:
     except ImportError as e:
         raise MissingDependencyError(
             f"{what} needs the Python package '{module.split('.')[0]}', which is not installed "
-            f"({e}). Install it with: pip install 'florence2-onnx[{extra}]'"
+            f"({e}). Install the '{extra}' extra from a clone of florence2-onnx (it is not on PyPI): "
+            f"pip install -e '.[{extra}]'"
         ) from None
 
 
