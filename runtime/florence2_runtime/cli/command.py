@@ -1,4 +1,4 @@
-"""The ``florence2`` command and its sub-commands: export, run, demo, bench, compare, serve.
+"""The ``florence2`` command and its sub-commands: export, run, demo, bench, compare, serve, label, eval.
 
 Bad arguments and bad input print one line on stderr and exit with code 2.
 """
@@ -187,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     from ..server.cli import add_arguments as _add_serve_arguments
 
     _add_serve_arguments(p)
+
+    from ..datasets.cli import add_eval_arguments, add_label_arguments
+
+    help_label = (
+        "label a folder, list, PDF or video into a COCO / YOLO / VOC dataset, resumably (the 'label' extra)"
+    )
+    add_label_arguments(sub.add_parser("label", help=help_label))
+    add_eval_arguments(
+        sub.add_parser("eval", help="mAP of a model on a COCO or YOLO dataset (the 'label' extra)")
+    )
     return parser
 
 
@@ -285,6 +295,18 @@ def _cmd_serve(args) -> int:
     return run_server(args)
 
 
+def _cmd_label(args) -> int:
+    from ..datasets.cli import run_label
+
+    return run_label(args)
+
+
+def _cmd_eval(args) -> int:
+    from ..datasets.cli import run_eval
+
+    return run_eval(args)
+
+
 COMMANDS = {
     "export": _cmd_export,
     "run": _cmd_run,
@@ -292,6 +314,8 @@ COMMANDS = {
     "bench": _cmd_bench,
     "serve": _cmd_serve,
     "compare": _cmd_compare,
+    "label": _cmd_label,
+    "eval": _cmd_eval,
 }
 
 
