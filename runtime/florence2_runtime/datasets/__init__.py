@@ -9,7 +9,7 @@
 Modules: :mod:`.sources` (what to label), :mod:`.detections` (what to ask, answers -> labelled objects),
 :mod:`.batching` (images through the model in batches: the one call below ``Florence2``'s public methods),
 :mod:`.journal` (the output folder, resumable), :mod:`.writers` (splits, image files, supervision's
-writers), :mod:`.progress`, :mod:`.label`, :mod:`.evaluate`, :mod:`.cli` (the two sub-commands).
+writers), :mod:`.progress`, :mod:`.labelling`, :mod:`.evaluation`, :mod:`.cli` (the two sub-commands).
 
 The top layer, beside ``server``. May import every layer below it (errors, inputs, tasks, model, cli's
 argparse types, engine's model options). supervision, pycocotools, tqdm, pypdfium2 and av are imported
@@ -19,8 +19,8 @@ when used, through ``errors.require`` (extra ``label``); importing this package 
 from __future__ import annotations
 
 from .detections import LABEL_TASKS, Detection, LabelSpec
-from .evaluate import ClassFigures, EvalReport, evaluate
-from .label import LabelReport, label
+from .evaluation import ClassFigures, EvalReport, evaluate
+from .labelling import LabelReport, label
 
 __all__ = [
     "LABEL_TASKS",

@@ -147,7 +147,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 
 def run_label(args: argparse.Namespace) -> int:
-    from .label import label
+    from .labelling import label
 
     with _stop_on_signals() as stop:
         report = label(
@@ -176,7 +176,7 @@ def run_label(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, read_label_map
+    from .evaluation import evaluate, read_label_map
 
     report = evaluate(
         args.model,
