@@ -77,7 +77,9 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         choices=list(LABEL_TASKS),
-        help="what finds the objects (default: <OD>; with --classes <OPEN_VOCABULARY_DETECTION>)",
+        metavar="TASK",
+        help=f"what finds the objects: {', '.join(LABEL_TASKS)} (default: <OD>; with --classes "
+        "<OPEN_VOCABULARY_DETECTION>)",
     )
     p.add_argument(
         "--classes",
@@ -107,7 +109,12 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", metavar="DIR", help="the folder holding the COCO file's images")
     p.add_argument("--yolo", metavar="DIR", help="ground truth: a YOLO split folder (images/, labels/)")
     p.add_argument("--data-yaml", help="the YOLO data.yaml (default: in DIR or its parent)")
-    p.add_argument("--task", choices=list(LABEL_TASKS), help="what finds the objects (default: <OD>)")
+    p.add_argument(
+        "--task",
+        choices=list(LABEL_TASKS),
+        metavar="TASK",
+        help=f"what finds the objects: {', '.join(LABEL_TASKS)} (default: <OD>)",
+    )
     p.add_argument(
         "--open-vocabulary",
         action="store_true",
@@ -146,10 +153,22 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
+@contextmanager
+def _stopped_at_once(out: str) -> Iterator[None]:
+    """A second Ctrl-C: the dataset so far is written (label did it); say so and exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(
+            f"florence2 label: stopped; {out} holds what was labelled (run again to go on)", file=sys.stderr
+        )
+        raise SystemExit(EXIT_STOPPED) from None
+
+
 def run_label(args: argparse.Namespace) -> int:
     from .labelling import label
 
-    with _stop_on_signals() as stop:
+    with _stop_on_signals() as stop, _stopped_at_once(args.out):
         report = label(
             args.model,
             args.source,

@@ -37,6 +37,7 @@ from .batching import detect_batch
 from .detections import DEFAULT_CLASSES_TASK, DEFAULT_TASK, LabelSpec
 from .progress import Progress
 from .sources import Picture, read_image
+from .writers import supervision
 
 __all__ = ["ClassFigures", "EvalReport", "evaluate", "load_ground_truth"]
 
@@ -165,7 +166,7 @@ def _from_coco(path: Path, images: Path) -> GroundTruth:
 
 
 def _from_yolo(folder: Path, data_yaml: Path | None) -> GroundTruth:
-    sv = require("supervision", EXTRA, "Reading YOLO datasets")
+    sv = supervision("Reading YOLO datasets")
     if data_yaml is None:
         candidates = [folder / "data.yaml", folder.parent / "data.yaml"]
         data_yaml = next((c for c in candidates if c.is_file()), None)

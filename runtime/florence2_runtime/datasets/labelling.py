@@ -9,8 +9,8 @@ The loop: pictures are read one batch ahead in a worker thread while the model r
 journal (:mod:`.journal`), then the progress advances. Batches are cut from the full sequence of the
 source's pictures, done ones included, so a resumed run gives the model the same batches as an
 uninterrupted one. At the end, and on a stop (``stop`` set: the batch in flight is finished; or
-KeyboardInterrupt: it is dropped), the annotation files are written from the whole journal
-(:func:`.writers.write_dataset`), so what is there is always a loadable dataset.
+KeyboardInterrupt: it is dropped, and raised again once the dataset is written), the annotation files
+are written from the whole journal (:func:`.writers.write_dataset`), so what is there always loads.
 """
 
 from __future__ import annotations
@@ -112,7 +112,9 @@ def label(
     format: coco, yolo or voc. min_score: drop detections scored below it (detections without a score
     are kept). split: ``"train=0.8,valid=0.2"`` (default: everything in ``train``), drawn per picture
     from ``seed``. every: seconds between video frames; dpi: PDF rendering. progress: "bar", "log",
-    "off" or None (bar on a terminal). stop: set it to stop after the batch in flight. model_options:
+    "off" or None (bar on a terminal). stop: set it to stop after the batch in flight (the report says
+    ``interrupted``); a KeyboardInterrupt drops that batch and is raised again once the dataset is
+    written. model_options:
     ``from_pretrained`` keywords when ``model`` is a name (its precision and revision are part of the
     settings a resumed run must match). Generation keywords as ``run``.
     """
@@ -152,6 +154,7 @@ def label(
         from ..model import Florence2
 
         model = Florence2.from_pretrained(os.fspath(model), **loading)
+    model.task_options(**generation)  # bad generation options: an error before anything is written
     folder = OutputFolder.open(out, settings, overwrite)
     try:
         return _run(model, job, folder, files, progress, stop)
@@ -182,6 +185,8 @@ def _run(model, job: _Job, folder: OutputFolder, files, progress, stop) -> Label
     )
     try:
         for batch in batches:
+            if stop is not None and stop.is_set():  # e.g. Ctrl-C while the model was loading
+                break
             new, errors = _label_batch(model, job, folder, batch)
             labelled += new
             failed += errors
@@ -189,11 +194,12 @@ def _run(model, job: _Job, folder: OutputFolder, files, progress, stop) -> Label
             if stop is not None and stop.is_set():
                 break
         interrupted = stop is not None and stop.is_set()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # raised on: the dataset so far is written first (finally)
         interrupted = True
+        raise
     finally:
         batches.close()
-        meter.close()
+        meter.close(finished=not interrupted)
         records = list(folder.records.values())
         classes = job.spec.fixed_classes or tuple(
             sorted({d.label for r in records for d in kept(r.detections, job.min_score)})

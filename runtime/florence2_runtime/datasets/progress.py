@@ -70,8 +70,14 @@ class Progress:
             text += f", {self.failed} failed"
         return text
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """The last line; ``finished``: every picture is done (the total was an estimate)."""
+        if finished:
+            self.total = self.done
         if self._bar is not None:
+            if finished:
+                self._bar.total = self.total
+                self._bar.refresh()
             self._bar.close()
         elif self.mode == "log":
             self._log()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,16 @@ JPEG_QUALITY = 95
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _ULTRALYTICS_KEYS = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 EXTRA = "label"
+
+
+def supervision(what: str):
+    """The supervision module (and its ``config``), without its warning that OpenCV is missing: its numpy
+    fallback is all these writers need (the tests load what they write back)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"OpenCV .*is not installed", category=UserWarning)
+        sv = require("supervision", EXTRA, what)
+        require("supervision.config", EXTRA, what)  # sv.config: the data keys of its COCO writer
+    return sv
 
 
 # --- splits ------------------------------------------------------------------------------------------
@@ -151,8 +162,7 @@ def write_dataset(
 ) -> dict[str, int]:
     """(Re)write every split's annotation files from ``records``; images per split. Image files in the
     split folders that no record names (a kill between writing an image and journalling it) are removed."""
-    sv = require("supervision", EXTRA, "Writing datasets")
-    require("supervision.config", EXTRA, "Writing datasets")  # sv.config: the data keys of its COCO writer
+    sv = supervision("Writing datasets")
     by_split: dict[str, list[Record]] = {name: [] for name, _ in splits}
     for r in records:
         by_split.setdefault(r.split, []).append(r)
