@@ -31,7 +31,7 @@ from florence2_runtime.datasets import LabelSpec, label
 from florence2_runtime.datasets.batching import answer_batch
 from florence2_runtime.datasets.detections import Detection, answer_scores
 from florence2_runtime.datasets.journal import JOURNAL_FILE, Record, read_errors, read_records
-from florence2_runtime.datasets.sources import list_source
+from florence2_runtime.datasets.sources import list_source, read_image
 from florence2_runtime.datasets.writers import image_name, kept, parse_split, split_of
 from florence2_runtime.errors import MissingDependencyError
 
@@ -394,6 +394,19 @@ def test_answer_batch_equals_a_loop_of_run(shapes_model, big_source):
     prompts = [("<OPEN_VOCABULARY_DETECTION>", "circle"), ("<OPEN_VOCABULARY_DETECTION>", "star")]
     batched = answer_batch(shapes_model, images, prompts, {})
     assert batched == [[shapes_model.run(im, t, text) for t, text in prompts] for im in images]
+
+
+def test_only_a_jpeg_or_png_shown_as_stored_is_kept_as_it_is(tmp_path):
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "png-named.tif", "PNG")
+    assert not read_image(tmp_path / "png-named.tif").as_stored  # would be a .tif holding a PNG
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "upper.PNG")
+    assert read_image(tmp_path / "upper.PNG").as_stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.new("RGB", (8, 4)).save(tmp_path / "turned.jpg", exif=exif)
+    turned = read_image(tmp_path / "turned.jpg")
+    assert not turned.as_stored and turned.image.size == (4, 8)  # what the model sees is what is saved
+    assert isinstance(read_image(tmp_path / "missing.png"), ValueError)
 
 
 def test_a_folder_inside_the_source_is_not_read(tmp_path):

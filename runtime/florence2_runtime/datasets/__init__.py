@@ -11,9 +11,10 @@ Modules: :mod:`.sources` (what to label), :mod:`.detections` (what to ask, answe
 :mod:`.journal` (the output folder, resumable), :mod:`.writers` (splits, image files, supervision's
 writers), :mod:`.progress`, :mod:`.labelling`, :mod:`.evaluation`, :mod:`.cli` (the two sub-commands).
 
-The top layer, beside ``server``. May import every layer below it (errors, inputs, tasks, model, cli's
-argparse types, engine's model options). supervision, pycocotools, tqdm, pypdfium2 and av are imported
-when used, through ``errors.require`` (extra ``label``); importing this package needs none of them.
+The top layer, beside ``server``. May import every layer below it (errors, the package's public API,
+inputs, tasks, model, cli's argparse types, engine's model options). supervision, pycocotools, tqdm,
+pypdfium2 and av are imported when used, through ``errors.require`` (extra ``label``); importing this
+package needs none of them.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..tasks.results import Florence2Result
+from .. import Florence2Result
 
 __all__ = ["LABEL_TASKS", "Detection", "LabelSpec", "TaskUse", "answer_scores"]
 

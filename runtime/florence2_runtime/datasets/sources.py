@@ -29,6 +29,8 @@ PDF_EXTENSIONS = frozenset({".pdf"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 LIST_EXTENSIONS = frozenset({".txt", ".lst"})
 EXIF_ORIENTATION = 0x0112
+# (Pillow format, file suffix) of the files a dataset may keep byte for byte
+_STORED_AS = frozenset({("JPEG", ".jpg"), ("JPEG", ".jpeg"), ("PNG", ".png")})
 EXTRA = "label"
 
 
@@ -182,7 +184,9 @@ def read_image(path: Path) -> Picture | Exception:
         with Image.open(path) as im:
             im.load()
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)
-            stored = im.format in ("JPEG", "PNG") and orientation == 1 and im.mode in ("RGB", "L")
+            suffix = path.suffix.lower()
+            named_as_is = (im.format, suffix) in _STORED_AS
+            stored = named_as_is and orientation == 1 and im.mode in ("RGB", "L")
             image = ImageOps.exif_transpose(im).convert("RGB")
     except UnidentifiedImageError:
         return ValueError("cannot decode the image (not a format Pillow can read)")

@@ -33,9 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import Florence2Result, Polygon
 from ..errors import require
-from ..tasks.results import Florence2Result
-from ..tasks.shapes import Polygon
 from .detections import Detection
 from .journal import Record, write_bytes_atomic
 from .sources import Item, Picture
