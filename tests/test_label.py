@@ -30,7 +30,7 @@ from florence2_runtime.cli import main
 from florence2_runtime.datasets import LabelSpec, label
 from florence2_runtime.datasets.batching import answer_batch
 from florence2_runtime.datasets.detections import Detection, answer_scores
-from florence2_runtime.datasets.journal import JOURNAL_FILE, Record, read_errors, read_records
+from florence2_runtime.datasets.journal import JOURNAL_FILE, OutputFolder, Record, read_errors, read_records
 from florence2_runtime.datasets.sources import list_source, read_image
 from florence2_runtime.datasets.writers import image_name, kept, parse_split, split_of
 from florence2_runtime.errors import MissingDependencyError
@@ -319,6 +319,17 @@ def test_an_existing_dataset_is_not_overwritten(shapes_onnx_folder, source, tmp_
     assert "other settings" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert main([*args, str(out), "-q", "--task", "<REGION_PROPOSAL>", "--overwrite"]) == 0
     assert {d.label for r in read_records(out) for d in r.detections} <= {"object"}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock")
+def test_a_folder_being_labelled_is_refused(tmp_path):
+    first = OutputFolder.open(tmp_path / "d", {"task": "<OD>"})
+    try:
+        with pytest.raises(ValueError, match="another process"):
+            OutputFolder.open(tmp_path / "d", {"task": "<OD>"})
+    finally:
+        first.close()
+    OutputFolder.open(tmp_path / "d", {"task": "<OD>"}).close()  # released with it
 
 
 def test_bad_arguments_are_one_line_and_exit_2(shapes_onnx_folder, source, tmp_path, capsys):

@@ -103,14 +103,15 @@ class OutputFolder:
 
     def _lock(self) -> None:
         """Hold an exclusive advisory lock on the folder itself for as long as this object is open."""
+        if fcntl is None:  # pragma: no cover - no flock (Windows): two runs on one folder are not stopped
+            return
         self._lock_fd = os.open(self.root, os.O_RDONLY)
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(self._lock_fd)
-                self._lock_fd = None
-                raise ValueError(f"{self.root} is being labelled by another process right now") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise ValueError(f"{self.root} is being labelled by another process right now") from None
 
     def _prepare(self, overwrite: bool) -> None:
         root, wanted = self.root, self.settings
