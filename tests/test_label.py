@@ -420,6 +420,31 @@ def test_only_a_jpeg_or_png_shown_as_stored_is_kept_as_it_is(tmp_path):
     assert isinstance(read_image(tmp_path / "missing.png"), ValueError)
 
 
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_elsewhere(monkeypatch):
+    import io
+
+    from florence2_runtime.datasets import progress
+
+    lines = io.StringIO()
+    meter = progress.Progress(10, 2, stream=lines)  # not a terminal: log lines
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    meter.update(3, failed=1)
+    assert meter.mode == "log" and "5/10 images (50 %)" in lines.getvalue() and "1 failed" in lines.getvalue()
+    assert "images/s" in lines.getvalue() and "ETA" in lines.getvalue()
+    meter.close(finished=True)
+    assert lines.getvalue().splitlines()[-1].startswith("label: 5/5 images (100 %)")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    bar = progress.Progress(4, stream=screen)
+    bar.update(4)
+    bar.close(finished=True)
+    assert bar.mode == "bar" and "4/4" in screen.getvalue() and "img/s" in screen.getvalue()
+
+
 def test_a_folder_inside_the_source_is_not_read(tmp_path):
     write_images(tmp_path / "src", 3, nested=False)
     (tmp_path / "src" / "out" / "train").mkdir(parents=True)
