@@ -45,7 +45,7 @@ LAYERS = [
     ("model",),
     ("(package)",),
     ("cli",),
-    ("server", "mcp"),
+    ("server", "mcp", "datasets"),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

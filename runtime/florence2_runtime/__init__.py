@@ -4,7 +4,8 @@
     model = Florence2.from_pretrained("florence2-base-onnx")
     model.run("photo.jpg", "<OD>")  # {"<OD>": {"bboxes": [...], "labels": [...]}}
 
-Layers, lowest first; a layer imports only layers below it (``tests/test_layout.py`` checks it)::
+Layers, lowest first; a layer imports only layers below it (``tests/test_layout.py`` checks it; the
+last two share the top layer)::
 
     errors       project errors and ``require`` (optional dependencies with an install hint)
     generation   decoding options, logit filters, greedy and beam search (the ``Inference`` protocol)
@@ -13,9 +14,10 @@ Layers, lowest first; a layer imports only layers below it (``tests/test_layout.
     tasks        the task table, prompts, post-processing, task-level generation, typed results, converters
     model        ``Florence2``, the facade: one ``engine.Engine`` per model
     (package)    this module: the public API
-    cli          the ``florence2`` command (``server`` and ``florence2_export`` only lazily, per sub-command)
+    cli          the ``florence2`` command (``server``, ``datasets``, ``florence2_export``: lazily, per sub-command)
     server       the HTTP server
     mcp          the MCP server: the tasks as tools for AI agents (beside ``server``; imports its image checks)
+    datasets     ``florence2 label`` / ``eval``: folders, PDFs, videos -> COCO / YOLO / VOC datasets; mAP
 
 Old module paths (``florence2_runtime.hub``, ...) still import, with a ``DeprecationWarning`` naming the
 new one, for one release (:mod:`._moved`).

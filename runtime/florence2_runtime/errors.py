@@ -30,7 +30,8 @@ def require(module: str, extra: str, what: str) -> ModuleType:
     except ImportError as e:
         raise MissingDependencyError(
             f"{what} needs the Python package '{module.split('.')[0]}', which is not installed "
-            f"({e}). Install it with: pip install 'florence2-onnx[{extra}]'"
+            f"({e}). Install the '{extra}' extra (florence2-onnx is not on PyPI): from a clone, "
+            f"pip install -e '.[{extra}]'; or pip install 'florence2-onnx[{extra}] @ git+<repository URL>'"
         ) from None
 
 

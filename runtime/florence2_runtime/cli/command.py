@@ -1,4 +1,5 @@
-"""The ``florence2`` command and its sub-commands: export, run, demo, bench, compare, serve, mcp.
+"""The ``florence2`` command and its sub-commands: export, run, demo, bench, compare, serve, mcp, label,
+eval.
 
 Bad arguments and bad input print one line on stderr and exit with code 2.
 """
@@ -194,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ..mcp.cli import add_arguments as _add_mcp_arguments
 
     _add_mcp_arguments(p)
+    from ..datasets.cli import add_eval_arguments, add_label_arguments
+
+    help_label = (
+        "label a folder, list, PDF or video into a COCO / YOLO / VOC dataset, resumably (the 'label' extra)"
+    )
+    add_label_arguments(sub.add_parser("label", help=help_label))
+    add_eval_arguments(
+        sub.add_parser("eval", help="mAP of a model on a COCO or YOLO dataset (the 'label' extra)")
+    )
     return parser
 
 
@@ -296,6 +306,16 @@ def _cmd_mcp(args) -> int:
     from ..mcp.cli import run as run_mcp
 
     return run_mcp(args)
+def _cmd_label(args) -> int:
+    from ..datasets.cli import run_label
+
+    return run_label(args)
+
+
+def _cmd_eval(args) -> int:
+    from ..datasets.cli import run_eval
+
+    return run_eval(args)
 
 
 COMMANDS = {
@@ -306,6 +326,8 @@ COMMANDS = {
     "serve": _cmd_serve,
     "compare": _cmd_compare,
     "mcp": _cmd_mcp,
+    "label": _cmd_label,
+    "eval": _cmd_eval,
 }
 
 
