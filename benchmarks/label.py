@@ -65,6 +65,7 @@ def _measure(model, folder, paths, spec, work: Path, batch_size, tokens, runs, g
 
     from florence2_runtime.datasets import label
     from florence2_runtime.datasets.journal import read_records
+    from florence2_runtime.tasks.batch import decoding_options
 
     def loop() -> dict:
         return {p.name: model.run(p, TASK, **gen) for p in paths}
@@ -97,7 +98,7 @@ def _measure(model, folder, paths, spec, work: Path, batch_size, tokens, runs, g
         "image_sizes": [list(s) for s in IMAGE_SIZES],
         "batch_size": batch_size,
         "tokens": tokens,
-        "num_beams": model.decoding_options().num_beams,
+        "num_beams": decoding_options(model).num_beams,
         "runs": runs,
         "times_s": times,
         "median_s": medians,

@@ -22,7 +22,7 @@ TASK_METHODS = {
     "caption_image_region",
     "ocr_image_region",
 }
-INFERENCE = {"run", "run_tasks", "predict", "predict_regions", "generate", "encode_image"}
+INFERENCE = {"run", "run_tasks", "predict", "predict_regions", "generate", "encode_image", "encode_images"}
 READ_ONLY = {"config", "generation_config", "tokenizer", "engine", "providers", "folder", "name_or_path"}
 LIFECYCLE = {"from_pretrained", "close"}
 TRANSITIONAL = {"decoding_options"}  # server/ still calls it; removed when the server rewrite merges

@@ -194,11 +194,23 @@ class Florence2(TaskMethods):
     # --- inference -----------------------------------------------------------------------------------------
     def encode_image(self, image: ImageInput | EncodedImage) -> EncodedImage:
         """Run the vision encoder once: an :class:`EncodedImage` every task-level call accepts as its image."""
-        if isinstance(image, EncodedImage):
-            return self._check_encoded(image)
-        pil = load_image(image)
-        features = self.engine.encode_images(_pixel_values(self.config, [pil]))
-        return EncodedImage(features[0], ImageSize.of(pil.size), self._encoding_token)
+        return self.encode_images([image])[0]
+
+    def encode_images(self, images: Sequence[ImageInput | EncodedImage]) -> list[EncodedImage]:
+        """``encode_image`` for several images with one vision-encoder call (images already encoded are
+        checked and passed through); one :class:`EncodedImage` per image, in order."""
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+            raise ValueError(f"images must be a list of images, got {type(images).__name__}")
+        out: list[EncodedImage | None] = [
+            self._check_encoded(im) if isinstance(im, EncodedImage) else None for im in images
+        ]
+        todo = [(i, im) for i, im in enumerate(images) if not isinstance(im, EncodedImage)]
+        if todo:
+            pils = [load_image(im) for _, im in todo]
+            features = self.engine.encode_images(_pixel_values(self.config, pils))
+            for row, ((i, _), pil) in enumerate(zip(todo, pils)):
+                out[i] = EncodedImage(features[row], ImageSize.of(pil.size), self._encoding_token)
+        return [e for e in out if e is not None]
 
     def generate(
         self, images: ImageInput | Sequence[ImageInput], texts: str | Sequence[str], **generation_kwargs: Any

@@ -306,6 +306,8 @@ def _cmd_mcp(args) -> int:
     from ..mcp.cli import run as run_mcp
 
     return run_mcp(args)
+
+
 def _cmd_label(args) -> int:
     from ..datasets.cli import run_label
 

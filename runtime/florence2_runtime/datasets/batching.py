@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..inputs.image_size import ImageSize
 from .detections import Detection, LabelSpec
 
 __all__ = ["answer_batch", "detect_batch"]
@@ -32,15 +33,14 @@ def answer_batch(
     task-level batching of :mod:`florence2_runtime.tasks`); re-point it here when those move. Scores: once
     ``run(..., scores=True)`` exists, ask for them here; :func:`.detections.answer_scores` reads them.
     """
-    from ..inputs.encoded import EncodedImage
-    from ..tasks.requests import PromptItem, TaskInput, answer_prompts
+    from ..tasks.batch import PromptItem, TaskInput, answer_prompts, task_decoding_options
 
-    options = model.task_options(**generation)
-    texts = [[TaskInput(task, text).prompt(im.size) for task, text in prompts] for im in images]
-    features = model.engine.encode_images(model.pixel_values(list(images)))
+    options = task_decoding_options(model, **generation)
+    texts = [[TaskInput(task, text).prompt(ImageSize.of(im.size)) for task, text in prompts] for im in images]
+    encoded = model.encode_images(list(images))
     items = [
-        PromptItem(EncodedImage(features[i], im.size, model.encoding_token), task, text)
-        for i, im in enumerate(images)
+        PromptItem(encoded[i], task, text)
+        for i in range(len(images))
         for (task, _), text in zip(prompts, texts[i])
     ]
     answers = answer_prompts(model, items, options)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..tasks.batch import task_decoding_options
 from .batching import detect_batch
 from .detections import LabelSpec
 from .journal import ERRORS_FILE, OutputFolder, Record, check_output
@@ -154,7 +155,7 @@ def label(
         from ..model import Florence2
 
         model = Florence2.from_pretrained(os.fspath(model), **loading)
-    model.task_options(**generation)  # bad generation options: an error before anything is written
+    task_decoding_options(model, **generation)  # bad generation options: an error before anything is written
     folder = OutputFolder.open(out, settings, overwrite)
     try:
         return _run(model, job, folder, files, progress, stop)

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import Florence2Result, Polygon
 from ..errors import require
+from ..inputs.image_size import ImageSize
+from ..tasks.masks import object_masks
 from .detections import Detection
 from .journal import Record, write_bytes_atomic
 from .sources import Item, Picture
@@ -215,9 +216,7 @@ def _detections(sv, record: Record, index: Mapping[str, int], min_score: float |
 def _mask(d: Detection, size: tuple[int, int]) -> np.ndarray:
     """bool [height, width]: the detection's polygons (Florence2Result.masks: supervision's rule) or box."""
     if d.polygons:
-        return Florence2Result(
-            "<REFERRING_EXPRESSION_SEGMENTATION>", size, polygons=(Polygon(d.polygons, d.label),)
-        ).masks()[0]
+        return object_masks([d.polygons], ImageSize.of(size))[0][0]
     mask = np.zeros((size[1], size[0]), dtype=bool)
     x1, y1, x2, y2 = (round(v) for v in d.xyxy)
     mask[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)] = True
