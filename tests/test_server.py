@@ -738,7 +738,7 @@ def test_bad_task_lists_are_422(client, fields):
 
 
 def test_server_defaults_reach_1024_tokens_capped_by_limits_and_positions(onnx_model):
-    from florence2_runtime.server.validation import check_generation
+    from florence2_runtime.server.jobs import check_generation
 
     positions = onnx_model.config.max_position_embeddings
     assert check_generation(None, ServerLimits(), onnx_model)[1].max_new_tokens == min(1024, positions - 1)

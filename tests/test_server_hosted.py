@@ -29,8 +29,8 @@ pytest.importorskip(
 )
 
 from florence2_runtime.server import AssetLimits, ServerLimits, create_app, openapi
-from florence2_runtime.server.assets import AssetStore
 from florence2_runtime.server.background import BackgroundServer
+from florence2_runtime.server.hosted.assets import AssetStore
 from florence2_runtime.tasks.prompts import TASKS
 from florence2_runtime.tasks.results import Florence2Result
 

@@ -12,8 +12,8 @@ generation, inputs, engine, tasks, model, the package's ``__version__``, cli's a
 
 from __future__ import annotations
 
-from .assets import AssetLimits
-from .limits import ServerLimits
+from .hosted.assets import AssetLimits
+from .settings import ServerLimits
 
 
 def create_app(model, limits: ServerLimits | None = None, model_name: str | None = None, **options):

@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import brief, require
-from . import hosted
-from .asset_routes import UPLOAD_ROUTE, asset_routes
-from .assets import AssetLimits, AssetStore, sweep_interval
 from .batching import DynamicBatcher, Job, Outcome, QueueFull
+from .hosted import archive as hosted
+from .hosted.assets import AssetLimits, AssetStore, sweep_interval
+from .hosted.protocol import asset_id, build_response, generation_of, parse_request
+from .hosted.routes import UPLOAD_ROUTE, asset_routes
 from .images import decode_base64, decode_for_model, decode_image
-from .limits import ServerLimits
+from .jobs import INFER_FIELDS, brief_names, build_prompt, check_generation, check_task, check_tasks
 from .metrics import Metrics
-from .nim import asset_id, build_response, generation_of, parse_request
 from .problems import RequestError, bad_request, invalid
-from .validation import INFER_FIELDS, brief_names, build_prompt, check_generation, check_task, check_tasks
+from .settings import ServerLimits
 
 NIM_ROUTE = "/v1/vlm/microsoft/florence-2"
 OPEN_ROUTES = frozenset({"/health", UPLOAD_ROUTE})  # no API key: probes; uploads carry their URL's token
@@ -58,7 +58,7 @@ def create_app(
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-    from . import web  # pydantic models of the API docs: imported once FastAPI is known to be there
+    from . import page as web  # pydantic models of the API docs: imported once FastAPI is known to be there
 
     limits = limits or ServerLimits()
     name = model_name or _model_name(model)

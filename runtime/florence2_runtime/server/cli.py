@@ -9,8 +9,8 @@ from pathlib import Path
 from ..cli.argtypes import port_number, positive_int
 from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
 from ..errors import require
-from .assets import AssetLimits
-from .limits import API_KEY_ENV, ServerLimits, api_key_from_env
+from .hosted.assets import AssetLimits
+from .settings import API_KEY_ENV, ServerLimits, api_key_from_env
 
 MIB = 1024 * 1024
 _DEFAULTS = ServerLimits()

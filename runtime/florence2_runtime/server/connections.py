@@ -17,7 +17,7 @@ for ever. :func:`guarded_protocol` wraps uvicorn's HTTP protocol class:
 from __future__ import annotations
 
 from ..errors import require
-from .limits import ServerLimits
+from .settings import ServerLimits
 
 FD_RESERVE = 64  # descriptors kept free for model files, logs and the listening socket
 

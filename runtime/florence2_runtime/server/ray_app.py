@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import require
-from .limits import ServerLimits
+from .settings import ServerLimits
 
 DEPLOYMENT_NAME = "florence2"
 

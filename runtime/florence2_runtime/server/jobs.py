@@ -14,8 +14,8 @@ from ..errors import brief
 from ..generation import DecodingOptions
 from ..tasks.prompts import build_task_text, check_task_input, construct_prompt
 from ..tasks.requests import TaskInput, task_generation_kwargs, task_items
-from .limits import ALLOWED_GENERATION_OPTIONS, ServerLimits
 from .problems import invalid
+from .settings import ALLOWED_GENERATION_OPTIONS, ServerLimits
 
 INFER_FIELDS = frozenset({"image", "task", "text", "region", "region_format", "generation", "tasks"})
 

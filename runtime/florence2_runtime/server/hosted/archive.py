@@ -21,9 +21,9 @@ from typing import Any
 
 from PIL import Image
 
-from ..tasks.results import Florence2Result
+from ...tasks.results import Florence2Result
+from ..problems import invalid
 from .assets import ASSET_HEADERS
-from .problems import invalid
 
 ZIP_MEDIA_TYPE = "application/zip"
 FORMATS = ("json", "zip")

@@ -19,7 +19,7 @@ import re
 import uuid
 from typing import Any
 
-from .problems import bad_request, invalid
+from ..problems import bad_request, invalid
 
 _IMG_TAG = re.compile(r"""<img\s+src\s*=\s*(?P<q>["'])(?P<src>.*?)(?P=q)\s*/?>""", re.IGNORECASE | re.DOTALL)
 _TASK = re.compile(r"\s*(?P<task><[A-Z_]+>)")

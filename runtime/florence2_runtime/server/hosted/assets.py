@@ -18,7 +18,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .problems import RequestError, invalid
+from ..problems import RequestError, invalid
 
 ASSET_HEADERS = ("nvcf-input-asset-references", "nvcf-function-asset-ids")
 _REMEMBERED_EXPIRED = 4096  # expired ids kept (ids only) to tell "expired" from "unknown"

@@ -13,9 +13,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..images import probe_image
+from ..problems import RequestError, bad_request
 from .assets import AssetStore
-from .images import probe_image
-from .problems import RequestError, bad_request
 
 ASSETS_ROUTE = "/v2/nvcf/assets"
 ASSET_ROUTE = "/v2/nvcf/assets/{asset_id}"
