@@ -25,7 +25,7 @@ from test_server import IMAGES, NIM, b64, png_header_only
 
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
-from florence2_runtime.server.settings import ALLOWED_GENERATION_OPTIONS
+from florence2_runtime.server.jobs import ALLOWED_GENERATION_OPTIONS
 from florence2_runtime.tasks.prompts import TASKS
 
 LIMITS = ServerLimits(

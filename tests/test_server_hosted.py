@@ -28,7 +28,7 @@ pytest.importorskip(
     "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
 )
 
-from florence2_runtime.server import AssetLimits, ServerLimits, create_app, openapi
+from florence2_runtime.server import ServerLimits, create_app, openapi
 from florence2_runtime.server.background import BackgroundServer
 from florence2_runtime.server.hosted.assets import AssetStore
 from florence2_runtime.tasks.prompts import TASKS
@@ -70,8 +70,14 @@ def boxes_jpeg(onnx_model) -> bytes:
 def app(onnx_model):
     return create_app(
         onnx_model,
-        ServerLimits(api_key=KEY, max_body_bytes=2 * 1024 * 1024, max_pixels=1_000_000),
-        assets=AssetLimits(max_assets=32, max_asset_bytes=256 * 1024, ttl_s=60),
+        ServerLimits(
+            api_key=KEY,
+            max_body_bytes=2 * 1024 * 1024,
+            max_pixels=1_000_000,
+            max_assets=32,
+            max_asset_bytes=256 * 1024,
+            asset_ttl_s=60,
+        ),
     )
 
 
@@ -279,14 +285,17 @@ def test_asset_errors(client, boxes_jpeg):
 
 
 def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
-    limits = AssetLimits(
-        max_assets=2, max_asset_bytes=64 * 1024, max_total_bytes=len(boxes_jpeg) * 2 - 1, ttl_s=0.6
+    limits = ServerLimits(
+        max_assets=2,
+        max_asset_bytes=64 * 1024,
+        max_assets_total_bytes=len(boxes_jpeg) * 2 - 1,
+        asset_ttl_s=0.6,
     )
-    app = create_app(onnx_model, ServerLimits(), assets=limits)
+    app = create_app(onnx_model, limits)
     with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as c:
         first = upload(c, boxes_jpeg)
         created = c.post("/v2/nvcf/assets", json={"contentType": "image/png"}).json()
-        r = httpx.put(created["uploadUrl"], content=boxes_jpeg)  # total bytes would pass max_total_bytes
+        r = httpx.put(created["uploadUrl"], content=boxes_jpeg)  # total bytes would pass max_assets_total_bytes
         assert r.status_code == 507 and r.json()["error"]["kind"] == "asset_storage_full"
         r = c.post("/v2/nvcf/assets", json={"contentType": "image/png"})  # a third one
         assert (
@@ -305,7 +314,7 @@ def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
 
 def test_asset_store_unit():
     now = [0.0]
-    store = AssetStore(AssetLimits(max_assets=1, ttl_s=10), clock=lambda: now[0])
+    store = AssetStore(ServerLimits(max_assets=1, asset_ttl_s=10), clock=lambda: now[0])
     asset = store.create("image/png", None)
     with pytest.raises(Exception) as e:
         store.create("image/png", None)
@@ -317,8 +326,8 @@ def test_asset_store_unit():
     with pytest.raises(Exception) as e:
         store.resolve(asset.asset_id)
     assert e.value.status == 410
-    with pytest.raises(ValueError, match="ttl_s"):
-        AssetLimits(ttl_s=0)
+    with pytest.raises(ValueError, match="asset_ttl_s"):
+        ServerLimits(asset_ttl_s=0)
 
 
 # --- OpenAPI, /docs, the page ----------------------------------------------------------------------------
@@ -391,9 +400,9 @@ def test_ui_and_docs_can_be_switched_off(onnx_model, onnx_folder):
     from florence2_runtime.cli import build_parser
     from florence2_runtime.server.cli import app_options
 
-    args = build_parser().parse_args(["serve", str(onnx_folder), "--no-ui", "--no-docs", "--asset-ttl", "5"])
+    args = build_parser().parse_args(["serve", str(onnx_folder), "--no-ui", "--no-docs"])
     options = app_options(args)
-    assert options["ui"] is False and options["docs"] is False and options["assets"].ttl_s == 5
+    assert options["ui"] is False and options["docs"] is False
     args = build_parser().parse_args(["serve", str(onnx_folder)])
     assert app_options(args)["ui"] and app_options(args)["docs"]
 

@@ -12,15 +12,14 @@ generation, inputs, engine, tasks, model, the package's ``__version__``, cli's a
 
 from __future__ import annotations
 
-from .hosted.assets import AssetLimits
 from .settings import ServerLimits
 
 
 def create_app(model, limits: ServerLimits | None = None, model_name: str | None = None, **options):
-    """See :func:`florence2_runtime.server.app.create_app` (options: ``ui``, ``docs``, ``assets``)."""
+    """See :func:`florence2_runtime.server.app.create_app` (options: ``ui``, ``docs``)."""
     from .app import create_app as _create_app
 
     return _create_app(model, limits, model_name, **options)
 
 
-__all__ = ["AssetLimits", "ServerLimits", "create_app"]
+__all__ = ["ServerLimits", "create_app"]

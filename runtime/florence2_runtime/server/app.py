@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import brief, require
 from .batching import DynamicBatcher, Job, Outcome, QueueFull
 from .hosted import archive as hosted
-from .hosted.assets import AssetLimits, AssetStore, sweep_interval
+from .hosted.assets import AssetStore, sweep_interval
 from .hosted.protocol import asset_id, build_response, generation_of, parse_request
 from .hosted.routes import UPLOAD_ROUTE, asset_routes
 from .images import decode_base64, decode_for_model, decode_image
@@ -49,10 +49,9 @@ def create_app(
     *,
     ui: bool = True,
     docs: bool = True,
-    assets: AssetLimits | None = None,
 ):
     """A FastAPI app serving ``model`` (a loaded ``Florence2``) under ``limits``; ``ui``: the page at ``/``,
-    ``docs``: ``/openapi.json`` and ``/docs``; ``assets``: bounds of the NVCF asset store."""
+    ``docs``: ``/openapi.json`` and ``/docs``."""
     fastapi = _fastapi()
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect, Request
@@ -68,7 +67,7 @@ def create_app(
     )
     decodes = asyncio.Semaphore(limits.max_concurrent_decodes)  # full-resolution images alive at once
 
-    store = AssetStore(assets)
+    store = AssetStore(limits)
 
     async def sweep_assets():  # expired assets are deleted even when nobody asks for them
         while True:

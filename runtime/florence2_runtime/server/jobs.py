@@ -15,8 +15,19 @@ from ..generation import DecodingOptions
 from ..tasks.prompts import build_task_text, check_task_input, construct_prompt
 from ..tasks.requests import TaskInput, task_generation_kwargs, task_items
 from .problems import invalid
-from .settings import ALLOWED_GENERATION_OPTIONS, ServerLimits
+from .settings import ServerLimits
 
+# generation options a request may set (transformers' names); everything else is rejected with 422
+ALLOWED_GENERATION_OPTIONS = frozenset(
+    {
+        "max_new_tokens",
+        "min_new_tokens",
+        "num_beams",
+        "no_repeat_ngram_size",
+        "length_penalty",
+        "early_stopping",
+    }
+)
 INFER_FIELDS = frozenset({"image", "task", "text", "region", "region_format", "generation", "tasks"})
 
 

@@ -45,7 +45,7 @@ def asset_routes(
                 "uploadUrl": upload,
                 "contentType": asset.content_type,
                 "description": asset.description,
-                "expiresInSeconds": store.limits.ttl_s,
+                "expiresInSeconds": store.limits.asset_ttl_s,
             }
         )
 
