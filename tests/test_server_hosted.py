@@ -295,7 +295,9 @@ def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
     with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as c:
         first = upload(c, boxes_jpeg)
         created = c.post("/v2/nvcf/assets", json={"contentType": "image/png"}).json()
-        r = httpx.put(created["uploadUrl"], content=boxes_jpeg)  # total bytes would pass max_assets_total_bytes
+        r = httpx.put(
+            created["uploadUrl"], content=boxes_jpeg
+        )  # total bytes would pass max_assets_total_bytes
         assert r.status_code == 507 and r.json()["error"]["kind"] == "asset_storage_full"
         r = c.post("/v2/nvcf/assets", json={"contentType": "image/png"})  # a third one
         assert (
