@@ -97,14 +97,11 @@ def server(onnx_model):
 
 @pytest.fixture(scope="module")
 def od_image(onnx_model, tmp_path_factory):
-    """A picture on which the tiny random model finds a box of some size with the page's default settings
-    (searched: random weights mostly give no box, or boxes with x2 < x1)."""
-    options = onnx_model.decoding_options()
+    """A picture on which the tiny random model finds a box of some size with the page's default settings,
+    which are run()'s (searched: random weights mostly give no box, or boxes with x2 < x1)."""
     for seed in range(100):
         data = png(scene(seed))
-        boxes = onnx_model.run(
-            data, "<OD>", max_new_tokens=options.max_new_tokens, num_beams=options.num_beams
-        )["<OD>"]["bboxes"]
+        boxes = onnx_model.run(data, "<OD>")["<OD>"]["bboxes"]
         if any(x2 - x1 >= 4 and y2 - y1 >= 4 for x1, y1, x2, y2 in boxes):
             path = tmp_path_factory.mktemp("page") / "scene.png"
             path.write_bytes(data)
@@ -155,6 +152,8 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
     shown = shown_json(page)
     assert shown == api_answer(server, sent)
     gen = sent["generation"]
+    defaults = onnx_model.task_options()  # the page asks for what a bare API request and run() get
+    assert gen == {"max_new_tokens": defaults.max_new_tokens, "num_beams": defaults.num_beams}
     want = json.loads(json.dumps(onnx_model.run(od_image.read_bytes(), "<OD>", **gen)))
     assert shown == want and want["<OD>"]["bboxes"]
     assert page.locator("#overlay rect.box").count() == len(want["<OD>"]["bboxes"]) > 0
@@ -234,9 +233,9 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
 
 def test_docs_render_offline(browser, server):
     """/docs (Swagger UI) renders every operation of /openapi.json, with nothing fetched from elsewhere."""
-    from florence2_runtime.server import openapi
+    from florence2_runtime.server.page import SWAGGER_FILES
 
-    if openapi.swagger_assets() is None:
+    if SWAGGER_FILES is None:
         pytest.skip("fastapi-offline is not installed: /docs uses the CDN")
     doc = httpx.get(server + "/openapi.json").json()
     page = browser.new_page()

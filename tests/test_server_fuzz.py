@@ -25,7 +25,7 @@ from test_server import IMAGES, NIM, b64, png_header_only
 
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
-from florence2_runtime.server.jobs import ALLOWED_GENERATION_OPTIONS
+from florence2_runtime.server.jobs import Generation
 from florence2_runtime.tasks.prompts import TASKS
 
 LIMITS = ServerLimits(
@@ -107,7 +107,7 @@ regions = (
     | json_values
 )
 generations = (
-    st.dictionaries(st.sampled_from(sorted(ALLOWED_GENERATION_OPTIONS)), json_values | numbers, max_size=3)
+    st.dictionaries(st.sampled_from(sorted(Generation.model_fields)), json_values | numbers, max_size=3)
     | st.dictionaries(unicode_text, json_values, max_size=2)
     | json_values
 )

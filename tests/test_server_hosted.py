@@ -28,9 +28,14 @@ pytest.importorskip(
     "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
 )
 
-from florence2_runtime.server import ServerLimits, create_app, openapi
+from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
+from florence2_runtime.server.handlers import ErrorResponse
+from florence2_runtime.server.health import HealthResponse
 from florence2_runtime.server.hosted.assets import AssetStore
+from florence2_runtime.server.hosted.routes import AssetCreated, NimResponse
+from florence2_runtime.server.inference import InferRequest, InferResponse
+from florence2_runtime.server.page import STATIC, SWAGGER_FILES
 from florence2_runtime.tasks.prompts import TASKS
 from florence2_runtime.tasks.results import Florence2Result
 
@@ -96,7 +101,7 @@ def client(url):
 def upload(client, data: bytes, content_type: str = "image/jpeg") -> str:
     r = client.post("/v2/nvcf/assets", json={"contentType": content_type, "description": "test"})
     assert r.status_code == 200, r.text
-    created = openapi.AssetCreated.model_validate(r.json())
+    created = AssetCreated.model_validate(r.json())
     put = httpx.put(created.uploadUrl, content=data, headers={"content-type": content_type}, timeout=30)
     assert put.status_code == 200, put.text
     return created.assetId
@@ -120,7 +125,7 @@ def unzip(data: bytes) -> tuple[dict, Image.Image | None]:
 
 def check_answer(body: dict, task: str, answer, image_size) -> None:
     """A .response JSON says what run() says."""
-    openapi.NimResponse.model_validate(body)
+    NimResponse.model_validate(body)
     if isinstance(answer, str):
         assert body["content"] == task + answer and body["entities"] is None
     else:
@@ -308,7 +313,7 @@ def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
         content = f'<OD><img src="data:image/jpeg;asset_id,{first}" />'
         assert c.post(NIM, json=nim_body(content)).status_code == 200
         time.sleep(1.2)  # past the ttl and a sweep: deleted without anyone asking
-        assert app.state.assets._assets == {}
+        assert app.state.server.assets._assets == {}
         r = c.post(NIM, json=nim_body(content))
         assert r.status_code == 410 and r.json()["error"]["kind"] == "asset_expired" and first in r.text
         assert c.post("/v2/nvcf/assets", json={"contentType": "image/png"}).status_code == 200  # room again
@@ -333,13 +338,22 @@ def test_asset_store_unit():
 
 
 # --- OpenAPI, /docs, the page ----------------------------------------------------------------------------
+def _routes(routes) -> list:
+    """The app's routes, those of included routers too (FastAPI keeps those as one entry per router)."""
+    found = []
+    for r in routes:
+        inner = getattr(r, "original_router", None)
+        found += _routes(inner.routes) if inner is not None else [r]
+    return found
+
+
 def test_openapi_describes_every_route(app, url, client, onnx_model, boxes_jpeg):
     doc = httpx.get(url + "/openapi.json").json()  # no key needed
     validator = pytest.importorskip("openapi_spec_validator", reason="pip install openapi-spec-validator")
     validator.validate(doc)
     api = [
         (r.path, m.lower())
-        for r in app.routes
+        for r in _routes(app.routes)
         for m in (getattr(r, "methods", None) or ())
         if m != "HEAD" and not r.path.startswith(("/docs", "/ui", "/openapi")) and r.path != "/"
     ]
@@ -355,11 +369,11 @@ def test_openapi_describes_every_route(app, url, client, onnx_model, boxes_jpeg)
             assert ref is None or ref.split("/")[-1] in doc["components"]["schemas"], (path, ref)
     # the models are the answers: real responses validate against them
     r = client.post("/v1/infer", json={"image": base64.b64encode(boxes_jpeg).decode(), "task": "<OD>"})
-    openapi.InferResponse.model_validate(r.json())
+    InferResponse.model_validate(r.json())
     assert r.json()["result"] == plain(onnx_model.run(boxes_jpeg, "<OD>"))
-    openapi.HealthResponse.model_validate(httpx.get(url + "/health").json())
-    openapi.ErrorResponse.model_validate(client.post("/v1/infer", json={"task": "<OD>"}).json())
-    openapi.InferRequest.model_validate(
+    HealthResponse.model_validate(httpx.get(url + "/health").json())
+    ErrorResponse.model_validate(client.post("/v1/infer", json={"task": "<OD>"}).json())
+    InferRequest.model_validate(
         {"image": "x", "task": "<REGION_TO_CATEGORY>", "region": [1, 2, 3, 4], "generation": {"num_beams": 2}}
     )
 
@@ -367,7 +381,7 @@ def test_openapi_describes_every_route(app, url, client, onnx_model, boxes_jpeg)
 def test_docs_page_is_offline(url):
     page = httpx.get(url + "/docs")
     assert page.status_code == 200 and "SwaggerUIBundle" in page.text
-    if openapi.swagger_assets() is None:
+    if SWAGGER_FILES is None:
         pytest.skip("fastapi-offline is not installed: /docs uses the CDN")
     assert "cdn" not in page.text.lower()
     for src in re.findall(r'(?:src|href)="(docs/static/[^"]+)"', page.text):
@@ -414,6 +428,5 @@ def test_static_files_ship_in_the_wheel():
     tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["florence2_runtime.server"]
-    static = Path(openapi.__file__).parent / "static"
-    for f in static.iterdir():
+    for f in STATIC.iterdir():
         assert any(f.match(p.split("/")[-1]) and p.startswith("static/") for p in patterns), f.name

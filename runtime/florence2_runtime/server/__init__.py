@@ -5,8 +5,8 @@
 
 Importing this package needs no web framework; ``create_app`` imports FastAPI when called.
 
-The top layer: the app and its routes, request validation, batching over ``Florence2.encode_image`` and
-task-level generation, the ``serve`` sub-command's options. May import every layer below it (errors,
+The top layer: the app and its routers (``app.py`` tells which module does what), batching over
+``Florence2.encode_image`` and task-level generation, the settings and the ``serve`` sub-command's options. May import every layer below it (errors,
 generation, inputs, engine, tasks, model, the package's ``__version__``, cli's argparse types).
 """
 

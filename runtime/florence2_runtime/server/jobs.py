@@ -1,132 +1,97 @@
-"""Request checking shared by every route: generation settings, task input, prompt length.
+"""From a request's checked fields to its answer, for every inference route (``/v1/infer`` and NVIDIA's).
 
-Task, text and region rules are the library's (``prompts.check_task_input`` / ``build_task_text``), so a
-request is valid here exactly when ``Florence2.run`` would accept it; this module only adds the server's
-own limits and turns ``ValueError`` into 422 answers.
+- :class:`Generation`: the generation settings a request may set (types and lower bounds; pydantic);
+  :func:`resolve_generation` adds this server's upper bounds and the task-level defaults (up to 1024 new
+  tokens, capped by ``--max-new-tokens`` and the model's positions; the checkpoint's other settings).
+- :func:`prepare`: a text over ``max_text_bytes`` is refused before anything is tokenised; the task rules
+  are the library's (``tasks.requests.task_items``), so a request is valid exactly when ``Florence2.run``
+  would take it; the image is decoded and resized to the model's size in a worker thread; the prompts are
+  built and measured by the model itself (``Florence2.prepare_texts``: the one prompt-length check) in a
+  worker thread too.
+- :func:`run_job`: the job waits in the batcher's queue (503 when full, 504 past the deadline); a client
+  that hangs up takes its job out of the queue.
+
+Every ``ValueError`` of the library becomes a 422 naming the field.
 """
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
 
 from ..errors import brief
 from ..generation import DecodingOptions
-from ..tasks.prompts import build_task_text, check_task_input, construct_prompt
-from ..tasks.requests import TaskInput, task_generation_kwargs, task_items
-from .problems import invalid
+from ..tasks.requests import TaskInput, task_items
+from .batching import Job, Outcome, QueueFull
+from .images import decode_for_model
+from .problems import RequestError, invalid
 from .settings import ServerLimits
 
-# generation options a request may set (transformers' names); everything else is rejected with 422
-ALLOWED_GENERATION_OPTIONS = frozenset(
-    {
-        "max_new_tokens",
-        "min_new_tokens",
-        "num_beams",
-        "no_repeat_ngram_size",
-        "length_penalty",
-        "early_stopping",
-    }
-)
-INFER_FIELDS = frozenset({"image", "task", "text", "region", "region_format", "generation", "tasks"})
+if TYPE_CHECKING:
+    from .deps import Server
 
 
-def check_generation(generation: Any, limits: ServerLimits, model) -> tuple[dict, DecodingOptions]:
-    """The ``generation`` object of a request -> (generate() kwargs, resolved DecodingOptions)."""
-    if generation is None:
-        generation = {}
-    if not isinstance(generation, dict):
-        raise invalid("invalid_generation", f"generation must be an object, got {type(generation).__name__}")
-    unknown = sorted(set(generation) - ALLOWED_GENERATION_OPTIONS)
-    if unknown:
-        raise invalid(
-            "invalid_generation",
-            f"unsupported generation option(s) {brief_names(unknown)}; "
-            f"allowed: {', '.join(sorted(ALLOWED_GENERATION_OPTIONS))}",
-        )
-    max_tokens = min(limits.max_new_tokens, model.config.max_position_embeddings - 1)
-    ranges = {"max_new_tokens": (1, max_tokens), "num_beams": (1, limits.max_num_beams)}
-    for name, (low, high) in ranges.items():
-        value = generation.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise invalid("invalid_generation", f"generation.{name} must be an integer, got {brief(value)}")
-        if not low <= int(value) <= high:
+class ClientGone(Exception):
+    """The client closed the connection while its request waited: the job is dropped, nothing is sent."""
+
+
+class Generation(BaseModel):
+    """Generation settings (transformers' names); unset ones take the model's generation_config.json, except
+    max_new_tokens: up to 1024 unless set."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_new_tokens: int | None = Field(
+        default=None, ge=1, description="default 1024; at most --max-new-tokens and the model's positions - 1"
+    )
+    min_new_tokens: int | None = Field(default=None, ge=0)
+    num_beams: int | None = Field(default=None, ge=1, description="at most --max-num-beams")
+    no_repeat_ngram_size: int | None = Field(default=None, ge=0)
+    length_penalty: float | None = None
+    early_stopping: bool | Literal["never"] | None = None
+
+
+def max_new_tokens_cap(limits: ServerLimits, model) -> int:
+    """The most new tokens a request may ask for: ``--max-new-tokens``, and the decoder's positions - 1."""
+    return min(limits.max_new_tokens, model.config.max_position_embeddings - 1)
+
+
+def default_max_new_tokens(limits: ServerLimits, model) -> int:
+    """The new tokens of a request that sets none: the task-level default (1024), capped."""
+    return min(model.task_options().max_new_tokens, max_new_tokens_cap(limits, model))
+
+
+def resolve_generation(
+    generation: Generation | None, limits: ServerLimits, model
+) -> tuple[dict[str, Any], DecodingOptions]:
+    """A request's generation settings -> (what it set, the resolved options); 422 beyond this server's
+    limits or where the model refuses them."""
+    given = generation.model_dump(exclude_none=True) if generation is not None else {}
+    ranges = {"max_new_tokens": max_new_tokens_cap(limits, model), "num_beams": limits.max_num_beams}
+    for name, high in ranges.items():
+        value = given.get(name)
+        if value is not None and not 1 <= value <= high:
             raise invalid(
-                "invalid_generation", f"generation.{name} must be in [{low}, {high}], got {brief(value)}"
+                "invalid_generation", f"generation.{name} must be in [1, {high}], got {brief(value)}"
             )
-    try:  # task-level default: up to 1024 new tokens, capped by the decoder's positions and this server's limit
-        defaults = task_generation_kwargs(generation, max_tokens + 1)
-        options = model.decoding_options(**defaults)
-    except (ValueError, TypeError) as e:
-        named = any(
-            str(e).startswith(n) for n in generation
-        )  # "length_penalty must be ..." -> generation.length_...
+    kwargs = {"max_new_tokens": default_max_new_tokens(limits, model), **given}
+    try:
+        options = model.decoding_options(**kwargs)
+    except (ValueError, TypeError) as e:  # "length_penalty must be ..." -> generation.length_penalty ...
+        named = any(str(e).startswith(name) for name in given)
         raise invalid("invalid_generation", f"generation{'.' if named else ': '}{e}") from None
-    for name, (low, high) in ranges.items():  # the checkpoint's defaults must respect the limits too
-        if not low <= getattr(options, name) <= high:
+    for name, high in ranges.items():  # the checkpoint's defaults must respect the limits too
+        if not 1 <= getattr(options, name) <= high:
             raise invalid(
                 "invalid_generation",
                 f"generation.{name}={getattr(options, name)} (from the model's defaults) is "
-                f"outside this server's range [{low}, {high}]; set it explicitly",
+                f"outside this server's range [1, {high}]; set it explicitly",
             )
-    return dict(generation), options
-
-
-def brief_names(names: list[str], most: int = 8) -> str:
-    """Field names for a message: each cut short, at most ``most`` of them."""
-    shown = ", ".join(brief(n, 40) for n in names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def check_task(
-    task: Any, text: Any, region: Any, region_format: Any = "pixels", max_text_bytes: int | None = None
-) -> None:
-    """Everything about task / text / region that needs no image (422 otherwise).
-
-    ``text`` is bounded by ``max_text_bytes`` (UTF-8) first: nothing longer is ever tokenised."""
-    if task is None:
-        raise invalid("missing_field", "'task' is required, e.g. \"<OD>\"")
-    if max_text_bytes is not None and isinstance(text, str):
-        check_text_size(text, max_text_bytes)
-    try:
-        check_task_input(task, text, region, region_format=region_format)
-    except (ValueError, TypeError) as e:
-        raise invalid("invalid_task_input", str(e)) from None
-
-
-def check_tasks(
-    tasks: Any, text: Any, region: Any, region_format: Any = "pixels", max_text_bytes: int | None = None
-) -> list[TaskInput]:
-    """A ``tasks`` list (``"<OD>"`` or ``{"task", "text"?, "region"?}`` entries) -> checked TaskInputs (422 otherwise).
-
-    ``tasks`` replaces ``task`` / ``text`` / ``region``: each entry carries its own input."""
-    if text is not None or region is not None:
-        raise invalid(
-            "invalid_task_input",
-            "with 'tasks', give each task's text or region in its own entry "
-            '({"task": ..., "text": ...}), not at the top level',
-        )
-    if not isinstance(tasks, list):
-        raise invalid(
-            "invalid_task_input",
-            f"'tasks' must be a list of task tokens or {{task, text, region}} "
-            f"objects, got {type(tasks).__name__}",
-        )
-    if any(not isinstance(t, (str, dict)) for t in tasks):
-        raise invalid(
-            "invalid_task_input",
-            "every entry of 'tasks' must be a task token or a {task, text, region} object",
-        )
-    if max_text_bytes is not None:  # every entry's text is bounded before anything is tokenised
-        for entry in tasks:
-            if isinstance(entry, dict) and isinstance(entry.get("text"), str):
-                check_text_size(entry["text"], max_text_bytes)
-    try:
-        return task_items(tasks, region_format)
-    except (ValueError, TypeError) as e:
-        raise invalid("invalid_task_input", str(e)) from None
+    return given, options
 
 
 def check_text_size(text: str, max_text_bytes: int) -> None:
@@ -141,23 +106,97 @@ def check_text_size(text: str, max_text_bytes: int) -> None:
         )
 
 
-def build_prompt(
-    task: str, text: str | None, region: Any, region_format: str, image_size: tuple[int, int], model
-) -> str:
-    """The processor text for an image of ``image_size``; also refuses prompts longer than the encoder takes."""
+async def prepare(
+    server: Server,
+    tasks: list[TaskInput],
+    region_format: str,
+    generation: Generation | None,
+    image_bytes: bytes,
+) -> tuple[Job, float]:
+    """Checked fields + image bytes -> a Job (the image kept at the model's size) and the decode time (ms)."""
+    limits, model = server.limits, server.model
+    for entry in tasks:
+        if isinstance(entry.text, str):
+            check_text_size(entry.text, limits.max_text_bytes)
     try:
-        prompt = build_task_text(
-            task, text=text, region=region, image_size=image_size, region_format=region_format
-        )
+        tasks = task_items(tasks, region_format)
     except (ValueError, TypeError) as e:
         raise invalid("invalid_task_input", str(e)) from None
-    cfg = model.config
-    built = construct_prompt(prompt, cfg.task_prompts_without_inputs, cfg.task_prompts_with_input)
-    ids, _ = model.tokenizer.encode_prompts([built])
-    room = cfg.max_position_embeddings - cfg.num_image_tokens
-    if ids.shape[1] > room:
-        raise invalid(
-            "text_too_long",
-            f"text: the prompt is {ids.shape[1]} tokens; this model takes at most {room} next to the image",
+    given, options = resolve_generation(generation, limits, model)
+    t0 = time.perf_counter()
+    async with server.decodes:  # full-resolution images alive at once
+        image, size = await asyncio.to_thread(
+            decode_for_model,
+            image_bytes,
+            limits.max_pixels,
+            model.config.image_size,
+            model.config.resample,
+            limits.jpeg_draft,
         )
-    return prompt
+    decode_ms = (time.perf_counter() - t0) * 1000.0
+    (task, prompt), *more = await asyncio.to_thread(_prompts, model, tasks, size, region_format)
+    return Job(image, prompt, task, given, options, size, more_tasks=tuple(more)), decode_ms
+
+
+def _prompts(
+    model, tasks: list[TaskInput], size: tuple[int, int], region_format: str
+) -> list[tuple[str, str]]:
+    """(task, processor text) for each task on an image of ``size``, measured by the model's tokenizer."""
+    try:
+        texts = [entry.prompt(size, region_format) for entry in tasks]
+    except (ValueError, TypeError) as e:  # a region outside the image
+        raise invalid("invalid_task_input", str(e)) from None
+    try:
+        model.prepare_texts(texts)  # the model's own check: the prompt must fit next to the image
+    except ValueError as e:
+        raise invalid("text_too_long", f"text: {e}") from None
+    return [(entry.task, text) for entry, text in zip(tasks, texts)]
+
+
+async def run_job(server: Server, job: Job, request: Request) -> Outcome:
+    """Queue ``job``; a timeout or the client hanging up takes it out of the queue (it never runs)."""
+    limits = server.limits
+    submit = asyncio.ensure_future(server.batcher.submit(job))
+    gone = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        done, _ = await asyncio.wait(
+            {submit, gone}, timeout=limits.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        gone.cancel()
+        if not submit.done():
+            submit.cancel()  # cancels the job's future: the batcher drops it unstarted
+    if submit in done:
+        try:
+            return submit.result()
+        except QueueFull:
+            raise RequestError(
+                503,
+                "queue_full",
+                f"the server is busy ({limits.max_queue} requests waiting); retry later",
+                headers={"Retry-After": str(limits.retry_after_s)},
+            ) from None
+    if gone in done:
+        raise ClientGone()
+    raise RequestError(504, "timeout", f"the request took longer than {limits.request_timeout_s} s")
+
+
+async def answer(
+    server: Server,
+    request: Request,
+    tasks: list[TaskInput],
+    region_format: str,
+    generation: Generation | None,
+    image_bytes: bytes,
+) -> tuple[Outcome, float]:
+    """:func:`prepare`, then :func:`run_job`: the outcome and the decode time (ms)."""
+    job, decode_ms = await prepare(server, tasks, region_format, generation, image_bytes)
+    return await run_job(server, job, request), decode_ms
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    """Returns when the client hangs up. Called once the body is read, when ``receive`` only reports that."""
+    for _ in range(1000):  # a server that answers receive() at once with empty bodies must not spin forever
+        if (await request.receive())["type"] == "http.disconnect":
+            return
+    await asyncio.Event().wait()

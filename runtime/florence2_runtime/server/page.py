@@ -1,121 +1,132 @@
-"""What a browser gets: the try-it page at ``/`` (files in ``server/static/``), ``/openapi.json`` and ``/docs``.
+"""What a browser gets: the try-it page at ``/`` (files in ``server/static/``) and the API docs at ``/docs``.
 
-These routes need no API key (they hold no data; the page sends the key the user types with its API
-calls). Files are read from the installed package once, at start-up, and served from memory: only names
-in that table exist, so no path from a request ever reaches the file system.
+No API key (they hold no data; the page sends the key the user types with its API calls). Files are read
+from the installed package once, at import, and served from memory: only names in those tables exist, so
+no path from a request reaches the file system. ``/docs`` is Swagger UI from the ``fastapi-offline``
+package's files when it is installed (no CDN), else from FastAPI's default CDN; ``/openapi.json`` is
+FastAPI's own document of the API routes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from importlib.resources import files
 from typing import Any
 
-from .. import __version__
+from fastapi import APIRouter
+from fastapi.openapi.docs import get_swagger_ui_html
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
 from ..tasks.prompts import TASKS
-from . import openapi
+from .deps import ServerDep
+from .jobs import default_max_new_tokens, max_new_tokens_cap
 
 log = logging.getLogger("florence2.server")
+TITLE = "Florence-2 (ONNX Runtime)"
 STATIC = files(__package__) / "static"
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".png": "image/png",
-    ".json": "application/json",
 }
-
-
-def _media_type(name: str) -> str:
-    return next((t for ext, t in _TYPES.items() if name.endswith(ext)), "application/octet-stream")
+NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 def _file_table(entries: dict[str, Any]) -> dict[str, tuple[bytes, str]]:
-    return {name: (path.read_bytes(), _media_type(name)) for name, path in entries.items()}
-
-
-def page_config(model, limits, title: str, docs: bool = True) -> dict:
-    """What the page needs to know: tasks (and which input each takes), limits, defaults, key or not."""
-    options = model.decoding_options()
-    max_tokens = min(limits.max_new_tokens, model.config.max_position_embeddings - 1)
     return {
-        "title": title,
+        name: (path.read_bytes(), next((t for ext, t in _TYPES.items() if name.endswith(ext)), "text/plain"))
+        for name, path in entries.items()
+    }
+
+
+def _swagger_files() -> dict[str, tuple[bytes, str]] | None:
+    """Swagger UI's files from ``fastapi-offline``, or None when it is not installed."""
+    try:
+        static = files("fastapi_offline") / "static"
+    except (ImportError, ModuleNotFoundError):
+        return None
+    found = {n: static / n for n in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")}
+    return _file_table(found) if all(p.is_file() for p in found.values()) else None
+
+
+PAGE_FILES = _file_table({p.name: p for p in STATIC.iterdir() if p.is_file() and p.name != "index.html"})
+INDEX = (STATIC / "index.html").read_text("utf-8")
+SWAGGER_FILES = _swagger_files()
+
+
+def _served(table: dict[str, tuple[bytes, str]], name: str) -> Response:
+    entry = table.get(name)
+    if entry is None:
+        raise HTTPException(404, f"no such file: {name!r}")
+    return Response(entry[0], media_type=entry[1], headers=NO_CACHE)
+
+
+def page_config(server) -> dict:
+    """What the page needs to know: the tasks (and which input each takes), the API's generation defaults
+    and limits (so the page asks for what a bare API request gets), whether a key is needed."""
+    limits, model = server.limits, server.model
+    return {
+        "title": f"{TITLE}: {server.name}",
         "tasks": [
             {"task": t, "text": s.takes_input and not s.region_input, "region": s.region_input}
             for t, s in TASKS.items()
         ],
-        "max_new_tokens": {"default": min(options.max_new_tokens, max_tokens), "max": max_tokens},
-        "num_beams": {"default": min(options.num_beams, limits.max_num_beams), "max": limits.max_num_beams},
+        "max_new_tokens": {
+            "default": default_max_new_tokens(limits, model),
+            "max": max_new_tokens_cap(limits, model),
+        },
+        "num_beams": {
+            "default": min(model.decoding_options().num_beams, limits.max_num_beams),
+            "max": limits.max_num_beams,
+        },
         "api_key_required": limits.api_key is not None,
-        "docs": docs,
+        "docs": server.docs,
     }
 
 
-def install(app, model, limits, name: str, *, ui: bool = True, docs: bool = True) -> None:
-    """Add the page (``ui``) and the API docs (``docs``) to ``app``, whose API routes are already added."""
-    from starlette.exceptions import HTTPException
-    from starlette.responses import HTMLResponse, JSONResponse, Response
+page = APIRouter(include_in_schema=False)
 
-    def static_route(table: dict[str, tuple[bytes, str]]):
-        async def serve(request):
-            entry = table.get(request.path_params["name"])
-            if entry is None:
-                raise HTTPException(404, f"no such file: {request.path_params['name']!r}")
-            return Response(entry[0], media_type=entry[1], headers={"Cache-Control": "no-cache"})
 
-        return serve
+@page.get("/")
+async def index() -> HTMLResponse:
+    return HTMLResponse(INDEX, headers=NO_CACHE)
 
-    if docs:
-        api_paths = {getattr(r, "path", None) for r in app.routes}
-        document = openapi.schema(
-            app.title,
-            __version__,
-            {p for p in openapi.ROUTES if p in api_paths},
-            secured=limits.api_key is not None,
+
+@page.get("/ui/config.json")
+async def config(server: ServerDep) -> JSONResponse:
+    return JSONResponse(page_config(server), headers=NO_CACHE)
+
+
+@page.get("/ui/{name}")
+async def page_file(name: str) -> Response:
+    return _served(PAGE_FILES, name)
+
+
+docs = APIRouter(include_in_schema=False)
+
+
+@docs.get("/docs")
+async def docs_page() -> HTMLResponse:
+    urls: dict[str, Any] = {}
+    if SWAGGER_FILES is not None:  # relative URLs: the page works behind a path prefix too
+        urls = {
+            "swagger_js_url": "docs/static/swagger-ui-bundle.js",
+            "swagger_css_url": "docs/static/swagger-ui.css",
+            "swagger_favicon_url": "docs/static/favicon.png",
+        }
+    return get_swagger_ui_html(openapi_url="openapi.json", title=f"{TITLE} - API docs", **urls)
+
+
+@docs.get("/docs/static/{name}")
+async def docs_file(name: str) -> Response:
+    return _served(SWAGGER_FILES or {}, name)
+
+
+def warn_without_offline_docs() -> None:
+    if SWAGGER_FILES is None:
+        log.warning(
+            "fastapi-offline is not installed: /docs loads Swagger UI from a CDN "
+            "(pip install 'florence2-onnx[serve]' for offline docs)"
         )
-        assets = openapi.swagger_assets()
-        if assets is None:
-            log.warning(
-                "fastapi-offline is not installed: /docs loads Swagger UI from a CDN "
-                "(pip install 'florence2-onnx[serve]' for offline docs)"
-            )
-            urls: dict[str, Any] = {}
-        else:
-            app.add_route(
-                "/docs/static/{name}",
-                static_route(_file_table(assets)),
-                methods=["GET"],
-                include_in_schema=False,
-            )
-            urls = {
-                "swagger_js_url": "docs/static/swagger-ui-bundle.js",
-                "swagger_css_url": "docs/static/swagger-ui.css",
-                "swagger_favicon_url": "docs/static/favicon.png",
-            }
-
-        from fastapi.openapi.docs import get_swagger_ui_html
-
-        async def openapi_json(_request):
-            return JSONResponse(document)
-
-        async def docs_page(_request):
-            return get_swagger_ui_html(openapi_url="openapi.json", title=f"{app.title} - API docs", **urls)
-
-        app.openapi = lambda: document  # FastAPI's own callers see the same document
-        app.add_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
-        app.add_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
-
-    if ui:
-        table = _file_table({p.name: p for p in STATIC.iterdir() if p.is_file() and p.name != "index.html"})
-        table["config.json"] = (
-            json.dumps(page_config(model, limits, f"{app.title}: {name}", docs)).encode(),
-            _TYPES[".json"],
-        )
-        index = (STATIC / "index.html").read_text("utf-8")
-
-        async def page(_request):
-            return HTMLResponse(index, headers={"Cache-Control": "no-cache"})
-
-        app.add_route("/", page, methods=["GET"], include_in_schema=False)
-        app.add_route("/ui/{name}", static_route(table), methods=["GET"], include_in_schema=False)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from ..problems import RequestError, invalid
 from ..settings import ServerLimits
 
-ASSET_HEADERS = ("nvcf-input-asset-references", "nvcf-function-asset-ids")
 _REMEMBERED_EXPIRED = 4096  # expired ids kept (ids only) to tell "expired" from "unknown"
 
 
