@@ -419,6 +419,39 @@ def test_no_cpu_work_on_the_event_loop_for_big_bodies(onnx_model):
         assert_error(big.result(), 400)
 
 
+def test_bodies_whose_refusal_would_be_long_work(onnx_model):
+    """A body whose every key is an error, or with 300 000 messages, is refused at once (a JSON object
+    has at most 256 keys; a list in a model is bounded), and /health answers meanwhile."""
+    limits = ServerLimits(max_body_bytes=32 * 2**20)
+    bodies = [
+        (
+            "/v1/infer",
+            {"image": IMAGE, "task": "<OD>", **{f"k{i}": 1 for i in range(300_000)}},
+            400,
+            "300002 keys",
+        ),
+        (
+            "/v1/infer",
+            {"image": IMAGE, "task": "<OD>", "generation": {f"k{i}": 1 for i in range(257)}},
+            400,
+            "257",
+        ),
+        (NIM, {"messages": [{"role": "user", "content": ""}] * 300_000}, 422, "messages"),
+    ]
+    with (
+        BackgroundServer(create_app(onnx_model, limits)) as base,
+        httpx.Client(base_url=base, timeout=60) as c,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        for route, body, status, names in bodies:
+            big = pool.submit(raw_post, c, route, json.dumps(body))
+            while not big.done():
+                t0 = time.perf_counter()
+                assert c.get("/health").status_code == 200
+                assert time.perf_counter() - t0 < 1.0, route
+            assert_error(big.result(), status, names=names)
+
+
 def test_api_key_file_and_warning(tmp_path, capsys):
     from florence2_runtime.cli import build_parser
     from florence2_runtime.server.cli import limits_from_args

@@ -33,7 +33,7 @@ from florence2_runtime.server.background import BackgroundServer
 from florence2_runtime.server.handlers import ErrorResponse
 from florence2_runtime.server.health import HealthResponse
 from florence2_runtime.server.hosted.assets import AssetStore
-from florence2_runtime.server.hosted.routes import AssetCreated, NimResponse
+from florence2_runtime.server.hosted.routes import AssetCreated, HostedResponse
 from florence2_runtime.server.inference import InferRequest, InferResponse
 from florence2_runtime.server.page import STATIC, SWAGGER_FILES
 from florence2_runtime.tasks.prompts import TASKS
@@ -125,7 +125,7 @@ def unzip(data: bytes) -> tuple[dict, Image.Image | None]:
 
 def check_answer(body: dict, task: str, answer, image_size) -> None:
     """A .response JSON says what run() says."""
-    NimResponse.model_validate(body)
+    HostedResponse.model_validate(body)
     if isinstance(answer, str):
         assert body["content"] == task + answer and body["entities"] is None
     else:

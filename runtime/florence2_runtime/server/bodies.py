@@ -7,12 +7,14 @@ pydantic model as its body, it runs before FastAPI's own handler and
   the key is never read;
 - reads the body within ``body_timeout_s`` (else 408) and ``max_body_bytes`` (413 as soon as the
   Content-Length or the bytes so far pass it: an oversize body is not read to its end);
-- parses a JSON body in a worker thread (20 MB of JSON is ~100 ms of CPU), refusing what is not a JSON
+- parses a JSON body in a worker thread (20 MB of JSON: ~75 ms of CPU on this project's 2-core test machine), refusing what is not a JSON
   object (400); a multipart form becomes the same fields (:meth:`BodyRoute.form_fields`, routes that
   take one); other content types get 415;
 - hands FastAPI a :class:`ParsedRequest`: its ``body()`` and ``json()`` (what FastAPI's handler awaits)
   return what was read, so the route's model validates the fields as it would any JSON body, and its
-  errors become the server's 422 (``handlers.py``).
+  errors become the server's 422 (``handlers.py``). That validation runs on the event loop and is
+  quick for any body: no JSON object may have more than :data:`MAX_KEYS` keys (a million unexpected
+  keys would be a million pydantic errors) and the models bound every list they take.
 
 FastAPI 0.165's ``get_request_handler`` reads the body with ``await request.body()`` and, for a JSON
 content type, ``await request.json()``; that is all this relies on.
@@ -37,6 +39,7 @@ from .problems import RequestError, bad_request
 from .settings import ServerLimits
 
 FORM_LIMITS = {"max_files": 1, "max_fields": 16}  # a form holds one file (the image) and a few fields
+MAX_KEYS = 256  # keys of one JSON object in a body (the models have a handful; more is junk)
 
 
 class ParsedRequest(Request):
@@ -134,12 +137,31 @@ def too_large(max_bytes: int) -> RequestError:
     return RequestError(413, "body_too_large", f"request body exceeds {max_bytes} bytes")
 
 
+class TooManyKeys(ValueError):
+    """A JSON object with more than MAX_KEYS keys (the message is the count)."""
+
+
+def _bounded_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(pairs) > MAX_KEYS:
+        raise TooManyKeys(len(pairs))
+    return dict(pairs)
+
+
+def load_json(text: str | bytes) -> Any:
+    """``json.loads``, refusing (:class:`TooManyKeys`) an object with more than :data:`MAX_KEYS` keys."""
+    return json.loads(text, object_pairs_hook=_bounded_object)
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """A JSON body -> its object (400 ``invalid_json`` for anything else)."""
     if not body:
         raise bad_request("invalid_json", "request body is empty; send a JSON object")
     try:
-        value = json.loads(body)
+        value = load_json(body)
+    except TooManyKeys as e:
+        raise bad_request(
+            "invalid_json", f"a JSON object in the body has {e} keys; at most {MAX_KEYS}"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise bad_request("invalid_json", f"request body is not valid JSON ({e})") from None
     except RecursionError:

@@ -9,7 +9,6 @@ come from the runtime's task table (``tasks.prompts.TASKS``); what each task tak
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -22,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from ..errors import brief
 from ..tasks.prompts import TASKS, RegionFormat
 from ..tasks.requests import TaskInput
-from .bodies import BodyRoute
+from .bodies import BodyRoute, load_json
 from .deps import API_KEY, ServerDep
 from .handlers import FIELD_KINDS, error_responses
 from .images import decode_base64
@@ -179,7 +178,7 @@ def _form_json(key: str, value: str) -> Any:
     if key == "region" and text and not text.startswith("["):
         text = f"[{text}]"
     try:
-        return json.loads(text)
+        return load_json(text)
     except (ValueError, RecursionError):  # JSONDecodeError, or an int past Python's digit limit
         what = {"region": "[x1, y1, x2, y2] or x1,y1,x2,y2", "tasks": "a JSON list"}.get(key, "a JSON object")
         raise invalid(

@@ -1,7 +1,7 @@
 """The routes of NVIDIA's hosted Florence-2 API on this server:
 
-- ``POST /v1/vlm/microsoft/florence-2`` (API key): :class:`NimRequest` -> a zip with ``<id>.response``
-  (:class:`NimResponse`) and the overlay, or that JSON alone (``archive.wants_json``);
+- ``POST /v1/vlm/microsoft/florence-2`` (API key): :class:`HostedRequest` -> a zip with ``<id>.response``
+  (:class:`HostedResponse`) and the overlay, or that JSON alone (``archive.wants_json``);
 - ``POST /v2/nvcf/assets`` (API key) ``{"contentType": "image/jpeg", "description": "..."}`` ->
   :class:`AssetCreated`: an asset id and its upload URL;
 - ``PUT <uploadUrl>`` (the token in the URL is the credential, as with NVCF's pre-signed URLs) with the
@@ -28,12 +28,13 @@ from ..problems import RequestError, bad_request
 from . import archive
 from .protocol import asset_id, build_response, parse_content
 
-NIM_ROUTE = "/v1/vlm/microsoft/florence-2"
+HOSTED_ROUTE = "/v1/vlm/microsoft/florence-2"
 UPLOAD_ROUTE = "/v2/nvcf/assets/{asset_id}/upload"  # authorised by its token, not by the API key
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
+MAX_MESSAGES = 64  # a bound on the work of validating a body (Florence-2 reads one message)
 
 
-class NimMessage(BaseModel):
+class HostedMessage(BaseModel):
     model_config = ConfigDict(strict=True)
 
     role: str = "user"
@@ -43,13 +44,15 @@ class NimMessage(BaseModel):
     )
 
 
-class NimRequest(BaseModel):
+class HostedRequest(BaseModel):
     """The request body of NVIDIA's hosted Florence-2 (``build.nvidia.com/microsoft/microsoft-florence-2``);
     other fields are ignored, as the hosted service does."""
 
     model_config = ConfigDict(strict=True)
 
-    messages: list[NimMessage] = Field(min_length=1)
+    messages: list[HostedMessage] = Field(
+        min_length=1, max_length=MAX_MESSAGES, description="the last one with role 'user' is read"
+    )
     max_tokens: int | None = Field(
         default=None,
         ge=1,
@@ -74,25 +77,25 @@ class Entities(BaseModel):
     polygons: list[list[list[float]]] | None = None
 
 
-class NimAnswer(BaseModel):
+class HostedAnswer(BaseModel):
     role: Literal["assistant"]
     content: str
     entities: Entities | None
 
 
-class NimChoice(BaseModel):
+class HostedChoice(BaseModel):
     index: int
     finish_reason: str
-    message: NimAnswer
+    message: HostedAnswer
 
 
-class NimResponse(BaseModel):
+class HostedResponse(BaseModel):
     """The hosted service's ``<id>.response`` JSON (also the body with ``?format=json``)."""
 
     id: str
     object: str
     model: str
-    choices: list[NimChoice]
+    choices: list[HostedChoice]
     content: str = Field(description="'<CAPTION>a dog' for text tasks, the task token otherwise")
     entities: Entities | None = Field(description="null for text tasks")
 
@@ -121,21 +124,21 @@ router = APIRouter(route_class=BodyRoute, tags=["NVIDIA's hosted API"])
 
 
 @router.post(
-    NIM_ROUTE,
+    HOSTED_ROUTE,
     summary="NVIDIA's hosted Florence-2 API",
     description="Request and answer as NVIDIA's hosted service; images inline (base64) or as asset ids "
     "uploaded through /v2/nvcf/assets. The answer is a zip with <id>.response (the JSON) and, for boxes "
     "and polygons, <id>.jpg (the overlay); the JSON itself with ?format=json, or Accept: application/json "
     "without NVCF asset headers.",
     dependencies=[API_KEY],
-    response_model=NimResponse,
+    response_model=HostedResponse,
     responses={
         200: {"content": {archive.ZIP_MEDIA_TYPE: _BINARY}},
         **error_responses(400, 401, 404, 408, 409, 410, 413, 415, 422, 503, 504),
     },
 )
-async def nim(
-    body: NimRequest,
+async def hosted_infer(
+    body: HostedRequest,
     request: Request,
     server: ServerDep,
     answer_format: Annotated[archive.AnswerFormat | None, Query(alias="format")] = None,
