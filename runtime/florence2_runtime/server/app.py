@@ -66,7 +66,7 @@ def create_app(
         page.warn_without_offline_docs()
         routers.append(page.docs)
     if ui:
-        routers.append(page.page)
+        routers.append(page.ui)
     for router in routers:
         app.include_router(router)
     return app

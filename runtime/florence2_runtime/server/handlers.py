@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from ..errors import brief
+from .deps import get_server
 from .jobs import ClientGone
 from .problems import RequestError
 
@@ -148,9 +149,7 @@ def _describe(error: dict, body: Any) -> tuple[str, str, str]:
 
 
 def _count(request: Request, kind: str) -> None:
-    server = getattr(request.app.state, "server", None)
-    if server is not None:
-        server.metrics.record_error(kind)
+    get_server(request).metrics.record_error(kind)
 
 
 def _answer(request: Request, e: RequestError) -> JSONResponse:

@@ -86,20 +86,20 @@ def page_config(server) -> dict:
     }
 
 
-page = APIRouter(include_in_schema=False)
+ui = APIRouter(include_in_schema=False)
 
 
-@page.get("/")
+@ui.get("/")
 async def index() -> HTMLResponse:
     return HTMLResponse(INDEX, headers=NO_CACHE)
 
 
-@page.get("/ui/config.json")
+@ui.get("/ui/config.json")
 async def config(server: ServerDep) -> JSONResponse:
     return JSONResponse(page_config(server), headers=NO_CACHE)
 
 
-@page.get("/ui/{name}")
+@ui.get("/ui/{name}")
 async def page_file(name: str) -> Response:
     return _served(PAGE_FILES, name)
 
