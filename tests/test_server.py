@@ -94,19 +94,7 @@ def expected(onnx_model, data: bytes, task, text=None, region=None, **gen) -> di
     return json.loads(json.dumps(onnx_model.run(data, task, text=text, region=region, **server_gen(gen))))
 
 
-# --- servers ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def url(onnx_model):
-    with BackgroundServer(create_app(onnx_model, LIMITS)) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(url):
-    with httpx.Client(base_url=url, timeout=60) as c:
-        yield c
-
-
+# --- servers (server_app, server_url and client: tests/conftest.py, with LIMITS) ---------------------------
 class SlowModel:
     """The model with ``delay`` seconds added to every batch it generates (for queue and timeout tests)."""
 

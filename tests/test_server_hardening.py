@@ -21,20 +21,10 @@ pytest.importorskip(
     "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
 )
 
-from test_server import LIMITS, NIM, PNG, SlowModel, b64, encode, expected, noise_image
+from test_server import NIM, PNG, SlowModel, b64, encode, expected, noise_image
 
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
-
-
-@pytest.fixture(scope="module")
-def client(onnx_model):
-    with (
-        BackgroundServer(create_app(onnx_model, LIMITS)) as base,
-        httpx.Client(base_url=base, timeout=60) as c,
-    ):
-        yield c
-
 
 SHORT = {"max_new_tokens": 20}  # timing tests: the task-level default (1024) may never stop on random weights
 

@@ -71,31 +71,15 @@ def boxes_jpeg(onnx_model) -> bytes:
     pytest.fail("no noise image gives <OD> boxes with the tiny model")
 
 
-@pytest.fixture(scope="module")
-def app(onnx_model):
-    return create_app(
-        onnx_model,
-        ServerLimits(
-            api_key=KEY,
-            max_body_bytes=2 * 1024 * 1024,
-            max_pixels=1_000_000,
-            max_assets=32,
-            max_asset_bytes=256 * 1024,
-            asset_ttl_s=60,
-        ),
-    )
-
-
-@pytest.fixture(scope="module")
-def url(app):
-    with BackgroundServer(app) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(url):
-    with httpx.Client(base_url=url, timeout=60, headers=AUTH) as c:
-        yield c
+LIMITS = ServerLimits(  # the module's server (server_app, server_url, client: tests/conftest.py)
+    api_key=KEY,
+    max_body_bytes=2 * 1024 * 1024,
+    max_pixels=1_000_000,
+    max_assets=32,
+    max_asset_bytes=256 * 1024,
+    asset_ttl_s=60,
+)
+CLIENT_HEADERS = AUTH
 
 
 def upload(client, data: bytes, content_type: str = "image/jpeg") -> str:
@@ -207,11 +191,11 @@ CLIENT_TASKS = [
 
 
 @pytest.fixture(scope="module")
-def client_script(url, tmp_path_factory) -> Path:
+def client_script(server_url, tmp_path_factory) -> Path:
     code = CLIENT.read_text("utf-8")
     for hosted in ("https://ai.api.nvidia.com", "https://api.nvcf.nvidia.com"):
         assert code.count(hosted) == 1
-        code = code.replace(hosted, url)
+        code = code.replace(hosted, server_url)
     path = tmp_path_factory.mktemp("client") / "test.py"
     path.write_text(code, "utf-8")
     return path
@@ -347,13 +331,13 @@ def _routes(routes) -> list:
     return found
 
 
-def test_openapi_describes_every_route(app, url, client, onnx_model, boxes_jpeg):
-    doc = httpx.get(url + "/openapi.json").json()  # no key needed
+def test_openapi_describes_every_route(server_app, server_url, client, onnx_model, boxes_jpeg):
+    doc = httpx.get(server_url + "/openapi.json").json()  # no key needed
     validator = pytest.importorskip("openapi_spec_validator", reason="pip install openapi-spec-validator")
     validator.validate(doc)
     api = [
         (r.path, m.lower())
-        for r in _routes(app.routes)
+        for r in _routes(server_app.routes)
         for m in (getattr(r, "methods", None) or ())
         if m != "HEAD" and not r.path.startswith(("/docs", "/ui", "/openapi")) and r.path != "/"
     ]
@@ -371,40 +355,40 @@ def test_openapi_describes_every_route(app, url, client, onnx_model, boxes_jpeg)
     r = client.post("/v1/infer", json={"image": base64.b64encode(boxes_jpeg).decode(), "task": "<OD>"})
     InferResponse.model_validate(r.json())
     assert r.json()["result"] == plain(onnx_model.run(boxes_jpeg, "<OD>"))
-    HealthResponse.model_validate(httpx.get(url + "/health").json())
+    HealthResponse.model_validate(httpx.get(server_url + "/health").json())
     ErrorResponse.model_validate(client.post("/v1/infer", json={"task": "<OD>"}).json())
     InferRequest.model_validate(
         {"image": "x", "task": "<REGION_TO_CATEGORY>", "region": [1, 2, 3, 4], "generation": {"num_beams": 2}}
     )
 
 
-def test_docs_page_is_offline(url):
-    page = httpx.get(url + "/docs")
+def test_docs_page_is_offline(server_url):
+    page = httpx.get(server_url + "/docs")
     assert page.status_code == 200 and "SwaggerUIBundle" in page.text
     if SWAGGER_FILES is None:
         pytest.skip("fastapi-offline is not installed: /docs uses the CDN")
     assert "cdn" not in page.text.lower()
     for src in re.findall(r'(?:src|href)="(docs/static/[^"]+)"', page.text):
-        r = httpx.get(f"{url}/{src}")
+        r = httpx.get(f"{server_url}/{src}")
         assert r.status_code == 200 and len(r.content) > 100, src
 
 
-def test_page_and_its_files(url, app):
-    page = httpx.get(url + "/")
+def test_page_and_its_files(server_url):
+    page = httpx.get(server_url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     refs = re.findall(r'(?:src|href)="(ui/[^"]+)"', page.text)
     assert sorted(refs) == ["ui/app.js", "ui/style.css"]
     for ref in refs:
-        assert httpx.get(f"{url}/{ref}").status_code == 200
+        assert httpx.get(f"{server_url}/{ref}").status_code == 200
     assert not re.search(
-        r"https?://", httpx.get(url + "/ui/app.js").text.replace("http://www.w3.org/2000/svg", "")
+        r"https?://", httpx.get(server_url + "/ui/app.js").text.replace("http://www.w3.org/2000/svg", "")
     )
-    config = httpx.get(url + "/ui/config.json").json()
+    config = httpx.get(server_url + "/ui/config.json").json()
     assert [t["task"] for t in config["tasks"]] == list(TASKS)
     assert config["api_key_required"] is True
-    r = httpx.get(url + "/ui/../app.py")
+    r = httpx.get(server_url + "/ui/../app.py")
     assert r.status_code == 404
-    assert httpx.get(url + "/ui/nope.js").json()["error"]["kind"] == "not_found"
+    assert httpx.get(server_url + "/ui/nope.js").json()["error"]["kind"] == "not_found"
 
 
 def test_ui_and_docs_can_be_switched_off(onnx_model, onnx_folder):

@@ -7,7 +7,7 @@
   are the library's (``tasks.requests.task_items``), so a request is valid exactly when ``Florence2.run``
   would take it; the image is decoded and resized to the model's size in a worker thread; the prompts are
   built and measured by the model itself (``Florence2.prepare_texts``: the one prompt-length check) in a
-  worker thread too.
+  worker thread too. (The batch tokenises them again: ``Florence2.generate_encoded`` takes texts.)
 - :func:`run_job`: the job waits in the batcher's queue (503 when full, 504 past the deadline); a client
   that hangs up takes its job out of the queue.
 
