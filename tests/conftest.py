@@ -129,3 +129,32 @@ def shapes_model(shapes_onnx_folder):
     from florence2_runtime import Florence2
 
     return Florence2.from_pretrained(shapes_onnx_folder)
+
+
+# --- the server tests: one app, one loopback server and one client per test module ---------------------------
+@pytest.fixture(scope="module")
+def server_app(request, onnx_model):
+    """``create_app(onnx_model, LIMITS)`` with the test module's ``LIMITS`` (default: ServerLimits())."""
+    from florence2_runtime.server import ServerLimits, create_app
+
+    return create_app(onnx_model, getattr(request.module, "LIMITS", None) or ServerLimits())
+
+
+@pytest.fixture(scope="module")
+def server_url(server_app):
+    """``server_app`` served by uvicorn on a free loopback port, for the whole module."""
+    from florence2_runtime.server.background import BackgroundServer
+
+    with BackgroundServer(server_app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(request, server_url):
+    """An httpx client of ``server_url``, sending the test module's ``CLIENT_HEADERS`` (e.g. its API key)."""
+    httpx = pytest.importorskip(
+        "httpx", reason="the server tests need httpx (pip install 'florence2-onnx[dev]')"
+    )
+    headers = getattr(request.module, "CLIENT_HEADERS", None)
+    with httpx.Client(base_url=server_url, timeout=60, headers=headers) as c:
+        yield c

@@ -23,11 +23,11 @@ pytest.importorskip(
     "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
 )
 
-from florence2_runtime.server import ServerLimits, create_app
-from florence2_runtime.server.background import BackgroundServer
-from florence2_runtime.tasks.batch import decoding_options
+from florence2_runtime.server import ServerLimits
+from florence2_runtime.tasks.batch import task_decoding_options
 
 KEY = "browser-key"
+LIMITS = ServerLimits(api_key=KEY, max_batch_size=1)  # the module's server (server_url: tests/conftest.py)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -90,22 +90,12 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(onnx_model):
-    app = create_app(onnx_model, ServerLimits(api_key=KEY, max_batch_size=1))
-    with BackgroundServer(app) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
 def od_image(onnx_model, tmp_path_factory):
-    """A picture on which the tiny random model finds a box of some size with the page's default settings
-    (searched: random weights mostly give no box, or boxes with x2 < x1)."""
-    options = decoding_options(onnx_model)
+    """A picture on which the tiny random model finds a box of some size with the page's default settings,
+    which are run()'s (searched: random weights mostly give no box, or boxes with x2 < x1)."""
     for seed in range(100):
         data = png(scene(seed))
-        boxes = onnx_model.run(
-            data, "<OD>", max_new_tokens=options.max_new_tokens, num_beams=options.num_beams
-        )["<OD>"]["bboxes"]
+        boxes = onnx_model.run(data, "<OD>")["<OD>"]["bboxes"]
         if any(x2 - x1 >= 4 and y2 - y1 >= 4 for x1, y1, x2, y2 in boxes):
             path = tmp_path_factory.mktemp("page") / "scene.png"
             path.write_bytes(data)
@@ -126,8 +116,10 @@ def run_on_page(page) -> dict:
     return request.value.post_data_json
 
 
-def api_answer(server: str, body: dict) -> dict:
-    r = httpx.post(server + "/v1/infer", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+def api_answer(server_url: str, body: dict) -> dict:
+    r = httpx.post(
+        server_url + "/v1/infer", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+    )
     assert r.status_code == 200, r.text
     return r.json()["result"]
 
@@ -136,13 +128,15 @@ def shown_json(page) -> dict:
     return json.loads(page.text_content("#json"))
 
 
-def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image):
+def test_page_runs_od_and_a_dragged_region(browser, server_url, onnx_model, od_image):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     outside = []
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:")) else None)
-    page.goto(server + "/")
+    page.on(
+        "request", lambda r: outside.append(r.url) if not r.url.startswith((server_url, "data:")) else None
+    )
+    page.goto(server_url + "/")
     page.wait_for_function("document.getElementById('task').options.length === 15")
     page.fill("#api-key", KEY)
     page.set_input_files("#file", str(od_image))
@@ -154,8 +148,10 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
     sent = run_on_page(page)
     assert sent["task"] == "<OD>" and sent["image"].startswith("data:image/png;base64,")
     shown = shown_json(page)
-    assert shown == api_answer(server, sent)
+    assert shown == api_answer(server_url, sent)
     gen = sent["generation"]
+    defaults = task_decoding_options(onnx_model)  # the page asks for what a bare API request and run() get
+    assert gen == {"max_new_tokens": defaults.max_new_tokens, "num_beams": defaults.num_beams}
     want = json.loads(json.dumps(onnx_model.run(od_image.read_bytes(), "<OD>", **gen)))
     assert shown == want and want["<OD>"]["bboxes"]
     assert page.locator("#overlay rect.box").count() == len(want["<OD>"]["bboxes"]) > 0
@@ -182,7 +178,7 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
     assert sent["task"] == "<REGION_TO_SEGMENTATION>" and len(sent["region"]) == 4
     assert all(abs(a - b) <= 2 for a, b in zip(sent["region"], expect)), (sent["region"], expect)
     shown = shown_json(page)
-    assert shown == api_answer(server, sent)
+    assert shown == api_answer(server_url, sent)
     want = json.loads(
         json.dumps(
             onnx_model.run(
@@ -202,11 +198,11 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
     page.fill("#text", "a yellow sun")
     sent = run_on_page(page)
     assert sent["text"] == "a yellow sun" and "region" not in sent
-    assert shown_json(page) == api_answer(server, sent)
+    assert shown_json(page) == api_answer(server_url, sent)
     page.select_option("#task", "<OCR_WITH_REGION>")
     sent = run_on_page(page)
     shown = shown_json(page)
-    assert shown == api_answer(server, sent)
+    assert shown == api_answer(server_url, sent)
     assert page.locator("#overlay polygon.quad").count() == len(shown["<OCR_WITH_REGION>"]["quad_boxes"])
 
     # dropping an image file on the drop zone loads it
@@ -233,17 +229,19 @@ def test_page_runs_od_and_a_dragged_region(browser, server, onnx_model, od_image
     page.close()
 
 
-def test_docs_render_offline(browser, server):
+def test_docs_render_offline(browser, server_url):
     """/docs (Swagger UI) renders every operation of /openapi.json, with nothing fetched from elsewhere."""
-    from florence2_runtime.server import openapi
+    from florence2_runtime.server.page import SWAGGER_FILES
 
-    if openapi.swagger_assets() is None:
+    if SWAGGER_FILES is None:
         pytest.skip("fastapi-offline is not installed: /docs uses the CDN")
-    doc = httpx.get(server + "/openapi.json").json()
+    doc = httpx.get(server_url + "/openapi.json").json()
     page = browser.new_page()
     outside = []
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:")) else None)
-    page.goto(server + "/docs")
+    page.on(
+        "request", lambda r: outside.append(r.url) if not r.url.startswith((server_url, "data:")) else None
+    )
+    page.goto(server_url + "/docs")
     page.wait_for_selector(".opblock", timeout=30_000)
     paths = page.locator(".opblock-summary-path").all_text_contents()
     assert sorted(paths) == sorted(p for p, ops in doc["paths"].items() for _ in ops)

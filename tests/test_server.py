@@ -95,19 +95,7 @@ def expected(onnx_model, data: bytes, task, text=None, region=None, **gen) -> di
     return json.loads(json.dumps(onnx_model.run(data, task, text=text, region=region, **server_gen(gen))))
 
 
-# --- servers ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def url(onnx_model):
-    with BackgroundServer(create_app(onnx_model, LIMITS)) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(url):
-    with httpx.Client(base_url=url, timeout=60) as c:
-        yield c
-
-
+# --- servers (server_app, server_url and client: tests/conftest.py, with LIMITS) ---------------------------
 class SlowModel:
     """The model with ``delay`` seconds added to every batch it generates (for queue and timeout tests)."""
 
@@ -264,7 +252,7 @@ BAD_JSON = [
         "image_too_large",
     ),
     ("url image", {"image": "https://example.com/cat.jpg", "task": "<OD>"}, 400, "invalid_image"),
-    ("image not a string", {"image": 12, "task": "<OD>"}, 400, "invalid_image"),
+    ("image not a string", {"image": 12, "task": "<OD>"}, 422, "invalid_image"),
     ("unknown task", {"image": b64(PNG), "task": "<FLY>"}, 422, "invalid_task_input"),
     ("task not a string", {"image": b64(PNG), "task": ["<OD>"]}, 422, "invalid_task_input"),
     ("missing text", {"image": b64(PNG), "task": "<CAPTION_TO_PHRASE_GROUNDING>"}, 422, "invalid_task_input"),
@@ -391,6 +379,49 @@ def test_bad_bodies(client, body, content_type, status, kind):
     assert r.json()["error"]["kind"] == kind
 
 
+MODEL_ERRORS = [
+    # (fields changed in a valid <OD> request (None: removed), kind, what the message says)
+    ({"generation": {"num_beams": "3"}}, "invalid_generation", "generation.num_beams: "),
+    ({"generation": {"early_stopping": 1}}, "invalid_generation", "generation.early_stopping: "),
+    ({"task": None, "tasks": ["<OD>", 3]}, "invalid_task_input", "tasks[1]: must be a task token"),
+    ({"task": None, "tasks": [{"task": "<OD>", "text": 5}]}, "invalid_task_input", "tasks[0].text: "),
+    ({"region_format": "PIXELS"}, "invalid_task_input", "region_format: "),
+    ({"image": None}, "missing_field", "image: "),
+]
+
+
+@pytest.mark.parametrize("fields,kind,names", MODEL_ERRORS, ids=[m[2] for m in MODEL_ERRORS])
+def test_model_errors_are_422_naming_the_field(client, fields, kind, names):
+    """The route's pydantic model refuses the request: one 422 in the server's shape, naming the field by
+    its path (never by the name pydantic gives a union's branch)."""
+    body = {k: v for k, v in {"image": b64(PNG), "task": "<OD>", **fields}.items() if v is not None}
+    r = client.post("/v1/infer", json=body)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["kind"] == kind and names in error["message"], error
+    assert not re.search(r"TaskEntry|literal\[|\.bool|\.str\b", error["message"]), error
+    if "image" not in body:
+        return
+    form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items() if k != "image"}
+    r = client.post("/v1/infer", files={"image": ("x.png", PNG, "image/png")}, data=form)
+    assert r.status_code == 422 and r.json()["error"]["kind"] == kind, r.text  # multipart: the same model
+
+
+def test_many_model_errors_make_one_short_answer(client):
+    body = {
+        "image": 1,
+        "task": 2,
+        "text": 3,
+        "region": 4,
+        "generation": 5,
+        **{f"x{i}": "y" * 9000 for i in range(40)},
+    }
+    r = client.post("/v1/infer", json=body)
+    assert r.status_code == 422 and len(r.content) < 2000, r.text[:300]
+    error = r.json()["error"]
+    assert error["kind"] == "invalid_image" and "more)" in error["message"], error
+
+
 def test_body_too_large(client):
     big = b64(b"\0" * LIMITS.max_body_bytes)
     r = infer(client, big)
@@ -502,8 +533,8 @@ def test_nim_entities(client, onnx_model, task, text, keys):
 @pytest.mark.parametrize(
     "body,status,kind",
     [
-        ({}, 400, "missing_field"),
-        ({"messages": "hi"}, 400, "missing_field"),
+        ({}, 422, "missing_field"),
+        ({"messages": "hi"}, 422, "missing_field"),
         (nim_body("<CAPTION>no image here"), 400, "invalid_content"),
         (nim_body('<CAPTION><img src="data:image/jpeg;asset_id,868f5924-8ef2" />'), 404, "unknown_asset"),
         (nim_body("just text" + img_tag(PNG)), 422, "unknown_task"),
@@ -530,6 +561,17 @@ def test_nim_bad_input(client, body, status, kind):
     assert r.json()["error"]["kind"] == kind
 
 
+def test_json_routes_refuse_other_content_types(client):
+    body = json.dumps(nim_body("<CAPTION>" + img_tag(PNG))).encode()
+    r = client.post(NIM, content=body, headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["kind"] == "unsupported_media_type"
+    assert "application/json" in r.text and "multipart" not in r.text  # only /v1/infer takes forms
+    r = client.post(
+        NIM, content=body, headers={**JSON_ACCEPT, "content-type": "application/json; charset=utf-8"}
+    )
+    assert r.status_code == 200, r.text
+
+
 # --- API key, full queue, timeout ------------------------------------------------------------------------
 def test_api_key(onnx_model):
     app = create_app(onnx_model, ServerLimits(api_key="s3cret"))
@@ -543,6 +585,9 @@ def test_api_key(onnx_model):
         ):
             r = c.post("/v1/infer", json={"image": b64(PNG), "task": "<OD>"}, headers=headers)
             assert r.status_code == 401 and r.json()["error"]["kind"] == "unauthorized"
+            # the key is checked before the body is read: a client without it gets 401 for any body
+            r = c.post(NIM, content=b"{", headers={**headers, "content-type": "application/json"})
+            assert r.status_code == 401, r.text
         assert c.get("/metrics").status_code == 401
         for headers in ({"Authorization": "Bearer s3cret"}, {"X-API-Key": "s3cret"}):
             r = c.post("/v1/infer", json={"image": b64(PNG), "task": "<OD>"}, headers=headers)
@@ -757,13 +802,14 @@ def test_bad_task_lists_are_422(client, fields):
 
 
 def test_server_defaults_reach_1024_tokens_capped_by_limits_and_positions(onnx_model):
-    from florence2_runtime.server.validation import check_generation
+    from florence2_runtime.server.jobs import Generation, resolve_generation
 
     positions = onnx_model.config.max_position_embeddings
-    assert check_generation(None, ServerLimits(), onnx_model)[1].max_new_tokens == min(1024, positions - 1)
-    assert check_generation({}, LIMITS, onnx_model)[1].max_new_tokens == LIMITS.max_new_tokens
-    assert check_generation({"max_new_tokens": 5}, LIMITS, onnx_model)[1].max_new_tokens == 5
-    assert check_generation(None, LIMITS, onnx_model)[1].num_beams == decoding_options(onnx_model).num_beams
+    assert resolve_generation(None, ServerLimits(), onnx_model)[1].max_new_tokens == min(1024, positions - 1)
+    assert resolve_generation(Generation(), LIMITS, onnx_model)[1].max_new_tokens == LIMITS.max_new_tokens
+    five = Generation(max_new_tokens=5)
+    assert resolve_generation(five, LIMITS, onnx_model)[1].max_new_tokens == 5
+    assert resolve_generation(None, LIMITS, onnx_model)[1].num_beams == decoding_options(onnx_model).num_beams
 
 
 def test_nim_honours_max_tokens(client, onnx_model):

@@ -23,9 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_server import IMAGES, NIM, b64, png_header_only
 
-from florence2_runtime.server import ServerLimits, create_app
-from florence2_runtime.server.background import BackgroundServer
-from florence2_runtime.server.limits import ALLOWED_GENERATION_OPTIONS
+from florence2_runtime.server import ServerLimits
+from florence2_runtime.server.jobs import Generation
 from florence2_runtime.tasks.prompts import TASKS
 
 LIMITS = ServerLimits(
@@ -48,15 +47,6 @@ FUZZ = settings(
         HealthCheck.data_too_large,
     ],
 )
-
-
-@pytest.fixture(scope="module")
-def client(onnx_model):
-    with (
-        BackgroundServer(create_app(onnx_model, LIMITS)) as base,
-        httpx.Client(base_url=base, timeout=60) as c,
-    ):
-        yield c
 
 
 # --- values --------------------------------------------------------------------------------------------------
@@ -107,7 +97,7 @@ regions = (
     | json_values
 )
 generations = (
-    st.dictionaries(st.sampled_from(sorted(ALLOWED_GENERATION_OPTIONS)), json_values | numbers, max_size=3)
+    st.dictionaries(st.sampled_from(sorted(Generation.model_fields)), json_values | numbers, max_size=3)
     | st.dictionaries(unicode_text, json_values, max_size=2)
     | json_values
 )

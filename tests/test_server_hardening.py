@@ -21,20 +21,10 @@ pytest.importorskip(
     "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
 )
 
-from test_server import LIMITS, NIM, PNG, SlowModel, b64, encode, expected, noise_image
+from test_server import NIM, PNG, SlowModel, b64, encode, expected, noise_image
 
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
-
-
-@pytest.fixture(scope="module")
-def client(onnx_model):
-    with (
-        BackgroundServer(create_app(onnx_model, LIMITS)) as base,
-        httpx.Client(base_url=base, timeout=60) as c,
-    ):
-        yield c
-
 
 SHORT = {"max_new_tokens": 20}  # timing tests: the task-level default (1024) may never stop on random weights
 
@@ -419,6 +409,41 @@ def test_no_cpu_work_on_the_event_loop_for_big_bodies(onnx_model):
             assert c.get("/health").status_code == 200
             assert time.perf_counter() - t0 < 1.0
         assert_error(big.result(), 400)
+
+
+def test_bodies_whose_refusal_would_be_long_work(onnx_model):
+    """A body whose every key would be an error, or with 300 000 messages, is refused at once (a JSON
+    object has at most 256 keys; a model's lists are bounded), and /health answers meanwhile. (Parsing
+    JSON holds the GIL, in a thread or not: a body of many tiny values stalls the loop while json.loads
+    runs, bounded only by the body size limit; the 100 000 keys here take a fraction of a second.)"""
+    limits = ServerLimits(max_body_bytes=32 * 2**20)
+    bodies = [
+        (
+            "/v1/infer",
+            {"image": IMAGE, "task": "<OD>", **{f"k{i}": 1 for i in range(100_000)}},
+            400,
+            "100002 keys",
+        ),
+        (
+            "/v1/infer",
+            {"image": IMAGE, "task": "<OD>", "generation": {f"k{i}": 1 for i in range(257)}},
+            400,
+            "257",
+        ),
+        (NIM, {"messages": [{"role": "user", "content": ""}] * 300_000}, 422, "messages"),
+    ]
+    with (
+        BackgroundServer(create_app(onnx_model, limits)) as base,
+        httpx.Client(base_url=base, timeout=60) as c,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        for route, body, status, names in bodies:
+            big = pool.submit(raw_post, c, route, json.dumps(body))
+            while not big.done():
+                t0 = time.perf_counter()
+                assert c.get("/health").status_code == 200
+                assert time.perf_counter() - t0 < 1.0, route
+            assert_error(big.result(), status, names=names)
 
 
 def test_api_key_file_and_warning(tmp_path, capsys):

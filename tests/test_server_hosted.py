@@ -28,9 +28,14 @@ pytest.importorskip(
     "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
 )
 
-from florence2_runtime.server import AssetLimits, ServerLimits, create_app, openapi
-from florence2_runtime.server.assets import AssetStore
+from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
+from florence2_runtime.server.handlers import ErrorResponse
+from florence2_runtime.server.health import HealthResponse
+from florence2_runtime.server.hosted.assets import AssetStore
+from florence2_runtime.server.hosted.routes import AssetCreated, HostedResponse
+from florence2_runtime.server.inference import InferRequest, InferResponse
+from florence2_runtime.server.page import STATIC, SWAGGER_FILES
 from florence2_runtime.tasks.prompts import TASKS
 from florence2_runtime.tasks.results import Florence2Result
 
@@ -66,31 +71,21 @@ def boxes_jpeg(onnx_model) -> bytes:
     pytest.fail("no noise image gives <OD> boxes with the tiny model")
 
 
-@pytest.fixture(scope="module")
-def app(onnx_model):
-    return create_app(
-        onnx_model,
-        ServerLimits(api_key=KEY, max_body_bytes=2 * 1024 * 1024, max_pixels=1_000_000),
-        assets=AssetLimits(max_assets=32, max_asset_bytes=256 * 1024, ttl_s=60),
-    )
-
-
-@pytest.fixture(scope="module")
-def url(app):
-    with BackgroundServer(app) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(url):
-    with httpx.Client(base_url=url, timeout=60, headers=AUTH) as c:
-        yield c
+LIMITS = ServerLimits(  # the module's server (server_app, server_url, client: tests/conftest.py)
+    api_key=KEY,
+    max_body_bytes=2 * 1024 * 1024,
+    max_pixels=1_000_000,
+    max_assets=32,
+    max_asset_bytes=256 * 1024,
+    asset_ttl_s=60,
+)
+CLIENT_HEADERS = AUTH
 
 
 def upload(client, data: bytes, content_type: str = "image/jpeg") -> str:
     r = client.post("/v2/nvcf/assets", json={"contentType": content_type, "description": "test"})
     assert r.status_code == 200, r.text
-    created = openapi.AssetCreated.model_validate(r.json())
+    created = AssetCreated.model_validate(r.json())
     put = httpx.put(created.uploadUrl, content=data, headers={"content-type": content_type}, timeout=30)
     assert put.status_code == 200, put.text
     return created.assetId
@@ -114,7 +109,7 @@ def unzip(data: bytes) -> tuple[dict, Image.Image | None]:
 
 def check_answer(body: dict, task: str, answer, image_size) -> None:
     """A .response JSON says what run() says."""
-    openapi.NimResponse.model_validate(body)
+    HostedResponse.model_validate(body)
     if isinstance(answer, str):
         assert body["content"] == task + answer and body["entities"] is None
     else:
@@ -196,11 +191,11 @@ CLIENT_TASKS = [
 
 
 @pytest.fixture(scope="module")
-def client_script(url, tmp_path_factory) -> Path:
+def client_script(server_url, tmp_path_factory) -> Path:
     code = CLIENT.read_text("utf-8")
     for hosted in ("https://ai.api.nvidia.com", "https://api.nvcf.nvidia.com"):
         assert code.count(hosted) == 1
-        code = code.replace(hosted, url)
+        code = code.replace(hosted, server_url)
     path = tmp_path_factory.mktemp("client") / "test.py"
     path.write_text(code, "utf-8")
     return path
@@ -279,14 +274,19 @@ def test_asset_errors(client, boxes_jpeg):
 
 
 def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
-    limits = AssetLimits(
-        max_assets=2, max_asset_bytes=64 * 1024, max_total_bytes=len(boxes_jpeg) * 2 - 1, ttl_s=0.6
+    limits = ServerLimits(
+        max_assets=2,
+        max_asset_bytes=64 * 1024,
+        max_assets_total_bytes=len(boxes_jpeg) * 2 - 1,
+        asset_ttl_s=0.6,
     )
-    app = create_app(onnx_model, ServerLimits(), assets=limits)
+    app = create_app(onnx_model, limits)
     with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as c:
         first = upload(c, boxes_jpeg)
         created = c.post("/v2/nvcf/assets", json={"contentType": "image/png"}).json()
-        r = httpx.put(created["uploadUrl"], content=boxes_jpeg)  # total bytes would pass max_total_bytes
+        r = httpx.put(
+            created["uploadUrl"], content=boxes_jpeg
+        )  # total bytes would pass max_assets_total_bytes
         assert r.status_code == 507 and r.json()["error"]["kind"] == "asset_storage_full"
         r = c.post("/v2/nvcf/assets", json={"contentType": "image/png"})  # a third one
         assert (
@@ -297,7 +297,7 @@ def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
         content = f'<OD><img src="data:image/jpeg;asset_id,{first}" />'
         assert c.post(NIM, json=nim_body(content)).status_code == 200
         time.sleep(1.2)  # past the ttl and a sweep: deleted without anyone asking
-        assert app.state.assets._assets == {}
+        assert app.state.server.assets._assets == {}
         r = c.post(NIM, json=nim_body(content))
         assert r.status_code == 410 and r.json()["error"]["kind"] == "asset_expired" and first in r.text
         assert c.post("/v2/nvcf/assets", json={"contentType": "image/png"}).status_code == 200  # room again
@@ -305,7 +305,7 @@ def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
 
 def test_asset_store_unit():
     now = [0.0]
-    store = AssetStore(AssetLimits(max_assets=1, ttl_s=10), clock=lambda: now[0])
+    store = AssetStore(ServerLimits(max_assets=1, asset_ttl_s=10), clock=lambda: now[0])
     asset = store.create("image/png", None)
     with pytest.raises(Exception) as e:
         store.create("image/png", None)
@@ -317,18 +317,27 @@ def test_asset_store_unit():
     with pytest.raises(Exception) as e:
         store.resolve(asset.asset_id)
     assert e.value.status == 410
-    with pytest.raises(ValueError, match="ttl_s"):
-        AssetLimits(ttl_s=0)
+    with pytest.raises(ValueError, match="asset_ttl_s"):
+        ServerLimits(asset_ttl_s=0)
 
 
 # --- OpenAPI, /docs, the page ----------------------------------------------------------------------------
-def test_openapi_describes_every_route(app, url, client, onnx_model, boxes_jpeg):
-    doc = httpx.get(url + "/openapi.json").json()  # no key needed
+def _routes(routes) -> list:
+    """The app's routes, those of included routers too (FastAPI keeps those as one entry per router)."""
+    found = []
+    for r in routes:
+        inner = getattr(r, "original_router", None)
+        found += _routes(inner.routes) if inner is not None else [r]
+    return found
+
+
+def test_openapi_describes_every_route(server_app, server_url, client, onnx_model, boxes_jpeg):
+    doc = httpx.get(server_url + "/openapi.json").json()  # no key needed
     validator = pytest.importorskip("openapi_spec_validator", reason="pip install openapi-spec-validator")
     validator.validate(doc)
     api = [
         (r.path, m.lower())
-        for r in app.routes
+        for r in _routes(server_app.routes)
         for m in (getattr(r, "methods", None) or ())
         if m != "HEAD" and not r.path.startswith(("/docs", "/ui", "/openapi")) and r.path != "/"
     ]
@@ -344,42 +353,42 @@ def test_openapi_describes_every_route(app, url, client, onnx_model, boxes_jpeg)
             assert ref is None or ref.split("/")[-1] in doc["components"]["schemas"], (path, ref)
     # the models are the answers: real responses validate against them
     r = client.post("/v1/infer", json={"image": base64.b64encode(boxes_jpeg).decode(), "task": "<OD>"})
-    openapi.InferResponse.model_validate(r.json())
+    InferResponse.model_validate(r.json())
     assert r.json()["result"] == plain(onnx_model.run(boxes_jpeg, "<OD>"))
-    openapi.HealthResponse.model_validate(httpx.get(url + "/health").json())
-    openapi.ErrorResponse.model_validate(client.post("/v1/infer", json={"task": "<OD>"}).json())
-    openapi.InferRequest.model_validate(
+    HealthResponse.model_validate(httpx.get(server_url + "/health").json())
+    ErrorResponse.model_validate(client.post("/v1/infer", json={"task": "<OD>"}).json())
+    InferRequest.model_validate(
         {"image": "x", "task": "<REGION_TO_CATEGORY>", "region": [1, 2, 3, 4], "generation": {"num_beams": 2}}
     )
 
 
-def test_docs_page_is_offline(url):
-    page = httpx.get(url + "/docs")
+def test_docs_page_is_offline(server_url):
+    page = httpx.get(server_url + "/docs")
     assert page.status_code == 200 and "SwaggerUIBundle" in page.text
-    if openapi.swagger_assets() is None:
+    if SWAGGER_FILES is None:
         pytest.skip("fastapi-offline is not installed: /docs uses the CDN")
     assert "cdn" not in page.text.lower()
     for src in re.findall(r'(?:src|href)="(docs/static/[^"]+)"', page.text):
-        r = httpx.get(f"{url}/{src}")
+        r = httpx.get(f"{server_url}/{src}")
         assert r.status_code == 200 and len(r.content) > 100, src
 
 
-def test_page_and_its_files(url, app):
-    page = httpx.get(url + "/")
+def test_page_and_its_files(server_url):
+    page = httpx.get(server_url + "/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     refs = re.findall(r'(?:src|href)="(ui/[^"]+)"', page.text)
     assert sorted(refs) == ["ui/app.js", "ui/style.css"]
     for ref in refs:
-        assert httpx.get(f"{url}/{ref}").status_code == 200
+        assert httpx.get(f"{server_url}/{ref}").status_code == 200
     assert not re.search(
-        r"https?://", httpx.get(url + "/ui/app.js").text.replace("http://www.w3.org/2000/svg", "")
+        r"https?://", httpx.get(server_url + "/ui/app.js").text.replace("http://www.w3.org/2000/svg", "")
     )
-    config = httpx.get(url + "/ui/config.json").json()
+    config = httpx.get(server_url + "/ui/config.json").json()
     assert [t["task"] for t in config["tasks"]] == list(TASKS)
     assert config["api_key_required"] is True
-    r = httpx.get(url + "/ui/../app.py")
+    r = httpx.get(server_url + "/ui/../app.py")
     assert r.status_code == 404
-    assert httpx.get(url + "/ui/nope.js").json()["error"]["kind"] == "not_found"
+    assert httpx.get(server_url + "/ui/nope.js").json()["error"]["kind"] == "not_found"
 
 
 def test_ui_and_docs_can_be_switched_off(onnx_model, onnx_folder):
@@ -391,9 +400,9 @@ def test_ui_and_docs_can_be_switched_off(onnx_model, onnx_folder):
     from florence2_runtime.cli import build_parser
     from florence2_runtime.server.cli import app_options
 
-    args = build_parser().parse_args(["serve", str(onnx_folder), "--no-ui", "--no-docs", "--asset-ttl", "5"])
+    args = build_parser().parse_args(["serve", str(onnx_folder), "--no-ui", "--no-docs"])
     options = app_options(args)
-    assert options["ui"] is False and options["docs"] is False and options["assets"].ttl_s == 5
+    assert options["ui"] is False and options["docs"] is False
     args = build_parser().parse_args(["serve", str(onnx_folder)])
     assert app_options(args)["ui"] and app_options(args)["docs"]
 
@@ -403,6 +412,5 @@ def test_static_files_ship_in_the_wheel():
     tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["florence2_runtime.server"]
-    static = Path(openapi.__file__).parent / "static"
-    for f in static.iterdir():
+    for f in STATIC.iterdir():
         assert any(f.match(p.split("/")[-1]) and p.startswith("static/") for p in patterns), f.name

@@ -24,7 +24,7 @@ from .engine.layouts import layout_of
 from .engine.native import release_freed_memory, session_options
 from .engine.providers import ProviderSpec, normalize_providers
 from .errors import Florence2Error
-from .generation import DecodingOptions, generate
+from .generation import generate
 from .inputs.encoded import EncodedImage
 from .inputs.image_size import ImageSize
 from .inputs.images import ImageInput, load_image, preprocess
@@ -301,12 +301,6 @@ class Florence2(TaskMethods):
         return self._predict_prompts(
             image, task, regions=regions, region_format=region_format, **generation_kwargs
         )
-
-    # --- the transitional name server/ still calls -----------------------------------------------------------
-    def decoding_options(self, **generation_kwargs: Any) -> DecodingOptions:
-        """Temporary: :func:`~.tasks.batch.decoding_options` ``(model, ...)``; kept only because ``server/``
-        (rewritten on its own branch) still calls it. Remove when that rewrite merges (issue #24)."""
-        return decoding_options(self, **generation_kwargs)
 
     # --- internals -----------------------------------------------------------------------------------------
     def _predict_prompts(

@@ -17,7 +17,7 @@ needs no MCP SDK; :mod:`.tools` and :mod:`.app` import it (``mcp``: the SDK, nev
 The top layer, beside :mod:`florence2_runtime.server`. May import every layer below it (errors,
 generation, inputs, engine, tasks, model, the package's ``__version__``, cli's argparse types) and
 :mod:`florence2_runtime.server`'s image decoding and API-key option (``server.images``,
-``server.problems``, ``server.limits``, ``server.cli``); nothing imports it but ``cli.command``, lazily.
+``server.problems``, ``server.cli``); nothing imports it but ``cli.command``, lazily.
 """
 
 from __future__ import annotations

@@ -13,8 +13,7 @@ from pathlib import Path
 from ..cli.argtypes import port_number, positive_int
 from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
 from ..errors import require
-from ..server.cli import api_key_from_args
-from ..server.limits import API_KEY_ENV
+from ..server.cli import API_KEY_ENV, api_key_from_args
 from .settings import MIB, McpSettings
 
 _DEFAULTS = McpSettings.__dataclass_fields__  # defaults shown in --help come from the dataclass

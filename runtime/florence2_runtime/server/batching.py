@@ -26,7 +26,8 @@ from PIL import Image
 
 from ..engine.native import release_freed_memory
 from ..generation import DecodingOptions
-from ..tasks.requests import PromptItem, answer_prompts
+from ..inputs.image_size import ImageSize
+from ..tasks.batch import PromptItem, answer_prompts
 
 log = logging.getLogger("florence2.server")
 
@@ -40,7 +41,7 @@ class Job:
     task: str
     generation: dict[str, Any]  # generate() keyword arguments as the client sent them
     options: DecodingOptions  # the resolved options: jobs batch together only when these are equal
-    image_size: tuple[int, int] | None = None  # (width, height) of the original image; None: image.size
+    image_size: ImageSize | None = None  # the original image's size; None: image.size
     more_tasks: tuple[tuple[str, str], ...] = ()  # further (task, prompt) pairs on the same image
 
     @property
@@ -49,9 +50,9 @@ class Job:
         return ((self.task, self.prompt), *self.more_tasks)
 
     @property
-    def original_size(self) -> tuple[int, int]:
+    def original_size(self) -> ImageSize:
         """The (width, height) the answer's coordinates refer to."""
-        return self.image_size or self.image.size
+        return self.image_size or ImageSize.of(self.image.size)
 
 
 @dataclass(frozen=True)

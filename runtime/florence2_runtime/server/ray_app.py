@@ -10,27 +10,43 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import require
-from .limits import ServerLimits
+from .settings import ServerLimits, Settings, setting
 
 DEPLOYMENT_NAME = "florence2"
 
 
 @dataclass(frozen=True)
-class RaySettings:
-    """Replica count or autoscaling bounds, and the resources Ray reserves for each replica."""
+class RaySettings(Settings):
+    """Replica count or autoscaling bounds, and the resources Ray reserves for each replica (each field is
+    also a ``serve --ray`` flag and a FLORENCE2_* environment variable, see ``settings.py``)."""
 
-    replicas: int = 1  # fixed count, used when max_replicas is None
-    min_replicas: int | None = None  # autoscaling lower bound (default 1)
-    max_replicas: int | None = None  # set -> autoscaling between min_replicas and max_replicas
-    target_ongoing_requests: float = 4.0  # autoscaling: requests in flight per replica to aim for
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    address: str | None = (
-        None  # ray.init(address=...): None starts or joins a local instance, "auto" a cluster
+    GROUPS: ClassVar[Mapping[str, str]] = {"ray": "Ray Serve (the 'ray' extra)"}
+
+    replicas: int = setting(1, "fixed replica count (ignored with --max-replicas)", minimum=1, group="ray")
+    min_replicas: int | None = setting(
+        None, "autoscaling lower bound (1 when not given)", kind=int, minimum=1, optional=True, group="ray"
+    )
+    max_replicas: int | None = setting(
+        None, "enables autoscaling up to this many replicas", kind=int, minimum=1, optional=True, group="ray"
+    )
+    target_ongoing_requests: float = setting(
+        4.0, "autoscaling target: requests in flight per replica", minimum=0, exclusive=True, group="ray"
+    )
+    num_cpus: float = setting(1.0, "CPUs reserved per replica", minimum=0, group="ray")
+    num_gpus: float = setting(0.0, "GPUs reserved per replica", minimum=0, group="ray")
+    address: str | None = setting(
+        None,
+        "Ray cluster address, e.g. auto (none: join a running local instance or start one)",
+        kind=str,
+        optional=True,
+        flag="--ray-address",
+        group="ray",
     )
 
     def deployment_options(self, limits: ServerLimits) -> dict:

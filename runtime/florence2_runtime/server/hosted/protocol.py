@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
-from .problems import bad_request, invalid
+from ..problems import bad_request, invalid
 
 _IMG_TAG = re.compile(r"""<img\s+src\s*=\s*(?P<q>["'])(?P<src>.*?)(?P=q)\s*/?>""", re.IGNORECASE | re.DOTALL)
 _TASK = re.compile(r"\s*(?P<task><[A-Z_]+>)")
@@ -27,23 +26,8 @@ _ASSET = re.compile(r"data:[^,;]*;asset_id,(?P<id>.*)", re.IGNORECASE | re.DOTAL
 ENTITY_KEYS = ("bboxes", "quad_boxes", "labels", "bboxes_labels", "polygons")
 
 
-def parse_request(body: Any) -> tuple[str, str | None, str]:
-    """A NIM request body -> (task, text or None, image source: a data URL or base64)."""
-    if not isinstance(body, dict):
-        raise bad_request("invalid_request", "request body must be a JSON object with a 'messages' list")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("missing_field", "'messages' must be a non-empty list of {role, content} objects")
-    user = [m for m in messages if isinstance(m, dict) and m.get("role", "user") == "user"]
-    if not user:
-        raise bad_request("missing_field", "'messages' has no message with role 'user'")
-    content = user[-1].get("content")
-    if not isinstance(content, str):
-        raise bad_request(
-            "missing_field",
-            "the user message needs 'content': a string "
-            "'<TASK>text<img src=\"data:image/...;base64,...\" />'",
-        )
+def parse_content(content: str) -> tuple[str, str | None, str]:
+    """A user message's content -> (task, text or None, image source: a data URL or base64)."""
     tags = list(_IMG_TAG.finditer(content))
     if len(tags) != 1:
         raise bad_request(
@@ -67,13 +51,6 @@ def asset_id(src: str) -> str | None:
     if not value:
         raise bad_request("invalid_content", "the <img> tag names an empty asset id")
     return value
-
-
-def generation_of(body: dict) -> dict | None:
-    """The request's ``max_tokens`` (OpenAI-style, as NVIDIA's API takes it) as generation settings; None
-    without it (the task-level defaults: up to 1024 new tokens). Its range is checked with the others."""
-    max_tokens = body.get("max_tokens")
-    return None if max_tokens is None else {"max_new_tokens": max_tokens}
 
 
 def build_response(task: str, result: dict, model_name: str) -> dict:

@@ -16,29 +16,24 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
-from ..tasks.results import Florence2Result
-from .assets import ASSET_HEADERS
-from .problems import invalid
+from ...tasks.results import Florence2Result
 
 ZIP_MEDIA_TYPE = "application/zip"
-FORMATS = ("json", "zip")
+AnswerFormat = Literal["json", "zip"]
 
 
-def wants_json(query: Mapping[str, str], headers: Mapping[str, str]) -> bool:
-    """True when the plain JSON answer was asked for (rules in the module docstring)."""
-    fmt = query.get("format")
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise invalid("invalid_format", f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        return fmt == "json"
-    if any(headers.get(h) for h in ASSET_HEADERS):
+def wants_json(answer_format: AnswerFormat | None, accept: str, nvcf_headers: bool) -> bool:
+    """True when the plain JSON answer was asked for (rules in the module docstring); ``nvcf_headers``:
+    the request carries NVCF's asset headers."""
+    if answer_format is not None:
+        return answer_format == "json"
+    if nvcf_headers:
         return False
-    media = {part.split(";")[0].strip().lower() for part in headers.get("accept", "").split(",")}
+    media = {part.split(";")[0].strip().lower() for part in accept.split(",")}
     return "application/json" in media and ZIP_MEDIA_TYPE not in media
 
 

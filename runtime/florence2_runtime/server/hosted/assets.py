@@ -18,28 +18,10 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .problems import RequestError, invalid
+from ..problems import RequestError, invalid
+from ..settings import ServerLimits
 
-ASSET_HEADERS = ("nvcf-input-asset-references", "nvcf-function-asset-ids")
 _REMEMBERED_EXPIRED = 4096  # expired ids kept (ids only) to tell "expired" from "unknown"
-
-
-@dataclass(frozen=True)
-class AssetLimits:
-    """How many assets may exist at once, how big each and all may be, and how long they live (seconds)."""
-
-    max_assets: int = 32
-    max_asset_bytes: int = 20 * 1024 * 1024
-    max_total_bytes: int = 256 * 1024 * 1024
-    ttl_s: float = 900.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_assets", "max_asset_bytes", "max_total_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.ttl_s, bool) or not isinstance(self.ttl_s, (int, float)) or not self.ttl_s > 0:
-            raise ValueError(f"ttl_s must be a number > 0, got {self.ttl_s!r}")
 
 
 @dataclass
@@ -57,8 +39,10 @@ class Asset:
 class AssetStore:
     """In-memory assets keyed by id. Used from the event loop only (no locking needed)."""
 
-    def __init__(self, limits: AssetLimits | None = None, clock=time.monotonic):
-        self.limits = limits or AssetLimits()
+    def __init__(self, limits: ServerLimits | None = None, clock=time.monotonic):
+        self.limits = (
+            limits or ServerLimits()
+        )  # max_assets, max_asset_bytes, max_assets_total_bytes, asset_ttl_s
         self._clock = clock
         self._assets: dict[str, Asset] = {}
         self._expired: OrderedDict[str, None] = OrderedDict()
@@ -99,7 +83,7 @@ class AssetStore:
                 429,
                 "too_many_assets",
                 f"this server holds {self.limits.max_assets} assets already; "
-                f"they expire {self.limits.ttl_s:g} s after creation",
+                f"they expire {self.limits.asset_ttl_s:g} s after creation",
                 headers={"Retry-After": str(max(1, int(self._seconds_to_next_expiry())))},
             )
         asset = Asset(
@@ -107,7 +91,7 @@ class AssetStore:
             secrets.token_urlsafe(24),
             content_type,
             (description or "")[:1000],
-            self._clock() + self.limits.ttl_s,
+            self._clock() + self.limits.asset_ttl_s,
         )
         self._assets[asset.asset_id] = asset
         return asset
@@ -131,13 +115,13 @@ class AssetStore:
         asset = self.check_token(asset_id, token)
         if not data:
             raise invalid("empty_asset", f"the upload of asset {asset_id} is empty")
-        room = self.limits.max_total_bytes - self.total_bytes + (len(asset.data) if asset.data else 0)
+        room = self.limits.max_assets_total_bytes - self.total_bytes + (len(asset.data) if asset.data else 0)
         if len(data) > room:
             raise RequestError(
                 507,
                 "asset_storage_full",
                 f"assets on this server already hold "
-                f"{self.total_bytes} of {self.limits.max_total_bytes} bytes",
+                f"{self.total_bytes} of {self.limits.max_assets_total_bytes} bytes",
                 headers={"Retry-After": str(max(1, int(self._seconds_to_next_expiry())))},
             )
         asset.data = data
@@ -169,7 +153,7 @@ class AssetStore:
                 410,
                 "asset_expired",
                 f"asset {asset_id} has expired and was deleted "
-                f"(assets live {self.limits.ttl_s:g} s); upload it again",
+                f"(assets live {self.limits.asset_ttl_s:g} s); upload it again",
             )
         raise RequestError(404, "unknown_asset", f"unknown asset id {asset_id!r}")
 
@@ -178,6 +162,6 @@ class AssetStore:
         return min((a.expires - now for a in self._assets.values()), default=1.0)
 
 
-def sweep_interval(limits: AssetLimits) -> float:
+def sweep_interval(limits: ServerLimits) -> float:
     """How often the background sweep runs: often enough that an asset outlives its ttl by at most ~25 %."""
-    return min(60.0, max(0.05, limits.ttl_s / 4))
+    return min(60.0, max(0.05, limits.asset_ttl_s / 4))
