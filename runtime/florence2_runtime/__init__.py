@@ -15,20 +15,14 @@ Layers, lowest first; a layer imports only layers below it (``tests/test_layout.
     (package)    this module: the public API
     cli          the ``florence2`` command (``server`` and ``florence2_export`` only lazily, per sub-command)
     server       the HTTP server
-
-Old module paths (``florence2_runtime.hub``, ...) still import, with a ``DeprecationWarning`` naming the
-new one, for one release (:mod:`._moved`).
 """
 
-from . import _moved
 from .errors import Florence2Error, MissingDependencyError, ModelFileError
 from .inputs.encoded import EncodedImage
 from .model import Florence2
 from .tasks.postprocess import post_process_generation
 from .tasks.results import Florence2Result
 from .tasks.shapes import BoundingBox, Polygon, QuadBox
-
-_moved.install()
 
 __all__ = [
     "BoundingBox",
