@@ -72,8 +72,8 @@ class Int8Options:
     untie_lm_head: bool = True  # rewrite Gemm(h, table, transB=1) as MatMul(h, table^T) so it is quantised
     # nodes whose name contains one of these stay float32. DaViT's channel attention sums q * k over every
     # spatial token: quantising its q/k/v projections triples the vision encoder's error (README). The
-    # vision graph has them as q, k, v (florence2_export.graphs.vision); folders exported before that, as qkv.
-    exclude: tuple[str, ...] = ("channel_attn/q/", "channel_attn/k/", "channel_attn/v/", "channel_attn/qkv/")
+    # vision graph has them as q, k, v (florence2_export.graphs.vision).
+    exclude: tuple[str, ...] = ("channel_attn/q/", "channel_attn/k/", "channel_attn/v/")
 
     def __post_init__(self):
         check_recipe(self.recipe)

@@ -36,7 +36,5 @@ def runtime_config_from(model, processor, source: str) -> RuntimeConfig:
         task_prompts_without_inputs=dict(processor.task_prompts_without_inputs),
         task_prompts_with_input=dict(processor.task_prompts_with_input),
         banned_grounding_tokens=tuple(banned),
-        shared_cross_kv=True,
-        decoder_inputs_embeds=True,
         source=str(source),
     )
