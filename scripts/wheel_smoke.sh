@@ -24,6 +24,11 @@ echo "wheel smoke: fresh virtualenv with $(basename "$wheel")[cpu]"
 "$work/venv/bin/python" -m pip install --disable-pip-version-check -q "${wheel}[cpu]" \
   2> >(grep -v "^WARNING: Location" >&2)
 cd "$work"  # away from the source tree: only the installed package can be imported
+wheel_version=$(basename "$wheel" | cut -d- -f2)
+says=$("$work/venv/bin/florence2" --version)
+[ "$says" = "florence2 $wheel_version" ] \
+  || { echo "wheel smoke: 'florence2 --version' says '$says', the wheel is $wheel_version" >&2; exit 1; }
+echo "wheel smoke: $says"
 "$work/venv/bin/python" - <<'EOF'
 import importlib.util, sys
 present = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is not None]

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import __version__
 from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
 from ..engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
 from ..engine.int8cpu import RECIPES as INT8_RECIPES
@@ -63,6 +64,7 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="florence2", description="Florence-2 with ONNX Runtime, without PyTorch.")
+    parser.add_argument("--version", action="version", version=f"florence2 {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
     p = sub.add_parser(
