@@ -33,12 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from florence2_runtime.engine.config import RuntimeConfig
-from florence2_runtime.engine.graphs import native_graphs
+from florence2_runtime.engine.graphs import ONNX_DIR, native_graphs
 from florence2_runtime.engine.int8cpu import DEFAULT_RECIPE, check_recipe
 
 from .graphs import onnxfile
 
-ONNX_DIR = "onnx"
 DTYPES = ("fp32", "fp16", "int8")
 # what the export's check allows per graph: max |variant - torch| / max |torch| (fp32 keeps its absolute 1e-3).
 # A sanity bound that catches broken conversions (overflow, NaN, a wrong graph), not drift: measure the

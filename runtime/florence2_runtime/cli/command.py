@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
 from ..engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
 from ..engine.int8cpu import RECIPES as INT8_RECIPES
 from ..errors import Florence2Error, MissingDependencyError
-from .argtypes import positive_int
+from .argtypes import MODEL_HELP, add_model_arguments, model_options, positive_int
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran but its result failed (an export's check)

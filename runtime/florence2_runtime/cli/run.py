@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..engine.hub import model_options
 from ..inputs.images import is_url, load_image
 from ..tasks.prompts import REGION_FORMATS, TASKS, check_task_input
 from ..tasks.requests import TaskInput, task_items
 from ..tasks.results import Florence2Result
+from .argtypes import model_options
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+ONNX_DIR = "onnx"  # the folder of a model folder that holds its graphs (both layouts)
 KV_KINDS = ("key", "value")
 
 
@@ -176,6 +177,13 @@ def kv_gather_graph(dims: ModelDims, float_dtype: str = "float32") -> GraphSpec:
 # of preference.
 
 PRECISION_SUFFIXES = ("", "_fp16", "_quantized", "_int8", "_uint8", "_q4", "_q4f16", "_bnb4")
+COMMUNITY_ENCODERS = (
+    "vision_encoder.onnx",
+    "embed_tokens.onnx",
+    "encoder_model.onnx",
+)  # every folder has them
+COMMUNITY_DECODERS = (("decoder_model_merged.onnx",), ("decoder_model.onnx", "decoder_with_past_model.onnx"))
+"""The decoder forms of the layout, one of which a folder needs (the hub fetches the first one present)."""
 KV_PARTS = ("decoder", "encoder")
 USE_CACHE_BRANCH = "use_cache_branch"
 

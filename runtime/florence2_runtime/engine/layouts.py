@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..inputs.tokenizer import Florence2Tokenizer
 from .config import CONFIG_FILE, RuntimeConfig
-from .graphs import detect_layout
-from .native import ONNX_DIR, DecoderInference, Sessions
+from .graphs import ONNX_DIR, detect_layout
+from .native import DecoderInference, Sessions
 from .onnx_community import (
     CommunityDecoderInference,
     CommunitySessions,

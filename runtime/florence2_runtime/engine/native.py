@@ -12,10 +12,8 @@ import numpy as np
 
 from ..errors import ModelFileError
 from .config import RuntimeConfig
-from .graphs import EMBEDDINGS_FILE, GraphSpec, kv_names, native_graphs
+from .graphs import EMBEDDINGS_FILE, ONNX_DIR, GraphSpec, kv_names, native_graphs
 from .providers import create_session, onnxruntime
-
-ONNX_DIR = "onnx"
 
 ProviderList = list[tuple[str, dict[str, Any]]]
 ProvidersFor = ProviderList | Callable[[GraphSpec], ProviderList]

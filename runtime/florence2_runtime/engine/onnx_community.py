@@ -28,6 +28,7 @@ from ..errors import ModelFileError
 from ..inputs.tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
 from .config import CONFIG_FILE, RuntimeConfig, read_json
 from .graphs import (
+    ONNX_DIR,
     PRECISION_SUFFIXES,
     USE_CACHE_BRANCH,
     GraphSpec,
@@ -37,7 +38,6 @@ from .graphs import (
 )
 from .providers import create_session
 
-ONNX_DIR = "onnx"
 LAYOUT = "onnx-community"
 ProviderList = list[tuple[str, dict[str, Any]]]
 ProvidersFor = ProviderList | Callable[[GraphSpec], ProviderList]

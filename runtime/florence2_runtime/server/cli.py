@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli.argtypes import port_number, positive_int
-from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
+from ..cli.argtypes import MODEL_HELP, add_model_arguments, model_options, port_number, positive_int
 from ..errors import require
 from .assets import AssetLimits
 from .limits import API_KEY_ENV, ServerLimits, api_key_from_env
