@@ -297,7 +297,8 @@ def _convert_graphs(
                 fused = Path(tmp) / f"fused-{spec.filename}"
                 fuse_graph(src, fused, cfg)
                 src = fused
-            transform(src, out, spec.name, options or (OPTIONS[dtype] and OPTIONS[dtype]()))
+            default = OPTIONS[dtype]
+            transform(src, out, spec.name, options or (default() if default is not None else None))
             onnxfile.split(out)  # the transforms write single files; the folder holds graph + weights
             for part in (out, onnxfile.data_file(out)):
                 part.replace(dst_onnx / part.name)
