@@ -91,7 +91,19 @@ def test_export_without_the_extra_says_what_to_install(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "florence2-onnx[export]" in proc.stderr
+    # the project is not on PyPI: the hint installs the extra from the clone
+    assert "pip install -e '.[export]'" in proc.stderr and "florence2-onnx[" not in proc.stderr
+
+
+def test_install_hints_work_for_a_clone():
+    """Every missing optional dependency names its extra as installed from the clone, in one line."""
+    from florence2_runtime.errors import MissingDependencyError, require
+
+    with pytest.raises(MissingDependencyError) as error:
+        require("no_such_module_for_this_test", "serve", "Serving")
+    message = str(error.value)
+    assert "install the 'serve' extra: pip install -e '.[serve]'" in message and "scripts/setup.sh" in message
+    assert "florence2-onnx[" not in message and "\n" not in message
 
 
 def test_console_script_entry_point(onnx_folder, image_file):

@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import __version__
 from ..engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
 from ..engine.int8cpu import RECIPES as INT8_RECIPES
-from ..errors import Florence2Error, MissingDependencyError
+from ..errors import Florence2Error, MissingDependencyError, install_hint
 from .argtypes import MODEL_HELP, add_model_arguments, model_options, positive_int
 
 EXIT_USAGE = 2
@@ -196,8 +196,8 @@ def _cmd_export(args) -> int:
         from florence2_export import ExportCheckError, export
     except ImportError as e:
         raise MissingDependencyError(
-            f"'florence2 export' needs PyTorch and transformers ({e}); install them with: "
-            "pip install 'florence2-onnx[export]'"
+            f"'florence2 export' needs PyTorch and transformers ({e}); install the 'export' extra: "
+            + install_hint("export")
         ) from None
     if args.src is None and not args.adapter:
         raise UsageError("the following arguments are required: src (or --adapter, whose base model is used)")
@@ -233,7 +233,8 @@ def _cmd_demo(args) -> int:
         from florence2_export.toy.demo import run_demo
     except ImportError as e:
         raise MissingDependencyError(
-            f"'florence2 demo' builds a checkpoint with PyTorch ({e}); install: pip install 'florence2-onnx[export]'"
+            f"'florence2 demo' builds a checkpoint with PyTorch ({e}); install the 'export' extra: "
+            + install_hint("export")
         ) from None
     if args.checkpoint is not None and not Path(args.checkpoint, "config.json").is_file():
         raise UsageError(f"not a checkpoint folder (no config.json): {args.checkpoint}")

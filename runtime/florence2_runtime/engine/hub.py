@@ -185,7 +185,7 @@ def select(
 
 def _not_florence2_hint(files: set[str]) -> str:
     if "config.json" in files and any(f.endswith((".safetensors", ".bin")) for f in files):
-        return "it holds a PyTorch checkpoint; export it first with 'florence2 export REPO OUT'"
+        return "it holds a PyTorch checkpoint; export it first with 'florence2 export REPO OUT' (the 'export' extra)"
     shown = ", ".join(sorted(files)[:6]) + (", ..." if len(files) > 6 else "")
     return (
         f"neither onnx/{LAYOUT_MARKERS['onnx-community'][0]} (onnx-community layout) nor {CONFIG_FILE} with "
