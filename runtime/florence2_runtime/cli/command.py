@@ -174,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--text", help="text input of the task, if it takes one")
     p.add_argument("--region", type=_region, help="region x1,y1,x2,y2 in pixels, for the region tasks")
-    p.add_argument("--tokens", type=int, help="max new tokens (default: the models' generation config)")
+    p.add_argument(
+        "--tokens",
+        type=int,
+        help="max new tokens (default: full answers, up to 1024 capped by the models' positions, as run)",
+    )
     p.add_argument("--beams", type=int, help="beam count (default: the models' generation config)")
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
     p.add_argument("--threads", type=positive_int, help="intra-op threads per session")

@@ -41,8 +41,8 @@ class CompareOptions:
     task: str = "<MORE_DETAILED_CAPTION>"
     text: str | None = None  # the task's text input, if it takes one
     region: tuple[float, float, float, float] | None = None  # the task's region in pixels, if it takes one
-    max_new_tokens: int | None = None  # None: the models' generation_config.json
-    num_beams: int | None = None
+    max_new_tokens: int | None = None  # None: full answers, up to 1024 capped by the positions (as run)
+    num_beams: int | None = None  # None: the models' generation_config.json
 
     def generation_kwargs(self) -> dict[str, int]:
         kwargs = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
@@ -260,7 +260,7 @@ def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> 
     kwargs = options.generation_kwargs()
     tokens, results = [], []
     for model, cross in ((a, cross_a), (b, cross_b)):
-        decoding = model.decoding_options(**kwargs)
+        decoding = model.task_options(**kwargs)  # the task-level length default, as run and the server
         ids = generate(model.engine.decoder(cross, mask, decoding.num_beams), 1, decoding)[0]
         tokens.append(generated_tokens(ids, decoding.eos_token_id))
         text = model.decode(ids[None])[0]
