@@ -14,7 +14,19 @@ from .. import __version__
 from ..engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
 from ..engine.int8cpu import RECIPES as INT8_RECIPES
 from ..errors import Florence2Error, MissingDependencyError, install_hint
-from .argtypes import MODEL_HELP, add_model_arguments, model_options, positive_int
+from .argtypes import (
+    GENERATION_FLAGS,
+    MODEL_HELP,
+    REGION_FORMAT_HELP,
+    TOKENS_FLAGS,
+    DefaultsHelpFormatter,
+    add_model_arguments,
+    in_flags,
+    model_options,
+    positive_int,
+    region,
+    region_format_for,
+)
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran but its result failed (an export's check)
@@ -29,28 +41,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _region(value: str) -> tuple[float, float, float, float]:
-    parts = value.split(",")
-    try:
-        nums = tuple(float(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"region must be four numbers x1,y1,x2,y2, got {value!r}") from None
-    if len(nums) != 4:
-        raise argparse.ArgumentTypeError(f"region must be four numbers x1,y1,x2,y2, got {value!r}")
-    return nums  # a 4-tuple: mypy narrows tuple[float, ...] by the len() check
-
-
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "generation (defaults: up to 1024 new tokens, capped by the model's positions; the "
         "rest from the model's generation_config.json, e.g. 3 beams)"
     )
-    g.add_argument("--max-new-tokens", type=int)
-    g.add_argument("--min-new-tokens", type=int)
-    g.add_argument("--num-beams", type=int)
-    g.add_argument("--no-repeat-ngram-size", type=int)
-    g.add_argument("--length-penalty", type=float)
-    g.add_argument("--early-stopping", choices=["true", "false", "never"])
+    config = "default: the model's generation_config.json"
+    g.add_argument("--max-new-tokens", type=int, help="default: 1024, capped by the model's positions")
+    g.add_argument("--min-new-tokens", type=int, help=config)
+    g.add_argument("--num-beams", type=int, help=config)
+    g.add_argument("--no-repeat-ngram-size", type=int, help=config)
+    g.add_argument("--length-penalty", type=float, help=config)
+    g.add_argument("--early-stopping", choices=["true", "false", "never"], help=config)
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
+    p.add_argument(
+        "--threads", type=positive_int, help="intra-op threads per session (default: onnxruntime's choice)"
+    )
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict:
@@ -62,12 +71,18 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="florence2", description="Florence-2 with ONNX Runtime, without PyTorch.")
+    parser = _Parser(
+        prog="florence2",
+        description="Florence-2 with ONNX Runtime, without PyTorch.",
+        formatter_class=DefaultsHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"florence2 {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
 
     p = sub.add_parser(
-        "export", help="export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)"
+        "export",
+        help="export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "src",
@@ -102,11 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-recipe",
         choices=list(INT8_RECIPES),
         default=DEFAULT_INT8_RECIPE,
-        help="int8 weights: 7bit (default: right on every CPU), full-range (only for x86 CPUs with "
+        help="int8 weights: 7bit (right on every CPU), full-range (only for x86 CPUs with "
         "VNNI/AMX and ARM: wrong on x86 CPUs without VNNI) or u8u8 (uint8 weights)",
     )
 
-    p = sub.add_parser("run", help="run one task on images (files or folders) and print the results as JSON")
+    p = sub.add_parser(
+        "run",
+        help="run one task on images (files or folders) and print the results as JSON",
+        formatter_class=DefaultsHelpFormatter,
+    )
     p.add_argument("model", help=MODEL_HELP)
     add_model_arguments(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
@@ -120,12 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="text input of the task (phrase grounding, segmentation, ...)")
     p.add_argument(
         "--region",
-        type=_region,
+        type=region,
         action="append",
-        help="region x1,y1,x2,y2 for the region tasks; repeat it for several regions",
+        metavar="X1,Y1,X2,Y2",
+        help="region for the region tasks (units: --region-format); repeat it for several regions",
     )
-    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
+    _add_engine_args(p)
     from .run import add_output_arguments as _add_run_output_arguments
 
     _add_run_output_arguments(p)
@@ -135,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="export the toy model trained on generated shapes (models/florence2-tiny-shapes), "
         "run every task on fresh images and draw the answers (needs the 'export' extra)",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "--workdir", default="demo_out", help="where the export and pictures go (default: demo_out)"
@@ -145,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
-        "bench", help="time each stage of an exported model (forces exactly --tokens new tokens)"
+        "bench",
+        help="time each stage of an exported model (forces exactly --tokens new tokens)",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("model", help=MODEL_HELP)
     add_model_arguments(p)
@@ -159,11 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beams", type=int, default=1, help="beam count (default: 1)")
     p.add_argument("--batch", type=int, default=1, help="images per generate call (default: 1)")
     p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run (default: 3)")
-    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
+    _add_engine_args(p)
     p.add_argument("--json", action="store_true", help="print every run as JSON instead of a table")
 
-    p = sub.add_parser("compare", help="measure how far two exports agree on your images (e.g. fp32 vs int8)")
+    p = sub.add_parser(
+        "compare",
+        help="measure how far two exports agree on your images (e.g. fp32 vs int8)",
+        formatter_class=DefaultsHelpFormatter,
+    )
     p.add_argument("model_a", help="reference model (" + MODEL_HELP + ")")
     p.add_argument("model_b", help="model to compare with it")
     add_model_arguments(p, "a")
@@ -173,15 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", default="<MORE_DETAILED_CAPTION>", help="task token (default: <MORE_DETAILED_CAPTION>)"
     )
     p.add_argument("--text", help="text input of the task, if it takes one")
-    p.add_argument("--region", type=_region, help="region x1,y1,x2,y2 in pixels, for the region tasks")
+    p.add_argument("--region", type=region, metavar="X1,Y1,X2,Y2", help="region, for the region tasks")
+    p.add_argument("--region-format", choices=["pixels", "normalized"], help=REGION_FORMAT_HELP)
     p.add_argument(
         "--tokens",
         type=int,
         help="max new tokens (default: full answers, up to 1024 capped by the models' positions, as run)",
     )
     p.add_argument("--beams", type=int, help="beam count (default: the models' generation config)")
-    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
+    _add_engine_args(p)
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
 
     p = sub.add_parser(
@@ -269,7 +294,12 @@ def _cmd_compare(args) -> int:
     from .compare import CompareOptions, compare_models
 
     options = CompareOptions(
-        task=args.task, text=args.text, region=args.region, max_new_tokens=args.tokens, num_beams=args.beams
+        task=args.task,
+        text=args.text,
+        region=args.region,
+        region_format=region_format_for(args.region and [args.region], args.region_format),
+        max_new_tokens=args.tokens,
+        num_beams=args.beams,
     )
     report = compare_models(
         args.model_a,
@@ -301,12 +331,21 @@ COMMANDS = {
 }
 
 
+FLAGS = {"run": GENERATION_FLAGS, "compare": TOKENS_FLAGS, "bench": TOKENS_FLAGS}
+"""Per command, the flags that set the library's keywords (error messages are translated into them)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    command = None
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        command = args.command
+        return COMMANDS[command](args)
     except (UsageError, ValueError, FileExistsError, Florence2Error, ImportError) as e:
-        print(f"florence2: error: {e}".splitlines()[0], file=sys.stderr)
+        message = (
+            in_flags(str(e), FLAGS[command]) if isinstance(e, ValueError) and command in FLAGS else str(e)
+        )
+        print(f"florence2: error: {message}".splitlines()[0], file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -40,7 +40,8 @@ class CompareOptions:
 
     task: str = "<MORE_DETAILED_CAPTION>"
     text: str | None = None  # the task's text input, if it takes one
-    region: tuple[float, float, float, float] | None = None  # the task's region in pixels, if it takes one
+    region: tuple[float, float, float, float] | None = None  # the task's region, if it takes one
+    region_format: str = "pixels"  # the region's units: pixels, or "normalized" fractions
     max_new_tokens: int | None = None  # None: full answers, up to 1024 capped by the positions (as run)
     num_beams: int | None = None  # None: the models' generation_config.json
 
@@ -240,7 +241,13 @@ def _check_compatible(a, b) -> None:
 def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> ImageComparison:
     """Run models ``a`` and ``b`` (:class:`~florence2_runtime.Florence2`) on one image."""
     pil = load_image(image)
-    prompt = build_task_text(options.task, text=options.text, region=options.region, image_size=pil.size)
+    prompt = build_task_text(
+        options.task,
+        text=options.text,
+        region=options.region,
+        image_size=pil.size,
+        region_format=options.region_format,
+    )
     pixel_values, text_ids, text_mask = a.prepare_inputs([pil], [prompt])
 
     feats_a = a.engine.encode_images(pixel_values)
