@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
@@ -71,6 +72,7 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``florence2`` parser: one sub-parser per entry of :data:`COMMANDS`."""
     parser = _Parser(
         prog="florence2",
         description="Florence-2 with ONNX Runtime, without PyTorch.",
@@ -78,12 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"florence2 {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
+    for name, command in COMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, formatter_class=command.formatter))
+    return parser
 
-    p = sub.add_parser(
-        "export",
-        help="export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)",
-        formatter_class=DefaultsHelpFormatter,
-    )
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "src",
         nargs="?",
@@ -121,11 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         "VNNI/AMX and ARM: wrong on x86 CPUs without VNNI) or u8u8 (uint8 weights)",
     )
 
-    p = sub.add_parser(
-        "run",
-        help="run one task on images (files or folders) and print the results as JSON",
-        formatter_class=DefaultsHelpFormatter,
-    )
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    from .run import add_output_arguments
+
     p.add_argument("model", help=MODEL_HELP)
     add_model_arguments(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
@@ -145,58 +146,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="region for the region tasks (units: --region-format); repeat it for several regions",
     )
     _add_engine_args(p)
-    from .run import add_output_arguments as _add_run_output_arguments
-
-    _add_run_output_arguments(p)
+    add_output_arguments(p)
     _add_generation_args(p)
 
-    p = sub.add_parser(
-        "demo",
-        help="export the toy model trained on generated shapes (models/florence2-tiny-shapes), "
-        "run every task on fresh images and draw the answers (needs the 'export' extra)",
-        formatter_class=DefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--workdir", default="demo_out", help="where the export and pictures go (default: demo_out)"
-    )
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="demo_out", help="where the export and pictures go")
     p.add_argument("--checkpoint", help="a trained checkpoint folder (default: models/florence2-tiny-shapes)")
     p.add_argument(
         "--random", action="store_true", help="build a RANDOM-weight checkpoint instead (answers are noise)"
     )
 
-    p = sub.add_parser(
-        "bench",
-        help="time each stage of an exported model (forces exactly --tokens new tokens)",
-        formatter_class=DefaultsHelpFormatter,
-    )
+
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
     add_model_arguments(p)
     p.add_argument("--image", help="image file (default: a generated 640x480 image)")
-    p.add_argument(
-        "--task", default="<OD>", help="task token, optionally followed by its text input (default: <OD>)"
-    )
-    p.add_argument(
-        "--tokens", type=int, default=20, help="new tokens per sequence, forced exactly (default: 20)"
-    )
-    p.add_argument("--beams", type=int, default=1, help="beam count (default: 1)")
-    p.add_argument("--batch", type=int, default=1, help="images per generate call (default: 1)")
-    p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run (default: 3)")
+    p.add_argument("--task", default="<OD>", help="task token, optionally followed by its text input")
+    p.add_argument("--tokens", type=int, default=20, help="new tokens per sequence, forced exactly")
+    p.add_argument("--beams", type=int, default=1, help="beam count")
+    p.add_argument("--batch", type=int, default=1, help="images per generate call")
+    p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run")
     _add_engine_args(p)
     p.add_argument("--json", action="store_true", help="print every run as JSON instead of a table")
 
-    p = sub.add_parser(
-        "compare",
-        help="measure how far two exports agree on your images (e.g. fp32 vs int8)",
-        formatter_class=DefaultsHelpFormatter,
-    )
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_a", help="reference model (" + MODEL_HELP + ")")
     p.add_argument("model_b", help="model to compare with it")
     add_model_arguments(p, "a")
     add_model_arguments(p, "b")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
-    p.add_argument(
-        "--task", default="<MORE_DETAILED_CAPTION>", help="task token (default: <MORE_DETAILED_CAPTION>)"
-    )
+    p.add_argument("--task", default="<MORE_DETAILED_CAPTION>", help="task token")
     p.add_argument("--text", help="text input of the task, if it takes one")
     p.add_argument("--region", type=region, metavar="X1,Y1,X2,Y2", help="region, for the region tasks")
     p.add_argument("--region-format", choices=["pixels", "normalized"], help=REGION_FORMAT_HELP)
@@ -209,15 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(p)
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
 
-    p = sub.add_parser(
-        "serve",
-        help="serve a model over HTTP with dynamic batching (needs the 'serve' extra; "
-        "--ray: Ray Serve, the 'ray' extra)",
-    )
-    from ..server.cli import add_arguments as _add_serve_arguments
 
-    _add_serve_arguments(p)
-    return parser
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    from ..server.cli import add_arguments
+
+    add_arguments(p)
 
 
 def _cmd_export(args) -> int:
@@ -321,13 +298,48 @@ def _cmd_serve(args) -> int:
     return run_server(args)
 
 
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: its one-line help, its arguments and what runs it (returns the exit code)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    formatter: type[argparse.HelpFormatter] = DefaultsHelpFormatter  # serve's help states its own defaults
+
+
 COMMANDS = {
-    "export": _cmd_export,
-    "run": _cmd_run,
-    "demo": _cmd_demo,
-    "bench": _cmd_bench,
-    "serve": _cmd_serve,
-    "compare": _cmd_compare,
+    "export": Command(
+        "export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)",
+        _export_arguments,
+        _cmd_export,
+    ),
+    "run": Command(
+        "run one task on images (files or folders) and print the results as JSON", _run_arguments, _cmd_run
+    ),
+    "demo": Command(
+        "export the toy model trained on generated shapes (models/florence2-tiny-shapes), run every task "
+        "on fresh images and draw the answers (needs the 'export' extra)",
+        _demo_arguments,
+        _cmd_demo,
+    ),
+    "bench": Command(
+        "time each stage of an exported model (forces exactly --tokens new tokens)",
+        _bench_arguments,
+        _cmd_bench,
+    ),
+    "compare": Command(
+        "measure how far two exports agree on your images (e.g. fp32 vs int8)",
+        _compare_arguments,
+        _cmd_compare,
+    ),
+    "serve": Command(
+        "serve a model over HTTP with dynamic batching (needs the 'serve' extra; --ray: Ray Serve, the "
+        "'ray' extra)",
+        _serve_arguments,
+        _cmd_serve,
+        argparse.HelpFormatter,
+    ),
 }
 
 
@@ -340,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         command = args.command
-        return COMMANDS[command](args)
+        return COMMANDS[command].run(args)
     except (UsageError, ValueError, FileExistsError, Florence2Error, ImportError) as e:
         message = (
             in_flags(str(e), FLAGS[command]) if isinstance(e, ValueError) and command in FLAGS else str(e)
