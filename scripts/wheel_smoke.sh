@@ -18,6 +18,7 @@ echo "wheel smoke: filling a hub cache with a tiny model (onnx-community/Florenc
 python scripts/prefill_hub_cache.py "$work/cache" --repo onnx-community/Florence-2-base
 python -c "from florence2_export.verify import make_test_image; make_test_image(160, 120, seed=1).save('$work/image.png')"
 deactivate
+unset PYTHONPATH  # only the installed wheel may be imported from here on
 
 echo "wheel smoke: fresh virtualenv with $(basename "$wheel")[cpu]"
 "$PYTHON" -m venv "$work/venv"
