@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--repo", default="onnx-community/Florence-2-base")
     args = parser.parse_args()
 
-    from hubstub import HubStub, StubRepo, folder_files
+    from hubstub import HubStub, StubRepo, folder_files, huggingface_hub_at
 
     from florence2_export import export
     from florence2_export.toy.tiny import write_tiny_checkpoint
@@ -35,10 +35,7 @@ def main() -> None:
         checkpoint = write_tiny_checkpoint(Path(tmp) / "checkpoint", size="tiny", seed=0)
         folder = Path(tmp) / "community"
         export(checkpoint, folder, quiet=True, layout="onnx-community")
-        with HubStub({args.repo: StubRepo(folder_files(folder))}) as hub:
-            import os
-
-            os.environ["HF_ENDPOINT"] = hub.url
+        with HubStub({args.repo: StubRepo(folder_files(folder))}) as hub, huggingface_hub_at(hub.url):
             resolved = resolve_model(args.repo, cache_dir=args.cache, local_files_only=False)
         print(f"{args.repo}: {len(resolved.files)} files in {resolved.folder}")
 

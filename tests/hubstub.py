@@ -10,6 +10,9 @@ It serves what ``huggingface_hub`` (2.x) requests for ``model_info``, ``snapshot
 
 Errors carry the ``X-Error-Code`` header the real hub sends (RepoNotFound, GatedRepo, RevisionNotFound,
 EntryNotFound), which is how huggingface_hub picks its exception type.
+
+huggingface_hub reads ``HF_ENDPOINT`` and ``HF_HUB_CACHE`` once, when it is imported; a process that has
+imported it already points it elsewhere with :func:`huggingface_hub_at` (subprocesses: the environment).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -165,6 +170,29 @@ class HubStub:
         data = repo.data(name)
         etag = f'"{hashlib.sha256(data).hexdigest()}"'
         _send(h, method, 200, data, {"ETag": etag, "Content-Type": "application/octet-stream", **commit})
+
+
+@contextmanager
+def huggingface_hub_at(url: str, cache: str | Path | None = None, offline: bool = False) -> Iterator[None]:
+    """Within the block, the imported ``huggingface_hub`` talks to ``url``, caches in ``cache`` (None: as it
+    was) and is offline or not, as ``HF_ENDPOINT`` / ``HF_HUB_CACHE`` / ``HF_HUB_OFFLINE`` at its import
+    would have made it."""
+    from huggingface_hub import constants
+
+    values = {
+        "ENDPOINT": url,
+        "HUGGINGFACE_CO_URL_TEMPLATE": url + "/{repo_id}/resolve/{revision}/{filename}",
+        "HF_HUB_OFFLINE": offline,
+        **({"HF_HUB_CACHE": str(cache)} if cache is not None else {}),
+    }
+    saved = {name: getattr(constants, name) for name in values}
+    for name, value in values.items():
+        setattr(constants, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(constants, name, value)
 
 
 _INFO = re.compile(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?()$")

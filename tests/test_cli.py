@@ -91,7 +91,19 @@ def test_export_without_the_extra_says_what_to_install(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "florence2-onnx[export]" in proc.stderr
+    # the project is not on PyPI: the hint installs the extra from the clone
+    assert "pip install -e '.[export]'" in proc.stderr and "florence2-onnx[" not in proc.stderr
+
+
+def test_install_hints_work_for_a_clone():
+    """Every missing optional dependency names its extra as installed from the clone, in one line."""
+    from florence2_runtime.errors import MissingDependencyError, require
+
+    with pytest.raises(MissingDependencyError) as error:
+        require("no_such_module_for_this_test", "serve", "Serving")
+    message = str(error.value)
+    assert "install the 'serve' extra: pip install -e '.[serve]'" in message and "scripts/setup.sh" in message
+    assert "florence2-onnx[" not in message and "\n" not in message
 
 
 def test_console_script_entry_point(onnx_folder, image_file):
@@ -140,3 +152,29 @@ def test_too_long_text_and_too_many_tokens_are_value_errors(onnx_model, image_fi
         )
     with pytest.raises(ValueError, match="max_new_tokens"):
         onnx_model.run(image_file, "<OD>", max_new_tokens=cfg.max_position_embeddings)
+
+
+def test_version_has_one_source(capsys):
+    """``florence2 --version`` prints ``__version__``, which pyproject.toml reads (dynamic) instead of repeating it."""
+    from pathlib import Path
+
+    import florence2_runtime
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"florence2 {florence2_runtime.__version__}"
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    dynamic = project["tool"]["setuptools"]["dynamic"]["version"]
+    assert dynamic == {"attr": "florence2_runtime.__version__"}
+
+
+def test_license_is_the_mit_text_pyproject_names():
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    text = (root / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("MIT License") and "Copyright (c) 2026 The florence2-onnx authors" in text
+    assert 'license = { text = "MIT" }' in (root / "pyproject.toml").read_text(encoding="utf-8")

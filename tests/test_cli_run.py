@@ -265,3 +265,74 @@ def test_run_help_states_the_defaults(capsys):
         build_parser().parse_args(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "up to 1024 new tokens" in out and "repeat it for several tasks" in out
+
+
+@pytest.mark.parametrize(
+    "extra, says, never",
+    [
+        (["--task", "<CAPTION_TO_PHRASE_GROUNDING>"], "needs an input: pass --text", "pass text"),
+        (["--task", "<REGION_TO_CATEGORY>"], "pass --region X1,Y1,X2,Y2 in pixels", "region=("),
+        (["--task", "<OD>", "--text", "a dog"], "pass neither --text nor --region", "neither text"),
+        (
+            ["--task", "<REGION_TO_CATEGORY>", "--text", "a dog"],
+            "in pixels, or --text of the form",
+            "region=(",
+        ),
+        (["--task", "<OD>", "--max-new-tokens", "100000"], "--max-new-tokens 100000 is too large", "max_new"),
+        (
+            ["--task", "<OD>", "--min-new-tokens", "5", "--max-new-tokens", "3"],
+            "--min-new-tokens (5) is larger than --max-new-tokens (3)",
+            "_new_tokens",
+        ),
+    ],
+)
+def test_errors_name_the_flags_not_the_python_keywords(onnx_folder, images, capsys, extra, says, never):
+    assert main(["run", str(onnx_folder), str(images[0]), *extra]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and says in err and never not in err, err
+
+
+def test_a_region_of_fractions_needs_its_format(onnx_folder, onnx_model, images, capsys):
+    """0.45,0.2,0.7,0.53 taken as pixels would be a sliver in the corner: without --region-format it is refused."""
+    argv = [
+        "run",
+        str(onnx_folder),
+        str(images[0]),
+        "--task",
+        "<REGION_TO_CATEGORY>",
+        "--region",
+        "0.45,0.2,0.7,0.53",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "pass --region-format normalized" in err, err
+    assert main([*argv, "--region-format", "normalized", *GEN]) == 0
+    normalized = onnx_model.run(
+        images[0], "<REGION_TO_CATEGORY>", region=(0.45, 0.2, 0.7, 0.53), region_format="normalized", **GEN_KW
+    )
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(normalized))
+    assert main([*argv, "--region-format", "pixels", *GEN]) == 0  # said explicitly: taken as pixels
+    capsys.readouterr()
+    assert main([*argv[:-1], "0.45,0.2,7,5.3", *GEN]) == 0  # not all <= 1: pixels
+
+
+def test_every_help_states_the_defaults():
+    """Each option of every sub-command but serve (whose flags the server's settings generate) shows its
+    default in --help; those without a value say what applies instead, except the inputs themselves."""
+    import argparse
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    inputs = {"--adapter", "--task", "--text", "--region", "--draw"}  # absent: not given
+    for name, command in commands.items():
+        if name == "serve":
+            continue
+        text = " ".join(command.format_help().split())
+        for action in command._actions:
+            flag = next(iter(action.option_strings), None)
+            if flag is None or action.default is False or action.default == argparse.SUPPRESS:
+                continue
+            if action.default is not None:
+                assert f"default: {action.default}" in text, (name, flag)
+            elif flag not in inputs:
+                assert "default" in command._get_formatter()._expand_help(action), (name, flag)

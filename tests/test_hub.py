@@ -10,10 +10,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hubstub import TOKEN, HubStub, StubRepo, folder_files
+from hubstub import TOKEN, HubStub, StubRepo, folder_files, huggingface_hub_at
 
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
@@ -91,14 +92,15 @@ def hub(repos):
 
 
 @pytest.fixture
-def env(hub, tmp_path, monkeypatch) -> dict:
-    """HF_ENDPOINT at the stand-in, a fresh cache, online; the environment for subprocesses too."""
+def env(hub, tmp_path, monkeypatch) -> Iterator[dict]:
+    """huggingface_hub at the stand-in, a fresh cache, online; the same as environment for subprocesses."""
     hub.clear()
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    return {**os.environ}
+    with huggingface_hub_at(hub.url, tmp_path / "cache"):
+        yield {**os.environ}
 
 
 def _image():
@@ -271,9 +273,11 @@ def test_missing_file(env):
         Florence2.from_pretrained("someone/no-tokenizer")
 
 
-def test_unreachable_hub(env, monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    with pytest.raises(HubError, match=r"cannot be reached .* not in the cache"):
+def test_unreachable_hub(env):
+    with (
+        huggingface_hub_at("http://127.0.0.1:9"),
+        pytest.raises(HubError, match=r"cannot be reached .* not in the cache"),
+    ):
         Florence2.from_pretrained("florence-2-base")
 
 

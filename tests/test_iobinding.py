@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,63 +75,20 @@ def test_device_of_unknown_provider_is_a_clear_error():
         device_of([("OpenVINOExecutionProvider", {})])
 
 
-@pytest.mark.parametrize("io_binding", [False, True])
-def test_exports_with_per_beam_cross_kv_still_work(onnx_folder, onnx_model, tmp_path, io_binding):
-    """Folders from before ``shared_cross_kv`` feed the cross K/V repeated per beam; the tokens are the same."""
+@pytest.mark.parametrize("format_version", [1, None])
+def test_a_folder_of_an_older_format_is_one_error_naming_the_reexport(onnx_folder, tmp_path, format_version):
+    """No release wrote a folder before format 2 (decoder fed token ids, cross K/V per beam): such a folder,
+    or one without a format_version, is refused with the command that writes a current one."""
     import json
 
-    old = tmp_path / "per-beam"
+    from florence2_runtime.errors import ModelFileError
+
+    old = tmp_path / "old"
     shutil.copytree(onnx_folder, old)
     cfg_path = old / "florence2_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    assert cfg["shared_cross_kv"] is True
-    cfg_path.write_text(json.dumps({k: v for k, v in cfg.items() if k != "shared_cross_kv"}))
-    model = Florence2.from_pretrained(old, io_binding=io_binding)
-    assert model.config.shared_cross_kv is False
-    kwargs = dict(max_new_tokens=16, num_beams=3)
-    np.testing.assert_array_equal(
-        model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs)
-    )
-
-
-def _format1_folder(onnx_folder: Path, out: Path) -> Path:
-    """``onnx_folder`` as format 1 wrote it: the decoder takes ``input_ids`` and gathers the embeddings itself."""
-    import json
-
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    shutil.copytree(onnx_folder, out)
-    path = out / "onnx" / "decoder.onnx"
-    model = onnx.load(str(path))
-    graph = model.graph
-    embeds = next(i for i in graph.input if i.name == "inputs_embeds")
-    position = list(graph.input).index(embeds)
-    graph.input.remove(embeds)
-    graph.input.insert(
-        position, helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "step_length"])
-    )
-    table = np.load(out / "onnx" / "embed_tokens.npy")
-    graph.initializer.append(numpy_helper.from_array(table, "embed_tokens.weight"))
-    graph.node.insert(0, helper.make_node("Gather", ["embed_tokens.weight", "input_ids"], ["inputs_embeds"]))
-    onnx.save(model, str(path))
-    cfg_path = out / "florence2_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    assert cfg["decoder_inputs_embeds"] is True and cfg["format_version"] == 2
-    cfg = {k: v for k, v in cfg.items() if k != "decoder_inputs_embeds"}
-    cfg_path.write_text(json.dumps({**cfg, "format_version": 1}))
-    return out
-
-
-@pytest.mark.parametrize("io_binding", [False, True])
-def test_format1_exports_with_token_ids_still_work(onnx_folder, onnx_model, tmp_path, io_binding):
-    """Folders of format 1 have a decoder that takes token ids; the runtime feeds them and gets the same tokens."""
-    model = Florence2.from_pretrained(
-        _format1_folder(onnx_folder, tmp_path / "format1"), io_binding=io_binding
-    )
-    assert model.config.decoder_inputs_embeds is False
-    assert model.engine.sessions.decoder.get_inputs()[0].name == "input_ids"
-    for kwargs in (dict(max_new_tokens=12), dict(max_new_tokens=12, num_beams=3)):
-        np.testing.assert_array_equal(
-            model.generate(IMAGES, TEXTS, **kwargs), onnx_model.generate(IMAGES, TEXTS, **kwargs)
-        )
+    cfg = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k != "format_version"}
+    cfg_path.write_text(json.dumps(cfg if format_version is None else {**cfg, "format_version": 1}))
+    with pytest.raises(
+        ModelFileError, match=r"folder format 1 .* again with 'florence2 export CHECKPOINT OUT'"
+    ):
+        Florence2.from_pretrained(old)

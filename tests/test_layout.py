@@ -1,4 +1,4 @@
-"""The runtime's layout: no import circles, layers that import only downwards, old paths that still work.
+"""The runtime's layout: no import circles, layers that import only downwards, no import hooks.
 
 Every import of a project module counts for the module graph (top level, ``if TYPE_CHECKING:`` and inside
 functions); the layer graph counts the imports at module level (``TYPE_CHECKING`` ones included), which run
@@ -11,13 +11,11 @@ import ast
 import importlib
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 
 import florence2_runtime
-from florence2_runtime import _moved
 
 PACKAGE = "florence2_runtime"
 ROOT = Path(florence2_runtime.__file__).parent
@@ -37,7 +35,7 @@ PUBLIC_API = [
 # The layer order, lowest first (the package docstring shows the same list); names on one line share a layer.
 # "(package)" is florence2_runtime/__init__.py, the public API.
 LAYERS = [
-    ("errors", "_moved"),
+    ("errors",),
     ("generation",),
     ("inputs",),
     ("engine",),
@@ -157,7 +155,7 @@ def test_the_package_docstring_states_the_same_layers():
     doc = florence2_runtime.__doc__
     block = doc.split("::", 1)[1].split("\n\n", 2)[1]
     named = [line.split()[0] for line in block.splitlines() if line.strip()]
-    assert named == [name for names in LAYERS for name in names if name != "_moved"]
+    assert named == [name for names in LAYERS for name in names]
 
 
 def test_only_the_export_command_reaches_into_the_export_package():
@@ -185,70 +183,22 @@ def test_every_subpackage_says_what_it_holds_and_may_import():
             assert doc and "May import" in doc, name
 
 
-# --- the old paths ------------------------------------------------------------------------------------
+# --- the public API ----------------------------------------------------------------------------------
 def test_the_public_api_is_unchanged():
     assert sorted(florence2_runtime.__all__) == PUBLIC_API
     for name in PUBLIC_API:
         assert getattr(florence2_runtime, name).__name__ == name
 
 
-@pytest.mark.parametrize("old, new", sorted(_moved.MOVED.items()))
-def test_an_old_path_imports_the_new_module_with_a_warning(old, new):
-    old, new = f"{PACKAGE}.{old}", f"{PACKAGE}.{new}"
-    sys.modules.pop(old, None)
-    _moved._warned.discard(old)
-    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new) and module.__name__ == new
-    assert module.__spec__.name == new  # the new module's own spec is kept
-    sys.modules.pop(old)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # once per old name
-        assert importlib.import_module(old) is module
+def test_no_import_hook_and_no_old_module_paths():
+    """No release had another layout, so nothing answers for old module names (no finder on sys.meta_path)."""
+    assert not [f for f in sys.meta_path if type(f).__module__.startswith(PACKAGE)]
+    for old in ("hub", "decoding", "results", "runcmd"):  # paths of the layout before the subpackages
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(f"{PACKAGE}.{old}")
 
 
-def test_old_paths_keep_monkeypatch_and_isinstance_working(monkeypatch):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from florence2_runtime.results import Florence2Result as OldResult
-
-        monkeypatch.setattr("florence2_runtime.hub.ALIASES", {"x": "y/z"})
-    from florence2_runtime.engine import hub
-
-    assert hub.ALIASES == {"x": "y/z"}
-    assert OldResult is florence2_runtime.Florence2Result
-    assert isinstance(florence2_runtime.Florence2Result("<OCR>", (1, 1)), OldResult)
-
-
-def test_old_modules_that_became_packages_offer_what_they_did():
-    from florence2_runtime import cli, tasks
-    from florence2_runtime.cli import command as main_module
-    from florence2_runtime.tasks import batch
-
-    assert cli.main is main_module.main and cli.build_parser is main_module.build_parser
-    assert {n for n in batch.__all__} <= set(tasks.__all__)
-    assert tasks.answer_prompts is batch.answer_prompts
-
-
-def test_the_new_paths_import_without_deprecation_warnings():
-    new = sorted({f"{PACKAGE}.{n}" for n in _moved.MOVED.values()} | {f"{PACKAGE}.cli", f"{PACKAGE}.tasks"})
-    script = (
-        "import importlib, sys\nimport florence2_runtime\n"
-        + "".join(f"importlib.import_module({n!r})\n" for n in new)
-        + ("old = [m for m in sys.modules if m in {o!r}]\nassert not old, old\nprint('ok')\n").format(
-            o={f"{PACKAGE}.{o}" for o in _moved.MOVED}
-        )
-    )
-    out = subprocess.run(
-        [sys.executable, "-W", "error::DeprecationWarning", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
-
-
-def test_importing_the_package_imports_neither_front_end_nor_an_old_path():
+def test_importing_the_package_imports_no_front_end():
     script = (
         "import sys, florence2_runtime\n"
         "print(sorted(m for m in sys.modules if m.startswith('florence2_runtime')))"
@@ -256,4 +206,3 @@ def test_importing_the_package_imports_neither_front_end_nor_an_old_path():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     loaded = set(ast.literal_eval(out.stdout.strip()))
     assert not {m for m in loaded if _layer(m) in ("cli", "server")}, loaded
-    assert not loaded & {f"{PACKAGE}.{o}" for o in _moved.MOVED}

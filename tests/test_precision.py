@@ -179,6 +179,15 @@ def test_compare_with_itself_agrees_fully(onnx_folder, image_dir):
         assert s[name]["max_abs"] == 0.0 and s[name]["ref_max_abs"] > 0
 
 
+def test_compare_compares_full_answers_by_default(onnx_folder, onnx_model, image_dir):
+    """Without --tokens both models answer in full, as ``run`` does (up to 1024 new tokens, capped by the
+    positions), not the generation config's 20: differences after token 20 count. The random-weight tiny
+    model does not stop early on this image, so its answer runs past 20 tokens."""
+    report = compare_models(onnx_folder, onnx_folder, [image_dir / "im0.png"])
+    full = onnx_model.task_options().max_new_tokens
+    assert full > 20 and 20 < len(report.images[0].tokens_a) <= full
+
+
 def test_compare_fp32_with_int8_reports_numbers(onnx_folder, int8_export, image_dir, capsys):
     code = main(
         [
@@ -214,7 +223,20 @@ def test_compare_fp32_with_int8_reports_numbers(onnx_folder, int8_export, image_
         (["compare", "{model}", "{model}"], "required"),
         (["compare", "{model}", "{model}", "missing.png"], "missing.png"),
         (["compare", "{model}", "{model}", "{empty}"], "no image files"),
-        (["compare", "{model}", "{model}", "{image}", "--tokens", "0"], "max_new_tokens"),
+        (["compare", "{model}", "{model}", "{image}", "--tokens", "0"], "--tokens must be >= 1"),
+        (
+            [
+                "compare",
+                "{model}",
+                "{model}",
+                "{image}",
+                "--task",
+                "<REGION_TO_CATEGORY>",
+                "--region",
+                "0,0,0.5,1",
+            ],
+            "pass --region-format normalized",
+        ),
         (["compare", "{model}", "{model}", "{image}", "--beams", "x"], "--beams"),
         (["compare", "{model}", "{empty}", "{image}"], "florence2_config.json"),
         (["export", "src", "out", "--dtype", "bf16"], "--dtype"),

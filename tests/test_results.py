@@ -301,7 +301,7 @@ def test_to_supervision_without_supervision_names_the_extra(monkeypatch):
     import sys
 
     monkeypatch.delitem(sys.modules, "supervision", raising=False)
-    with pytest.raises(ImportError, match=r"florence2-onnx\[supervision\]"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[supervision\]'"):
         Florence2Result.from_dict({"<OD>": {"bboxes": [], "labels": []}}, (4, 4)).to_supervision()
 
 

@@ -18,20 +18,14 @@ last two share the top layer)::
     server       the HTTP server
     mcp          the MCP server: the tasks as tools for AI agents (beside ``server``; imports its image checks)
     datasets     ``florence2 label`` / ``eval``: folders, PDFs, videos -> COCO / YOLO / VOC datasets; mAP
-
-Old module paths (``florence2_runtime.hub``, ...) still import, with a ``DeprecationWarning`` naming the
-new one, for one release (:mod:`._moved`).
 """
 
-from . import _moved
 from .errors import Florence2Error, MissingDependencyError, ModelFileError
 from .inputs.encoded import EncodedImage
 from .model import Florence2
 from .tasks.postprocess import post_process_generation
 from .tasks.results import Florence2Result
 from .tasks.shapes import BoundingBox, Polygon, QuadBox
-
-_moved.install()
 
 __all__ = [
     "BoundingBox",

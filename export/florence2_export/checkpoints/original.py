@@ -295,7 +295,10 @@ def _save_tokenizer(src: Path, dst: Path) -> tuple[int, int]:
         extra_special_tokens={"image_token": IMAGE_TOKEN},
     )
     tokenizer.save_pretrained(str(dst))
-    return backend.get_vocab_size(with_added_tokens=True), backend.token_to_id(IMAGE_TOKEN)
+    image_token_id = backend.token_to_id(IMAGE_TOKEN)
+    if image_token_id is None:  # added above when missing
+        raise CheckpointError(f"{src}: the tokenizer has no {IMAGE_TOKEN} token")
+    return backend.get_vocab_size(with_added_tokens=True), image_token_id
 
 
 def convert_original_checkpoint(src: str | Path, dst: str | Path) -> Path:

@@ -42,14 +42,18 @@ def runtime_config_from(model, processor, source: str) -> RuntimeConfig:
         unk_token_id=processor.tokenizer.unk_token_id,
         decoder_start_token_id=tc.decoder_start_token_id,
         image_size=image_size,
-        image_mean=tuple(float(x) for x in ip.image_mean),
-        image_std=tuple(float(x) for x in ip.image_std),
+        image_mean=_rgb(ip.image_mean),
+        image_std=_rgb(ip.image_std),
         rescale_factor=float(ip.rescale_factor),
         resample=int(ip.resample),
         task_prompts_without_inputs=dict(processor.task_prompts_without_inputs),
         task_prompts_with_input=dict(processor.task_prompts_with_input),
         banned_grounding_tokens=tuple(banned),
-        shared_cross_kv=True,
-        decoder_inputs_embeds=True,
         source=str(source),
     )
+
+
+def _rgb(values) -> tuple[float, float, float]:
+    """One number per RGB channel (the processor's mean or std)."""
+    r, g, b = (float(x) for x in values)
+    return r, g, b

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from florence2_runtime.engine.config import RuntimeConfig
-from florence2_runtime.engine.graphs import USE_CACHE_BRANCH, GraphSpec, community_graphs
+from florence2_runtime.engine.graphs import ONNX_DIR, USE_CACHE_BRANCH, GraphSpec, community_graphs
 from florence2_runtime.tasks.postprocess import TASK_PARSE_TYPES
 
 from ..graphs.modules import DecoderCore, VisionEncoder, _additive_padding_mask, _heads
@@ -33,7 +33,6 @@ from ..progress import log
 from ..verify import make_test_image
 from .merge import merge_decoders
 
-ONNX_DIR = "onnx"
 TORCH_GRAPHS = ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model", "decoder_with_past_model")
 
 # transformers.js' Florence2Processor reads the task -> parse type table from preprocessor_config.json

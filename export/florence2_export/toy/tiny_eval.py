@@ -116,11 +116,11 @@ def _truth_and_pred(sample: shapes.Sample, answer) -> tuple[list, list]:
     # grounding and open vocabulary: the target text lists the (label, box) pairs
     loc = re.compile(r"((?:<loc_\d+>){4})")
     parts = loc.split(sample.target)
-    truth = []
+    listed: list[tuple[str, Sequence[float]]] = []
     for label, boxes in zip(parts[0::2], parts[1::2]):
         bins = [int(b) for b in re.findall(r"<loc_(\d+)>", boxes)]
-        truth.append((label.strip(), [(b + 0.5) * 128 / shapes.NUM_BINS for b in bins]))
-    return truth, pred
+        listed.append((label.strip(), [(b + 0.5) * 128 / shapes.NUM_BINS for b in bins]))
+    return listed, pred
 
 
 def _mask(polygons: Sequence[Sequence[float]], size: int) -> np.ndarray:
@@ -164,10 +164,9 @@ def score_answer(sample: shapes.Sample, answer, size: int = 128) -> dict[str, fl
         shape = next(
             s for s in sample.scene.shapes if shapes.polygon_tokens(s.polygon, size) == sample.target
         )
-        truth = _mask([shape.polygon], size)
-        pred = _mask(polygons, size)
-        union = np.logical_or(truth, pred).sum()
-        iou = float(np.logical_and(truth, pred).sum() / union) if union else 0.0
+        truth_mask, pred_mask = _mask([shape.polygon], size), _mask(polygons, size)
+        union = np.logical_or(truth_mask, pred_mask).sum()
+        iou = float(np.logical_and(truth_mask, pred_mask).sum() / union) if union else 0.0
         return {"n": 1, "iou": iou, "hit": float(iou >= IOU)}
     raise ValueError(f"no metric for task {task!r}")
 

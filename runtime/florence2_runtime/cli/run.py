@@ -27,28 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..engine.hub import model_options
 from ..inputs.images import is_url, load_image
 from ..tasks.batch import TaskInput, task_items
 from ..tasks.prompts import REGION_FORMATS, check_task_input
 from ..tasks.results import Florence2Result
 from ..tasks.table import TASKS
+from .argtypes import GENERATION_FLAGS, REGION_FORMAT_HELP, in_flags, model_options, region_format_for
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``florence2 run`` beyond model, images, task, text and region."""
-    p.add_argument(
-        "--region-format",
-        choices=REGION_FORMATS,
-        default="pixels",
-        help="units of --region: pixels (default) or normalized fractions in [0, 1]",
-    )
+    p.add_argument("--region-format", choices=REGION_FORMATS, help=REGION_FORMAT_HELP)
     p.add_argument(
         "--output",
         "-o",
-        help="write the JSON result(s) to this file instead of stdout (JSON lines when there are several)",
+        help="write the JSON result(s) to this file (JSON lines when there are several; default: stdout)",
     )
     p.add_argument(
         "--draw",
@@ -69,6 +64,7 @@ class _Plan:
     several_images: bool
     regions: list | None  # None: the task takes no region (or takes text)
     draw_path: Path | None
+    region_format: str  # --region-format, or pixels (region_format_for)
     tasks: list[TaskInput] | None = None  # several --task: each with its input
 
 
@@ -114,10 +110,11 @@ def _check_draw_path(draw: str | None, several_images: bool) -> Path | None:
 def plan(args: argparse.Namespace) -> _Plan:
     """Check every argument before loading the model; ValueError names the wrong one."""
     regions = args.region
-    tasks = _task_list(args) if len(args.task) > 1 else None
+    region_format = region_format_for(regions, args.region_format)
+    tasks = _task_list(args, region_format) if len(args.task) > 1 else None
     if tasks is None:
         for region in regions or [None]:
-            check_task_input(args.task[0], args.text, region, region_format=args.region_format)
+            check_task_input(args.task[0], args.text, region, region_format=region_format)
     images, several = expand_images(args.images)
     if args.output is not None:
         output = Path(args.output)
@@ -125,10 +122,11 @@ def plan(args: argparse.Namespace) -> _Plan:
             raise ValueError(f"--output {args.output} is a folder; give a file name")
         if not output.parent.is_dir():
             raise ValueError(f"--output {args.output}: folder {output.parent} does not exist")
-    return _Plan(images, several, None if tasks else regions, _check_draw_path(args.draw, several), tasks)
+    draw = _check_draw_path(args.draw, several)
+    return _Plan(images, several, None if tasks else regions, draw, region_format, tasks)
 
 
-def _task_list(args: argparse.Namespace) -> list[TaskInput]:
+def _task_list(args: argparse.Namespace, region_format: str) -> list[TaskInput]:
     """Several ``--task``: ``--text`` to the tasks that take text, one ``--region`` to the region tasks."""
     if args.region is not None and len(args.region) > 1:
         raise ValueError("several --region need a single --task (or run the region task on its own)")
@@ -143,7 +141,7 @@ def _task_list(args: argparse.Namespace) -> list[TaskInput]:
         TaskInput(t, args.text if t in takes_text else None, region if t in takes_region else None)
         for t in args.task
     ]
-    return task_items(entries, args.region_format)
+    return task_items(entries, region_format)
 
 
 class Progress:
@@ -179,7 +177,7 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
     """(records, results) for one image."""
     pil = load_image(image)
     if p.tasks is not None:
-        answers = model.run_tasks(pil, p.tasks, region_format=args.region_format, **gen)
+        answers = model.run_tasks(pil, p.tasks, region_format=p.region_format, **gen)
         results = [Florence2Result.from_answer(task, answer, pil.size) for task, answer in answers.items()]
         record: dict[str, Any] = {"image": str(image)} if p.several_images else {}
         record.update({r.task: r.to_json_dict() for r in results} if args.typed else answers)
@@ -187,7 +185,7 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
     if p.regions is None:
         results = [model.predict(pil, args.task[0], text=args.text, **gen)]
     else:
-        results = model.predict_regions(pil, args.task[0], p.regions, region_format=args.region_format, **gen)
+        results = model.predict_regions(pil, args.task[0], p.regions, region_format=p.region_format, **gen)
     records = []
     for i, result in enumerate(results):
         record = {}
@@ -231,7 +229,7 @@ def run_command(
             try:
                 pil, records, results = _records(model, image, args, generation_kwargs, p)
             except (ValueError, OSError) as e:
-                problem = _problem(image, e)
+                problem = in_flags(_problem(image, e), GENERATION_FLAGS)
                 if not p.several_images:
                     raise ValueError(f"{image}: {problem}") from None
                 failed += 1

@@ -15,8 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..cli.argtypes import positive_int
-from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
+from ..cli.argtypes import MODEL_HELP, add_model_arguments, model_options, positive_int
 from .detections import LABEL_TASKS
 from .writers import FORMATS
 

@@ -17,7 +17,8 @@ from .graphs import ModelDims
 CONFIG_FILE = "florence2_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 TOKENIZER_FILE = "tokenizer.json"
-FORMAT_VERSION = 2  # 2: the decoder takes token embeddings (decoder_inputs_embeds); 1 folders still load
+FORMAT_VERSION = 2  # the folder format this runtime reads (florence2_config.json's format_version)
+REEXPORT = "export the checkpoint again with 'florence2 export CHECKPOINT OUT'"
 DEFAULT_IMAGE_SIZE = ImageSize(768, 768)  # the published checkpoints' input size
 
 
@@ -69,8 +70,6 @@ class RuntimeConfig:
     banned_grounding_tokens: tuple[str, ...] = ()
     # bookkeeping
     float_dtype: str = "float32"  # element type of the graphs' float inputs/outputs (every variant: float32)
-    shared_cross_kv: bool = False  # decoder takes one cross K/V per item, not per beam (exports since 0.1)
-    decoder_inputs_embeds: bool = False  # decoder takes the new tokens' embedding rows, not ids (format 2)
     precision: str = (
         "fp32"  # what the graphs compute in: fp32, fp16 (fp32 I/O) or int8 (dynamic quantisation)
     )
@@ -119,9 +118,13 @@ class RuntimeConfig:
     def load(cls, folder: str | Path) -> RuntimeConfig:
         path = Path(folder) / CONFIG_FILE
         d = read_json(path)
-        if d.get("format_version", 0) > FORMAT_VERSION:
+        version = d.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFileError(path, f"format version {version!r} is newer than this runtime supports")
+        if version < FORMAT_VERSION:
             raise ModelFileError(
-                path, f"format version {d['format_version']} is newer than this runtime supports"
+                path,
+                f"folder format {version} (an earlier florence2 export) is not read any more; {REEXPORT}",
             )
         try:
             return cls.from_dict(d)

@@ -16,9 +16,8 @@ Native layout (``onnx/`` of an exported folder)::
 
 The token embedding table is stored as ``embed_tokens.npy`` (memory-mapped by the runtime,
 which looks up the prompt's and each step's tokens) and inside the decoder graph only as the
-weight of ``lm_head``. Folders of format 1 have a decoder that takes ``input_ids`` [batch, step]
-and looks them up itself (``decoder_embeds=False``). The decoder graph has no control flow: the
-first step runs it with a zero-length past.
+weight of ``lm_head``. The decoder graph has no control flow: the first step runs it with a
+zero-length past.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from ..inputs.image_size import ImageSize
 
+ONNX_DIR = "onnx"  # the folder of a model folder that holds its graphs (both layouts)
 KV_KINDS = ("key", "value")
 
 
@@ -98,10 +98,8 @@ def _kv(
     return tuple(TensorSpec(n, dtype, axes) for n in kv_names(prefix, dims.decoder_layers))
 
 
-def native_graphs(
-    dims: ModelDims, float_dtype: str = "float32", decoder_embeds: bool = True
-) -> dict[str, GraphSpec]:
-    """The three graphs of the native layout, keyed by role (decoder_embeds=False: a format-1 decoder)."""
+def native_graphs(dims: ModelDims, float_dtype: str = "float32") -> dict[str, GraphSpec]:
+    """The three graphs of the native layout, keyed by role."""
     h, w = dims.image_size.height, dims.image_size.width
     f = float_dtype
     vision = GraphSpec(
@@ -124,11 +122,7 @@ def native_graphs(
         "decoder",
         "decoder.onnx",
         inputs=(
-            (
-                TensorSpec("inputs_embeds", f, ("batch", "step_length", dims.d_model))
-                if decoder_embeds
-                else TensorSpec("input_ids", "int64", ("batch", "step_length"))
-            ),
+            TensorSpec("inputs_embeds", f, ("batch", "step_length", dims.d_model)),
             # one cross K/V and mask per item, shared by its beams (rows = items * beams, beams contiguous)
             TensorSpec("encoder_attention_mask", "int64", ("items", "encoder_length")),
             *_kv("past", dims, "past_length", f),
@@ -188,6 +182,13 @@ def kv_gather_graph(dims: ModelDims, float_dtype: str = "float32") -> GraphSpec:
 # of preference.
 
 PRECISION_SUFFIXES = ("", "_fp16", "_quantized", "_int8", "_uint8", "_q4", "_q4f16", "_bnb4")
+COMMUNITY_ENCODERS = (
+    "vision_encoder.onnx",
+    "embed_tokens.onnx",
+    "encoder_model.onnx",
+)  # every folder has them
+COMMUNITY_DECODERS = (("decoder_model_merged.onnx",), ("decoder_model.onnx", "decoder_with_past_model.onnx"))
+"""The decoder forms of the layout, one of which a folder needs (the hub fetches the first one present)."""
 KV_PARTS = ("decoder", "encoder")
 USE_CACHE_BRANCH = "use_cache_branch"
 

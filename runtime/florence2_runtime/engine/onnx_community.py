@@ -29,6 +29,7 @@ from ..inputs.image_size import ImageSize
 from ..inputs.tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
 from .config import CONFIG_FILE, RuntimeConfig, read_json, square_image_size
 from .graphs import (
+    ONNX_DIR,
     PRECISION_SUFFIXES,
     USE_CACHE_BRANCH,
     GraphSpec,
@@ -38,7 +39,6 @@ from .graphs import (
 )
 from .providers import create_session
 
-ONNX_DIR = "onnx"
 LAYOUT = "onnx-community"
 ProviderList = list[tuple[str, dict[str, Any]]]
 ProvidersFor = ProviderList | Callable[[GraphSpec], ProviderList]
@@ -183,14 +183,23 @@ class CommunitySessions:
 class CommunityDecoderInference:
     """The decoder step of an onnx-community folder with its KV cache (the ``Inference`` protocol).
 
-    Rows are ``batch * num_beams`` sequences. The cross-attention K/V come from the first step and stay
-    fixed (the beams of an item share them); only the self-attention cache is reordered.
+    Rows are ``batch * num_beams`` sequences. The decoder graphs take the encoder states per row, so each
+    item's are repeated for its beams; the cross-attention K/V come from the first step and stay fixed (the
+    beams of an item keep their own copy); only the self-attention cache is reordered.
     """
 
-    def __init__(self, sessions: CommunitySessions, cross: list[np.ndarray], encoder_mask: np.ndarray):
+    def __init__(
+        self,
+        sessions: CommunitySessions,
+        cross: list[np.ndarray],
+        encoder_mask: np.ndarray,
+        rows: int | None = None,
+    ):
+        """cross: ``[encoder hidden states [B, S, D]]``, encoder_mask [B, S]; rows: items * beams (default B)."""
         self.sessions = sessions
-        self.encoder_states = cross[0]
-        self.encoder_mask = encoder_mask
+        per_item = 1 if rows is None else rows // encoder_mask.shape[0]
+        self.encoder_states = np.repeat(cross[0], per_item, axis=0) if per_item > 1 else cross[0]
+        self.encoder_mask = np.repeat(encoder_mask, per_item, axis=0) if per_item > 1 else encoder_mask
         self.self_kv: list[np.ndarray] | None = None  # per layer key, value [N, h, P, hd]
         self.cross_kv: list[np.ndarray] = []
         self.length = 0

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import Florence2Error, ModelFileError, require
+from ..errors import Florence2Error, ModelFileError, install_hint, require
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
 
@@ -60,7 +60,7 @@ def normalize_providers(providers: Sequence[ProviderSpec] | str | None) -> list[
     for name, _ in out:
         if name not in available:
             hint = (
-                " (install 'florence2-onnx[gpu]' or a GPU build of onnxruntime)"
+                f" (install the 'gpu' extra, {install_hint('gpu')}, or a GPU build of onnxruntime)"
                 if name != "CPUExecutionProvider"
                 else ""
             )

@@ -2,7 +2,7 @@
 
 :mod:`.options` (``DecodingOptions`` and its checks), :mod:`.logits` (logit filters, ``log_softmax``,
 ``top_k``), :mod:`.search` (the ``Inference`` protocol the engines implement, greedy, beam search,
-``generate``). The names of the former ``florence2_runtime.generation`` module are re-exported here.
+``generate``). The names below are the layer's interface: the other layers import them from here.
 
 May import: :mod:`florence2_runtime.errors` only (the model is reached through ``Inference``).
 """

@@ -10,8 +10,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from ..cli.argtypes import port_number, positive_int
-from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
+from ..cli.argtypes import MODEL_HELP, add_model_arguments, model_options, port_number, positive_int
 from ..errors import require
 from ..server.cli import API_KEY_ENV, api_key_from_args
 from .settings import MIB, McpSettings

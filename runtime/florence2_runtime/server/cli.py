@@ -12,8 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cli.argtypes import port_number, positive_int
-from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
+from ..cli.argtypes import MODEL_HELP, add_model_arguments, model_options, port_number, positive_int
 from ..errors import require
 from .ray_app import RaySettings
 from .settings import ServerLimits, env_name, settings_fields

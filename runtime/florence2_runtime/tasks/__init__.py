@@ -8,41 +8,5 @@ converters (:mod:`.coco`, :mod:`.supervision`, :mod:`.drawing`, :mod:`.masks`). 
 with ``Florence2``'s read-only parts (``config``, ``generation_config``, ``tokenizer``, ``engine``).
 
 May import: :mod:`florence2_runtime.errors`, :mod:`florence2_runtime.generation`,
-:mod:`florence2_runtime.inputs` (and engine types, for annotations only). This package re-exports the
-task table and what the former ``florence2_runtime.tasks`` module offered (now :mod:`.batch`).
+:mod:`florence2_runtime.inputs` (and engine types, for annotations only).
 """
-
-from .batch import (
-    LENGTH_OPTIONS,
-    MAX_BATCH,
-    TASK_MAX_NEW_TOKENS,
-    PromptItem,
-    PromptModel,
-    TaskInput,
-    answer_prompts,
-    decoding_options,
-    merge_class_answers,
-    task_decoding_options,
-    task_generation_kwargs,
-    task_items,
-    trim_after_eos,
-)
-from .table import TASKS, TaskSpec
-
-__all__ = [
-    "LENGTH_OPTIONS",
-    "MAX_BATCH",
-    "TASKS",
-    "TASK_MAX_NEW_TOKENS",
-    "PromptItem",
-    "PromptModel",
-    "TaskInput",
-    "TaskSpec",
-    "answer_prompts",
-    "decoding_options",
-    "merge_class_answers",
-    "task_decoding_options",
-    "task_generation_kwargs",
-    "task_items",
-    "trim_after_eos",
-]
