@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -21,7 +21,14 @@ from .engine.interface import Engine
 from .engine.layouts import LAYOUTS, layout_of
 from .engine.native import session_options
 from .engine.providers import ProviderSpec, normalize_providers
-from .generation import DecodingOptions, generate
+from .generation import (
+    DecodingOptions,
+    GenerateOutput,
+    ScoredSequence,
+    generate,
+    generate_output,
+    scored_sequences,
+)
 from .inputs.encoded import EncodedImage
 from .inputs.images import ImageInput, load_image, preprocess
 from .inputs.tokenizer import Florence2Tokenizer
@@ -217,13 +224,46 @@ class Florence2(TaskMethods):
             self.engine.start(features, text_ids, text_mask, options.num_beams), len(texts), options
         )
 
+    @overload
     def generate(
-        self, images: ImageInput | Sequence[ImageInput], texts: str | Sequence[str], **generation_kwargs: Any
-    ) -> np.ndarray:
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        texts: str | Sequence[str],
+        *,
+        output_scores: bool = False,
+        return_dict_in_generate: Literal[False] = False,
+        **generation_kwargs: Any,
+    ) -> np.ndarray: ...
+
+    @overload
+    def generate(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        texts: str | Sequence[str],
+        *,
+        output_scores: bool = False,
+        return_dict_in_generate: Literal[True],
+        **generation_kwargs: Any,
+    ) -> GenerateOutput: ...
+
+    def generate(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        texts: str | Sequence[str],
+        *,
+        output_scores: bool = False,
+        return_dict_in_generate: bool = False,
+        **generation_kwargs: Any,
+    ) -> np.ndarray | GenerateOutput:
         """Token ids as ``Florence2ForConditionalGeneration.generate`` returns them: int64 [batch, length].
 
         images: PIL images, HWC uint8 arrays, paths or bytes; texts: what ``Florence2Processor(text=...)``
         takes (a task token, optionally followed by its input), one per image.
+        return_dict_in_generate: return a :class:`~.generation.GenerateOutput` (``sequences``), which with
+        ``output_scores`` also holds ``transition_scores`` [batch, length - 1] (transformers'
+        ``compute_transition_scores``: ``normalize_logits=True`` for greedy search, False for beam
+        search), and for beam search ``sequences_scores`` [batch] and ``beam_indices``.
+        ``output_scores`` alone changes nothing, as in transformers.
         """
         images, texts = _as_batch(images, texts)
         options = self.decoding_options(**generation_kwargs)
@@ -233,7 +273,19 @@ class Florence2(TaskMethods):
         )  # stays on the device with IO binding
         inference = self.engine.start(features, text_ids, text_mask, options.num_beams)
         del features, pixel_values
-        return generate(inference, len(images), options)
+        if not return_dict_in_generate:
+            return generate(inference, len(images), options)
+        return generate_output(inference, len(images), options, output_scores=bool(output_scores))
+
+    def generate_encoded_scores(
+        self, features: np.ndarray, texts: Sequence[str], options: DecodingOptions
+    ) -> list[ScoredSequence]:
+        """``generate_encoded`` with each row's generated ids and their log-probabilities (transition
+        scores; the decoder start token and padding removed), for per-object confidences."""
+        text_ids, text_mask = self.prepare_texts(texts)
+        inference = self.engine.start(features, text_ids, text_mask, options.num_beams)
+        output = generate_output(inference, len(texts), options, output_scores=True)
+        return scored_sequences(output, options.eos_token_id)
 
     def decode(self, ids: np.ndarray) -> list[str]:
         """``processor.batch_decode(ids, skip_special_tokens=False)``."""

@@ -121,11 +121,10 @@ def _few_continuations(
     items, beams = np.divmod(rows, k)
     flat = beams * vocab + cols
     order = np.lexsort((flat, -totals, items))  # by item, then total descending, then index ascending
-    starts = np.concatenate(([0], np.cumsum(np.bincount(items, minlength=b))[:-1]))
-    pick = order[starts[:, None] + np.arange(count)]  # [B, count]: every item has > count candidates
+    starts = np.searchsorted(items, np.arange(b))  # items ascending; each has more than count candidates
+    pick = order[starts[:, None] + np.arange(count)]  # [B, count]
     # proof: a left-out logit's total is at most its row's smallest candidate total (monotonicity)
-    row_starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
-    smallest = np.minimum.reduceat(totals, row_starts)  # [N]: every row has candidates
+    smallest = np.minimum.reduceat(totals, np.searchsorted(rows, np.arange(n)))  # [N]: rows ascending
     if not (smallest < np.repeat(totals[pick[:, -1]], k)).all():
         return None
     return Candidates(totals[pick], beams[pick], cols[pick], logprobs[pick])

@@ -174,7 +174,8 @@ class BeamSearchDecoder:
         self.is_finished = np.zeros((b, k), dtype=bool)
         self.improvable = np.ones(b, dtype=bool)  # transformers' is_early_stop_heuristic_unsatisfied
         self.cur_len = PROMPT_LENGTH
-        self.item_rows = np.arange(b, dtype=np.int64)[:, None] * k  # flat row of each item's beam 0
+        self.items = np.arange(b, dtype=np.int64)[:, None]  # indexes [B, ...] arrays item by item
+        self.item_rows = self.items * k  # flat row of each item's beam 0
         self.steps: list[StepScores] | None = None
         if output_scores:  # beam indices: [B, k, generated so far] running, [B, k, max new] finished
             self.steps = []
@@ -192,8 +193,9 @@ class BeamSearchDecoder:
         scores, beam, token = found.totals, found.beams, found.tokens
 
         # the top 2k continuations over all beams of an item, as sequences [B, 2k, cur + 1]
+        items = self.items
         sequences = np.empty((b, self.candidates, cur + 1), dtype=np.int64)
-        sequences[:, :, :cur] = np.take_along_axis(self.running, beam[:, :, None], axis=1)
+        sequences[:, :, :cur] = self.running[items, beam]
         sequences[:, :, cur] = token
         stops = np.full(token.shape, cur + 1 >= opts.max_length)
         if opts.eos_token_id is not None:
@@ -202,17 +204,17 @@ class BeamSearchDecoder:
         if self.steps is not None:
             self.steps.append(StepScores(self.item_rows + beam, token, found.logprobs))
             beams = np.empty((b, self.candidates, cur + 1 - PROMPT_LENGTH), dtype=np.int64)
-            beams[:, :, :-1] = np.take_along_axis(self.running_beams, beam[:, :, None], axis=1)
+            beams[:, :, :-1] = self.running_beams[items, beam]
             beams[:, :, -1] = self.item_rows + beam
 
         # the best k that did not stop keep running
         masked = scores + stops.astype(np.float32) * PLACEHOLDER
         keep = top_k(masked, k)[1]
-        self.running = np.take_along_axis(sequences, keep[:, :, None], axis=1)
-        self.running_scores = np.take_along_axis(masked, keep, axis=1)
+        self.running = sequences[items, keep]
+        self.running_scores = masked[items, keep]
         if beams is not None:
-            self.running_beams = np.take_along_axis(beams, keep[:, :, None], axis=1)
-        source = (self.item_rows + np.take_along_axis(beam, keep, axis=1)).reshape(-1)
+            self.running_beams = beams[items, keep]
+        source = (self.item_rows + beam[items, keep]).reshape(-1)
 
         self._update_finished(sequences, beams, scores, stops, generated=cur + 1 - PROMPT_LENGTH)
         self.cur_len = cur = cur + 1
@@ -256,13 +258,14 @@ class BeamSearchDecoder:
         lengths = np.concatenate([self.finished_lengths, np.full(scores.shape, generated, np.int64)], axis=1)
         flags = np.concatenate([self.is_finished, just_finished], axis=1)
         merged = np.concatenate([self.finished[:, :, :width], sequences], axis=1)
-        self.finished[:, :, :width] = np.take_along_axis(merged, best[:, :, None], axis=1)
-        self.finished_scores = np.take_along_axis(merged_scores, best, axis=1)
-        self.finished_lengths = np.take_along_axis(lengths, best, axis=1)
-        self.is_finished = np.take_along_axis(flags, best, axis=1)
+        items = self.items
+        self.finished[:, :, :width] = merged[items, best]
+        self.finished_scores = merged_scores[items, best]
+        self.finished_lengths = lengths[items, best]
+        self.is_finished = flags[items, best]
         if beams is not None:
             merged = np.concatenate([self.finished_beams[:, :, :generated], beams], axis=1)
-            self.finished_beams[:, :, :generated] = np.take_along_axis(merged, best[:, :, None], axis=1)
+            self.finished_beams[:, :, :generated] = merged[items, best]
 
     def _early_stop_unsatisfied(self) -> np.ndarray:
         """[B] bool: may the best running beam still beat the worst finished one (transformers' heuristic)."""
