@@ -57,10 +57,14 @@ def best_continuations(
     """
     if forced is not None:
         return _forced_continuations(running_scores, count, logits.shape[1], forced)
-    shifted, log_total = shifted_log_total(logits)  # the normaliser is taken before any mask
-    for f in masks:  # ``shifted`` is a fresh array: masked in place (-inf stays -inf after subtracting)
+    n, vocab = logits.shape
+    blocks = max(BLOCKS, count + 1)
+    padded = np.empty((n, blocks * -(-vocab // blocks)), dtype=np.float32)
+    padded[:, vocab:] = NEG_INF  # fills the last block
+    shifted, log_total = shifted_log_total(logits, out=padded[:, :vocab])  # normaliser before any mask
+    for f in masks:  # masked in place (-inf stays -inf after subtracting the normaliser)
         f.apply(tokens, shifted)
-    found = _few_continuations(shifted, log_total, running_scores, count)
+    found = _few_continuations(padded.reshape(n, blocks, -1), shifted, log_total, running_scores, count)
     if found is None:
         found = all_continuations(shifted, log_total, tokens, running_scores, count, masks)
     return found
@@ -88,39 +92,26 @@ def all_continuations(
 
 
 def _few_continuations(
-    shifted: np.ndarray, log_total: np.ndarray, running_scores: np.ndarray, count: int
+    cube: np.ndarray, shifted: np.ndarray, log_total: np.ndarray, running_scores: np.ndarray, count: int
 ) -> Candidates | None:
     """The candidates from each row's largest (masked) logits only, or None when that cannot be proven
-    exact. shifted: ``x - max`` float32 [B*k, V], -inf where masked."""
+    exact. shifted: ``x - max`` float32 [B*k, V], -inf where masked; cube: the same memory as
+    [B*k, blocks, width] blocks, -inf padded at the end."""
     b, k = running_scores.shape
-    n, vocab = shifted.shape
-    blocks = max(BLOCKS, count + 1)
-    width = vocab // blocks
-    if width == 0:
-        return None
-    cube = shifted[:, : blocks * width].reshape(n, blocks, width)
-    tail = shifted[:, blocks * width :]  # fewer than ``blocks`` entries: one more block, if any
+    n, blocks, width = cube.shape
+    vocab = shifted.shape[1]
     tops = cube.max(axis=2)
-    if tail.shape[1]:
-        tops = np.concatenate([tops, tail.max(axis=1, keepdims=True)], axis=1)
-    kth = tops.shape[1] - count - 1
+    kth = blocks - count - 1
     floor = np.partition(tops, kth, axis=1)[:, kth]  # the (count + 1)-th largest block maximum
     if not np.isfinite(floor).all():  # a row with fewer than count + 1 blocks holding an allowed token
         return None
-    block_rows, block_ids = np.nonzero(tops[:, :blocks] >= floor[:, None])  # blocks holding candidates
+    block_rows, block_ids = np.nonzero(tops >= floor[:, None])  # the blocks that hold candidates
     hit, offsets = np.divmod(np.flatnonzero(cube[block_rows, block_ids] >= floor[block_rows, None]), width)
-    rows, cols = block_rows[hit], block_ids[hit] * width + offsets
-    if tail.shape[1]:
-        tail_rows, tail_cols = np.nonzero(tail >= floor[:, None])
-        rows = np.concatenate([rows, tail_rows])
-        cols = np.concatenate([cols, tail_cols + blocks * width])
-        order = np.argsort(rows * vocab + cols)
-        rows, cols = rows[order], cols[order]
+    rows, cols = block_rows[hit], block_ids[hit] * width + offsets  # row-major: flat indices ascending
     logprobs = shifted[rows, cols] - log_total[rows]
     totals = logprobs + running_scores.reshape(-1)[rows]
     items, beams = np.divmod(rows, k)
-    flat = beams * vocab + cols
-    order = np.lexsort((flat, -totals, items))  # by item, then total descending, then index ascending
+    order = np.lexsort((beams * vocab + cols, -totals, items))  # by item, total descending, index
     starts = np.searchsorted(items, np.arange(b))  # items ascending; each has more than count candidates
     pick = order[starts[:, None] + np.arange(count)]  # [B, count]
     # proof: a left-out logit's total is at most its row's smallest candidate total (monotonicity)

@@ -148,13 +148,16 @@ def log_softmax(logits: np.ndarray, lanes: int = TORCH_CPU_LANES) -> np.ndarray:
     return np.subtract(shifted, log_total[:, None], out=shifted)
 
 
-def shifted_log_total(logits: np.ndarray, lanes: int = TORCH_CPU_LANES) -> tuple[np.ndarray, np.ndarray]:
+def shifted_log_total(
+    logits: np.ndarray, lanes: int = TORCH_CPU_LANES, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """float32 [N, V] -> (``x - max`` float32 [N, V], ``log(sum(exp(x - max)))`` float32 [N]).
 
     ``log_softmax`` is their difference; beam search subtracts only on the rows' few candidates.
+    out: where to write ``x - max`` (float32 [N, V], e.g. a view into a wider buffer); returned.
     """
     x = np.asarray(logits, dtype=np.float32)
-    shifted = x - x.max(axis=1, keepdims=True)
+    shifted = np.subtract(x, x.max(axis=1, keepdims=True), out=out)
     v = shifted.shape[1]
     if v < lanes:  # torch adds the few values one by one
         e = _exp_rounded(shifted)

@@ -245,6 +245,8 @@ class BeamSearchDecoder:
         k, opts = self.num_beams, self.options
         just_finished = stops.copy()
         just_finished[:, k:] = False  # only the top k candidates may finish
+        if not just_finished.any() and self.finished_scores.min() >= PLACEHOLDER:
+            return  # every candidate would score <= 0 + PLACEHOLDER: none can enter
         penalised = scores / _length_factor(generated, opts.length_penalty)
         full = np.logical_and(self.is_finished.all(axis=1), opts.early_stopping is True)
         penalised += full[:, None].astype(np.float32) * PLACEHOLDER
