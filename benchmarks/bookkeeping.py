@@ -1,7 +1,7 @@
 """Per-step decoding bookkeeping without a model: this tree's generation against a baseline commit's.
 
     python benchmarks/bookkeeping.py                       # baseline: main; 20 steps, greedy and 3 beams
-    python benchmarks/bookkeeping.py --baseline HEAD~3 --steps 20 128 --beams 1 3 --runs 30 --json out.json
+    python benchmarks/bookkeeping.py --baseline HEAD~3 --steps 20 128 --beams 1 3 --runs 30 --out results/bookkeeping
 
 "Bookkeeping" is what ``florence2 bench`` reports under that name: everything a decoding step does
 besides the decoder graph and the KV-cache reorder (the NaN check, logit filters, log-softmax, beam
@@ -153,6 +153,29 @@ def machine() -> dict:
     }
 
 
+def report(info: dict, baseline: str, commit: str, runs: int, results: list[dict]) -> str:
+    """The results as a Markdown table."""
+    lines = [
+        f"CPU: {info.get('model name', '?')} [{info.get('simd', '')}], numpy {info['numpy']}, "
+        f"Python {info['python']}, load average {', '.join(f'{x:.1f}' for x in info['load_average'])}",
+        "",
+        f"Baseline: `{baseline}` ({commit}). Milliseconds per step after the first, median (min) of {runs} "
+        "runs, alternating in one process over the same synthetic logits.",
+        "",
+        "| steps | beams | batch | baseline | scores off | scores on | speed-up | ids |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        cells = [
+            f"{r['median_ms'][n]:.3f} ({r['min_ms'][n]:.3f})" for n in ("baseline", "scores_off", "scores_on")
+        ]
+        same = "same" if r["same_ids"] else "DIFFERENT"
+        lines.append(
+            f"| {r['steps']} | {r['beams']} | {r['batch']} | {' | '.join(cells)} | {r['speedup']:.1f}x | {same} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default="main", help="git revision to compare with (default: main)")
@@ -162,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=51289)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--out", type=Path, help="also write OUT.json and OUT.md")
     args = parser.parse_args(argv)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", args.baseline], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         baseline = load_baseline(args.baseline, Path(tmp))
         results = [
@@ -173,25 +199,18 @@ def main(argv: list[str] | None = None) -> int:
             for batch in args.batch
         ]
     info = machine()
-    print(
-        f"{info.get('model name', '?')} [{info.get('simd', '')}], numpy {info['numpy']}, load {info['load_average']}"
-    )
-    print(f"baseline {args.baseline}; ms per step after the first, median (min) of {args.runs} runs")
-    print(
-        f"{'steps':>5} {'beams':>5} {'batch':>5}  {'baseline':>14} {'scores off':>14} {'scores on':>14} {'speed-up':>8}  ids"
-    )
-    for r in results:
-        cells = [
-            f"{r['median_ms'][n]:7.3f} ({r['min_ms'][n]:.3f})"
-            for n in ("baseline", "scores_off", "scores_on")
-        ]
-        same = "same" if r["same_ids"] else "DIFFERENT"
-        print(
-            f"{r['steps']:>5} {r['beams']:>5} {r['batch']:>5}  {cells[0]:>14} {cells[1]:>14} {cells[2]:>14} {r['speedup']:>7.1f}x  {same}"
+    table = report(info, args.baseline, commit, args.runs, results)
+    print(table)
+    if args.out:
+        args.out.with_suffix(".json").write_text(
+            json.dumps(
+                {"machine": info, "baseline": args.baseline, "baseline_commit": commit, "results": results},
+                indent=1,
+            )
+            + "\n"
         )
-    if args.json:
-        args.json.write_text(
-            json.dumps({"machine": info, "baseline": args.baseline, "results": results}, indent=1)
+        args.out.with_suffix(".md").write_text(
+            f"# Decoding bookkeeping (`benchmarks/bookkeeping.py`)\n\n{table}"
         )
     return 0 if all(r["same_ids"] for r in results) else 1
 
