@@ -21,6 +21,7 @@ from florence2_runtime.generation import (
     StepScores,
     generate,
     generate_output,
+    generate_scored,
     scored_sequences,
     transition_scores,
 )
@@ -201,28 +202,31 @@ def test_florence_generate_keeps_returning_ids(onnx_model):
     assert out.transition_scores is None and out.sequences_scores is None
 
 
-@pytest.mark.parametrize("num_beams", [1, 3])
-def test_generate_encoded_scores_rows(onnx_model, num_beams):
-    images, texts = mixed_batch()
-    options = onnx_model.decoding_options(max_new_tokens=30, num_beams=num_beams)
-    features = np.stack([onnx_model.encode_image(im).features for im in images])
-    rows = onnx_model.generate_encoded_scores(features, texts, options)
-    out = onnx_model.generate(
-        images,
-        texts,
-        max_new_tokens=30,
-        num_beams=num_beams,
-        output_scores=True,
-        return_dict_in_generate=True,
+@pytest.mark.parametrize("case", [CASES[1], CASES[7], CASES[10]], ids=case_id)
+def test_generate_scored_rows(case):
+    """Per row: the generated ids through the first EOS and their transition scores, nothing else."""
+    seed, eos_bias, batch, kwargs = unpack(case)
+    ids, mask = encoder_inputs(seed, batch)
+    options = DecodingOptions.from_generation_config(FLORENCE_GENERATION, **kwargs)
+    model = tiny_bart(seed, eos_bias)
+    rows = generate_scored(TorchInference(model, ids, mask, options.num_beams), batch, options)
+    out = generate_output(
+        TorchInference(model, ids, mask, options.num_beams), batch, options, output_scores=True
     )
-    assert len(rows) == len(images)
+    assert len(rows) == batch and out.transition_scores is not None
+    ends = 0
     for i, row in enumerate(rows):
         n = len(row.ids)
+        assert row.ids.dtype == np.int64 and row.logprobs.dtype == np.float32 and row.logprobs.shape == (n,)
         np.testing.assert_array_equal(row.ids, out.sequences[i, 1 : 1 + n])
         np.testing.assert_array_equal(row.logprobs, out.transition_scores[i, :n])
-        assert row.ids[-1] == options.eos_token_id or n == out.sequences.shape[1] - 1
         assert (row.ids[:-1] != options.eos_token_id).all() and (row.logprobs <= 0).all()
-        assert (row.score is None) == (num_beams == 1)
+        ends += row.ids[-1] == options.eos_token_id and n < out.sequences.shape[1] - 1
+        if options.num_beams == 1:
+            assert row.score is None
+        else:
+            assert row.score == pytest.approx(row.logprobs.sum() / n**options.length_penalty, rel=1e-5)
+    assert ends >= 1  # a row that ended before the longest one lost its padding
 
 
 @pytest.fixture(scope="module")

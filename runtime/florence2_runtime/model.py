@@ -21,14 +21,7 @@ from .engine.interface import Engine
 from .engine.layouts import LAYOUTS, layout_of
 from .engine.native import session_options
 from .engine.providers import ProviderSpec, normalize_providers
-from .generation import (
-    DecodingOptions,
-    GenerateOutput,
-    ScoredSequence,
-    generate,
-    generate_output,
-    scored_sequences,
-)
+from .generation import DecodingOptions, GenerateOutput, generate, generate_output
 from .inputs.encoded import EncodedImage
 from .inputs.images import ImageInput, load_image, preprocess
 from .inputs.tokenizer import Florence2Tokenizer
@@ -276,16 +269,6 @@ class Florence2(TaskMethods):
         if not return_dict_in_generate:
             return generate(inference, len(images), options)
         return generate_output(inference, len(images), options, output_scores=bool(output_scores))
-
-    def generate_encoded_scores(
-        self, features: np.ndarray, texts: Sequence[str], options: DecodingOptions
-    ) -> list[ScoredSequence]:
-        """``generate_encoded`` with each row's generated ids and their log-probabilities (transition
-        scores; the decoder start token and padding removed), for per-object confidences."""
-        text_ids, text_mask = self.prepare_texts(texts)
-        inference = self.engine.start(features, text_ids, text_mask, options.num_beams)
-        output = generate_output(inference, len(texts), options, output_scores=True)
-        return scored_sequences(output, options.eos_token_id)
 
     def decode(self, ids: np.ndarray) -> list[str]:
         """``processor.batch_decode(ids, skip_special_tokens=False)``."""

@@ -32,6 +32,7 @@ from .search import (
     Step,
     generate,
     generate_output,
+    generate_scored,
 )
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "build_logit_filters",
     "generate",
     "generate_output",
+    "generate_scored",
     "log_softmax",
     "scored_sequences",
     "top_k",

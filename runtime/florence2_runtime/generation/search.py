@@ -45,7 +45,7 @@ from ..errors import Florence2Error
 from .candidates import best_continuations
 from .logits import FORCING, build_logit_filters, forced_token, top_k
 from .options import PROMPT_LENGTH, DecodingOptions, check_int
-from .scores import GenerateOutput, StepScores, transition_scores
+from .scores import GenerateOutput, ScoredSequence, StepScores, scored_sequences, transition_scores
 
 PLACEHOLDER = np.float32(-1.0e9)  # transformers' "very negative" score for empty and masked beams
 
@@ -349,3 +349,12 @@ def generate_output(
             return decoder.finalize(tokens)
         if source is not None and not np.array_equal(source, identity):
             inference.rearrange_kv_cache(source)
+
+
+def generate_scored(inference: Inference, batch_size: int, options: DecodingOptions) -> list[ScoredSequence]:
+    """:func:`generate` with each row's generated ids and their log-probabilities (the transition scores of
+    the returned hypothesis; decoder start token and padding removed): the task-level entry for
+    per-object confidences, called where the task layer calls :func:`generate`."""
+    return scored_sequences(
+        generate_output(inference, batch_size, options, output_scores=True), options.eos_token_id
+    )
