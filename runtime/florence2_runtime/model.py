@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .engine.layouts import layout_of
 from .engine.native import release_freed_memory, session_options
 from .engine.providers import ProviderSpec, normalize_providers
 from .errors import Florence2Error
-from .generation import generate
+from .generation import GenerateOutput, generate, generate_output
 from .inputs.encoded import EncodedImage
 from .inputs.image_size import ImageSize
 from .inputs.images import ImageInput, load_image, preprocess
@@ -212,13 +212,46 @@ class Florence2(TaskMethods):
                 out[i] = EncodedImage(features[row], ImageSize.of(pil.size), self._encoding_token)
         return [e for e in out if e is not None]
 
+    @overload
     def generate(
-        self, images: ImageInput | Sequence[ImageInput], texts: str | Sequence[str], **generation_kwargs: Any
-    ) -> np.ndarray:
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        texts: str | Sequence[str],
+        *,
+        output_scores: bool = False,
+        return_dict_in_generate: Literal[False] = False,
+        **generation_kwargs: Any,
+    ) -> np.ndarray: ...
+
+    @overload
+    def generate(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        texts: str | Sequence[str],
+        *,
+        output_scores: bool = False,
+        return_dict_in_generate: Literal[True],
+        **generation_kwargs: Any,
+    ) -> GenerateOutput: ...
+
+    def generate(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        texts: str | Sequence[str],
+        *,
+        output_scores: bool = False,
+        return_dict_in_generate: bool = False,
+        **generation_kwargs: Any,
+    ) -> np.ndarray | GenerateOutput:
         """Token ids as ``Florence2ForConditionalGeneration.generate`` returns them: int64 [batch, length].
 
         images: PIL images, HWC uint8 arrays, paths or bytes; texts: what ``Florence2Processor(text=...)``
         takes (a task token, optionally followed by its input), one per image.
+        return_dict_in_generate: return a :class:`~.generation.GenerateOutput` (``sequences``), which with
+        ``output_scores`` also holds ``transition_scores`` [batch, length - 1] (transformers'
+        ``compute_transition_scores``: ``normalize_logits=True`` for greedy search, False for beam
+        search), and for beam search ``sequences_scores`` [batch] and ``beam_indices``.
+        ``output_scores`` alone changes nothing, as in transformers.
         """
         images, texts = _as_batch(images, texts)
         options = decoding_options(self, **generation_kwargs)
@@ -227,7 +260,9 @@ class Florence2(TaskMethods):
         features = engine.encode_images(pixel_values, to_host=False)  # stays on the device with IO binding
         inference = engine.start(features, text_ids, text_mask, options.num_beams)
         del features, pixel_values
-        return generate(inference, len(images), options)
+        if not return_dict_in_generate:
+            return generate(inference, len(images), options)
+        return generate_output(inference, len(images), options, output_scores=bool(output_scores))
 
     def run(
         self,
