@@ -323,14 +323,28 @@ def test_every_help_states_the_defaults():
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    inputs = {"--adapter", "--task", "--text", "--region", "--draw"}  # absent: not given
+    inputs = {
+        "--adapter",
+        "--task",
+        "--text",
+        "--region",
+        "--draw",
+        "--coco",
+        "--images",
+        "--yolo",
+    }  # absent: not given
     for name, command in commands.items():
         if name == "serve":
             continue
         text = " ".join(command.format_help().split())
         for action in command._actions:
             flag = next(iter(action.option_strings), None)
-            if flag is None or action.default is False or action.default == argparse.SUPPRESS:
+            if (
+                flag is None
+                or action.required
+                or action.default is False
+                or action.default == argparse.SUPPRESS
+            ):
                 continue
             if action.default is not None:
                 assert f"default: {action.default}" in text, (name, flag)

@@ -46,7 +46,9 @@ def _fraction(value: str) -> float:
 def _add_model_and_run_options(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
+    p.add_argument(
+        "--threads", type=positive_int, help="intra-op threads per session (default: chosen by onnxruntime)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
     p.add_argument("--num-beams", type=positive_int, help="beam count (default: the model's, e.g. 3)")
     p.add_argument(
@@ -83,20 +85,18 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--classes",
         help='class names, e.g. "cat,dog": each asked by name (one vision encoding per image); with <OD> or '
-        "<DENSE_REGION_CAPTION> only the objects with these labels are kept",
+        "<DENSE_REGION_CAPTION> only the objects with these labels are kept (default: every object)",
     )
-    p.add_argument("--format", choices=FORMATS, default="coco", help="coco (default), yolo or voc")
+    p.add_argument("--format", choices=FORMATS, default="coco", help="dataset format")
     p.add_argument(
-        "--min-score", type=_fraction, help="drop detections scored below this (unscored ones stay)"
+        "--min-score",
+        type=_fraction,
+        help="drop detections scored below this (default: keep every detection)",
     )
     p.add_argument("--split", help="e.g. train=0.8,valid=0.2 (default: all in train), drawn per image")
     p.add_argument("--seed", type=int, default=0, help="seed of the split draw (default: 0)")
-    p.add_argument(
-        "--every", type=_seconds, default=1.0, help="seconds between labelled video frames (default: 1)"
-    )
-    p.add_argument(
-        "--dpi", type=_seconds, default=150.0, help="PDF pages are rendered at this DPI (default: 150)"
-    )
+    p.add_argument("--every", type=_seconds, default=1.0, help="seconds between labelled video frames")
+    p.add_argument("--dpi", type=_seconds, default=150.0, help="PDF pages are rendered at this DPI")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run's dataset in --out")
     _add_model_and_run_options(p)
 
@@ -119,8 +119,16 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ask for each of the dataset's classes by name (<OPEN_VOCABULARY_DETECTION>, or --task)",
     )
-    p.add_argument("--map", metavar="FILE", help='JSON {"model label": "dataset class"} for synonyms')
-    p.add_argument("--save", metavar="PRED.json", help="write the predictions in COCO results format")
+    p.add_argument(
+        "--map",
+        metavar="FILE",
+        help='JSON {"model label": "dataset class"} for synonyms (default: exact names only)',
+    )
+    p.add_argument(
+        "--save",
+        metavar="PRED.json",
+        help="write the predictions in COCO results format (default: not written)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_model_and_run_options(p)
 

@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
     add_model_arguments(p)
     p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
+    p.add_argument(
+        "--threads", type=positive_int, help="intra-op threads per session (default: chosen by onnxruntime)"
+    )
     g = p.add_argument_group("images the tools may read")
     g.add_argument(
         "--allow-root",
@@ -42,7 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fetch http(s) image URLs of public addresses (never loopback, private, link-local or "
         "cloud-metadata ones; checked after DNS and on every redirect)",
     )
-    g.add_argument("--max-pixels", type=positive_int, default=_default("max_pixels"))
+    g.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=_default("max_pixels"),
+        help="largest image a tool reads, width x height",
+    )
     g.add_argument(
         "--max-image-mb",
         type=float,
@@ -68,12 +75,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--http", action="store_true", help="serve streamable HTTP at http://HOST:PORT/mcp instead"
     )
-    g.add_argument("--host", default="127.0.0.1", help="address to bind with --http (default: loopback only)")
-    g.add_argument("--port", type=port_number, default=8000)
+    g.add_argument(
+        "--host", default="127.0.0.1", help="address to bind with --http (default: 127.0.0.1, loopback only)"
+    )
+    g.add_argument("--port", type=port_number, default=8000, help="port to listen on with --http")
     key = g.add_mutually_exclusive_group()
     key.add_argument(
         "--api-key-file",
-        help="with --http: require the key in this file's first line (Authorization: Bearer KEY)",
+        help="with --http: require the key in this file's first line (Authorization: Bearer KEY; "
+        "default: no file)",
     )
     key.add_argument(
         "--api-key",
