@@ -272,6 +272,7 @@ class Florence2(TaskMethods):
         region: Sequence[float] | None = None,
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> dict:
         """Run one task on one image; returns ``Florence2Processor.post_process_generation``'s dict.
@@ -279,9 +280,15 @@ class Florence2(TaskMethods):
         image: an image or an :class:`EncodedImage` (``encode_image``); region: ``(x1, y1, x2, y2)`` in
         pixels, or fractions of width / height with ``region_format="normalized"``. Generation: up to 1024
         new tokens and the checkpoint's other settings unless given (transformers' names).
+        scores: add each object's confidence (:mod:`.tasks.confidence`): a ``"scores"`` list parallel to
+        ``bboxes`` / ``quad_boxes`` / ``polygons``; a text answer becomes ``{"text": ..., "scores": float}``.
         """
         return self.run_tasks(
-            image, [TaskInput(task, text, region)], region_format=region_format, **generation_kwargs
+            image,
+            [TaskInput(task, text, region)],
+            region_format=region_format,
+            scores=scores,
+            **generation_kwargs,
         )
 
     def run_tasks(
@@ -290,11 +297,13 @@ class Florence2(TaskMethods):
         tasks: Sequence[Any],
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> dict:
         """Several tasks on one image with one vision encoding: ``{task: answer}`` for every task, each
-        equal to its own ``run``. Entries: ``"<OD>"``, ``(task, text)``, ``(task, region)`` or
-        ``{"task", "text", "region"}``; the prompts share batched text encoding and decoding."""
+        equal to its own ``run`` (``scores`` as there). Entries: ``"<OD>"``, ``(task, text)``,
+        ``(task, region)`` or ``{"task", "text", "region"}``; the prompts share batched text encoding and
+        decoding."""
         items = task_items(tasks, region_format)
         options = task_decoding_options(self, **generation_kwargs)
         image, size = _image_and_size(image)
@@ -303,7 +312,7 @@ class Florence2(TaskMethods):
         prompts = [PromptItem(encoded, item.task, text) for item, text in zip(items, texts)]
         return {
             item.task: answer[item.task]
-            for item, answer in zip(items, answer_prompts(self, prompts, options))
+            for item, answer in zip(items, answer_prompts(self, prompts, options, scores=scores))
         }
 
     def predict(
@@ -314,11 +323,15 @@ class Florence2(TaskMethods):
         region: Sequence[float] | None = None,
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> Florence2Result:
-        """``run`` as a typed :class:`~florence2_runtime.tasks.results.Florence2Result` (``.raw`` is run's dict)."""
+        """``run`` as a typed :class:`~florence2_runtime.tasks.results.Florence2Result` (``.raw`` is run's
+        dict); with ``scores`` every shape carries its ``score`` and a text answer its ``text_score``."""
         image, size = _image_and_size(image)
-        answer = self.run(image, task, text, region, region_format=region_format, **generation_kwargs)
+        answer = self.run(
+            image, task, text, region, region_format=region_format, scores=scores, **generation_kwargs
+        )
         return Florence2Result.from_dict(answer, size)
 
     def predict_regions(
@@ -328,13 +341,14 @@ class Florence2(TaskMethods):
         regions: Sequence[Sequence[float]],
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> list[Florence2Result]:
         """A region task on several regions of one image: one vision encoding, batched prompts; one
         result per region. Florence-2 reads one region per prompt, so each region gets its own prompt.
         """
         return self._predict_prompts(
-            image, task, regions=regions, region_format=region_format, **generation_kwargs
+            image, task, regions=regions, region_format=region_format, scores=scores, **generation_kwargs
         )
 
     # --- internals -----------------------------------------------------------------------------------------
@@ -346,6 +360,7 @@ class Florence2(TaskMethods):
         texts: Sequence[str] | None = None,
         regions: Sequence[Sequence[float]] | None = None,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> list[Florence2Result]:
         """One task with several inputs (texts, or regions) on one image: one vision encoding; one result each."""
@@ -358,7 +373,8 @@ class Florence2(TaskMethods):
         else:
             prompts = build_task_texts(task, regions=regions, image_size=size, region_format=region_format)
         encoded = self.encode_image(image)
-        answers = answer_prompts(self, [PromptItem(encoded, task, p) for p in prompts], options)
+        items = [PromptItem(encoded, task, p) for p in prompts]
+        answers = answer_prompts(self, items, options, scores=scores)
         return [Florence2Result.from_dict(a, encoded.image_size) for a in answers]
 
     @property

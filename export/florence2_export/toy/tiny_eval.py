@@ -98,7 +98,7 @@ def _quad_box(q: Sequence[float]) -> tuple[float, ...]:
     return min(q[0::2]), min(q[1::2]), max(q[0::2]), max(q[1::2])
 
 
-def _truth_and_pred(sample: shapes.Sample, answer) -> tuple[list, list]:
+def truth_and_prediction(sample: shapes.Sample, answer) -> tuple[list, list]:
     """(label, box) pairs of the ground truth and the answer, for the box tasks."""
     task, scene = sample.task, sample.scene
     if task == "<OCR_WITH_REGION>":
@@ -146,7 +146,7 @@ def score_answer(sample: shapes.Sample, answer, size: int = 128) -> dict[str, fl
     """The numbers one answer (``post_process_generation(...)[task]``) earns; summed over a set later."""
     task = sample.task
     if task in BOX_TASKS:
-        truth, pred = _truth_and_pred(sample, answer)
+        truth, pred = truth_and_prediction(sample, answer)
         m = _matches(truth, pred)
         return {"truth": len(truth), "predicted": len(pred), "matched": m}
     if task in EXACT_TASKS:

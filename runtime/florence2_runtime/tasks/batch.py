@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..generation import DecodingOptions, generate
+from ..generation import DecodingOptions, ScoredSequence, generate, generate_scored
 from ..inputs.encoded import EncodedImage
 from ..inputs.image_size import ImageSize
-from .postprocess import post_process_generation
+from .confidence import SCORES_KEY, with_scores
+from .postprocess import parse_type_of, parse_with_spans, post_process_generation
 from .prompts import build_task_text, check_task_input, encode_prompts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -184,9 +185,12 @@ def trim_after_eos(row: np.ndarray, eos_token_id: int | None) -> np.ndarray:
     return row[: hits[0] + 2] if hits.size else row
 
 
-def answer_prompts(model: PromptModel, items: Sequence[PromptItem], options: DecodingOptions) -> list[dict]:
+def answer_prompts(
+    model: PromptModel, items: Sequence[PromptItem], options: DecodingOptions, *, scores: bool = False
+) -> list[dict]:
     """Every item's ``post_process_generation`` dict, equal to running it alone; batches of MAX_BATCH
-    prompts over the already-encoded images (no vision encoder run here)."""
+    prompts over the already-encoded images (no vision encoder run here). ``scores``: each answer also
+    holds its objects' confidences (:func:`.confidence.with_scores`); the answers are otherwise the same."""
     answers: list[dict] = []
     banned = model.config.banned_grounding_tokens or None
     for start in range(0, len(items), MAX_BATCH):
@@ -194,14 +198,36 @@ def answer_prompts(model: PromptModel, items: Sequence[PromptItem], options: Dec
         features = np.stack([item.encoded.features for item in batch])  # [B, I, D]
         text_ids, text_mask = encode_prompts(model.tokenizer, model.config, [item.prompt for item in batch])
         inference = model.engine.start(features, text_ids, text_mask, options.num_beams)
+        if scores:
+            rows = generate_scored(inference, len(batch), options)
+            answers += [_scored_answer(model, item, row, options, banned) for item, row in zip(batch, rows)]
+            continue
         ids = generate(inference, len(batch), options)
-        rows = [trim_after_eos(row, options.eos_token_id) for row in ids] if len(batch) > 1 else list(ids)
-        texts = model.tokenizer.batch_decode(rows)
+        rows_ids = [trim_after_eos(row, options.eos_token_id) for row in ids] if len(batch) > 1 else list(ids)
+        texts = model.tokenizer.batch_decode(rows_ids)
         answers += [
             post_process_generation(text, item.task, item.encoded.image_size, banned_grounding_tokens=banned)
             for text, item in zip(texts, batch)
         ]
     return answers
+
+
+def _scored_answer(
+    model: PromptModel,
+    item: PromptItem,
+    row: ScoredSequence,
+    options: DecodingOptions,
+    banned: Iterable[str] | None,
+) -> dict:
+    """One generated row -> ``{task: answer with scores}``: the row's text (the decoder start token, then
+    the generated ids through the first EOS, as the unscored path decodes it), where each token's characters
+    are, and the post-processor's spans of each object."""
+    text, offsets = model.tokenizer.decode_with_offsets([options.decoder_start_token_id, *row.ids.tolist()])
+    logprobs = np.concatenate([[np.nan], row.logprobs]).astype(np.float32)  # the start token has none
+    answer, spans = parse_with_spans(
+        text, parse_type_of(item.task), item.encoded.image_size, banned_grounding_tokens=banned
+    )
+    return {item.task: with_scores(answer, spans, offsets, logprobs)}
 
 
 # Open-vocabulary detection answers: which list each label list belongs to.
@@ -210,12 +236,21 @@ _LABELLED = (("bboxes", "bboxes_labels"), ("polygons", "polygons_labels"))
 
 def merge_class_answers(task: str, classes: Sequence[str], answers: Sequence[Mapping[str, Any]]) -> dict:
     """One ``{task: answer}`` per class -> one dict: every class's boxes (and polygons) in class order,
-    each labelled by its class (the model's own label text may differ from the class asked for)."""
+    each labelled by its class (the model's own label text may differ from the class asked for). Answers
+    with scores (bboxes' then polygons') give a merged ``scores`` list in the same order."""
     merged: dict[str, list] = {key: [] for pair in _LABELLED for key in pair}
+    scored = [a[task] for a in answers if SCORES_KEY in a[task]]
+    per_kind: dict[str, list] = {items_key: [] for items_key, _ in _LABELLED}
     for name, answer in zip(classes, answers):
         found = answer[task]
+        taken = 0
         for items_key, labels_key in _LABELLED:
             values = list(found.get(items_key, []))
             merged[items_key] += values
             merged[labels_key] += [name] * len(values)
+            if SCORES_KEY in found:
+                per_kind[items_key] += list(found[SCORES_KEY][taken : taken + len(values)])
+            taken += len(values)
+    if scored:
+        merged[SCORES_KEY] = [s for items_key, _ in _LABELLED for s in per_kind[items_key]]
     return {task: merged}

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..inputs.image_size import ImageSize
 
-__all__ = ["MIN_POLYGON_POINTS", "object_masks", "polygon_mask"]
+__all__ = ["MIN_POLYGON_POINTS", "has_area", "object_masks", "polygon_mask"]
 
 MIN_POLYGON_POINTS = 3
 _SHIFT = 16  # OpenCV's XY_SHIFT: fixed-point fraction bits of the scanline crossings
@@ -145,6 +145,12 @@ def polygon_mask(points: np.ndarray, image_size: ImageSize) -> np.ndarray:
             _line(mask, *clipped)
     _fill_interior(mask, points)
     return mask
+
+
+def has_area(parts: Sequence[Sequence[float]]) -> bool:
+    """Whether an object (flat ``(x1, y1, ...)`` parts) has a part of at least 3 points: the objects
+    :func:`object_masks` keeps."""
+    return any(len(p) >= 2 * MIN_POLYGON_POINTS for p in parts)
 
 
 def object_masks(objects: Sequence[Sequence[Sequence[float]]], image_size: ImageSize):

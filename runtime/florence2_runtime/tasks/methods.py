@@ -3,8 +3,9 @@
 Which task a method runs is written in the task table (:data:`.table.TASKS`: each task's ``method`` and
 ``option``); ``METHODS`` is that table read by method. Every method is a thin wrapper over
 ``Florence2.predict`` / ``predict_regions`` and returns a :class:`~florence2_runtime.tasks.results.Florence2Result`
-(a list of them for several regions). Each takes an image or an ``EncodedImage`` and generation keywords
-(transformers' names; by default up to 1024 new tokens and the checkpoint's beams).
+(a list of them for several regions). Each takes an image or an ``EncodedImage``, ``scores=True`` for
+confidences (:mod:`.confidence`) and generation keywords (transformers' names; by default up to 1024 new
+tokens and the checkpoint's beams).
 
 =========================  ==============================================================================
 method                     task
@@ -104,6 +105,7 @@ class TaskHost(Protocol):
         region: Sequence[float] | None = None,
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> Florence2Result: ...
 
@@ -114,6 +116,7 @@ class TaskHost(Protocol):
         regions: Sequence[Sequence[float]],
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> list[Florence2Result]: ...
 
@@ -125,6 +128,7 @@ class TaskHost(Protocol):
         texts: Sequence[str] | None = None,
         regions: Sequence[Sequence[float]] | None = None,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> list[Florence2Result]: ...
 

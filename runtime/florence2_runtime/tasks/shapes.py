@@ -22,6 +22,7 @@ class BoundingBox:
 
     xyxy: tuple[float, float, float, float]
     label: str = ""
+    score: float | None = None  # confidence in (0, 1] (tasks/confidence.py); None unless asked for
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class QuadBox:
 
     points: tuple[float, ...]
     label: str = ""
+    score: float | None = None
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
@@ -43,6 +45,7 @@ class Polygon:
 
     parts: tuple[tuple[float, ...], ...]
     label: str = ""
+    score: float | None = None
 
     @property
     def xyxy(self) -> tuple[float, float, float, float] | None:
@@ -66,6 +69,9 @@ class ShapesOfResult(Protocol):
 
     @property
     def text(self) -> str | None: ...
+
+    @property
+    def text_score(self) -> float | None: ...
 
     @property
     def boxes(self) -> tuple[BoundingBox, ...]: ...
