@@ -168,6 +168,9 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beams", type=int, default=1, help="beam count")
     p.add_argument("--batch", type=int, default=1, help="images per generate call")
     p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run")
+    p.add_argument(
+        "--scores", action="store_true", help="keep the token scores too (what run(..., scores=True) costs)"
+    )
     _add_engine_args(p)
     p.add_argument("--json", action="store_true", help="print every run as JSON instead of a table")
 
@@ -274,7 +277,12 @@ def _cmd_bench(args) -> int:
     from .bench import BenchOptions, report_json, run_bench
 
     options = BenchOptions(
-        task=args.task, tokens=args.tokens, beams=args.beams, batch=args.batch, runs=args.runs
+        task=args.task,
+        tokens=args.tokens,
+        beams=args.beams,
+        batch=args.batch,
+        runs=args.runs,
+        scores=args.scores,
     )
     if args.image is not None and not Path(args.image).is_file():
         raise UsageError(f"image not found: {args.image}")
