@@ -22,6 +22,7 @@ runtime's ``Florence2`` works the same way.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -377,4 +378,38 @@ def write_model_card(out: Path, report: dict) -> None:
         for task, metrics in report["tasks"].items()
         for metric, value in metrics.items()
     ]
-    (out / "README.md").write_text(head + "\n".join(rows) + "\n" + _CARD_TAIL, encoding="utf-8")
+    card = head + "\n".join(rows) + "\n" + _CARD_TAIL
+    scores = out / "scores.json"  # benchmarks/scores_tiny.py: do its confidence scores mean something
+    if scores.is_file():
+        card += _scores_section(json.loads(scores.read_text(encoding="utf-8")))
+    (out / "README.md").write_text(card, encoding="utf-8")
+
+
+def _scores_section(result: dict) -> str:
+    """The card's "Confidence scores" section, from ``benchmarks/scores_tiny.py``'s figures."""
+    lines = [
+        "",
+        "## Confidence scores",
+        "",
+        f"`run(..., scores=True)` on {result['images']} held-out `<OD>` scenes "
+        "(`python benchmarks/scores_tiny.py`; `benchmarks/results/scores_tiny.md` has every task):",
+        "",
+        "| search | AP@0.5, all scores equal | AP@0.5 ranked by score | mean score: right boxes | wrong boxes |",
+        "|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        od = run["tasks"]["<OD>"]
+        chosen = next(iter(od["definitions"].values()))
+        search = "greedy" if run["num_beams"] == 1 else f"{run['num_beams']} beams"
+        lines.append(
+            f"| {search} | {od['AP, all scores equal']['AP@0.5']:.3f} | {chosen['AP']['AP@0.5']:.3f} | "
+            f"{chosen['mean_score_right']:.3f} ({chosen['right']}) | {chosen['mean_score_wrong']:.3f} "
+            f"({chosen['wrong']}) |"
+        )
+    lines += [
+        "",
+        "Right: IoU >= 0.5 with a true box of the same label. The scores rank boxes; they are not calibrated "
+        "probabilities (`florence2_runtime/tasks/confidence.py`).",
+        "",
+    ]
+    return "\n".join(lines)
