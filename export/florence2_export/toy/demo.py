@@ -11,6 +11,7 @@ whose answers are noise.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def _run_random_demo(workdir: Path, max_new_tokens: int) -> dict:
     _compare_with_transformers(
         checkpoint, model, images, ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball"], max_new_tokens
     )
+    print(next_steps(workdir / "tiny-random-onnx", image_path))
     return results
 
 
@@ -205,7 +207,22 @@ def _run_trained_demo(workdir: Path, checkpoint: Path, max_new_tokens: int, seed
     _compare_with_transformers(
         checkpoint, model, [r["image"] for r in pair], [r["task"] for r in pair], max_new_tokens
     )
+    print(next_steps(onnx_dir, workdir / "demo_00.png"))
     return {r["task"]: res for r, res in zip(requests, results)}
+
+
+def next_steps(model_dir: Path, image: Path) -> str:
+    """What the demo prints last: where its export is, and three commands to try next."""
+    model, picture = shlex.quote(str(model_dir)), shlex.quote(str(image))
+    return "\n".join(
+        [
+            f"# the exported model: {model_dir}",
+            "# try next:",
+            f"#   florence2 run {model} {picture} --task '<OD>' --scores --draw answer.png   # your own image",
+            f"#   florence2 serve {model}   # then open http://127.0.0.1:8000/ (the try-it page; API at /docs)",
+            "#   florence2 export microsoft/Florence-2-base-ft florence2-base-onnx   # a real checkpoint (hub access)",
+        ]
+    )
 
 
 def _scores_note(checkpoint: Path) -> str:
