@@ -209,7 +209,7 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
     if p.tasks is not None:
         answers = model.run_tasks(pil, p.tasks, region_format=p.region_format, scores=p.scores, **gen)
         results = [
-            _kept(Florence2Result.from_answer(task, answer, pil.size), p.min_score)
+            above_min_score(Florence2Result.from_answer(task, answer, pil.size), p.min_score)
             for task, answer in answers.items()
         ]
         record: dict[str, Any] = {"image": str(image)} if p.several_images else {}
@@ -221,7 +221,7 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
         results = model.predict_regions(
             pil, args.task[0], p.regions, region_format=p.region_format, scores=p.scores, **gen
         )
-    results = [_kept(r, p.min_score) for r in results]
+    results = [above_min_score(r, p.min_score) for r in results]
     records = []
     for i, result in enumerate(results):
         record = {}
@@ -234,8 +234,9 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
     return pil, records, results
 
 
-def _kept(result: Florence2Result, min_score: float | None) -> Florence2Result:
-    """``result`` without the objects scored below ``min_score``, in its shapes and in ``raw`` alike."""
+def above_min_score(result: Florence2Result, min_score: float | None) -> Florence2Result:
+    """``result`` without the objects scored below ``min_score``, in its shapes and in ``raw`` alike (also
+    the MCP tools' ``min_score``); None: the result as it is."""
     if min_score is None:
         return result
     return replace(
