@@ -150,9 +150,10 @@ def test_page_runs_od_and_a_dragged_region(browser, server_url, onnx_model, od_i
     shown = shown_json(page)
     assert shown == api_answer(server_url, sent)
     gen = sent["generation"]
+    assert sent["scores"] is True  # the page asks for scores by default
     defaults = task_decoding_options(onnx_model)  # the page asks for what a bare API request and run() get
     assert gen == {"max_new_tokens": defaults.max_new_tokens, "num_beams": defaults.num_beams}
-    want = json.loads(json.dumps(onnx_model.run(od_image.read_bytes(), "<OD>", **gen)))
+    want = json.loads(json.dumps(onnx_model.run(od_image.read_bytes(), "<OD>", scores=sent["scores"], **gen)))
     assert shown == want and want["<OD>"]["bboxes"]
     assert page.locator("#overlay rect.box").count() == len(want["<OD>"]["bboxes"]) > 0
     assert "ms" in page.text_content("#timing")
@@ -182,7 +183,11 @@ def test_page_runs_od_and_a_dragged_region(browser, server_url, onnx_model, od_i
     want = json.loads(
         json.dumps(
             onnx_model.run(
-                od_image.read_bytes(), "<REGION_TO_SEGMENTATION>", region=sent["region"], **sent["generation"]
+                od_image.read_bytes(),
+                "<REGION_TO_SEGMENTATION>",
+                region=sent["region"],
+                scores=sent["scores"],
+                **sent["generation"],
             )
         )
     )
@@ -246,4 +251,52 @@ def test_docs_render_offline(browser, server_url):
     paths = page.locator(".opblock-summary-path").all_text_contents()
     assert sorted(paths) == sorted(p for p, ops in doc["paths"].items() for _ in ops)
     assert not outside, outside
+    page.close()
+
+
+def test_page_shows_scores_and_the_threshold_hides_objects(browser, server_url, od_image):
+    """Scores after each label on the image and in the object list; the slider hides what scores below it."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server_url + "/")
+    page.wait_for_function("document.getElementById('task').options.length === 15")
+    page.fill("#api-key", KEY)
+    page.set_input_files("#file", str(od_image))
+    page.wait_for_selector("#stage:not([hidden])")
+    page.select_option("#task", "<OD>")
+    sent = run_on_page(page)
+    answer = shown_json(page)["<OD>"]
+    scores, labels = answer["scores"], answer["labels"]
+    assert len(scores) == len(answer["bboxes"]) > 0
+    items = page.locator("#objects li").all_text_contents()
+    assert items == [f"box{': ' * bool(label)}{label}{score:.2f}" for label, score in zip(labels, scores)]
+    captions = page.locator("#overlay text.label").all_text_contents()
+    assert sorted(captions) == sorted(f"{label} {score:.2f}".strip() for label, score in zip(labels, scores))
+
+    def set_threshold(value: float) -> None:
+        page.evaluate(
+            """(v) => { const s = document.getElementById("threshold");
+            s.value = v; s.dispatchEvent(new Event("input", {bubbles: true})); }""",
+            value,
+        )
+
+    for threshold in (0.0, round(sorted(scores)[len(scores) // 2], 2), 1.0):
+        set_threshold(threshold)
+        kept = sum(s >= threshold for s in scores)
+        assert page.locator("#overlay rect.box:visible").count() == kept, threshold
+        assert page.locator("#objects li:visible").count() == kept, threshold
+        assert page.text_content("#threshold-value") == f"{threshold:.2f}"
+    assert page.locator("#overlay rect.box:visible").count() == 0 < len(scores)  # 1.0 hides them all
+    assert shown_json(page)["<OD>"] == answer  # the JSON is the whole answer: filtering is the page's only
+
+    # without scores: the request asks for none and nothing is hidden
+    set_threshold(0.5)
+    page.uncheck("#scores")
+    assert page.is_disabled("#threshold")
+    sent = run_on_page(page)
+    assert "scores" not in sent and "scores" not in shown_json(page)["<OD>"]
+    assert page.locator("#overlay rect.box:visible").count() == len(answer["bboxes"])
+    assert page.locator("#objects .score").count() == 0
+    assert not errors, errors
     page.close()

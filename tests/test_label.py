@@ -403,8 +403,12 @@ def test_label_spec_table():
 def test_answer_batch_equals_a_loop_of_run(shapes_model, big_source):
     images = [Image.open(p).convert("RGB") for p in sorted(big_source.iterdir())[:5]]
     prompts = [("<OPEN_VOCABULARY_DETECTION>", "circle"), ("<OPEN_VOCABULARY_DETECTION>", "star")]
-    batched = answer_batch(shapes_model, images, prompts, {})
-    assert batched == [[shapes_model.run(im, t, text) for t, text in prompts] for im in images]
+    batched = answer_batch(shapes_model, images, prompts, {})  # with scores, equal up to float rounding
+    for im, answers in zip(images, batched):
+        for (task, text), got in zip(prompts, answers):
+            want = shapes_model.run(im, task, text, scores=True)[task]
+            assert {**got[task], "scores": None} == {**want, "scores": None}
+            assert got[task]["scores"] == pytest.approx(want["scores"], rel=1e-4)
 
 
 def test_only_a_jpeg_or_png_shown_as_stored_is_kept_as_it_is(tmp_path):

@@ -101,16 +101,18 @@ def images(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def expected(model, path: Path, given) -> dict:
-    """What the tool must answer: run()'s answer as a Florence2Result's JSON, without its version."""
+    """What the tool must answer: run()'s answer with scores as a Florence2Result's JSON, without its
+    version, with the scores of its objects (and text)."""
     if isinstance(given, list):
-        result = model.detect_objects(str(path), classes=given)
+        result = model.detect_objects(str(path), classes=given, scores=True)
     else:
         task, text, region = given
         with Image.open(path) as im:
             size = im.size
-        result = Florence2Result.from_dict(model.run(str(path), task, text, region), size)
+        result = Florence2Result.from_dict(model.run(str(path), task, text, region, scores=True), size)
     answer = result.to_json_dict()
     del answer["version"]
+    answer["scores"] = list(result.scores)
     return answer
 
 
@@ -362,7 +364,7 @@ def test_without_the_sdk_the_command_names_the_extra(tmp_path):
     out = _florence2("mcp", str(tmp_path), block_mcp=True)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "pip install 'florence2-onnx[mcp]'" in lines[0], out.stderr
+    assert len(lines) == 1 and "pip install -e '.[mcp]'" in lines[0], out.stderr
 
 
 def test_bad_options_are_one_line_and_exit_2(tmp_path):

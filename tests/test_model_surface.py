@@ -25,12 +25,11 @@ TASK_METHODS = {
 INFERENCE = {"run", "run_tasks", "predict", "predict_regions", "generate", "encode_image", "encode_images"}
 READ_ONLY = {"config", "generation_config", "tokenizer", "engine", "providers", "folder", "name_or_path"}
 LIFECYCLE = {"from_pretrained", "close"}
-TRANSITIONAL = {"decoding_options"}  # server/ still calls it; removed when the server rewrite merges
 
 
 def test_the_public_surface_is_what_a_user_needs():
     public = {name for name in dir(Florence2) if not name.startswith("_")}
-    assert public == TASK_METHODS | INFERENCE | READ_ONLY | LIFECYCLE | TRANSITIONAL
+    assert public == TASK_METHODS | INFERENCE | READ_ONLY | LIFECYCLE
     for name in READ_ONLY:
         assert isinstance(getattr(Florence2, name), property) and getattr(Florence2, name).fset is None, name
 

@@ -87,6 +87,11 @@ def test_two_replicas_answer_like_run(ray_url, onnx_model):
             assert r.status_code == 200, r.text
             want = json.loads(json.dumps(onnx_model.run(image, task, max_new_tokens=12)))
             assert r.json()["result"] == want
+        scored = c.post(
+            "/v1/infer", json={"image": base64.b64encode(images[1]).decode(), "task": "<OD>", "scores": True}
+        )
+        want = json.loads(json.dumps(onnx_model.run(images[1], "<OD>", scores=True)))
+        assert scored.json()["result"]["<OD>"]["scores"] == pytest.approx(want["<OD>"]["scores"], rel=1e-5)
         bad = c.post("/v1/infer", json={"image": "???", "task": "<OD>"})
         assert bad.status_code == 400 and bad.json()["error"]["kind"] == "invalid_base64"
         nim = c.post(

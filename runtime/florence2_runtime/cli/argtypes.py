@@ -24,6 +24,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def fraction(value: str) -> float:
+    """A number in [0, 1] (score thresholds, split shares)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {value!r}") from None
+    if not 0 <= number <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {value}")
+    return number
+
+
 def port_number(value: str) -> int:
     """A TCP port, 1-65535 (a larger number would silently wrap around to another port)."""
     try:

@@ -11,6 +11,10 @@ Output records (one per image, and per region when several ``--region`` are give
   vision encoding per image); ``--text`` goes to the tasks that take text, one ``--region`` to the region
   tasks. ``--typed``: ``{task: Florence2Result JSON}``.
 
+``--scores`` adds each object's confidence to the answers (``run(..., scores=True)``: a ``"scores"`` list
+parallel to the objects; a text answer becomes ``{"text", "scores"}``); ``--min-score X`` (implies
+``--scores``) leaves out the objects scored below X, in the records and in the drawings (text answers stay).
+
 ``--output FILE`` writes the records to FILE instead of stdout. ``--draw PATH`` saves annotated images:
 one image -> the file PATH; several images -> the folder PATH, one ``<name>.png`` per image (all
 regions of an image are drawn on one picture). A progress bar goes to stderr when it is a terminal,
@@ -23,16 +27,24 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
 from ..inputs.images import is_url, load_image
 from ..tasks.batch import TaskInput, task_items
+from ..tasks.confidence import drop_below
 from ..tasks.prompts import REGION_FORMATS, check_task_input
 from ..tasks.results import Florence2Result
 from ..tasks.table import TASKS
-from .argtypes import GENERATION_FLAGS, REGION_FORMAT_HELP, in_flags, model_options, region_format_for
+from .argtypes import (
+    GENERATION_FLAGS,
+    REGION_FORMAT_HELP,
+    fraction,
+    in_flags,
+    model_options,
+    region_format_for,
+)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -55,6 +67,19 @@ def add_output_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print Florence2Result JSON (boxes, quad_boxes, polygons, text), not the run() dict",
     )
+    p.add_argument(
+        "--scores",
+        action="store_true",
+        help="add each object's confidence in (0, 1] to the answers (a 'scores' list parallel to the "
+        "objects; text answers become {text, scores})",
+    )
+    p.add_argument(
+        "--min-score",
+        type=fraction,
+        metavar="X",
+        help="leave out objects scored below X (0-1) in the output and in --draw; implies --scores "
+        "(default: keep every object)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -66,6 +91,8 @@ class _Plan:
     draw_path: Path | None
     region_format: str  # --region-format, or pixels (region_format_for)
     tasks: list[TaskInput] | None = None  # several --task: each with its input
+    scores: bool = False  # --scores, or implied by --min-score
+    min_score: float | None = None
 
 
 def expand_images(paths: Sequence[str]) -> tuple[list[Path], bool]:
@@ -123,7 +150,10 @@ def plan(args: argparse.Namespace) -> _Plan:
         if not output.parent.is_dir():
             raise ValueError(f"--output {args.output}: folder {output.parent} does not exist")
     draw = _check_draw_path(args.draw, several)
-    return _Plan(images, several, None if tasks else regions, draw, region_format, tasks)
+    scores = args.scores or args.min_score is not None
+    return _Plan(
+        images, several, None if tasks else regions, draw, region_format, tasks, scores, args.min_score
+    )
 
 
 def _task_list(args: argparse.Namespace, region_format: str) -> list[TaskInput]:
@@ -177,15 +207,21 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
     """(records, results) for one image."""
     pil = load_image(image)
     if p.tasks is not None:
-        answers = model.run_tasks(pil, p.tasks, region_format=p.region_format, **gen)
-        results = [Florence2Result.from_answer(task, answer, pil.size) for task, answer in answers.items()]
+        answers = model.run_tasks(pil, p.tasks, region_format=p.region_format, scores=p.scores, **gen)
+        results = [
+            above_min_score(Florence2Result.from_answer(task, answer, pil.size), p.min_score)
+            for task, answer in answers.items()
+        ]
         record: dict[str, Any] = {"image": str(image)} if p.several_images else {}
-        record.update({r.task: r.to_json_dict() for r in results} if args.typed else answers)
+        record.update({r.task: r.to_json_dict() if args.typed else r.raw[r.task] for r in results})
         return pil, [record], results
     if p.regions is None:
-        results = [model.predict(pil, args.task[0], text=args.text, **gen)]
+        results = [model.predict(pil, args.task[0], text=args.text, scores=p.scores, **gen)]
     else:
-        results = model.predict_regions(pil, args.task[0], p.regions, region_format=p.region_format, **gen)
+        results = model.predict_regions(
+            pil, args.task[0], p.regions, region_format=p.region_format, scores=p.scores, **gen
+        )
+    results = [above_min_score(r, p.min_score) for r in results]
     records = []
     for i, result in enumerate(results):
         record = {}
@@ -196,6 +232,17 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
         record.update(result.to_json_dict() if args.typed else result.raw)
         records.append(record)
     return pil, records, results
+
+
+def above_min_score(result: Florence2Result, min_score: float | None) -> Florence2Result:
+    """``result`` without the objects scored below ``min_score``, in its shapes and in ``raw`` alike (also
+    the MCP tools' ``min_score``); None: the result as it is."""
+    if min_score is None:
+        return result
+    return replace(
+        result.above(min_score),
+        raw={task: drop_below(answer, min_score) for task, answer in result.raw.items()},
+    )
 
 
 def _problem(image: Path, error: Exception) -> str:

@@ -27,11 +27,11 @@ def answer_batch(
     generation: Mapping[str, Any],
 ) -> list[list[dict]]:
     """Every (task, text) prompt on every RGB image: ``answers[i][j]`` is ``model.run(images[i], *prompts[j],
-    **generation)``'s ``{task: answer}``, from one vision-encoder call for the batch.
+    scores=True, **generation)``'s ``{task: answer}``, from one vision-encoder call for the batch: each
+    object with its confidence (:func:`.detections.answer_scores` reads them).
 
     The one function of this package that reaches below ``Florence2``'s public methods (the engine, the
-    task-level batching of :mod:`florence2_runtime.tasks`); re-point it here when those move. Scores: once
-    ``run(..., scores=True)`` exists, ask for them here; :func:`.detections.answer_scores` reads them.
+    task-level batching of :mod:`florence2_runtime.tasks`); re-point it here when those move.
     """
     from ..tasks.batch import PromptItem, TaskInput, answer_prompts, task_decoding_options
 
@@ -43,7 +43,7 @@ def answer_batch(
         for i in range(len(images))
         for (task, _), text in zip(prompts, texts[i])
     ]
-    answers = answer_prompts(model, items, options)
+    answers = answer_prompts(model, items, options, scores=True)
     n = len(prompts)
     return [answers[i * n : (i + 1) * n] for i in range(len(images))]
 

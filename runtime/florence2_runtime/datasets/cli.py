@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..cli.argtypes import MODEL_HELP, add_model_arguments, model_options, positive_int
+from ..cli.argtypes import MODEL_HELP, add_model_arguments, fraction, model_options, positive_int
 from .detections import LABEL_TASKS
 from .writers import FORMATS
 
@@ -30,16 +30,6 @@ def _seconds(value: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {value!r}") from None
     if not number > 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {value}")
-    return number
-
-
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {value!r}") from None
-    if not 0 <= number <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {value}")
     return number
 
 
@@ -90,7 +80,7 @@ def add_label_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="coco", help="dataset format")
     p.add_argument(
         "--min-score",
-        type=_fraction,
+        type=fraction,
         help="drop detections scored below this (default: keep every detection)",
     )
     p.add_argument("--split", help="e.g. train=0.8,valid=0.2 (default: all in train), drawn per image")

@@ -14,8 +14,9 @@ task                                   objects and their class
 ``<REFERRING_EXPRESSION_SEGMENTATION>``  one prompt per class: polygons (masks in the dataset)
 =====================================  ==========================================================================
 
-Every prompt of an image shares one vision encoding. Each detection carries a confidence: ``None`` while
-the model gives none; :func:`answer_scores` is the one place that reads it from an answer.
+Every prompt of an image shares one vision encoding. Each detection carries its confidence
+(``run(..., scores=True)``'s score of the object, :mod:`florence2_runtime.tasks.confidence`; ``None``
+for an answer without scores); :func:`answer_scores` is the one place that reads it from an answer.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ UNNAMED = "object"  # the class of a box the model gave no label
 
 @dataclass(frozen=True)
 class Detection:
-    """One labelled object in image pixels: box ``(x1, y1, x2, y2)``, confidence (None: the model gave
-    none) and, for a segmentation, its polygon parts (flat ``x, y, ...``, each with >= 3 points)."""
+    """One labelled object in image pixels: box ``(x1, y1, x2, y2)``, confidence (None: the answer had no
+    scores) and, for a segmentation, its polygon parts (flat ``x, y, ...``, each with >= 3 points)."""
 
     label: str
     xyxy: tuple[float, float, float, float]

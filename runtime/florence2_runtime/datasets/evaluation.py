@@ -12,8 +12,8 @@ counted. ``open_vocabulary``: the model is asked for each class by name instead
 
 The figures are COCOeval's for boxes: mAP@0.5:0.95, mAP@0.5 and mAP@0.75, and per class AP, AP50 and
 recall (the mean over IoU 0.5:0.95 and at 0.5, up to 100 detections an image). COCO ranks detections by
-score: a detection without one counts 1.0, so while the model gives no scores AP is that of one
-operating point, not of a ranked list (``scored`` says which it was).
+score: each detection's confidence (``run(..., scores=True)``), so AP is that of a ranked list; a
+detection without one would count 1.0 (``scored`` says whether any had a score).
 """
 
 from __future__ import annotations

@@ -110,9 +110,9 @@ def label(
 
     model: a ``Florence2`` or what ``Florence2.from_pretrained`` takes. task / classes: see
     :class:`.detections.LabelSpec` (default ``<OD>``; with classes ``<OPEN_VOCABULARY_DETECTION>``).
-    format: coco, yolo or voc. min_score: drop detections scored below it (detections without a score
-    are kept). split: ``"train=0.8,valid=0.2"`` (default: everything in ``train``), drawn per picture
-    from ``seed``. every: seconds between video frames; dpi: PDF rendering. progress: "bar", "log",
+    format: coco, yolo or voc. min_score: drop detections scored below it (every detection has a
+    score; one without would be kept). split: ``"train=0.8,valid=0.2"`` (default: everything in
+    ``train``), drawn per picture from ``seed``. every: seconds between video frames; dpi: PDF rendering. progress: "bar", "log",
     "off" or None (bar on a terminal). stop: set it to stop after the batch in flight (the report says
     ``interrupted``); a KeyboardInterrupt drops that batch and is raised again once the dataset is
     written. model_options:

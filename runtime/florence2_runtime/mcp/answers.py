@@ -4,18 +4,21 @@ one-line summary for clients that show only text.
 Every vision tool answers one :class:`Answer`, built from a ``Florence2Result`` by :func:`answer_of`:
 coordinates in pixels of the original image, ``raw`` exactly ``run()``'s ``{task: answer}``.
 
-Scores: when ``Florence2.run(..., scores=True)`` lands, they go here and nowhere else: ``Answer`` gains
-``scores`` (one float per object, in the order boxes, quad_boxes, polygons: ``Florence2Result.labels``'
-order) and ``text_score`` (a float for a text answer), both ``NotRequired``, and :func:`answer_of`
-fills them from the result. ``raw`` carries whatever ``run()`` returns already.
+Scores (the tools always ask ``run`` for them): ``scores``, one confidence in (0, 1] per object in the order
+boxes, quad_boxes, polygons (``Florence2Result.labels``' order), and ``text_score`` for a text answer;
+each object also carries its ``score``, as ``Florence2Result``'s JSON does. Both are ``NotRequired``:
+:func:`answer_of` fills them when the result was scored; ``raw`` is ``run(..., scores=True)``'s answer.
+The summary line writes each score after its object.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from typing_extensions import TypedDict  # pydantic reads only this one before Python 3.12 (mcp needs it)
+from typing_extensions import NotRequired, TypedDict  # pydantic reads these only before Python 3.12 (mcp)
 
+from ..tasks.confidence import SCORES_KEY
 from ..tasks.results import Florence2Result
 
 __all__ = ["Answer", "BoxItem", "PolygonItem", "QuadItem", "TaskInfo", "TaskList", "answer_of", "summary"]
@@ -29,6 +32,7 @@ class BoxItem(TypedDict):
 
     xyxy: list[float]
     label: str
+    score: NotRequired[float]
 
 
 class QuadItem(TypedDict):
@@ -36,6 +40,7 @@ class QuadItem(TypedDict):
 
     points: list[float]
     label: str
+    score: NotRequired[float]
 
 
 class PolygonItem(TypedDict):
@@ -43,11 +48,13 @@ class PolygonItem(TypedDict):
 
     parts: list[list[float]]
     label: str
+    score: NotRequired[float]
 
 
 class Answer(TypedDict):
     """One task's answer on one image. image_size: [width, height] of the image the pixels refer to;
-    text: the text answer (captions, OCR, region tasks), else null; raw: run()'s {task: answer}."""
+    text: the text answer (captions, OCR, region tasks), else null; raw: run()'s {task: answer}; scores:
+    each object's confidence in (0, 1] (boxes, then quad_boxes, then polygons), text_score: the text's."""
 
     task: str
     image_size: list[int]
@@ -56,6 +63,8 @@ class Answer(TypedDict):
     quad_boxes: list[QuadItem]
     polygons: list[PolygonItem]
     raw: dict[str, Any]
+    scores: NotRequired[list[float | None]]
+    text_score: NotRequired[float]
 
 
 class TaskInfo(TypedDict):
@@ -74,7 +83,7 @@ class TaskList(TypedDict):
 def answer_of(result: Florence2Result) -> Answer:
     """The structured answer of a result (``to_json_dict`` without its version)."""
     d = result.to_json_dict()
-    return Answer(
+    answer = Answer(
         task=d["task"],
         image_size=d["image_size"],
         text=d["text"],
@@ -83,6 +92,12 @@ def answer_of(result: Florence2Result) -> Answer:
         polygons=d["polygons"],
         raw=dict(d["raw"]),
     )
+    raw = result.raw.get(result.task)
+    if isinstance(raw, Mapping) and SCORES_KEY in raw:  # run(..., scores=True)'s answer
+        answer["scores"] = list(result.scores)
+        if result.text_score is not None:
+            answer["text_score"] = result.text_score
+    return answer
 
 
 def _number(v: float) -> str:
@@ -98,14 +113,23 @@ def _one_line(text: str, limit: int = SUMMARY_TEXT) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
+def _score(item: Mapping[str, Any], key: str = "score") -> str:
+    return f" score {item[key]:.2f}" if item.get(key) is not None else ""
+
+
 def summary(answer: Answer) -> str:
-    """One line: the task, then the text and the objects (label and pixel coordinates), capped."""
-    parts = [f'"{_one_line(answer["text"])}"'] if answer["text"] is not None else []
+    """One line: the task, then the text and the objects (label, pixel coordinates, score), capped."""
+    parts = (
+        [f'"{_one_line(answer["text"])}"{_score(answer, "text_score")}'] if answer["text"] is not None else []
+    )
     objects = (
-        [f"{b['label'] or 'box'} {_coords(b['xyxy'])}" for b in answer["boxes"]]
-        + [f"{_one_line(q['label'], 60) or 'text'} {_coords(q['points'])}" for q in answer["quad_boxes"]]
+        [f"{b['label'] or 'box'} {_coords(b['xyxy'])}{_score(b)}" for b in answer["boxes"]]
         + [
-            f"{g['label'] or 'object'} (polygon, {sum(len(p) // 2 for p in g['parts'])} points)"
+            f"{_one_line(q['label'], 60) or 'text'} {_coords(q['points'])}{_score(q)}"
+            for q in answer["quad_boxes"]
+        ]
+        + [
+            f"{g['label'] or 'object'} (polygon, {sum(len(p) // 2 for p in g['parts'])} points){_score(g)}"
             for g in answer["polygons"]
         ]
     )

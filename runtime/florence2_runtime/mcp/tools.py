@@ -2,8 +2,10 @@
 whose return type names its output schema (:class:`~.answers.Answer`).
 
 Every vision tool reads its ``image`` argument (:mod:`.sources`), encodes it once (:mod:`.cache`), runs
-one task through the public API (``Florence2.run``; ``detect_objects`` for detection by class names) and
-answers the structured result, a one-line summary and, with ``annotate``, the drawn answer as a PNG.
+one task through the public API (``Florence2.run``; ``detect_objects`` for detection by class names), with
+each object's confidence score, and answers the structured result, a one-line summary and, with
+``annotate``, the drawn answer as a PNG. ``detect`` takes ``min_score`` (objects scored below it are left
+out).
 Bad input raises ``ToolError`` (an ``isError`` result naming the argument); the server goes on.
 
 Which tool runs which task is the tables below; :func:`task_table` is the one place that reads the
@@ -24,6 +26,7 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent
 from PIL import Image
 from pydantic import Field
 
+from ..cli.run import above_min_score
 from ..errors import Florence2Error
 from ..model import Florence2
 from ..server.images import decode_image
@@ -151,15 +154,24 @@ class Florence2Tools:
                 "name); leave out to detect every object the model knows (<OD>)",
             ),
         ] = None,
+        min_score: Annotated[
+            float | None,
+            Field(
+                ge=0,
+                le=1,
+                description="leave out the objects whose confidence score is below this (0-1); leave "
+                "out to get every object with its score",
+            ),
+        ] = None,
         annotate: AnnotateArg = False,
     ) -> ToolAnswer:
-        """Find objects: labelled boxes in pixels of the original image (<OD>, or <OPEN_VOCABULARY_DETECTION>
-        once per class name)."""
+        """Find objects: labelled boxes in pixels of the original image, each with a confidence score (<OD>,
+        or <OPEN_VOCABULARY_DETECTION> once per class name)."""
         if classes:
             if not all(isinstance(c, str) and c.strip() for c in classes):
                 raise ToolError("classes: every class name must be a non-empty string")
-            return self._answer(image, annotate, DETECT_CLASSES_TASK, classes=classes)
-        return self._answer(image, annotate, DETECT_TASK)
+            return self._answer(image, annotate, DETECT_CLASSES_TASK, classes=classes, min_score=min_score)
+        return self._answer(image, annotate, DETECT_TASK, min_score=min_score)
 
     def ocr(
         self,
@@ -260,6 +272,7 @@ class Florence2Tools:
         text: str | None = None,
         region: list[float] | None = None,
         classes: list[str] | None = None,
+        min_score: float | None = None,
     ) -> CallToolResult:
         data = self._read(image)
         with self._model_lock:
@@ -268,10 +281,11 @@ class Florence2Tools:
             )
             try:
                 if classes:
-                    result = self.model.detect_objects(encoded, classes=classes)
+                    result = self.model.detect_objects(encoded, classes=classes, scores=True)
                 else:
-                    answer = self.model.run(encoded, task, text, region)
+                    answer = self.model.run(encoded, task, text, region, scores=True)
                     result = Florence2Result.from_dict(answer, encoded.image_size)
+                result = above_min_score(result, min_score)
             except (ValueError, Florence2Error) as e:
                 raise ToolError(str(e)) from None
         structured = answer_of(result)

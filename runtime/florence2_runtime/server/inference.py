@@ -2,7 +2,8 @@
 
 The body is JSON (:class:`InferRequest`), or the same fields as multipart form data with the image as a
 file or as base64 text (``region`` as ``x1,y1,x2,y2`` or JSON, ``generation`` and ``tasks`` as JSON): the
-form becomes the JSON fields first (:class:`InferRoute`), so one model validates both. The task names
+form becomes the JSON fields first (:class:`InferRoute`), so one model validates both. ``"scores": true``
+adds each object's confidence (``run(..., scores=True)``'s answers). The task names
 come from the runtime's task table (``tasks.prompts.TASKS``); what each task takes is the library's rule.
 """
 
@@ -79,6 +80,7 @@ class InferRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     FORM_JSON: ClassVar[tuple[str, ...]] = ("region", "generation", "tasks")  # JSON text in a form
+    FORM_FLAGS: ClassVar[tuple[str, ...]] = ("scores",)  # true / false in a form
 
     image: ImageData = Field(
         description="the image as base64 or a data URL (data:image/png;base64,...); URLs are not fetched"
@@ -101,6 +103,12 @@ class InferRequest(BaseModel):
         default="pixels", description="pixels of the image, or fractions of its width / height"
     )
     generation: Generation | None = None
+    scores: bool = Field(
+        default=False,
+        description="also each object's confidence in (0, 1], as run(..., scores=True): a 'scores' list "
+        "parallel to bboxes, quad_boxes, polygons (in that order); a text answer becomes "
+        "{text, scores}",
+    )
 
     @model_validator(mode="after")
     def _tasks_named_one_way(self) -> InferRequest:
@@ -141,7 +149,8 @@ class InferResponse(BaseModel):
 
     result: dict[str, str | dict[str, Any]] = Field(
         description="{task: answer}: a string for text tasks, else an object such as {bboxes, labels}, "
-        "{quad_boxes, labels} or {polygons, labels}, as transformers' post_process_generation gives"
+        "{quad_boxes, labels} or {polygons, labels}, as transformers' post_process_generation gives; "
+        "with scores: true, shape answers also hold 'scores' and a text answer is {text, scores}"
     )
     timing_ms: Timing
     batch_size: int = Field(description="how many requests shared the model call")
@@ -164,6 +173,8 @@ class InferRoute(BodyRoute):
                             "unexpected_field", f"only 'image' may be a file, got a file in {brief(key)}"
                         )
                     fields[key] = await value.read()
+                elif key in InferRequest.FORM_FLAGS:
+                    fields[key] = _form_flag(key, value)
                 else:
                     fields[key] = _form_json(key, value) if key in InferRequest.FORM_JSON else value
         finally:
@@ -186,6 +197,19 @@ def _form_json(key: str, value: str) -> Any:
         ) from None
 
 
+_FLAG_WORDS = {"true": True, "1": True, "on": True, "false": False, "0": False, "off": False}
+
+
+def _form_flag(key: str, value: str) -> bool:
+    """A form's yes/no field (``scores``): true / false (also 1 / 0, on / off: what HTML checkboxes send)."""
+    flag = _FLAG_WORDS.get(value.strip().lower())
+    if flag is None:
+        raise invalid(
+            "invalid_request", f"multipart field {brief(key)} must be true or false, got {brief(value)}"
+        )
+    return flag
+
+
 def _form_schema() -> dict[str, Any]:
     """The multipart body in the OpenAPI document: the JSON body's fields as form fields."""
     fields = {
@@ -195,6 +219,8 @@ def _form_schema() -> dict[str, Any]:
     fields["image"] = {"type": "string", "format": "binary", "description": "the image file (or base64 text)"}
     for name in InferRequest.FORM_JSON:
         fields[name]["description"] = f"{fields[name]['description']} (as JSON text)".lstrip()
+    for name in InferRequest.FORM_FLAGS:
+        fields[name]["description"] += " (true or false)"
     return {
         "requestBody": {
             "content": {"multipart/form-data": {"schema": {"type": "object", "properties": fields}}}
@@ -218,7 +244,7 @@ async def infer(body: InferRequest, request: Request, server: ServerDep) -> Resp
         body.image if isinstance(body.image, bytes) else await asyncio.to_thread(decode_base64, body.image)
     )
     outcome, decode_ms = await answer(
-        server, request, body.task_inputs(), body.region_format, body.generation, image
+        server, request, body.task_inputs(), body.region_format, body.generation, image, body.scores
     )
     timing = {
         "decode_image": decode_ms,

@@ -114,8 +114,10 @@ async def prepare(
     region_format: str,
     generation: Generation | None,
     image_bytes: bytes,
+    scores: bool = False,
 ) -> tuple[Job, float]:
-    """Checked fields + image bytes -> a Job (the image kept at the model's size) and the decode time (ms)."""
+    """Checked fields + image bytes -> a Job (the image kept at the model's size) and the decode time (ms);
+    ``scores``: the answers carry confidence scores, as ``run(..., scores=True)``'s."""
     limits, model = server.limits, server.model
     for entry in tasks:
         if isinstance(entry.text, str):
@@ -137,7 +139,7 @@ async def prepare(
         )
     decode_ms = (time.perf_counter() - t0) * 1000.0
     (task, prompt), *more = await asyncio.to_thread(_prompts, model, tasks, size, region_format)
-    return Job(image, prompt, task, given, options, size, more_tasks=tuple(more)), decode_ms
+    return Job(image, prompt, task, given, options, size, more_tasks=tuple(more), scores=scores), decode_ms
 
 
 def _prompts(model, tasks: list[TaskInput], size: ImageSize, region_format: str) -> list[tuple[str, str]]:
@@ -190,9 +192,10 @@ async def answer(
     region_format: str,
     generation: Generation | None,
     image_bytes: bytes,
+    scores: bool = False,
 ) -> tuple[Outcome, float]:
     """:func:`prepare`, then :func:`run_job`: the outcome and the decode time (ms)."""
-    job, decode_ms = await prepare(server, tasks, region_format, generation, image_bytes)
+    job, decode_ms = await prepare(server, tasks, region_format, generation, image_bytes, scores)
     return await run_job(server, job, request), decode_ms
 
 

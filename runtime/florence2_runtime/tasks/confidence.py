@@ -33,21 +33,33 @@ A score is in (0, 1]; an object written by no token (an empty text) has ``None``
 - shape answers (boxes, quad boxes, polygons): a ``"scores"`` list parallel to the objects, in the order
   ``bboxes``, ``quad_boxes``, ``polygons`` (``<OPEN_VOCABULARY_DETECTION>``: its bboxes, then its polygons);
 - text answers: ``{"text": answer, "scores": score}`` (the answer string cannot carry a key).
+
+``without_scores(answer)`` gives the answer back as ``run`` gives it without scores; ``drop_below(answer,
+min_score)`` leaves out the objects scored below ``min_score`` (with their labels and scores).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .postprocess import ObjectSpans, Span
 
-__all__ = ["SCORES_KEY", "object_score", "object_scores", "text_and_score", "with_scores"]
+__all__ = [
+    "SCORES_KEY",
+    "drop_below",
+    "object_score",
+    "object_scores",
+    "text_and_score",
+    "with_scores",
+    "without_scores",
+]
 
 SCORES_KEY = "scores"
+OBJECT_LISTS = ("bboxes", "quad_boxes", "polygons")  # the order of an answer's scores
 
 
 def object_score(spans: ObjectSpans, offsets: np.ndarray, logprobs: np.ndarray) -> float | None:
@@ -93,3 +105,34 @@ def text_and_score(answer: Any) -> tuple[Any, float | None]:
     if isinstance(answer, dict) and set(answer) == {"text", SCORES_KEY}:
         return answer["text"], answer[SCORES_KEY]
     return answer, None
+
+
+def without_scores(answer: Any) -> Any:
+    """An answer with or without scores -> the answer ``run`` gives without ``scores=True``."""
+    text, _ = text_and_score(answer)
+    if text is not answer:  # {"text": ..., "scores": ...}
+        return text
+    if isinstance(answer, Mapping) and SCORES_KEY in answer:
+        return {k: v for k, v in answer.items() if k != SCORES_KEY}
+    return answer
+
+
+def drop_below(answer: Any, min_score: float) -> Any:
+    """A scored shape answer without the objects scored below ``min_score`` (or scored None), each taking
+    its label and score with it; text answers (and answers without scores) as they are. An object list's
+    labels are ``<list>_labels`` where the answer has that key (open-vocabulary detection), else ``labels``."""
+    if not isinstance(answer, Mapping) or not isinstance(answer.get(SCORES_KEY), list):
+        return answer
+    out, kept_scores, at = dict(answer), [], 0
+    for key in (k for k in OBJECT_LISTS if k in answer):
+        labels_key = f"{key}_labels" if f"{key}_labels" in answer else "labels"
+        items = list(answer[key])
+        scores = answer[SCORES_KEY][at : at + len(items)]
+        at += len(items)
+        keep = [s is not None and s >= min_score for s in scores]
+        out[key] = [v for v, k in zip(items, keep) if k]
+        if labels_key in answer:
+            out[labels_key] = [v for v, k in zip(answer[labels_key], keep) if k]
+        kept_scores += [s for s, k in zip(scores, keep) if k]
+    out[SCORES_KEY] = kept_scores
+    return out

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from ...tasks.confidence import text_and_score
 from ...tasks.results import Florence2Result
 
 ZIP_MEDIA_TYPE = "application/zip"
@@ -38,8 +39,9 @@ def wants_json(answer_format: AnswerFormat | None, accept: str, nvcf_headers: bo
 
 
 def overlay(task: str, answer: Any, image: Image.Image) -> Image.Image | None:
-    """The image with the answer's shapes drawn, or None when the answer has none (text tasks)."""
-    if isinstance(answer, str):
+    """The image with the answer's shapes drawn (with their scores when it has them), or None when the
+    answer has none (text tasks)."""
+    if isinstance(text_and_score(answer)[0], str):
         return None
     result = Florence2Result.from_answer(task, answer, image.size)
     return result.draw(image) if len(result) else None

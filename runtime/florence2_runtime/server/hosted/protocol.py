@@ -11,6 +11,10 @@ Response: the fields of the hosted service's ``.response`` JSON, ``content`` (``
 tasks, the task token otherwise) and ``entities`` (``bboxes``, ``quad_boxes``, ``labels``,
 ``bboxes_labels``, ``polygons``, null when absent; null for text tasks), both at the top level and in an
 OpenAI-style ``choices[0].message``.
+
+Scores (this server's addition, ``"scores": true`` in the request): ``entities.scores``, each object's
+confidence parallel to the objects (``run(..., scores=True)``'s ``scores``). A text task's answer has no
+place for its score in this format (``content`` is ``"<TASK>answer"``, ``entities`` null): it is left out.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import re
 import uuid
 
+from ...tasks.confidence import text_and_score
 from ..problems import bad_request, invalid
 
 _IMG_TAG = re.compile(r"""<img\s+src\s*=\s*(?P<q>["'])(?P<src>.*?)(?P=q)\s*/?>""", re.IGNORECASE | re.DOTALL)
@@ -55,7 +60,7 @@ def asset_id(src: str) -> str | None:
 
 def build_response(task: str, result: dict, model_name: str) -> dict:
     """``run()``'s ``{task: answer}`` -> the hosted service's response fields."""
-    answer = result.get(task)
+    answer, _ = text_and_score(result.get(task))  # a text answer's score has no place here
     if isinstance(answer, str):
         content, entities = task + answer, None
     else:

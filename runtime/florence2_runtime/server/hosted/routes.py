@@ -58,6 +58,12 @@ class HostedRequest(BaseModel):
         ge=1,
         description="new tokens; default 1024, capped by --max-new-tokens and the model's positions",
     )
+    scores: bool = Field(
+        default=False,
+        description="this server's addition to NVIDIA's format: entities also hold 'scores', each object's "
+        "confidence in (0, 1], parallel to bboxes, quad_boxes, polygons (in that order); text tasks have "
+        "no entities, so no score",
+    )
 
     def user_content(self) -> str:
         """The content of the last message with role 'user' (400 without one)."""
@@ -75,6 +81,9 @@ class Entities(BaseModel):
     labels: list[str] | None = None
     bboxes_labels: list[str] | None = None
     polygons: list[list[list[float]]] | None = None
+    scores: list[float | None] | None = Field(
+        default=None, description="only when the request asks for scores (this server's addition)"
+    )
 
 
 class HostedAnswer(BaseModel):
@@ -151,7 +160,9 @@ async def hosted_infer(
     asset = asset_id(src)
     image_bytes = server.assets.resolve(asset) if asset else await asyncio.to_thread(decode_base64, src)
     generation = Generation(max_new_tokens=body.max_tokens)
-    outcome, _ = await answer(server, request, [TaskInput(task, text)], "pixels", generation, image_bytes)
+    outcome, _ = await answer(
+        server, request, [TaskInput(task, text)], "pixels", generation, image_bytes, body.scores
+    )
     response = build_response(task, outcome.result, server.name)
     if as_json:
         return JSONResponse(response)
