@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from florence2_runtime.cli import main
 from florence2_runtime.cli.bench import STAGES, BenchOptions, generated_image, run_bench, timed_generate
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import ROOT
 
 
 def test_timed_generate_gives_the_same_ids_as_generate(onnx_model):

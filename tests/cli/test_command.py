@@ -10,6 +10,7 @@ import pytest
 
 from florence2_export.verify import make_test_image
 from florence2_runtime.cli import main
+from tests.helpers.paths import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,6 @@ def test_too_long_text_and_too_many_tokens_are_value_errors(onnx_model, image_fi
 
 def test_version_has_one_source(capsys):
     """``florence2 --version`` prints ``__version__``, which pyproject.toml reads (dynamic) instead of repeating it."""
-    from pathlib import Path
 
     import florence2_runtime
 
@@ -165,16 +165,15 @@ def test_version_has_one_source(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"florence2 {florence2_runtime.__version__}"
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
     dynamic = project["tool"]["setuptools"]["dynamic"]["version"]
     assert dynamic == {"attr": "florence2_runtime.__version__"}
 
 
 def test_license_is_the_mit_text_pyproject_names():
-    from pathlib import Path
 
-    root = Path(__file__).parents[1]
+    root = ROOT
     text = (root / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("MIT License") and "Copyright (c) 2026 The florence2-onnx authors" in text
     assert 'license = { text = "MIT" }' in (root / "pyproject.toml").read_text(encoding="utf-8")

@@ -13,10 +13,9 @@ import pytest
 pytest.importorskip("supervision", reason="the label extra: pip install -e '.[label]'")
 pytest.importorskip("pycocotools", reason="the label extra: pip install -e '.[label]'")
 
-from label_sources import write_truth
-
 from florence2_runtime.cli import main
 from florence2_runtime.datasets import evaluate
+from tests.helpers.label_sources import write_truth
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 

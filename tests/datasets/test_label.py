@@ -23,7 +23,6 @@ pytest.importorskip("av", reason="the label extra: pip install -e '.[label]'")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")  # its own, under numpy 2
 
-from label_sources import write_images, write_source
 from PIL import Image
 
 from florence2_runtime.cli import main
@@ -34,6 +33,8 @@ from florence2_runtime.datasets.journal import JOURNAL_FILE, OutputFolder, Recor
 from florence2_runtime.datasets.sources import list_source, read_image
 from florence2_runtime.datasets.writers import image_name, kept, parse_split, split_of
 from florence2_runtime.errors import MissingDependencyError
+from tests.helpers.label_sources import write_images, write_source
+from tests.helpers.paths import ROOT
 
 COCO = "_annotations.coco.json"
 
@@ -471,7 +472,7 @@ def test_no_image_is_labelled_by_a_run_on_a_missing_model(source, tmp_path):
 
 def test_the_benchmark_runs(shapes_onnx_folder, tmp_path):
     """benchmarks/label.py --smoke: both sides timed, labels equal to the loop's, JSON + markdown written."""
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     out = tmp_path / "results"
     cmd = [
         sys.executable,

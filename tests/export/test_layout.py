@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import ROOT as REPOSITORY
+
 PACKAGE = "florence2_export"
-ROOT = Path(__file__).resolve().parents[1] / "export" / PACKAGE
+ROOT = REPOSITORY / "export" / PACKAGE
 
 # The parts of the package (a subpackage, or a module at the top), lowest first: a part may import only
 # parts to its left. "__init__" is the package's own __init__.py (the public names).

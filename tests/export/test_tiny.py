@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from florence2_export.toy.tiny import MODEL_CONFIGS
+from tests.helpers.paths import ROOT
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "florence2" / "configs.json"
+SHARED = ROOT.parent / "shared" / "florence2" / "configs.json"
 
 
 @pytest.mark.parametrize("size", ["base", "large"])

@@ -28,7 +28,6 @@ httpx2 = pytest.importorskip("httpx2")
 
 import anyio
 import uvicorn
-from loopback_guard import PUBLIC_IP, ImageServer, StubNetwork, loopback_only  # noqa: F401 (a fixture)
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
@@ -38,9 +37,9 @@ from florence2_runtime import Florence2Result
 from florence2_runtime.mcp.app import create_server, http_app
 from florence2_runtime.mcp.settings import McpSettings
 from florence2_runtime.mcp.tools import TOOL_NAMES, Florence2Tools
+from tests.helpers.loopback_guard import PUBLIC_IP, ImageServer, StubNetwork, loopback_only  # noqa: F401 (a fixture)
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 KEY = "test-key-0123"
 REGION = [20.0, 24.0, 120.0, 130.0]
 
@@ -165,7 +164,7 @@ async def check_errors(client, root: Path, outside: Path, url_to_loopback: str) 
 
 # --- stdio: the command as an agent's client starts it -------------------------------------------------
 BOOT = (
-    "import sys, loopback_guard\n"
+    "import sys; from tests.helpers import loopback_guard\n"
     "loopback_guard.install_from_env()\n"
     "from florence2_runtime.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
@@ -173,7 +172,7 @@ BOOT = (
 
 
 def _env(guard_log: Path, **extra: str) -> dict[str, str]:
-    path = os.pathsep.join([str(ROOT / "runtime"), str(ROOT / "export"), str(TESTS)])
+    path = os.pathsep.join([str(ROOT / "runtime"), str(ROOT / "export"), str(ROOT)])
     return {**os.environ, "PYTHONPATH": path, "LOOPBACK_GUARD_LOG": str(guard_log), **extra}
 
 

@@ -24,8 +24,9 @@ from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.model import processor_inputs
 from florence2_runtime.tasks.prompts import construct_prompt
+from tests.helpers.paths import TESTS
 
-NODE_DIR = Path(__file__).parent / "node"
+NODE_DIR = TESTS / "node"
 SCRIPT = NODE_DIR / "florence2_generate.mjs"
 CASES = [
     ("<OD>", (160, 120)),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_decoding import FLORENCE_GENERATION, TorchInference, encoder_inputs, make_case, tiny_bart, unpack
 
 from florence2_export.verify import make_test_image
 from florence2_runtime.generation import (
@@ -26,6 +25,14 @@ from florence2_runtime.generation import (
     transition_scores,
 )
 from florence2_runtime.tasks.prompts import build_task_text
+from tests.parity.test_generate_ids import (
+    FLORENCE_GENERATION,
+    TorchInference,
+    encoder_inputs,
+    make_case,
+    tiny_bart,
+    unpack,
+)
 
 ATOL = 1e-4
 

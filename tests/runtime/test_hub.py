@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hubstub import TOKEN, HubStub, StubRepo, folder_files, huggingface_hub_at
 
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.hub import ALIASES, HubError, resolve_model, select
 from florence2_runtime.errors import ModelFileError
+from tests.helpers.hubstub import TOKEN, HubStub, StubRepo, folder_files, huggingface_hub_at
 
 COMMUNITY = "onnx-community/Florence-2-base"  # what the alias florence-2-base names
 NATIVE = "someone/florence2-native"

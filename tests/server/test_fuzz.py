@@ -21,11 +21,11 @@ hypothesis = pytest.importorskip(
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_server import IMAGES, NIM, b64, png_header_only
 
 from florence2_runtime.server import ServerLimits
 from florence2_runtime.server.jobs import Generation
 from florence2_runtime.tasks.prompts import TASKS
+from tests.server.test_app import IMAGES, NIM, b64, png_header_only
 
 LIMITS = ServerLimits(
     max_body_bytes=256 * 1024,

@@ -38,11 +38,12 @@ from florence2_runtime.server.inference import InferRequest, InferResponse
 from florence2_runtime.server.page import STATIC, SWAGGER_FILES
 from florence2_runtime.tasks.prompts import TASKS
 from florence2_runtime.tasks.results import Florence2Result
+from tests.helpers.paths import DATA, ROOT
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 NIM = "/v1/vlm/microsoft/florence-2"
-CLIENT = Path(__file__).parent / "data" / "nvidia_florence2_client.py"
+CLIENT = DATA / "nvidia_florence2_client.py"
 SEED_GLOB = "004_*.txt"
 
 
@@ -164,7 +165,7 @@ def test_text_task_zip_has_no_overlay_and_json_on_request(client, onnx_model, bo
 # --- NVIDIA's example client, unmodified ------------------------------------------------------------------
 def test_client_copy_is_the_seed():
     """Our copy equals the client on the hosted API's page (whitespace aside) when that page is at hand."""
-    seeds = sorted((Path(__file__).resolve().parents[1] / ".." / "shared" / "seeds").glob(SEED_GLOB))
+    seeds = sorted((ROOT / ".." / "shared" / "seeds").glob(SEED_GLOB))
     seeds = [s for s in seeds if "microsoft/florence-2" in s.read_text("utf-8", "replace")]
     if not seeds:
         pytest.skip(
@@ -410,7 +411,7 @@ def test_ui_and_docs_can_be_switched_off(onnx_model, onnx_folder):
 def test_static_files_ship_in_the_wheel():
     """pyproject's package data names the page's files (so a wheel carries them)."""
     tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
-    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["florence2_runtime.server"]
     for f in STATIC.iterdir():
         assert any(f.match(p.split("/")[-1]) and p.startswith("static/") for p in patterns), f.name

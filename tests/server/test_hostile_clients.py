@@ -21,10 +21,9 @@ pytest.importorskip(
     "fastapi", reason="the server needs the 'serve' extra (pip install 'florence2-onnx[serve]')"
 )
 
-from test_server import NIM, PNG, SlowModel, b64, encode, expected, noise_image
-
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
+from tests.server.test_app import NIM, PNG, SlowModel, b64, encode, expected, noise_image
 
 SHORT = {"max_new_tokens": 20}  # timing tests: the task-level default (1024) may never stop on random weights
 
