@@ -304,3 +304,21 @@ def test_variant_io_binding_path_matches_host_path(request, dtype):
             bound.generate([image], [text], max_new_tokens=12, num_beams=3),
             host.generate([image], [text], max_new_tokens=12, num_beams=3),
         )
+
+
+@pytest.mark.gpu
+def test_fp16_agrees_with_fp32_on_cuda(onnx_model, fp16_folder):
+    """Greedy tokens of the fp16 variant on CUDA agree with fp32's on the CPU (skipped without CUDA)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu with CUDAExecutionProvider and an NVIDIA GPU")
+    images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (40, 200), (128, 128)])]
+    texts = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball", "<MORE_DETAILED_CAPTION>"]
+    fp16 = Florence2.from_pretrained(fp16_folder, providers="cuda")
+    kwargs = dict(max_new_tokens=24, num_beams=1)
+    a = onnx_model.generate(images, texts, **kwargs)
+    b = fp16.generate(images, texts, **kwargs)
+    agreement = float(np.mean(a == b)) if a.shape == b.shape else 0.0
+    print(f"fp16 vs fp32 token agreement on CUDA: {agreement:.3f}")
+    assert agreement >= 0.9

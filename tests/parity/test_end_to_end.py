@@ -1,4 +1,5 @@
-"""The runtime against transformers on an exported tiny checkpoint: token ids and post-processed dicts."""
+"""The runtime against transformers on the exported tiny checkpoint: token ids and post-processed dicts, in the
+native layout and the onnx-community one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 
 from florence2_export.toy.demo import DEMO_INPUTS
 from florence2_export.verify import make_test_image
+from florence2_runtime import Florence2
 from florence2_runtime.tasks.prompts import build_task_text
 
 TASKS = list(DEMO_INPUTS)
@@ -98,3 +100,23 @@ def test_run_rejects_bad_input(onnx_model):
         onnx_model.generate([image], ["<OD>"], not_an_option=1)
     with pytest.raises(ValueError, match="texts"):
         onnx_model.generate([image, image], ["<OD>"])
+
+
+# --- the onnx-community layout (the two-decoder pair; the merged decoder alone: tests/runtime) -------------
+@pytest.fixture(scope="module")
+def community_model(community_folder):
+    return Florence2.from_pretrained(community_folder)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_onnx_community_ids_match(community_model, hf_model, hf_processor, num_beams):
+    images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (33, 200), (300, 31)])]
+    texts = [
+        "<OD>",
+        "<CAPTION_TO_PHRASE_GROUNDING>a red car",
+        "<REGION_TO_DESCRIPTION><loc_100><loc_200><loc_500><loc_700>",
+    ]
+    kwargs = dict(max_new_tokens=25, num_beams=num_beams)
+    expected = reference_ids(hf_model, hf_processor, images, texts, **kwargs)
+    np.testing.assert_array_equal(community_model.generate(images, texts, **kwargs), expected)
+    assert not community_model.engine.sessions.merged

@@ -1,7 +1,8 @@
 """Image sizes: one type (``ImageSize``, width first), one check, and square model inputs only.
 
 transformers' Florence-2 vision tower reshapes its patch tokens into a square map, so a checkpoint whose
-processor resizes to a non-square size is refused at export and at load, with a message that says why.
+processor resizes to a non-square size is refused at load (and at export: tests/export/test_checkpoints.py), with
+a message that says why.
 """
 
 from __future__ import annotations
@@ -107,9 +108,9 @@ def test_a_non_square_runtime_config_is_refused_at_load(tmp_path):
         RuntimeConfig.load(tmp_path)
 
 
-def test_a_non_square_onnx_community_folder_is_refused_at_load(community_folder, tmp_path):
+def test_a_non_square_onnx_community_folder_is_refused_at_load(tiny_community_folder, tmp_path):
     folder = tmp_path / "model"
-    shutil.copytree(community_folder, folder, ignore=shutil.ignore_patterns("onnx"))
+    shutil.copytree(tiny_community_folder, folder, ignore=shutil.ignore_patterns("onnx"))
     pre_path = folder / "preprocessor_config.json"
     pre = json.loads(pre_path.read_text())
     community_runtime_config(folder)  # as exported: square
@@ -119,31 +120,14 @@ def test_a_non_square_onnx_community_folder_is_refused_at_load(community_folder,
         community_runtime_config(folder)
 
 
-def test_a_non_square_native_folder_is_refused_by_from_pretrained(onnx_folder, tmp_path):
+def test_a_non_square_native_folder_is_refused_by_from_pretrained(tiny_folder, tmp_path):
     from florence2_runtime import Florence2
 
     folder = tmp_path / "model"
-    shutil.copytree(onnx_folder, folder, ignore=shutil.ignore_patterns("onnx"))
-    (folder / "onnx").symlink_to(onnx_folder / "onnx")
+    shutil.copytree(tiny_folder, folder, ignore=shutil.ignore_patterns("onnx"))
+    (folder / "onnx").symlink_to(tiny_folder / "onnx")
     d = json.loads((folder / CONFIG_FILE).read_text())
     d["image_size"] = [d["image_size"][0], d["image_size"][1] // 2]
     (folder / CONFIG_FILE).write_text(json.dumps(d))
     with pytest.raises(ModelFileError, match="square images only"):
         Florence2.from_pretrained(folder)
-
-
-def test_a_non_square_checkpoint_is_refused_at_export(tmp_path):
-    pytest.importorskip("torch")
-    from florence2_export import export
-    from florence2_export.checkpoints.errors import CheckpointError
-    from florence2_export.toy.tiny import write_tiny_checkpoint
-
-    checkpoint = write_tiny_checkpoint(tmp_path / "checkpoint", size="tiny", seed=0)
-    pre_path = checkpoint / "preprocessor_config.json"
-    pre = json.loads(pre_path.read_text())
-    pre["size"] = {"height": 128, "width": 96}
-    pre_path.write_text(json.dumps(pre))
-    out = tmp_path / "out"
-    with pytest.raises(CheckpointError, match=r"preprocessor_config.json.*96x128 \(width x height\).*square"):
-        export(checkpoint, out, quiet=True)
-    assert not out.exists()

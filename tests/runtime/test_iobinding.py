@@ -7,32 +7,27 @@ import shutil
 import numpy as np
 import pytest
 
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.host import HostEngine
 from florence2_runtime.engine.iobinding import BoundDecoderInference, DeviceEngine, device_of
 from florence2_runtime.model import processor_inputs
+from tests.helpers.images import make_test_image
 
 IMAGES = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (40, 200), (128, 128)])]
 TEXTS = ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball", "<MORE_DETAILED_CAPTION>"]
 
 
-@pytest.fixture(scope="module")
-def bound_model(onnx_folder):
-    return Florence2.from_pretrained(onnx_folder, io_binding=True)
-
-
 @pytest.mark.parametrize("num_beams", [1, 3])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_tokens_equal_the_plain_path(onnx_model, bound_model, num_beams, batch):
+def test_tokens_equal_the_plain_path(tiny_model, bound_model, num_beams, batch):
     kwargs = dict(max_new_tokens=20, num_beams=num_beams)
-    expected = onnx_model.generate(IMAGES[:batch], TEXTS[:batch], **kwargs)
+    expected = tiny_model.generate(IMAGES[:batch], TEXTS[:batch], **kwargs)
     got = bound_model.generate(IMAGES[:batch], TEXTS[:batch], **kwargs)
     np.testing.assert_array_equal(got, expected)
 
 
-def test_the_bound_path_is_the_one_used(bound_model, onnx_model):
-    assert isinstance(onnx_model.engine, HostEngine)  # CPU default: plain path
+def test_the_bound_path_is_the_one_used(bound_model, tiny_model):
+    assert isinstance(tiny_model.engine, HostEngine)  # CPU default: plain path
     assert isinstance(bound_model.engine, DeviceEngine) and bound_model.engine.gather is not None
     pixel_values, text_ids, text_mask = processor_inputs(bound_model, IMAGES[:1], TEXTS[:1])
     features = bound_model.engine.encode_images(pixel_values, to_host=False)
@@ -46,15 +41,15 @@ def test_the_bound_path_is_the_one_used(bound_model, onnx_model):
     assert inference.past[0].shape()[2] == 1
 
 
-def test_folder_without_kv_gather_falls_back_to_host_gathers(onnx_folder, onnx_model, tmp_path):
+def test_folder_without_kv_gather_falls_back_to_host_gathers(tiny_folder, tiny_model, tmp_path):
     old = tmp_path / "old-export"
-    shutil.copytree(onnx_folder, old)
+    shutil.copytree(tiny_folder, old)
     (old / "onnx" / "kv_gather.onnx").unlink()
     model = Florence2.from_pretrained(old, io_binding=True)
     assert model.engine.gather is None
     kwargs = dict(max_new_tokens=16, num_beams=3)
     np.testing.assert_array_equal(
-        model.generate(IMAGES[:2], TEXTS[:2], **kwargs), onnx_model.generate(IMAGES[:2], TEXTS[:2], **kwargs)
+        model.generate(IMAGES[:2], TEXTS[:2], **kwargs), tiny_model.generate(IMAGES[:2], TEXTS[:2], **kwargs)
     )
 
 
@@ -76,7 +71,7 @@ def test_device_of_unknown_provider_is_a_clear_error():
 
 
 @pytest.mark.parametrize("format_version", [1, None])
-def test_a_folder_of_an_older_format_is_one_error_naming_the_reexport(onnx_folder, tmp_path, format_version):
+def test_a_folder_of_an_older_format_is_one_error_naming_the_reexport(tiny_folder, tmp_path, format_version):
     """No release wrote a folder before format 2 (decoder fed token ids, cross K/V per beam): such a folder,
     or one without a format_version, is refused with the command that writes a current one."""
     import json
@@ -84,7 +79,7 @@ def test_a_folder_of_an_older_format_is_one_error_naming_the_reexport(onnx_folde
     from florence2_runtime.errors import ModelFileError
 
     old = tmp_path / "old"
-    shutil.copytree(onnx_folder, old)
+    shutil.copytree(tiny_folder, old)
     cfg_path = old / "florence2_config.json"
     cfg = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k != "format_version"}
     cfg_path.write_text(json.dumps(cfg if format_version is None else {**cfg, "format_version": 1}))

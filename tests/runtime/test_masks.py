@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2Result
 from florence2_runtime.tasks.masks import polygon_mask
+from tests.helpers.blocked_imports import source
+from tests.helpers.images import make_test_image
 
 sv = pytest.importorskip(
     "supervision", reason="the reference masks come from supervision (the 'supervision' extra)"
@@ -41,11 +42,11 @@ def test_polygon_masks_equal_supervision_pixel_for_pixel():
         )
 
 
-def test_result_masks_equal_to_supervision_mask(onnx_model):
+def test_result_masks_equal_to_supervision_mask(tiny_model):
     image = make_test_image(160, 120, seed=3)
     results = [
-        onnx_model.segment_phrase(image, "the red ball", max_new_tokens=60, num_beams=3),
-        onnx_model.segment_region(image, (10, 12, 90, 70), max_new_tokens=60, num_beams=3),
+        tiny_model.segment_phrase(image, "the red ball", max_new_tokens=60, num_beams=3),
+        tiny_model.segment_region(image, (10, 12, 90, 70), max_new_tokens=60, num_beams=3),
     ]
     hand_built = {
         "<REFERRING_EXPRESSION_SEGMENTATION>": {
@@ -71,17 +72,14 @@ def test_result_masks_equal_to_supervision_mask(onnx_model):
 
 
 def test_masks_need_no_supervision():
-    script = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('supervision', 'cv2'):
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
+    script = (
+        source(("supervision", "cv2"))
+        + """
 from florence2_runtime import Florence2Result
 r = Florence2Result.from_dict({'<REGION_TO_SEGMENTATION>': {'polygons': [[[1, 1, 9, 1, 9, 9]]], 'labels': ['']}},
                               (12, 10))
 print(int(r.masks().sum()))
 """
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert int(out) == int(sv.polygon_to_mask(np.array([[1, 1], [9, 1], [9, 9]]), (12, 10)).sum())

@@ -34,7 +34,7 @@ def test_unavailable_provider_is_one_clear_error(name):
         normalize_providers(name)
 
 
-def test_fallback_to_cpu_warns(onnx_folder, monkeypatch):
+def test_fallback_to_cpu_warns(tiny_folder, monkeypatch):
     """When onnxruntime does not grant the provider asked for, the user hears about it."""
     import onnxruntime
 
@@ -50,7 +50,7 @@ def test_fallback_to_cpu_warns(onnx_folder, monkeypatch):
         match="asked for CUDAExecutionProvider but onnxruntime runs it on CPUExecutionProvider",
     ):
         create_session(
-            onnx_folder / "onnx" / "decoder.onnx",
+            tiny_folder / "onnx" / "decoder.onnx",
             [("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})],
         )
 
