@@ -1,7 +1,7 @@
 """florence2_runtime.tasks.postprocess against transformers' own Florence2Processor.post_process_generation.
 
 The reference is a real ``Florence2Processor`` (tiny word-level tokenizer, the published
-post_processor_config from configs.json), so every expected value below comes from transformers.
+post_processor_config from tests/data/florence2_configs.json), so every expected value below comes from transformers.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import types
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -23,11 +22,12 @@ from florence2_runtime.tasks.postprocess import (
     parse,
     post_process_generation,
 )
+from tests.helpers.paths import DATA
 
 torch = pytest.importorskip("torch")
 processing = pytest.importorskip("transformers.models.florence2.processing_florence2")
 
-CONFIGS = Path("/work/shared/florence2/configs.json")
+CONFIGS = DATA / "florence2_configs.json"  # the published checkpoints' configs
 UNKNOWN_TASK = "<NOT_A_TASK>"
 SIZES = [
     (1, 1),
@@ -49,12 +49,7 @@ SIZES = [
 
 
 def _post_processor_config() -> dict:
-    if CONFIGS.is_file():
-        return json.loads(CONFIGS.read_text())["post_processor_config"]
-    # the published config, keyed by parse type; only the banned list has content that matters
-    cfg = {k: {} for k in PARSE_TYPES}
-    cfg["phrase_grounding"] = {"banned_grounding_tokens": list(DEFAULT_BANNED_GROUNDING_TOKENS)}
-    return cfg
+    return json.loads(CONFIGS.read_text())["post_processor_config"]
 
 
 class _SpecialTokens:
@@ -238,7 +233,6 @@ def test_task_table_is_transformers(processor):
     assert set(PARSE_TYPES) == set(_post_processor_config())
 
 
-@pytest.mark.skipif(not CONFIGS.is_file(), reason="configs.json of the published checkpoints not available")
 def test_default_banned_list_is_the_published_one():
     assert (
         list(DEFAULT_BANNED_GROUNDING_TOKENS)

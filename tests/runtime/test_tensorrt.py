@@ -5,6 +5,8 @@ TensorRT itself cannot be installed here; these tests pin what the runtime would
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from florence2_runtime.engine.graphs import ModelDims, kv_gather_graph, native_graphs
@@ -17,6 +19,7 @@ from florence2_runtime.engine.tensorrt import (
     provider_options,
     shapes_option,
 )
+from tests.helpers.paths import DATA
 
 BASE = ModelDims(
     image_size=(768, 768),
@@ -117,11 +120,7 @@ def test_unknown_graph_is_a_value_error():
 
 def test_ranges_follow_the_real_configs():
     """Image tokens and head sizes come from the model: large has 16 heads of 64, 577 image tokens."""
-    from florence2_export.toy.tiny import (
-        MODEL_CONFIGS,  # the published configs, embedded (checked in test_tiny)
-    )
-
-    text = MODEL_CONFIGS["large"]["text_config"]
+    text = json.loads((DATA / "florence2_configs.json").read_text())["large"]["text_config"]
     dims = ModelDims(
         (768, 768),
         577,
