@@ -1,6 +1,7 @@
-"""Loading by hub id and alias (florence2_runtime.engine.hub) against a hub stand-in on loopback (tests/hubstub.py).
+"""Loading by hub id and alias (florence2_runtime.engine.hub) against a hub stand-in on loopback
+(tests/helpers/hubstub.py).
 
-The stand-in holds an onnx-community-layout export and a native export of the tiny checkpoint with several
+The stand-in holds the committed onnx-community-layout and native exports of the tiny checkpoint with several
 precision variants; every test asserts exactly which files were downloaded. Nothing reaches the internet.
 """
 
@@ -8,18 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
+from florence2_runtime.engine.config import RuntimeConfig
 from florence2_runtime.engine.hub import ALIASES, HubError, resolve_model, select
 from florence2_runtime.errors import ModelFileError
 from tests.helpers.hubstub import TOKEN, HubStub, StubRepo, folder_files, huggingface_hub_at
+from tests.helpers.images import make_test_image
 
 COMMUNITY = "onnx-community/Florence-2-base"  # what the alias florence-2-base names
 NATIVE = "someone/florence2-native"
@@ -38,19 +42,18 @@ def _onnx(names, suffix=""):
 
 
 @pytest.fixture(scope="module")
-def repos(community_folder, onnx_folder, tmp_path_factory) -> dict[str, StubRepo]:
+def repos(tiny_community_folder, tiny_folder, tmp_path_factory) -> dict[str, StubRepo]:
     """The stand-in's repositories. onnx-community: fp32 (all three decoder forms), int8 (all three, the vision
     encoder with external data), fp16 (the decoder pair only) - the variants are the fp32 graphs under the
     variant's name, loadable - and q4 / bnb4 files that must never be fetched. Native: the fp32 export at the
-    top, its int8 conversion (florence2_export.precision) in int8/."""
+    top, and in int8/ the same graphs recorded as an int8 variant (what is downloaded and loaded is what
+    these tests check, not the arithmetic; real int8 folders: tests/export/test_int8_recipes.py)."""
     import onnx
 
-    from florence2_export.precision import convert_folder
-
     work = tmp_path_factory.mktemp("hub-repos")
-    community = folder_files(community_folder)
+    community = folder_files(tiny_community_folder)
     assert set(JSON_FILES) <= set(community), sorted(community)
-    onnx_dir = community_folder / "onnx"
+    onnx_dir = tiny_community_folder / "onnx"
     decoders = ["decoder_model", "decoder_with_past_model", "decoder_model_merged"]
     for name in GRAPHS + decoders:
         community[f"onnx/{name}_int8.onnx"] = onnx_dir / f"{name}.onnx"
@@ -71,8 +74,9 @@ def repos(community_folder, onnx_folder, tmp_path_factory) -> dict[str, StubRepo
     community["README.md"] = b"# tiny\n"
 
     int8 = work / "native-int8"
-    convert_folder(onnx_folder, int8, "int8")
-    native = {**folder_files(onnx_folder), **folder_files(int8, "int8/"), "README.md": b"# native\n"}
+    shutil.copytree(tiny_folder, int8)
+    replace(RuntimeConfig.load(int8), precision="int8", int8_recipe="7bit").save(int8)
+    native = {**folder_files(tiny_folder), **folder_files(int8, "int8/"), "README.md": b"# native\n"}
     checkpoint = {"config.json": b'{"model_type": "florence2"}', "model.safetensors": b"weights"}
     return {
         COMMUNITY: StubRepo(community),
@@ -117,8 +121,8 @@ def community_files(suffix: str, decoders: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def local_community(community_folder):
-    return Florence2.from_pretrained(community_folder)
+def local_community(tiny_community_folder):
+    return Florence2.from_pretrained(tiny_community_folder)
 
 
 # ----------------------------------------------------------------------------- onnx-community repositories
@@ -222,12 +226,12 @@ def test_gpu_default_prefers_fp16():
 # ----------------------------------------------------------------------------- native repositories
 
 
-def test_native_repository_top_folder(env, hub, onnx_model):
+def test_native_repository_top_folder(env, hub, tiny_model):
     model = Florence2.from_pretrained(NATIVE)
     top = {f for f in hub.repos[NATIVE].files if not f.startswith("int8/") and f != "README.md"}
     assert sorted(hub.downloads(NATIVE)) == sorted(top)
     assert model.config.precision == "fp32"
-    assert _run(model) == _run(onnx_model)
+    assert _run(model) == _run(tiny_model)
 
 
 def test_native_repository_variant_folder(env, hub):
@@ -243,10 +247,10 @@ def test_native_repository_variant_folder(env, hub):
     assert _run(again) == _run(model)
 
 
-def test_local_folder_precision_is_checked(onnx_folder):
-    assert resolve_model(onnx_folder, precision="fp32").folder == onnx_folder
+def test_local_folder_precision_is_checked(tiny_folder):
+    assert resolve_model(tiny_folder, precision="fp32").folder == tiny_folder
     with pytest.raises(HubError, match="no int8 variant; it has: fp32"):
-        Florence2.from_pretrained(onnx_folder, precision="int8")
+        Florence2.from_pretrained(tiny_folder, precision="int8")
 
 
 # ----------------------------------------------------------------------------- errors
