@@ -1,20 +1,18 @@
-"""Typed results (``Florence2Result``): built from real runtime outputs and from fuzzed transformers dicts;
+"""Typed results (``Florence2Result``): built from real runtime outputs and from fuzzed post-processed dicts;
 JSON round trip, COCO, supervision parity with ``Detections.from_vlm``, drawing; region inputs."""
 
 from __future__ import annotations
 
 import json
 import random
-import re
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from PIL import Image, ImageChops
 
-from florence2_export.toy.demo import DEMO_INPUTS
-from florence2_export.verify import make_test_image
 from florence2_runtime import BoundingBox, Florence2Result, Polygon, QuadBox
+from florence2_runtime.tasks.postprocess import post_process_generation
 from florence2_runtime.tasks.prompts import (
     TASKS,
     build_task_text,
@@ -23,103 +21,34 @@ from florence2_runtime.tasks.prompts import (
     region_bins,
 )
 from florence2_runtime.tasks.results import TASK_KINDS
+from tests.helpers.images import make_test_image
+from tests.helpers.results import assert_matches_dict, fuzzed_outputs
+from tests.helpers.tasks import TASK_INPUTS
 
 ALL_TASKS = list(TASKS)
-SIZES = [(1, 1), (7, 3), (64, 64), (211, 97), (640, 480), (1001, 999)]
-LABELS = ["cat", "a dog", "", "  spaced  ", "caf\u00e9", "\u6c34", "x" * 60]
 
 
-# --- fuzzed generations -> transformers' dicts ---------------------------------------------------------
-def _locs(rng: random.Random, k: int) -> str:
-    return "".join(f"<loc_{rng.randrange(1000)}>" for _ in range(k))
-
-
-def _label(rng: random.Random) -> str:
-    return rng.choice(LABELS)
-
-
-def _poly_text(rng: random.Random) -> str:
-    parts = "<sep>".join(_locs(rng, rng.choice([1, 2, 3, 5, 8, 13])) for _ in range(rng.randint(1, 3)))
-    return f"{_label(rng)}<poly>{parts}</poly>" if rng.random() < 0.6 else _label(rng) + parts
-
-
-_GENERATORS = {
-    "text": lambda rng: " ".join(rng.choice(LABELS) for _ in range(rng.randint(0, 5))),
-    "region_text": lambda rng: rng.choice(
-        [
-            _label(rng) + _locs(rng, 4),
-            "No object detected.",
-            _label(rng),
-            _locs(rng, 4) + _label(rng),
-            _label(rng) + _locs(rng, 8),
-            _label(rng) + _locs(rng, 3),
-        ]
-    ),
-    "boxes": lambda rng: "".join(
-        _label(rng) + _locs(rng, rng.choice([4, 4, 8, 5])) for _ in range(rng.randint(0, 4))
-    ),
-    "quads": lambda rng: "".join(_label(rng) + _locs(rng, 8) for _ in range(rng.randint(0, 4))),
-    "polygons": lambda rng: "".join(_poly_text(rng) for _ in range(rng.randint(0, 3))),
-    "boxes_and_polygons": lambda rng: rng.choice([_GENERATORS["boxes"], _GENERATORS["polygons"]])(rng),
-}
-
-
-def fuzzed_outputs(hf_processor, n_per_task: int = 12, seed: int = 0):
-    """(task, transformers' dict, image size) for every task, from grammar-shaped random generations."""
-    rng = random.Random(seed)
-    cases = []
-    for task in ALL_TASKS:
-        for _ in range(n_per_task):
-            size = rng.choice(SIZES)
-            text = "</s><s>" + _GENERATORS[TASK_KINDS[task]](rng) + "</s>"
-            cases.append((task, hf_processor.post_process_generation(text, task=task, image_size=size), size))
-    return cases
+# --- the dicts: fuzzed answers and the tiny model's own ------------------------------------------------
+@pytest.fixture(scope="module")
+def fuzzed():
+    """Random answers of every task through the runtime's post-processing (equal to transformers':
+    tests/parity/test_postprocess.py, which also reads transformers' own dicts as results)."""
+    return fuzzed_outputs(post_process_generation)
 
 
 @pytest.fixture(scope="module")
-def fuzzed(hf_processor):
-    return fuzzed_outputs(hf_processor)
-
-
-@pytest.fixture(scope="module")
-def real(onnx_model):
+def real(tiny_model):
     """(task, run dict, size, predict result) for every task on the tiny RANDOM-weight model."""
     image = make_test_image(211, 97, seed=3)
     out = []
     for task in ALL_TASKS:
         gen = dict(max_new_tokens=24, num_beams=1)
-        d = onnx_model.run(image, task, **DEMO_INPUTS[task], **gen)
-        out.append((task, d, image.size, onnx_model.predict(image, task, **DEMO_INPUTS[task], **gen)))
+        d = tiny_model.run(image, task, **TASK_INPUTS[task], **gen)
+        out.append((task, d, image.size, tiny_model.predict(image, task, **TASK_INPUTS[task], **gen)))
     return out
 
 
 # --- the typed fields say what the dict says ------------------------------------------------------------
-_LOC_RUN = re.compile(r"<loc_(\d+)>" * 4)
-
-
-def assert_matches_dict(result: Florence2Result, d: dict, size) -> None:
-    ((task, answer),) = d.items()
-    assert result.task == task and result.image_size == tuple(size) and result.raw == d
-    kind = TASK_KINDS[task]
-    boxes = [(list(b.xyxy), b.label) for b in result.boxes]
-    polygons = [([list(p) for p in g.parts], g.label) for g in result.polygons]
-    if kind == "text":
-        assert result.text == answer and len(result) == 0
-    elif kind == "region_text":
-        assert result.text == re.sub(r"<loc_\d+>", "", answer).strip()
-        assert len(result.boxes) == len(_LOC_RUN.findall(answer)) and not result.quad_boxes
-    elif kind == "boxes":
-        assert boxes == list(zip(answer["bboxes"], answer["labels"])) and result.text is None
-    elif kind == "quads":
-        quads = [(list(q.points), q.label) for q in result.quad_boxes]
-        assert quads == list(zip(answer["quad_boxes"], answer["labels"]))
-    elif kind == "polygons":
-        assert polygons == list(zip(answer["polygons"], answer["labels"]))
-    else:
-        assert boxes == list(zip(answer["bboxes"], answer["bboxes_labels"]))
-        assert polygons == list(zip(answer["polygons"], answer["polygons_labels"]))
-
-
 def test_every_task_has_a_kind():
     assert set(TASK_KINDS) == set(TASKS)
 
@@ -139,16 +68,6 @@ def test_fuzzed_dicts_all_tasks(fuzzed):
         if len(result):
             kinds_with_objects.add(TASK_KINDS[task])
     assert kinds_with_objects == set(TASK_KINDS.values()) - {"text"}  # the fuzzing reached every shape
-
-
-def test_region_text_box_is_the_dequantised_location(hf_processor):
-    """The box of a region answer equals what transformers gives for the same bins in an <OD> answer."""
-    for size in SIZES:
-        answer = "car<loc_52><loc_332><loc_932><loc_774>"
-        od = hf_processor.post_process_generation(answer, task="<OD>", image_size=size)
-        result = Florence2Result.from_answer("<REGION_TO_CATEGORY>", answer, size)
-        assert [list(b.xyxy) for b in result.boxes] == od["<OD>"]["bboxes"]
-        assert result.text == "car" and result.labels == ["car"]
 
 
 @pytest.mark.parametrize(
@@ -435,15 +354,15 @@ def test_several_regions_build_one_prompt_each():
         build_task_texts("<OPEN_VOCABULARY_DETECTION>", regions=regions, image_size=size)
 
 
-def test_predict_regions_is_one_batch_equal_to_single_runs(onnx_model):
+def test_predict_regions_is_one_batch_equal_to_single_runs(tiny_model):
     image = make_test_image(160, 120, seed=8)
     regions = [(10, 12, 90, 70), (0, 0, 160, 120), (50, 60, 51, 61)]
     gen = dict(max_new_tokens=16, num_beams=2)
     for task in ["<REGION_TO_CATEGORY>", "<REGION_TO_SEGMENTATION>"]:
-        batched = onnx_model.predict_regions(image, task, regions, **gen)
-        assert [r.raw for r in batched] == [onnx_model.run(image, task, region=r, **gen) for r in regions]
+        batched = tiny_model.predict_regions(image, task, regions, **gen)
+        assert [r.raw for r in batched] == [tiny_model.run(image, task, region=r, **gen) for r in regions]
     normalized = [(x1 / 160, y1 / 120, x2 / 160, y2 / 120) for x1, y1, x2, y2 in regions]
-    by_fraction = onnx_model.predict_regions(
+    by_fraction = tiny_model.predict_regions(
         image, "<REGION_TO_CATEGORY>", normalized, region_format="normalized", **gen
     )
     bins_equal = [
@@ -452,5 +371,5 @@ def test_predict_regions_is_one_batch_equal_to_single_runs(onnx_model):
     ]
     assert all(bins_equal)  # these regions quantise the same both ways, so the answers are the same
     assert [r.raw for r in by_fraction] == [
-        r.raw for r in onnx_model.predict_regions(image, "<REGION_TO_CATEGORY>", regions, **gen)
+        r.raw for r in tiny_model.predict_regions(image, "<REGION_TO_CATEGORY>", regions, **gen)
     ]
