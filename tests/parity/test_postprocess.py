@@ -233,13 +233,6 @@ def test_task_table_is_transformers(processor):
     assert set(PARSE_TYPES) == set(_post_processor_config())
 
 
-def test_default_banned_list_is_the_published_one():
-    assert (
-        list(DEFAULT_BANNED_GROUNDING_TOKENS)
-        == _post_processor_config()["phrase_grounding"]["banned_grounding_tokens"]
-    )
-
-
 def _kinds_of_output(task: str, answer) -> set[str]:
     """Labels for what a reference answer contains, to prove the corpus is not too easy."""
     if not isinstance(answer, dict):
@@ -390,34 +383,3 @@ def test_parse_by_type_includes_unused_description_with_polygons(processor):
     )["description_with_polygons"]
     ours = parse(text, "description_with_polygons", (300, 200))
     assert ours == {"polygons": [i["polygons"] for i in ref], "labels": [i["cat_name"] for i in ref]}
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(text=None, task="<OD>", image_size=(1, 1)), "text must be a str"),
-        (dict(text="x", task=None, image_size=(1, 1)), "task must be"),
-        (dict(text="x", task="<OD>", image_size=None), "image_size"),
-        (dict(text="x", task="<OD>", image_size=(1, 2, 3)), "image_size"),
-        (dict(text="x", task="<OD>", image_size=(1, float("nan"))), "image_size"),
-        (dict(text="x", task="<OD>", image_size=(640.5, 480)), "positive whole numbers"),
-        (dict(text="x", task="<OD>", image_size=(0, 480)), "positive whole numbers"),
-        (
-            dict(
-                text="x",
-                task="<CAPTION_TO_PHRASE_GROUNDING>",
-                image_size=(1, 1),
-                banned_grounding_tokens="it",
-            ),
-            "banned_grounding_tokens",
-        ),
-    ],
-)
-def test_bad_input_raises_value_error(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        post_process_generation(**kwargs)
-
-
-def test_parse_rejects_unknown_parse_type():
-    with pytest.raises(ValueError, match="unknown parse type"):
-        parse("x", "nope", (1, 1))

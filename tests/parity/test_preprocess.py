@@ -1,4 +1,7 @@
-"""``florence2_runtime.inputs.images`` against the checkpoint's ``Florence2Processor``: bit-exact pixels."""
+"""``florence2_runtime.inputs.images`` against the checkpoint's ``Florence2Processor``: bit-exact pixels.
+
+What ``load_image`` and ``preprocess`` refuse: tests/runtime/test_images.py.
+"""
 
 from __future__ import annotations
 
@@ -102,11 +105,6 @@ def test_pil_modes_are_converted_like_convert_rgb(hf_processor, mode):
     assert_bit_exact(runtime_pixels(hf_processor, [image]), expected)
 
 
-def test_rgb_pil_image_is_passed_through():
-    image = make_test_image(10, 10, seed=1)
-    assert load_image(image) is image
-
-
 def test_numpy_inputs(hf_processor):
     rgb = np.asarray(make_test_image(37, 23, seed=4))  # [H, W, 3] uint8
     alpha = np.arange(37 * 23, dtype=np.uint8).reshape(23, 37, 1)
@@ -162,46 +160,3 @@ def test_exif_orientation_of_files_matches_transformers(hf_processor, tmp_path):
     assert loaded.size == (30, 60)  # transposed
     assert np.array_equal(np.asarray(load_image(path.read_bytes())), np.asarray(loaded))
     assert_bit_exact(runtime_pixels(hf_processor, [path]), reference_pixels(hf_processor, [str(path)]))
-
-
-@pytest.mark.parametrize(
-    "bad, match",
-    [
-        (np.zeros((4, 4, 3), np.float32), "uint8"),
-        (np.zeros((4, 4, 3), np.int64), "uint8"),
-        (np.zeros((4, 4, 2), np.uint8), "channels"),
-        (np.zeros((3, 4, 4, 3), np.uint8), "dimensions"),
-        (np.zeros((5,), np.uint8), "dimensions"),
-        (np.zeros((0, 4, 3), np.uint8), "empty"),
-        (b"definitely not an image", "decode"),
-        (b"", "empty"),
-        ("/no/such/file.png", "not found"),
-        (12, "unsupported image type int"),
-        (None, "unsupported image type NoneType"),
-        ([[0, 0, 0]], "unsupported image type list"),
-    ],
-)
-def test_load_image_errors(bad, match):
-    with pytest.raises(ValueError, match=match):
-        load_image(bad)
-
-
-def test_load_image_file_errors(tmp_path):
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(_encoded(make_test_image(8, 8), "PNG")[:40])  # truncated
-    with pytest.raises(ValueError, match=r"broken.png"):
-        load_image(broken)
-    with pytest.raises(ValueError, match="folder"):
-        load_image(tmp_path)
-
-
-def test_preprocess_errors():
-    rgb = make_test_image(8, 8)
-    with pytest.raises(ValueError, match="at least one"):
-        preprocess([], size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1))
-    with pytest.raises(ValueError, match="RGB"):
-        preprocess([rgb.convert("L")], size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1))
-    with pytest.raises(ValueError, match="RGB"):
-        preprocess([np.zeros((8, 8, 3), np.uint8)], size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1))
-    with pytest.raises(ValueError, match="size"):
-        preprocess([rgb], size=(0, 8), mean=(0, 0, 0), std=(1, 1, 1))

@@ -1,18 +1,16 @@
 """``florence2_runtime.inputs.tokenizer`` against the checkpoint's ``Florence2Processor``: same ids, same text.
 
-Also pins the tiny checkpoint's tokenizer layout (``florence2_export.toy.tiny``) to Florence-2's.
+The errors it raises: tests/runtime/test_tokenizer.py; the tiny checkpoint's tokenizer layout:
+tests/export/test_tiny.py.
 """
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from florence2_export.toy.tiny import ADDED_TOKENS, BART_BASE_VOCAB, TASK_TOKENS, build_tokenizer
+from florence2_export.toy.tiny import TASK_TOKENS
 from florence2_export.verify import make_test_image
-from florence2_runtime.errors import ModelFileError
 from florence2_runtime.inputs.tokenizer import Florence2Tokenizer
 
 REGION = "<loc_12><loc_345><loc_678><loc_999>"
@@ -123,13 +121,6 @@ def test_plain_prompts_batched(rt_tokenizer, hf_processor):
     assert_matches_processor(hf_processor, rt_tokenizer, PLAIN_PROMPTS, PLAIN_PROMPTS)
 
 
-def test_prompts_use_real_merges_and_single_location_tokens(rt_tokenizer):
-    ids, _ = rt_tokenizer.encode_prompts(["Locate the objects with category name in the image. " + REGION])
-    words = ["Locate", "the", "objects", "with", "category", "name", "in", "the", "image."]
-    # <s>, one token per word, ".", the space before the added tokens, 4 locations, </s>
-    assert ids.shape[1] == 1 + len(words) + 1 + 1 + 4 + 1
-
-
 def _decode_cases(tok: Florence2Tokenizer) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     v = tok.vocab_size
@@ -175,81 +166,3 @@ def test_decode_ignores_cleanup_flag_in_transformers(hf_processor):
     ids = tok("Hello , world . It 's a test !", add_special_tokens=False)["input_ids"]
     plain = tok.backend_tokenizer.decode(ids, skip_special_tokens=False)
     assert tok.decode(ids, clean_up_tokenization_spaces=True) == plain == "Hello , world . It 's a test !"
-
-
-def test_encode_errors(rt_tokenizer):
-    with pytest.raises(ValueError, match="list"):
-        rt_tokenizer.encode_prompts("a single string")
-    with pytest.raises(ValueError, match="at least one"):
-        rt_tokenizer.encode_prompts([])
-    with pytest.raises(ValueError, match="prompt 1"):
-        rt_tokenizer.encode_prompts(["ok", 5])
-
-
-def test_decode_errors(rt_tokenizer):
-    with pytest.raises(ValueError, match="2-D"):
-        rt_tokenizer.batch_decode(np.array([2, 0, 2]))
-    with pytest.raises(ValueError, match=r"0.."):
-        rt_tokenizer.batch_decode(np.array([[2, -1]]))
-    with pytest.raises(ValueError, match="integers"):
-        rt_tokenizer.batch_decode(np.array([[2.0, 0.0]]))
-    with pytest.raises(ValueError, match="row 1"):
-        rt_tokenizer.batch_decode([[2, 0], [[1, 2]]])
-
-
-def test_from_file_errors(tmp_path):
-    with pytest.raises(ModelFileError, match="not found"):
-        Florence2Tokenizer.from_file(tmp_path / "missing.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(ModelFileError, match=r"bad.json"):
-        Florence2Tokenizer.from_file(bad)
-    from tokenizers import Tokenizer, models
-
-    plain = tmp_path / "plain.json"
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    Tokenizer(models.WordLevel(vocab, unk_token="<unk>")).save(str(plain))
-    with pytest.raises(ModelFileError, match="<image>"):
-        Florence2Tokenizer.from_file(plain)
-
-
-# ----------------------------------------------------------------------------- the tiny checkpoint's layout
-
-
-def test_tiny_tokenizer_layout_matches_florence2(tiny_checkpoint, hf_processor):
-    tok = hf_processor.tokenizer
-    vocab = tok.get_vocab()
-    base = vocab["<mask>"] + 1  # <mask> closes the base vocabulary, as in BART
-    assert [vocab[t] for t in ("<s>", "<pad>", "</s>", "<unk>")] == [0, 1, 2, 3]
-    assert [vocab[t] for t in ADDED_TOKENS] == list(range(base, base + len(ADDED_TOKENS)))
-    assert len(tok) == base + 1024 + 1 and tok.convert_ids_to_tokens(len(tok) - 1) == "<image>"
-    # every added token is special, as the published checkpoints add them with add_special_tokens
-    added = tok.added_tokens_decoder
-    assert all(added[vocab[t]].special for t in ADDED_TOKENS)
-    assert tok.image_token == "<image>" and tok.image_token_id == vocab["<image>"]
-    config = json.loads((tiny_checkpoint / "config.json").read_text())
-    assert config["image_token_id"] == vocab["<image>"] and config["text_config"]["vocab_size"] == len(tok)
-
-
-def test_full_size_tokenizer_has_the_real_ids():
-    tok = build_tokenizer(base_vocab_size=BART_BASE_VOCAB)
-    assert tok.token_to_id("<mask>") == 50264
-    assert tok.token_to_id("<od>") == 50265 and tok.token_to_id("<loc_0>") == 50269
-    assert tok.token_to_id("<loc_999>") == 51268 and tok.token_to_id("<and>") == 51288
-    assert tok.token_to_id("<image>") == 51289 and tok.get_vocab_size() == 51290
-
-
-def test_tiny_model_output_is_not_degenerate(hf_model, hf_processor):
-    """Random weights, but greedy decoding gives varied text and location tokens that depend on the input."""
-    import torch
-
-    images = [make_test_image(90, 70, seed=s) for s in range(3)]
-    texts = ["<OD>", "<CAPTION>", "<OPEN_VOCABULARY_DETECTION>a cat"]
-    batch = hf_processor(text=texts, images=images, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        out = hf_model.generate(**batch, max_new_tokens=30, num_beams=1).numpy()
-    loc0 = hf_processor.tokenizer.convert_tokens_to_ids("<loc_0>")
-    loc = (out >= loc0) & (out < loc0 + 1000)
-    assert loc.any() and (~loc[:, 2:] & (out[:, 2:] > 3)).any()
-    assert len({tuple(row) for row in out}) == len(texts)
-    assert all(len(set(row[2:].tolist())) >= 5 for row in out)

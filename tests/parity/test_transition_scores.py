@@ -1,10 +1,10 @@
 """Token scores against transformers: ``generate(output_scores=True, return_dict_in_generate=True)`` and
 ``compute_transition_scores`` (``normalize_logits=True`` for greedy, False for beam search).
 
-Two references: the tiny random BART of ``test_decoding`` behind the torch-backed ``Inference`` (many
+Two references: the tiny random BART of ``tests/helpers/bart.py`` behind the torch-backed ``Inference`` (many
 settings, fast), and the exported tiny Florence-2 against ``Florence2ForConditionalGeneration`` (the
 whole runtime). Sequences and beam indices must be equal, scores within 1e-4 (-inf where transformers
-has -inf). The pure pieces (``transition_scores``, ``scored_sequences``) are also tested on fake inputs.
+has -inf). The pure pieces (``transition_scores``, ``scored_sequences``): tests/runtime/test_scores.py.
 """
 
 from __future__ import annotations
@@ -13,19 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from florence2_export.verify import make_test_image
 from florence2_runtime.generation import (
     DecodingOptions,
     GenerateOutput,
-    StepScores,
     generate,
     generate_output,
     generate_scored,
-    scored_sequences,
-    transition_scores,
 )
 from florence2_runtime.tasks.prompts import build_task_text
-from tests.parity.test_generate_ids import (
+from tests.helpers.bart import (
     FLORENCE_GENERATION,
     TorchInference,
     encoder_inputs,
@@ -33,6 +29,7 @@ from tests.parity.test_generate_ids import (
     tiny_bart,
     unpack,
 )
+from tests.helpers.images import make_test_image
 
 ATOL = 1e-4
 
@@ -196,19 +193,6 @@ def test_florence_scores_match_transformers(onnx_model, hf_model, hf_processor, 
     assert_matches(got, expected)
 
 
-def test_florence_generate_keeps_returning_ids(onnx_model):
-    images, texts = mixed_batch()
-    ids = onnx_model.generate(images[:2], texts[:2], max_new_tokens=8, num_beams=3)
-    assert isinstance(ids, np.ndarray) and ids.dtype == np.int64
-    also = onnx_model.generate(images[:2], texts[:2], max_new_tokens=8, num_beams=3, output_scores=True)
-    np.testing.assert_array_equal(also, ids)  # output_scores alone changes nothing, as in transformers
-    out = onnx_model.generate(
-        images[:2], texts[:2], max_new_tokens=8, num_beams=3, return_dict_in_generate=True
-    )
-    np.testing.assert_array_equal(out.sequences, ids)
-    assert out.transition_scores is None and out.sequences_scores is None
-
-
 @pytest.mark.parametrize("case", [CASES[1], CASES[7], CASES[10]], ids=case_id)
 def test_generate_scored_rows(case):
     """Per row: the generated ids through the first EOS and their transition scores, nothing else."""
@@ -265,74 +249,3 @@ def test_trained_model_scores_match_transformers(shapes_model, shapes_reference,
     assert_matches(got, expected)
     ends = (got.sequences[:, 1:] == 2).argmax(axis=1)
     assert len(set(ends.tolist())) > 3 and (ends < got.sequences.shape[1] - 2).any()  # early finishes
-
-
-# ---------------------------------------------------------------------------------------- pure pieces
-
-
-def test_transition_scores_gathers_like_compute_transition_scores():
-    # two items, 2 beams each, 3 steps; the entries a hypothesis can gather at each step
-    steps = [
-        StepScores(
-            np.array([[0, 1], [2, 3]]), np.array([[5, 6], [7, 8]]), np.array([[-1.0, -2.0], [-3.0, -4.0]])
-        ),
-        StepScores(
-            np.array([[1, 0], [2, 2]]), np.array([[9, 9], [2, 4]]), np.array([[-0.5, -0.25], [-0.1, -0.2]])
-        ),
-        StepScores(
-            np.array([[0, 1], [3, 2]]), np.array([[2, 2], [2, 1]]), np.array([[-7.0, -8.0], [-9.0, -6.0]])
-        ),
-    ]
-    sequences = np.array([[2, 6, 9, 2], [2, 7, 2, 1]])
-    beam_indices = np.array([[1, 1, 0], [2, 2, -1]])  # item 1's hypothesis ended after two tokens
-    got = transition_scores(
-        sequences,
-        [StepScores(*(a.astype(t) for a, t in zip(s, (np.int64, np.int64, np.float32)))) for s in steps],
-        beam_indices,
-    )
-    np.testing.assert_array_equal(got, np.array([[-2.0, -0.5, -7.0], [-3.0, -0.1, 0.0]], np.float32))
-    with pytest.raises(ValueError, match="no entry"):
-        transition_scores(sequences + 100, steps, beam_indices)
-
-
-def test_scored_sequences_cut_after_eos_and_need_scores():
-    sequences = np.array([[2, 0, 5, 2, 1, 1], [2, 0, 7, 8, 9, 4]])
-    scores = np.array([[0, -1, -2, -9, -9], [0, -1, -2, -3, -4]], np.float32)
-    rows = scored_sequences(
-        GenerateOutput(sequences, scores, np.array([-1.5, -2.5], np.float32)), eos_token_id=2
-    )
-    np.testing.assert_array_equal(rows[0].ids, [0, 5, 2])
-    np.testing.assert_array_equal(rows[0].logprobs, [0, -1, -2])
-    np.testing.assert_array_equal(rows[1].ids, [0, 7, 8, 9, 4])
-    assert rows[0].score == -1.5 and rows[1].score == -2.5
-    assert len(scored_sequences(GenerateOutput(sequences, scores), eos_token_id=None)[0].ids) == 5
-    with pytest.raises(ValueError, match="output_scores"):
-        scored_sequences(GenerateOutput(sequences), eos_token_id=2)
-
-
-class FakeInference:
-    """Seeded random logits, no model: the loop, filters and scores without torch or onnxruntime."""
-
-    def __init__(self, rows: int, vocab: int, seed: int):
-        self.rng = np.random.default_rng(seed)
-        self.rows, self.vocab = rows, vocab
-
-    def logits(self, tokens):
-        return (self.rng.standard_normal((self.rows, self.vocab)) * 3).astype(np.float32)
-
-    def rearrange_kv_cache(self, source_indices):
-        pass
-
-
-@pytest.mark.parametrize("num_beams", [1, 3])
-def test_fake_inference_scores_are_log_probabilities(num_beams):
-    options = DecodingOptions.from_generation_config(
-        FLORENCE_GENERATION, num_beams=num_beams, max_new_tokens=9
-    )
-    out = generate_output(FakeInference(2 * num_beams, 700, seed=num_beams), 2, options, output_scores=True)
-    assert out.transition_scores is not None
-    assert out.transition_scores.shape == (2, out.sequences.shape[1] - 1)
-    assert (out.transition_scores <= 0).all()
-    assert (out.transition_scores[:, 0] == 0).all()  # forced BOS: probability 1
-    plain = generate(FakeInference(2 * num_beams, 700, seed=num_beams), 2, options)
-    np.testing.assert_array_equal(plain, out.sequences)
