@@ -124,6 +124,27 @@ def community_folder(tiny_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
+# --- int8: make this CPU look like one that saturates uint8 x int8 products (or not) ---------------------
+@pytest.fixture
+def saturating(monkeypatch):
+    """``saturating(True)``: this CPU looks like one without VNNI (``saturating(False)``: with), for the
+    runtime's load-time check and, where the export package is loaded, the export's int8 check; warnings
+    already given are forgotten."""
+    import sys
+
+    from florence2_runtime.engine import int8cpu
+
+    monkeypatch.setattr(int8cpu, "_warned", set())
+
+    def set_to(value: bool = True):
+        monkeypatch.setattr(int8cpu, "u8s8_saturates", lambda: value)
+        verify = sys.modules.get("florence2_export.verify")  # imported by the tests that check exports
+        if verify is not None:
+            monkeypatch.setattr(verify, "u8s8_saturates", lambda: value)
+
+    return set_to
+
+
 # --- the trained toy model (models/florence2-tiny-shapes): answers that depend on the image --------------
 @pytest.fixture(scope="session")
 def shapes_checkpoint() -> Path:
