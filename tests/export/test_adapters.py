@@ -12,12 +12,11 @@ import torch
 peft = pytest.importorskip("peft")
 
 from florence2_export.checkpoints.adapters import AdapterError, merge_adapters, resolve_adapter
-from florence2_export.checkpoints.original import write_original_checkpoint
-from florence2_export.checkpoints.original_adapter import write_original_adapter
 from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.config import RuntimeConfig
 from florence2_runtime.inputs.image_size import ImageSize
+from tests.helpers.original_layout import write_original_adapter, write_original_checkpoint
 
 # short names as users write them: peft matches them by suffix (in the original layout too)
 TARGETS = ["q_proj", "v_proj", "out_proj", "fc1", "qkv"]

@@ -64,7 +64,7 @@ def test_export_writes_the_layout(community_folder):
 def test_folder_like_the_published_ones(community_folder, community_model, tmp_path):
     """onnx-community/Florence-2-* ship the original remote-code config.json, a tokenizer without <image>
     and no prompt tables: the runtime builds the same config (default prompts) and gives the same ids."""
-    from florence2_export.checkpoints.original import original_config_dict
+    from tests.helpers.original_layout import original_config_dict
 
     folder = _copy(community_folder, tmp_path)
     native = json.loads((folder / "config.json").read_text())
