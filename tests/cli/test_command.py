@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from florence2_export.verify import make_test_image
 from florence2_runtime.cli import main
+from tests.helpers.images import make_test_image
 from tests.helpers.paths import ROOT
 
 
@@ -20,11 +20,11 @@ def image_file(tmp_path_factory):
     return path
 
 
-def test_run_prints_the_run_dict(onnx_folder, onnx_model, image_file, capsys):
+def test_run_prints_the_run_dict(tiny_folder, tiny_model, image_file, capsys):
     code = main(
         [
             "run",
-            str(onnx_folder),
+            str(tiny_folder),
             str(image_file),
             "--task",
             "<REGION_TO_DESCRIPTION>",
@@ -38,7 +38,7 @@ def test_run_prints_the_run_dict(onnx_folder, onnx_model, image_file, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    expected = onnx_model.run(
+    expected = tiny_model.run(
         image_file, "<REGION_TO_DESCRIPTION>", region=(10, 10, 60, 50), max_new_tokens=10, num_beams=2
     )
     assert json.loads(out.splitlines()[-1]) == expected
@@ -60,8 +60,8 @@ def test_run_prints_the_run_dict(onnx_folder, onnx_model, image_file, capsys):
         (["frobnicate"], "frobnicate"),
     ],
 )
-def test_bad_arguments_give_one_line_and_exit_2(onnx_folder, image_file, capsys, args, words):
-    argv = [a.format(model=onnx_folder, image=image_file) for a in args]
+def test_bad_arguments_give_one_line_and_exit_2(tiny_folder, image_file, capsys, args, words):
+    argv = [a.format(model=tiny_folder, image=image_file) for a in args]
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2
@@ -69,10 +69,10 @@ def test_bad_arguments_give_one_line_and_exit_2(onnx_folder, image_file, capsys,
     assert err.startswith("florence2: error:") and words in err
 
 
-def test_not_an_image_is_a_clear_error(onnx_folder, tmp_path, capsys):
+def test_not_an_image_is_a_clear_error(tiny_folder, tmp_path, capsys):
     bad = tmp_path / "text.png"
     bad.write_text("not an image")
-    assert main(["run", str(onnx_folder), str(bad), "--task", "<OD>"]) == 2
+    assert main(["run", str(tiny_folder), str(bad), "--task", "<OD>"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "image" in err
 
@@ -107,14 +107,14 @@ def test_install_hints_work_for_a_clone():
     assert "florence2-onnx[" not in message and "\n" not in message
 
 
-def test_console_script_entry_point(onnx_folder, image_file):
+def test_console_script_entry_point(tiny_folder, image_file):
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "florence2_runtime.cli",
             "run",
-            str(onnx_folder),
+            str(tiny_folder),
             str(image_file),
             "--task",
             "<CAPTION>",
@@ -145,14 +145,14 @@ def test_export_of_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
-def test_too_long_text_and_too_many_tokens_are_value_errors(onnx_model, image_file):
-    cfg = onnx_model.config
+def test_too_long_text_and_too_many_tokens_are_value_errors(tiny_model, image_file):
+    cfg = tiny_model.config
     with pytest.raises(ValueError, match=r"prompt is .* tokens long"):
-        onnx_model.run(
+        tiny_model.run(
             image_file, "<CAPTION_TO_PHRASE_GROUNDING>", text="ball " * (cfg.max_position_embeddings + 5)
         )
     with pytest.raises(ValueError, match="max_new_tokens"):
-        onnx_model.run(image_file, "<OD>", max_new_tokens=cfg.max_position_embeddings)
+        tiny_model.run(image_file, "<OD>", max_new_tokens=cfg.max_position_embeddings)
 
 
 def test_version_has_one_source(capsys):

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from florence2_export.verify import make_test_image
 from florence2_runtime.cli import main
-from florence2_runtime.engine.host import HostEngine
+from tests.helpers.images import make_test_image
 
 
 @pytest.fixture
@@ -65,14 +64,14 @@ def test_url_image_in_the_library():
         load_image("http://example.com/a.png")
 
 
-def test_undecodable_image_names_its_path_once(onnx_folder, tmp_path, image, capsys):
+def test_undecodable_image_names_its_path_once(tiny_folder, tmp_path, image, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg at all")
-    assert main(["run", str(onnx_folder), str(bad), "--task", "<OD>"]) == 2
+    assert main(["run", str(tiny_folder), str(bad), "--task", "<OD>"]) == 2
     line = _one_line_error(capsys)
     assert line.count(str(bad)) == 1, line
     assert (
-        main(["run", str(onnx_folder), str(bad), str(image), "--task", "<OD>", "--max-new-tokens", "3"]) == 1
+        main(["run", str(tiny_folder), str(bad), str(image), "--task", "<OD>", "--max-new-tokens", "3"]) == 1
     )
     captured = capsys.readouterr()
     assert captured.err.count(str(bad)) == 1, captured.err
@@ -119,41 +118,3 @@ def test_failed_export_is_one_line_exit_1_and_leaves_nothing(tiny_checkpoint, tm
     capsys.readouterr()
     assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-
-
-def test_export_moves_the_finished_folder_into_place(onnx_folder):
-    """The session's export (conftest) went through the temporary folder: the result is whole and readable."""
-    from florence2_runtime.engine.config import RuntimeConfig
-
-    assert RuntimeConfig.load(onnx_folder).precision == "fp32"
-    assert not [p for p in onnx_folder.parent.iterdir() if p.name.startswith(".")]
-    assert (onnx_folder / "onnx" / "decoder.onnx").is_file()
-
-
-def test_io_binding_only_for_device_memory_providers():
-    from florence2_runtime.engine.iobinding import needs_device_buffers
-
-    assert needs_device_buffers("CUDAExecutionProvider") and needs_device_buffers("TensorrtExecutionProvider")
-    for name in (
-        "CPUExecutionProvider",
-        "OpenVINOExecutionProvider",
-        "CoreMLExecutionProvider",
-        "SomethingNew",
-    ):
-        assert not needs_device_buffers(name)
-
-
-def test_openvino_folder_loads_on_the_plain_path(onnx_folder, monkeypatch):
-    """With a host-memory provider first (OpenVINO, faked here as onnxruntime has no such build on this
-    machine), from_pretrained takes the plain numpy path instead of raising in IO binding."""
-    from florence2_runtime import Florence2
-    from florence2_runtime.engine import providers
-
-    ort = providers.onnxruntime()
-    real = ort.get_available_providers()
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [*real, "OpenVINOExecutionProvider"])
-    with pytest.warns(RuntimeWarning):  # onnxruntime runs it on the CPU and says so
-        model = Florence2.from_pretrained(
-            onnx_folder, providers=["OpenVINOExecutionProvider", "CPUExecutionProvider"]
-        )
-    assert isinstance(model.engine, HostEngine)

@@ -8,10 +8,10 @@ import json
 import pytest
 from PIL import Image
 
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2Result
 from florence2_runtime.cli import build_parser, main
 from florence2_runtime.cli.run import run_command
+from tests.helpers.images import make_test_image
 
 GEN = ["--max-new-tokens", "12", "--num-beams", "1"]
 GEN_KW = dict(max_new_tokens=12, num_beams=1)
@@ -32,12 +32,12 @@ def _lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_single_image_output_file_and_drawing(onnx_folder, onnx_model, images, tmp_path, capsys):
+def test_single_image_output_file_and_drawing(tiny_folder, tiny_model, images, tmp_path, capsys):
     out, drawn = tmp_path / "result.json", tmp_path / "annotated.png"
     code = main(
         [
             "run",
-            str(onnx_folder),
+            str(tiny_folder),
             str(images[0]),
             "--task",
             "<OD>",
@@ -49,23 +49,23 @@ def test_single_image_output_file_and_drawing(onnx_folder, onnx_model, images, t
         ]
     )
     assert code == 0 and capsys.readouterr().out == ""  # the result went to the file
-    expected = onnx_model.run(images[0], "<OD>", **GEN_KW)
+    expected = tiny_model.run(images[0], "<OD>", **GEN_KW)
     assert json.loads(out.read_text()) == expected
     assert Image.open(drawn).size == Image.open(images[0]).size
 
 
-def test_typed_output(onnx_folder, onnx_model, images, capsys):
-    assert main(["run", str(onnx_folder), str(images[1]), "--task", "<CAPTION>", "--typed", *GEN]) == 0
+def test_typed_output(tiny_folder, tiny_model, images, capsys):
+    assert main(["run", str(tiny_folder), str(images[1]), "--task", "<CAPTION>", "--typed", *GEN]) == 0
     got = Florence2Result.from_json(capsys.readouterr().out)
-    assert got == onnx_model.predict(images[1], "<CAPTION>", **GEN_KW)
+    assert got == tiny_model.predict(images[1], "<CAPTION>", **GEN_KW)
 
 
-def test_several_images_and_a_folder_give_json_lines(onnx_folder, onnx_model, images, tmp_path, capsys):
+def test_several_images_and_a_folder_give_json_lines(tiny_folder, tiny_model, images, tmp_path, capsys):
     drawn = tmp_path / "drawn"
     code = main(
         [
             "run",
-            str(onnx_folder),
+            str(tiny_folder),
             str(images[0].parent),
             str(images[1]),
             "--task",
@@ -84,17 +84,17 @@ def test_several_images_and_a_folder_give_json_lines(onnx_folder, onnx_model, im
     assert [line["image"] for line in lines] == [str(p) for p in images] + [str(images[1])]
     for line in lines:
         path = line.pop("image")
-        assert line == onnx_model.run(path, "<CAPTION_TO_PHRASE_GROUNDING>", text="a red ball", **GEN_KW)
+        assert line == tiny_model.run(path, "<CAPTION_TO_PHRASE_GROUNDING>", text="a red ball", **GEN_KW)
     assert sorted(p.name for p in drawn.iterdir()) == ["im0.png", "im1-2.png", "im1.png", "im2.png"]
 
 
-def test_several_regions_one_line_each(onnx_folder, onnx_model, images, tmp_path, capsys):
+def test_several_regions_one_line_each(tiny_folder, tiny_model, images, tmp_path, capsys):
     out = tmp_path / "regions.jsonl"
     drawn = tmp_path / "regions.png"
     code = main(
         [
             "run",
-            str(onnx_folder),
+            str(tiny_folder),
             str(images[0]),
             "--task",
             "<REGION_TO_DESCRIPTION>",
@@ -116,7 +116,7 @@ def test_several_regions_one_line_each(onnx_folder, onnx_model, images, tmp_path
     assert [line.pop("region") for line in lines] == [[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]
     assert lines == [
         r.raw
-        for r in onnx_model.predict_regions(
+        for r in tiny_model.predict_regions(
             images[0],
             "<REGION_TO_DESCRIPTION>",
             [(0.1, 0.1, 0.5, 0.5), (0, 0, 1, 1)],
@@ -127,12 +127,12 @@ def test_several_regions_one_line_each(onnx_folder, onnx_model, images, tmp_path
     assert Image.open(drawn).size == (120, 90)
 
 
-def test_progress_bar_on_a_terminal_and_quiet(onnx_folder, images):
+def test_progress_bar_on_a_terminal_and_quiet(tiny_folder, images):
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
-    argv = ["run", str(onnx_folder), *map(str, images), "--task", "<OD>", *GEN]
+    argv = ["run", str(tiny_folder), *map(str, images), "--task", "<OD>", *GEN]
     for extra, shown in [([], True), (["--quiet"], False)]:
         args = build_parser().parse_args(argv + extra)
         out, err = io.StringIO(), Tty()
@@ -141,10 +141,10 @@ def test_progress_bar_on_a_terminal_and_quiet(onnx_folder, images):
         assert ("3/3" in err.getvalue()) is shown
 
 
-def test_a_broken_image_among_several_is_reported_and_the_rest_run(onnx_folder, images, tmp_path, capsys):
+def test_a_broken_image_among_several_is_reported_and_the_rest_run(tiny_folder, images, tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_text("not a png")
-    code = main(["run", str(onnx_folder), str(images[0]), str(broken), "--task", "<OD>", *GEN])
+    code = main(["run", str(tiny_folder), str(images[0]), str(broken), "--task", "<OD>", *GEN])
     captured = capsys.readouterr()
     lines = _lines(captured.out)
     assert code == 1
@@ -189,19 +189,19 @@ def test_a_broken_image_among_several_is_reported_and_the_rest_run(onnx_folder, 
         (["{image}", "--task", "<REGION_TO_CATEGORY>", "--region", "1,1,500,2"], "outside"),
     ],
 )
-def test_bad_arguments_exit_2_with_one_line(onnx_folder, images, tmp_path, capsys, args, words):
+def test_bad_arguments_exit_2_with_one_line(tiny_folder, images, tmp_path, capsys, args, words):
     (tmp_path / "empty").mkdir()
-    argv = ["run", str(onnx_folder)] + [a.format(image=images[0], tmp=tmp_path) for a in args]
+    argv = ["run", str(tiny_folder)] + [a.format(image=images[0], tmp=tmp_path) for a in args]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("florence2: error:") and words in err, err
 
 
 def test_several_tasks_one_line_per_image_with_every_answer(
-    onnx_folder, onnx_model, images, tmp_path, capsys
+    tiny_folder, tiny_model, images, tmp_path, capsys
 ):
     tasks = ["<CAPTION>", "<OD>", "<OCR>", "<OPEN_VOCABULARY_DETECTION>", "<REGION_TO_CATEGORY>"]
-    argv = ["run", str(onnx_folder), str(images[0]), str(images[2])]
+    argv = ["run", str(tiny_folder), str(images[0]), str(images[2])]
     for t in tasks:
         argv += ["--task", t]
     drawn = tmp_path / "drawn"
@@ -216,13 +216,13 @@ def test_several_tasks_one_line_per_image_with_every_answer(
                 if t == "<OPEN_VOCABULARY_DETECTION>"
                 else ({"region": (1, 2, 30, 40)} if t == "<REGION_TO_CATEGORY>" else {})
             )
-            assert {t: line[t]} == json.loads(json.dumps(onnx_model.run(path, t, **inputs, **GEN_KW)))
+            assert {t: line[t]} == json.loads(json.dumps(tiny_model.run(path, t, **inputs, **GEN_KW)))
     assert sorted(p.name for p in drawn.iterdir()) == ["im0.png", "im2.png"]
     assert (
         main(
             [
                 "run",
-                str(onnx_folder),
+                str(tiny_folder),
                 str(images[1]),
                 "--task",
                 "<CAPTION>",
@@ -236,7 +236,7 @@ def test_several_tasks_one_line_per_image_with_every_answer(
     )
     typed = json.loads(capsys.readouterr().out)
     assert {t: Florence2Result.from_json(v) for t, v in typed.items()} == {
-        t: onnx_model.predict(images[1], t, **GEN_KW) for t in ["<CAPTION>", "<OD>"]
+        t: tiny_model.predict(images[1], t, **GEN_KW) for t in ["<CAPTION>", "<OD>"]
     }
 
 
@@ -254,8 +254,8 @@ def test_several_tasks_one_line_per_image_with_every_answer(
         ),
     ],
 )
-def test_bad_task_lists_are_one_line_and_exit_2(onnx_folder, images, capsys, extra, message):
-    assert main(["run", str(onnx_folder), str(images[0]), *extra, *GEN]) == 2
+def test_bad_task_lists_are_one_line_and_exit_2(tiny_folder, images, capsys, extra, message):
+    assert main(["run", str(tiny_folder), str(images[0]), *extra, *GEN]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
@@ -286,17 +286,17 @@ def test_run_help_states_the_defaults(capsys):
         ),
     ],
 )
-def test_errors_name_the_flags_not_the_python_keywords(onnx_folder, images, capsys, extra, says, never):
-    assert main(["run", str(onnx_folder), str(images[0]), *extra]) == 2
+def test_errors_name_the_flags_not_the_python_keywords(tiny_folder, images, capsys, extra, says, never):
+    assert main(["run", str(tiny_folder), str(images[0]), *extra]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and says in err and never not in err, err
 
 
-def test_a_region_of_fractions_needs_its_format(onnx_folder, onnx_model, images, capsys):
+def test_a_region_of_fractions_needs_its_format(tiny_folder, tiny_model, images, capsys):
     """0.45,0.2,0.7,0.53 taken as pixels would be a sliver in the corner: without --region-format it is refused."""
     argv = [
         "run",
-        str(onnx_folder),
+        str(tiny_folder),
         str(images[0]),
         "--task",
         "<REGION_TO_CATEGORY>",
@@ -307,7 +307,7 @@ def test_a_region_of_fractions_needs_its_format(onnx_folder, onnx_model, images,
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "pass --region-format normalized" in err, err
     assert main([*argv, "--region-format", "normalized", *GEN]) == 0
-    normalized = onnx_model.run(
+    normalized = tiny_model.run(
         images[0], "<REGION_TO_CATEGORY>", region=(0.45, 0.2, 0.7, 0.53), region_format="normalized", **GEN_KW
     )
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(normalized))

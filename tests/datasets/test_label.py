@@ -34,7 +34,6 @@ from florence2_runtime.datasets.sources import list_source, read_image
 from florence2_runtime.datasets.writers import image_name, kept, parse_split, split_of
 from florence2_runtime.errors import MissingDependencyError
 from tests.helpers.label_sources import write_images, write_source
-from tests.helpers.paths import ROOT
 
 COCO = "_annotations.coco.json"
 
@@ -468,26 +467,3 @@ def test_no_image_is_labelled_by_a_run_on_a_missing_model(source, tmp_path):
     with pytest.raises(Exception):  # noqa: B017 - the loader's own error; the point is the folder
         label(str(tmp_path / "m"), source[0], tmp_path / "out", progress="off")
     assert not (tmp_path / "out").exists()
-
-
-def test_the_benchmark_runs(shapes_onnx_folder, tmp_path):
-    """benchmarks/label.py --smoke: both sides timed, labels equal to the loop's, JSON + markdown written."""
-    root = ROOT
-    out = tmp_path / "results"
-    cmd = [
-        sys.executable,
-        str(root / "benchmarks" / "label.py"),
-        "--smoke",
-        "--model",
-        str(shapes_onnx_folder),
-    ]
-    done = subprocess.run(
-        [*cmd, "--cache", str(tmp_path / "cache"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((out / f"label-{shapes_onnx_folder.name}.json").read_text())
-    assert result["labels_equal"] and set(result["images_per_s"]) == {"loop", "label"}
-    assert "label / loop" in (out / f"label-{shapes_onnx_folder.name}.md").read_text()

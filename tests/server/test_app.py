@@ -6,16 +6,12 @@ a full queue and timeouts (a slowed-down model makes those deterministic).
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
-import struct
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -27,6 +23,8 @@ pytest.importorskip(
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
 from florence2_runtime.tasks.batch import decoding_options
+from tests.helpers.images import b64, encode, noise_image
+from tests.helpers.server import IMAGES, NIM, PNG, SlowModel, png_header_only, run_json
 
 LIMITS = ServerLimits(
     max_body_bytes=512 * 1024,
@@ -37,52 +35,6 @@ LIMITS = ServerLimits(
     max_batch_size=8,
     max_wait_ms=20,
 )
-NIM = "/v1/vlm/microsoft/florence-2"
-
-
-# --- images ----------------------------------------------------------------------------------------------
-def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt)
-    return buf.getvalue()
-
-
-def noise_image(width: int, height: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, with one tiny IDAT: a decompression bomb's shape."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-IMAGES = {
-    name: encode(noise_image(w, h, seed), fmt)
-    for name, (w, h, seed, fmt) in {
-        "wide": (96, 64, 1, "PNG"),
-        "tall": (48, 80, 2, "JPEG"),
-        "square": (64, 64, 3, "PNG"),
-        "small": (20, 30, 4, "PNG"),
-    }.items()
-}
-PNG = IMAGES["wide"]
 
 
 def server_gen(gen: dict) -> dict:
@@ -90,44 +42,12 @@ def server_gen(gen: dict) -> dict:
     return {"max_new_tokens": LIMITS.max_new_tokens, **gen}
 
 
-def expected(onnx_model, data: bytes, task, text=None, region=None, **gen) -> dict:
+def expected(tiny_model, data: bytes, task, text=None, region=None, **gen) -> dict:
     """run()'s answer (with the server's length cap) as it looks after a JSON round trip (tuples become lists)."""
-    return json.loads(json.dumps(onnx_model.run(data, task, text=text, region=region, **server_gen(gen))))
+    return run_json(tiny_model, data, task, text, region, **server_gen(gen))
 
 
-# --- servers (server_app, server_url and client: tests/conftest.py, with LIMITS) ---------------------------
-class SlowModel:
-    """The model with ``delay`` seconds added to every batch it generates (for queue and timeout tests)."""
-
-    def __init__(self, model, delay: float):
-        self._model, self._delay = model, delay
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    @property
-    def engine(self):
-        return _StartHook(self._model.engine, self.starting)
-
-    def starting(self, text_ids, num_beams: int) -> None:
-        """Called before every batch's decoding starts (text_ids [B, T])."""
-        time.sleep(self._delay)
-
-
-class _StartHook:
-    """An engine whose ``start`` (text encoder + decoder of one batch) calls ``hook(text_ids, num_beams)``."""
-
-    def __init__(self, engine, hook):
-        self._engine, self._hook = engine, hook
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-    def start(self, features, text_ids, text_mask, num_beams=1):
-        self._hook(text_ids, num_beams)
-        return self._engine.start(features, text_ids, text_mask, num_beams)
-
-
+# --- servers (server_app, server_url and client: tests/server/conftest.py, with LIMITS) --------------------
 def infer(client, image=PNG, task="<OD>", **fields):
     return client.post(
         "/v1/infer", json={"image": b64(image) if isinstance(image, bytes) else image, "task": task, **fields}
@@ -148,19 +68,19 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,task,text,region,gen", CASES, ids=[c[1] for c in CASES])
-def test_infer_equals_run(client, onnx_model, name, task, text, region, gen):
+def test_infer_equals_run(client, tiny_model, name, task, text, region, gen):
     fields = {
         k: v for k, v in {"text": text, "region": region, "generation": gen or None}.items() if v is not None
     }
     r = infer(client, IMAGES[name], task, **fields)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["result"] == expected(onnx_model, IMAGES[name], task, text, region, **gen)
+    assert body["result"] == expected(tiny_model, IMAGES[name], task, text, region, **gen)
     assert set(body["timing_ms"]) >= {"queue", "inference", "total"}
 
 
-def test_multipart_and_data_url(client, onnx_model):
-    want = expected(onnx_model, PNG, "<REGION_TO_DESCRIPTION>", region=[1, 2, 50, 40])
+def test_multipart_and_data_url(client, tiny_model):
+    want = expected(tiny_model, PNG, "<REGION_TO_DESCRIPTION>", region=[1, 2, 50, 40])
     r = client.post(
         "/v1/infer",
         files={"image": ("x.png", PNG, "image/png")},
@@ -175,10 +95,10 @@ def test_multipart_and_data_url(client, onnx_model):
         files={"image": ("x.png", PNG, "image/png")},
         data={"task": "<OD>", "generation": json.dumps({"num_beams": 2})},
     )
-    assert r.json()["result"] == expected(onnx_model, PNG, "<OD>", num_beams=2)
+    assert r.json()["result"] == expected(tiny_model, PNG, "<OD>", num_beams=2)
 
 
-def test_concurrent_requests_are_batched_and_exact(client, onnx_model):
+def test_concurrent_requests_are_batched_and_exact(client, tiny_model):
     """Dozens of parallel requests with mixed tasks, sizes and options: every answer equals run()."""
     jobs = [CASES[i % len(CASES)] for i in range(48)]
     with ThreadPoolExecutor(24) as pool:
@@ -201,7 +121,7 @@ def test_concurrent_requests_are_batched_and_exact(client, onnx_model):
         :3
     ]
     want = [
-        expected(onnx_model, IMAGES[name], task, text, region, **gen)
+        expected(tiny_model, IMAGES[name], task, text, region, **gen)
         for name, task, text, region, gen in CASES
     ]
     for i, r in enumerate(responses):
@@ -441,7 +361,7 @@ def test_unknown_route_and_method(client):
     assert r.status_code == 405 and r.json()["error"]["kind"] == "method_not_allowed"
 
 
-def test_server_survives_bad_input(client, onnx_model):
+def test_server_survives_bad_input(client, tiny_model):
     """After the whole matrix (and junk in parallel with good requests) the worker still answers."""
     junk = [{"image": b64(_truncated()), "task": "<OD>"}, {"image": b64(PNG), "task": "<X>"}, {"task": 1}]
     with ThreadPoolExecutor(8) as pool:
@@ -452,7 +372,7 @@ def test_server_survives_bad_input(client, onnx_model):
         )
     assert all(r.status_code == (200 if i % 2 == 0 else r.status_code) for i, r in enumerate(rs))
     assert all(400 <= r.status_code < 500 for i, r in enumerate(rs) if i % 2)
-    assert infer(client).json()["result"] == expected(onnx_model, PNG, "<OD>")
+    assert infer(client).json()["result"] == expected(tiny_model, PNG, "<OD>")
 
 
 def test_memory_is_flat(client):
@@ -496,11 +416,11 @@ JSON_ACCEPT = {
 }  # the plain JSON answer (the default is the hosted service's zip)
 
 
-def test_nim_text_task(client, onnx_model):
+def test_nim_text_task(client, tiny_model):
     r = client.post(NIM, json=nim_body("<CAPTION>" + img_tag(PNG)), headers=JSON_ACCEPT)
     assert r.status_code == 200, r.text
     body = r.json()
-    want = expected(onnx_model, PNG, "<CAPTION>")["<CAPTION>"]
+    want = expected(tiny_model, PNG, "<CAPTION>")["<CAPTION>"]
     assert body["content"] == "<CAPTION>" + want and body["entities"] is None
     assert body["choices"][0]["message"]["content"] == body["content"]
 
@@ -518,14 +438,14 @@ def test_nim_text_task(client, onnx_model):
         ("<OCR_WITH_REGION>", None, ("quad_boxes", "labels")),
     ],
 )
-def test_nim_entities(client, onnx_model, task, text, keys):
+def test_nim_entities(client, tiny_model, task, text, keys):
     image = IMAGES["tall"]
     r = client.post(
         NIM, json=nim_body(task + (text or "") + img_tag(image, "image/jpeg")), headers=JSON_ACCEPT
     )
     assert r.status_code == 200, r.text
     entities = r.json()["entities"]
-    want = expected(onnx_model, image, task, text)[task]
+    want = expected(tiny_model, image, task, text)[task]
     assert {k: entities[k] for k in keys} == {k: want[k] for k in keys}
     assert set(entities) >= {"bboxes", "quad_boxes", "labels", "polygons"}
 
@@ -573,8 +493,8 @@ def test_json_routes_refuse_other_content_types(client):
 
 
 # --- API key, full queue, timeout ------------------------------------------------------------------------
-def test_api_key(onnx_model):
-    app = create_app(onnx_model, ServerLimits(api_key="s3cret"))
+def test_api_key(tiny_model):
+    app = create_app(tiny_model, ServerLimits(api_key="s3cret"))
     with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as c:
         assert c.get("/health").status_code == 200  # probes need no key
         for headers in (
@@ -594,10 +514,10 @@ def test_api_key(onnx_model):
             assert r.status_code == 200, r.text
 
 
-def test_queue_full_is_503_with_retry_after(onnx_model):
+def test_queue_full_is_503_with_retry_after(tiny_model):
     limits = ServerLimits(max_queue=2, max_batch_size=1, retry_after_s=3)
     with (
-        BackgroundServer(create_app(SlowModel(onnx_model, 0.3), limits)) as base,
+        BackgroundServer(create_app(SlowModel(tiny_model, 0.3), limits)) as base,
         httpx.Client(base_url=base, timeout=30) as c,
         ThreadPoolExecutor(10) as pool,
     ):
@@ -609,10 +529,10 @@ def test_queue_full_is_503_with_retry_after(onnx_model):
         assert infer(c).status_code == 200  # and it recovers
 
 
-def test_timeout_is_504_and_worker_survives(onnx_model):
+def test_timeout_is_504_and_worker_survives(tiny_model):
     limits = ServerLimits(request_timeout_s=0.2)
     with (
-        BackgroundServer(create_app(SlowModel(onnx_model, 0.5), limits)) as base,
+        BackgroundServer(create_app(SlowModel(tiny_model, 0.5), limits)) as base,
         httpx.Client(base_url=base, timeout=30) as c,
     ):
         r = infer(c)
@@ -628,7 +548,7 @@ def test_limits_are_checked():
         ServerLimits(api_key="")
 
 
-def test_serve_command(onnx_folder):
+def test_serve_command(tiny_folder):
     """``florence2 serve`` starts uvicorn on loopback, honours the limits it is given, and stops on SIGTERM."""
     import subprocess
     import sys
@@ -636,7 +556,7 @@ def test_serve_command(onnx_folder):
     from florence2_runtime.cli import build_parser
     from florence2_runtime.server.background import free_port
 
-    args = build_parser().parse_args(["serve", str(onnx_folder)])
+    args = build_parser().parse_args(["serve", str(tiny_folder)])
     assert args.host == "127.0.0.1" and not args.ray
     port = free_port()
     proc = subprocess.Popen(
@@ -645,7 +565,7 @@ def test_serve_command(onnx_folder):
             "-m",
             "florence2_runtime.cli",
             "serve",
-            str(onnx_folder),
+            str(tiny_folder),
             "--port",
             str(port),
             "--max-num-beams",
@@ -684,7 +604,7 @@ def test_serve_command(onnx_folder):
         proc.stderr.close()
 
 
-def test_batcher_groups_by_options_and_bounds_batches(onnx_model):
+def test_batcher_groups_by_options_and_bounds_batches(tiny_model):
     """Unit level: a batch never mixes decoding options and never exceeds max_batch_size; order is FIFO."""
     import asyncio
 
@@ -699,10 +619,10 @@ def test_batcher_groups_by_options_and_bounds_batches(onnx_model):
 
     image = Image.open(io.BytesIO(PNG)).convert("RGB")
     gens = [{"num_beams": 1 + i % 2, "max_new_tokens": 6} for i in range(11)]
-    jobs = [Job(image, "<OD>", "<OD>", g, decoding_options(onnx_model, **g)) for g in gens]
+    jobs = [Job(image, "<OD>", "<OD>", g, decoding_options(tiny_model, **g)) for g in gens]
 
     async def main():
-        batcher = DynamicBatcher(Recording(onnx_model, 0.05), max_batch_size=3, max_wait_ms=50)
+        batcher = DynamicBatcher(Recording(tiny_model, 0.05), max_batch_size=3, max_wait_ms=50)
         outcomes = await asyncio.gather(*(batcher.submit(j) for j in jobs))
         await batcher.close()
         return outcomes
@@ -710,27 +630,23 @@ def test_batcher_groups_by_options_and_bounds_batches(onnx_model):
     outcomes = asyncio.run(main())
     assert all(len(c) <= 3 and len(set(c)) == 1 for c in calls), calls
     assert sum(map(len, calls)) == len(jobs) and max(map(len, calls)) == 3
-    want = {b: expected(onnx_model, PNG, "<OD>", num_beams=b, max_new_tokens=6) for b in (1, 2)}
+    want = {b: expected(tiny_model, PNG, "<OD>", num_beams=b, max_new_tokens=6) for b in (1, 2)}
     assert [o.result for o in outcomes] == [want[g["num_beams"]] for g in gens]
 
 
-def test_server_is_torch_free(onnx_folder):
+def test_server_is_torch_free(tiny_folder):
     """The app and the Ray deployment import and build with torch / transformers made unimportable."""
     import subprocess
     import sys
     import textwrap
 
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {{"torch", "transformers", "optimum", "torchvision"}}:
-                    raise ImportError(name + " is blocked")
-        sys.meta_path.insert(0, Block())
+    from tests.helpers.blocked_imports import source
+
+    script = source() + textwrap.dedent(f"""
         from florence2_runtime import Florence2
         from florence2_runtime.server import create_app
         import florence2_runtime.server.ray_app, florence2_runtime.server.cli
-        create_app(Florence2.from_pretrained({str(onnx_folder)!r}))
+        create_app(Florence2.from_pretrained({str(tiny_folder)!r}))
         print("ok")
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -746,22 +662,22 @@ TASK_LIST = [
 ]
 
 
-def test_infer_tasks_answers_every_task_with_one_vision_encoding(client, onnx_model, monkeypatch):
+def test_infer_tasks_answers_every_task_with_one_vision_encoding(client, tiny_model, monkeypatch):
     calls = []
-    original = onnx_model.engine.encode_images
+    original = tiny_model.engine.encode_images
     monkeypatch.setattr(
-        onnx_model.engine, "encode_images", lambda pv, **kw: (calls.append(len(pv)), original(pv, **kw))[1]
+        tiny_model.engine, "encode_images", lambda pv, **kw: (calls.append(len(pv)), original(pv, **kw))[1]
     )
     r = client.post("/v1/infer", json={"image": b64(PNG), "tasks": TASK_LIST, "generation": {"num_beams": 2}})
     assert r.status_code == 200, r.text
     assert sum(calls) == 1
-    want = onnx_model.run_tasks(
+    want = tiny_model.run_tasks(
         PNG,
         [e if isinstance(e, str) else (e["task"], e.get("text") or e.get("region")) for e in TASK_LIST],
         **server_gen({"num_beams": 2}),
     )
     assert r.json()["result"] == json.loads(json.dumps(want))
-    assert want["<CAPTION>"] == onnx_model.run(PNG, "<CAPTION>", **server_gen({"num_beams": 2}))["<CAPTION>"]
+    assert want["<CAPTION>"] == tiny_model.run(PNG, "<CAPTION>", **server_gen({"num_beams": 2}))["<CAPTION>"]
     r = client.post(
         "/v1/infer",
         files={"image": ("x.png", PNG, "image/png")},
@@ -801,24 +717,24 @@ def test_bad_task_lists_are_422(client, fields):
     assert r.json()["error"]["kind"] == "invalid_task_input"
 
 
-def test_server_defaults_reach_1024_tokens_capped_by_limits_and_positions(onnx_model):
+def test_server_defaults_reach_1024_tokens_capped_by_limits_and_positions(tiny_model):
     from florence2_runtime.server.jobs import Generation, resolve_generation
 
-    positions = onnx_model.config.max_position_embeddings
-    assert resolve_generation(None, ServerLimits(), onnx_model)[1].max_new_tokens == min(1024, positions - 1)
-    assert resolve_generation(Generation(), LIMITS, onnx_model)[1].max_new_tokens == LIMITS.max_new_tokens
+    positions = tiny_model.config.max_position_embeddings
+    assert resolve_generation(None, ServerLimits(), tiny_model)[1].max_new_tokens == min(1024, positions - 1)
+    assert resolve_generation(Generation(), LIMITS, tiny_model)[1].max_new_tokens == LIMITS.max_new_tokens
     five = Generation(max_new_tokens=5)
-    assert resolve_generation(five, LIMITS, onnx_model)[1].max_new_tokens == 5
-    assert resolve_generation(None, LIMITS, onnx_model)[1].num_beams == decoding_options(onnx_model).num_beams
+    assert resolve_generation(five, LIMITS, tiny_model)[1].max_new_tokens == 5
+    assert resolve_generation(None, LIMITS, tiny_model)[1].num_beams == decoding_options(tiny_model).num_beams
 
 
-def test_nim_honours_max_tokens(client, onnx_model):
+def test_nim_honours_max_tokens(client, tiny_model):
     body = {**nim_body("<CAPTION>" + img_tag(PNG)), "max_tokens": 5}
     r = client.post(NIM, json=body, headers=JSON_ACCEPT)
     assert r.status_code == 200, r.text
     assert (
         r.json()["content"]
-        == "<CAPTION>" + expected(onnx_model, PNG, "<CAPTION>", max_new_tokens=5)["<CAPTION>"]
+        == "<CAPTION>" + expected(tiny_model, PNG, "<CAPTION>", max_new_tokens=5)["<CAPTION>"]
     )
     for bad in ["5", 0, 10**6, 2.5]:
         r = client.post(NIM, json={**body, "max_tokens": bad}, headers=JSON_ACCEPT)

@@ -9,7 +9,6 @@ screenshot of the page after the <OD> run (how ``docs/ui.png`` is made).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -25,9 +24,12 @@ pytest.importorskip(
 
 from florence2_runtime.server import ServerLimits
 from florence2_runtime.tasks.batch import task_decoding_options
+from tests.helpers.images import encode
 
 KEY = "browser-key"
-LIMITS = ServerLimits(api_key=KEY, max_batch_size=1)  # the module's server (server_url: tests/conftest.py)
+LIMITS = ServerLimits(
+    api_key=KEY, max_batch_size=1
+)  # the module's server (server_url: tests/server/conftest.py)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -66,12 +68,6 @@ def scene(seed: int, size=(320, 240)) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def browser():
     binary = chromium_binary()
@@ -90,12 +86,12 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def od_image(onnx_model, tmp_path_factory):
+def od_image(tiny_model, tmp_path_factory):
     """A picture on which the tiny random model finds a box of some size with the page's default settings,
     which are run()'s (searched: random weights mostly give no box, or boxes with x2 < x1)."""
     for seed in range(100):
-        data = png(scene(seed))
-        boxes = onnx_model.run(data, "<OD>")["<OD>"]["bboxes"]
+        data = encode(scene(seed))
+        boxes = tiny_model.run(data, "<OD>")["<OD>"]["bboxes"]
         if any(x2 - x1 >= 4 and y2 - y1 >= 4 for x1, y1, x2, y2 in boxes):
             path = tmp_path_factory.mktemp("page") / "scene.png"
             path.write_bytes(data)
@@ -128,7 +124,7 @@ def shown_json(page) -> dict:
     return json.loads(page.text_content("#json"))
 
 
-def test_page_runs_od_and_a_dragged_region(browser, server_url, onnx_model, od_image):
+def test_page_runs_od_and_a_dragged_region(browser, server_url, tiny_model, od_image):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -150,9 +146,9 @@ def test_page_runs_od_and_a_dragged_region(browser, server_url, onnx_model, od_i
     shown = shown_json(page)
     assert shown == api_answer(server_url, sent)
     gen = sent["generation"]
-    defaults = task_decoding_options(onnx_model)  # the page asks for what a bare API request and run() get
+    defaults = task_decoding_options(tiny_model)  # the page asks for what a bare API request and run() get
     assert gen == {"max_new_tokens": defaults.max_new_tokens, "num_beams": defaults.num_beams}
-    want = json.loads(json.dumps(onnx_model.run(od_image.read_bytes(), "<OD>", **gen)))
+    want = json.loads(json.dumps(tiny_model.run(od_image.read_bytes(), "<OD>", **gen)))
     assert shown == want and want["<OD>"]["bboxes"]
     assert page.locator("#overlay rect.box").count() == len(want["<OD>"]["bboxes"]) > 0
     assert "ms" in page.text_content("#timing")
@@ -181,7 +177,7 @@ def test_page_runs_od_and_a_dragged_region(browser, server_url, onnx_model, od_i
     assert shown == api_answer(server_url, sent)
     want = json.loads(
         json.dumps(
-            onnx_model.run(
+            tiny_model.run(
                 od_image.read_bytes(), "<REGION_TO_SEGMENTATION>", region=sent["region"], **sent["generation"]
             )
         )
@@ -206,7 +202,7 @@ def test_page_runs_od_and_a_dragged_region(browser, server_url, onnx_model, od_i
     assert page.locator("#overlay polygon.quad").count() == len(shown["<OCR_WITH_REGION>"]["quad_boxes"])
 
     # dropping an image file on the drop zone loads it
-    dropped = png(scene(1, (200, 150)))
+    dropped = encode(scene(1, (200, 150)))
     page.evaluate(
         """(bytes) => {
         const file = new File([new Uint8Array(bytes)], "dropped.png", {type: "image/png"});

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from florence2_runtime.server import ServerLimits
 from florence2_runtime.server.jobs import Generation
 from florence2_runtime.tasks.prompts import TASKS
-from tests.server.test_app import IMAGES, NIM, b64, png_header_only
+from tests.helpers.images import b64
+from tests.helpers.server import IMAGES, NIM, png_header_only
 
 LIMITS = ServerLimits(
     max_body_bytes=256 * 1024,

@@ -38,6 +38,7 @@ from florence2_runtime.server.inference import InferRequest, InferResponse
 from florence2_runtime.server.page import STATIC, SWAGGER_FILES
 from florence2_runtime.tasks.prompts import TASKS
 from florence2_runtime.tasks.results import Florence2Result
+from tests.helpers.images import encode, noise_image
 from tests.helpers.paths import DATA, ROOT
 
 KEY = "test-key"
@@ -47,32 +48,21 @@ CLIENT = DATA / "nvidia_florence2_client.py"
 PAGE = DATA / "nvidia_florence2_page.md"  # the page's Python example, verbatim
 
 
-def jpeg(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=92)
-    return buf.getvalue()
-
-
-def noise(seed: int, size=(128, 96)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-
-
 def plain(value):
     return json.loads(json.dumps(value))
 
 
 @pytest.fixture(scope="module")
-def boxes_jpeg(onnx_model) -> bytes:
+def boxes_jpeg(tiny_model) -> bytes:
     """A JPEG on which the tiny random model finds at least one box for <OD> (searched, not assumed)."""
     for seed in range(40):
-        data = jpeg(noise(seed))
-        if onnx_model.run(data, "<OD>")["<OD>"]["bboxes"]:
+        data = encode(noise_image(128, 96, seed), "JPEG", quality=92)
+        if tiny_model.run(data, "<OD>")["<OD>"]["bboxes"]:
             return data
     pytest.fail("no noise image gives <OD> boxes with the tiny model")
 
 
-LIMITS = ServerLimits(  # the module's server (server_app, server_url, client: tests/conftest.py)
+LIMITS = ServerLimits(  # the module's server (server_app, server_url, client: tests/server/conftest.py)
     api_key=KEY,
     max_body_bytes=2 * 1024 * 1024,
     max_pixels=1_000_000,
@@ -120,8 +110,8 @@ def check_answer(body: dict, task: str, answer, image_size) -> None:
 
 
 # --- the zip answer --------------------------------------------------------------------------------------
-def test_zip_with_overlay_for_boxes(client, onnx_model, boxes_jpeg):
-    want = onnx_model.run(boxes_jpeg, "<OD>")["<OD>"]
+def test_zip_with_overlay_for_boxes(client, tiny_model, boxes_jpeg):
+    want = tiny_model.run(boxes_jpeg, "<OD>")["<OD>"]
     r = client.post(
         NIM,
         json=nim_body(f'<OD><img src="data:image/jpeg;base64,{base64.b64encode(boxes_jpeg).decode()}" />'),
@@ -139,10 +129,10 @@ def test_zip_with_overlay_for_boxes(client, onnx_model, boxes_jpeg):
     assert np.abs(got - drawn)[shapes].mean() * 2 < np.abs(got - plain_image)[shapes].mean()
 
 
-def test_text_task_zip_has_no_overlay_and_json_on_request(client, onnx_model, boxes_jpeg):
+def test_text_task_zip_has_no_overlay_and_json_on_request(client, tiny_model, boxes_jpeg):
     asset = upload(client, boxes_jpeg)
     content = f'<CAPTION><img src="data:image/jpeg;asset_id,{asset}" />'
-    want = onnx_model.run(boxes_jpeg, "<CAPTION>")["<CAPTION>"]
+    want = tiny_model.run(boxes_jpeg, "<CAPTION>")["<CAPTION>"]
     body, overlay = unzip(client.post(NIM, json=nim_body(content)).content)
     check_answer(body, "<CAPTION>", want, None)
     assert overlay is None
@@ -197,7 +187,7 @@ def client_script(server_url, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("task_id", CLIENT_TASKS)
-def test_nvidia_example_client(client_script, onnx_model, boxes_jpeg, tmp_path, task_id):
+def test_nvidia_example_client(client_script, tiny_model, boxes_jpeg, tmp_path, task_id):
     image = tmp_path / "car.jpg"
     image.write_bytes(boxes_jpeg)
     out = tmp_path / "result_dir"
@@ -221,7 +211,7 @@ def test_nvidia_example_client(client_script, onnx_model, boxes_jpeg, tmp_path, 
     body = json.loads(next(out.glob("*.response")).read_text())
     prompt = runpy.run_path(str(CLIENT), run_name="client")["prompts"][task_id]
     task, text = re.match(r"(<[A-Z_]+>)(.*)", prompt).groups()
-    answer = onnx_model.run(boxes_jpeg, task, text=text or None)[task]
+    answer = tiny_model.run(boxes_jpeg, task, text=text or None)[task]
     check_answer(body, task, answer, (128, 96))
     shapes = not isinstance(answer, str) and len(Florence2Result.from_answer(task, answer, (128, 96))) > 0
     assert files == sorted([f"{body['id']}.response"] + ([f"{body['id']}.jpg"] if shapes else [])), files
@@ -268,14 +258,14 @@ def test_asset_errors(client, boxes_jpeg):
     assert nim(created["assetId"]).status_code == 404
 
 
-def test_assets_are_bounded_and_expire(onnx_model, boxes_jpeg):
+def test_assets_are_bounded_and_expire(tiny_model, boxes_jpeg):
     limits = ServerLimits(
         max_assets=2,
         max_asset_bytes=64 * 1024,
         max_assets_total_bytes=len(boxes_jpeg) * 2 - 1,
         asset_ttl_s=0.6,
     )
-    app = create_app(onnx_model, limits)
+    app = create_app(tiny_model, limits)
     with BackgroundServer(app) as base, httpx.Client(base_url=base, timeout=30) as c:
         first = upload(c, boxes_jpeg)
         created = c.post("/v2/nvcf/assets", json={"contentType": "image/png"}).json()
@@ -326,7 +316,7 @@ def _routes(routes) -> list:
     return found
 
 
-def test_openapi_describes_every_route(server_app, server_url, client, onnx_model, boxes_jpeg):
+def test_openapi_describes_every_route(server_app, server_url, client, tiny_model, boxes_jpeg):
     doc = httpx.get(server_url + "/openapi.json").json()  # no key needed
     validator = pytest.importorskip("openapi_spec_validator", reason="pip install openapi-spec-validator")
     validator.validate(doc)
@@ -349,7 +339,7 @@ def test_openapi_describes_every_route(server_app, server_url, client, onnx_mode
     # the models are the answers: real responses validate against them
     r = client.post("/v1/infer", json={"image": base64.b64encode(boxes_jpeg).decode(), "task": "<OD>"})
     InferResponse.model_validate(r.json())
-    assert r.json()["result"] == plain(onnx_model.run(boxes_jpeg, "<OD>"))
+    assert r.json()["result"] == plain(tiny_model.run(boxes_jpeg, "<OD>"))
     HealthResponse.model_validate(httpx.get(server_url + "/health").json())
     ErrorResponse.model_validate(client.post("/v1/infer", json={"task": "<OD>"}).json())
     InferRequest.model_validate(
@@ -386,8 +376,8 @@ def test_page_and_its_files(server_url):
     assert httpx.get(server_url + "/ui/nope.js").json()["error"]["kind"] == "not_found"
 
 
-def test_ui_and_docs_can_be_switched_off(onnx_model, onnx_folder):
-    app = create_app(onnx_model, ui=False, docs=False)
+def test_ui_and_docs_can_be_switched_off(tiny_model, tiny_folder):
+    app = create_app(tiny_model, ui=False, docs=False)
     with BackgroundServer(app) as base:
         for path in ("/", "/ui/app.js", "/docs", "/openapi.json"):
             assert httpx.get(base + path).status_code == 404, path
@@ -395,10 +385,10 @@ def test_ui_and_docs_can_be_switched_off(onnx_model, onnx_folder):
     from florence2_runtime.cli import build_parser
     from florence2_runtime.server.cli import app_options
 
-    args = build_parser().parse_args(["serve", str(onnx_folder), "--no-ui", "--no-docs"])
+    args = build_parser().parse_args(["serve", str(tiny_folder), "--no-ui", "--no-docs"])
     options = app_options(args)
     assert options["ui"] is False and options["docs"] is False
-    args = build_parser().parse_args(["serve", str(onnx_folder)])
+    args = build_parser().parse_args(["serve", str(tiny_folder)])
     assert app_options(args)["ui"] and app_options(args)["docs"]
 
 

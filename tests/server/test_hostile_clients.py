@@ -23,7 +23,8 @@ pytest.importorskip(
 
 from florence2_runtime.server import ServerLimits, create_app
 from florence2_runtime.server.background import BackgroundServer
-from tests.server.test_app import NIM, PNG, SlowModel, b64, encode, expected, noise_image
+from tests.helpers.images import b64, encode, noise_image
+from tests.helpers.server import NIM, PNG, SlowModel, run_json
 
 SHORT = {"max_new_tokens": 20}  # timing tests: the task-level default (1024) may never stop on random weights
 
@@ -153,14 +154,14 @@ def test_errors_echo_a_short_prefix_only(client):
     assert error["kind"] == "unexpected_field" and "300000 characters" in error["message"]
 
 
-def test_long_text_is_refused_before_tokenising(onnx_model, monkeypatch):
+def test_long_text_is_refused_before_tokenising(tiny_model, monkeypatch):
     """A multi-MB text is refused by its size without reaching the tokenizer, and /health answers meanwhile."""
     limits = ServerLimits(max_body_bytes=32 * 2**20, max_text_bytes=1000)
     calls = []
-    real = onnx_model.tokenizer.encode_prompts
-    monkeypatch.setattr(onnx_model.tokenizer, "encode_prompts", lambda p: calls.append(len(p[0])) or real(p))
+    real = tiny_model.tokenizer.encode_prompts
+    monkeypatch.setattr(tiny_model.tokenizer, "encode_prompts", lambda p: calls.append(len(p[0])) or real(p))
     with (
-        BackgroundServer(create_app(onnx_model, limits)) as base,
+        BackgroundServer(create_app(tiny_model, limits)) as base,
         httpx.Client(base_url=base, timeout=60) as c,
     ):
         with ThreadPoolExecutor(1) as pool:
@@ -187,8 +188,8 @@ def test_long_text_is_refused_before_tokenising(onnx_model, monkeypatch):
 
 
 # --- abandoned work ------------------------------------------------------------------------------------------
-def test_abandoned_requests_are_dropped_and_counted_as_disconnects(onnx_model):
-    model = CountingModel(onnx_model, 0.4)
+def test_abandoned_requests_are_dropped_and_counted_as_disconnects(tiny_model):
+    model = CountingModel(tiny_model, 0.4)
     limits = ServerLimits(max_batch_size=1, max_queue=64)
     with BackgroundServer(create_app(model, limits)) as base:
 
@@ -219,8 +220,8 @@ def test_abandoned_requests_are_dropped_and_counted_as_disconnects(onnx_model):
         assert 'status="500"' not in metrics and "internal" not in metrics
 
 
-def test_timed_out_requests_never_run(onnx_model):
-    model = CountingModel(onnx_model, 0.5)
+def test_timed_out_requests_never_run(tiny_model):
+    model = CountingModel(tiny_model, 0.5)
     limits = ServerLimits(max_batch_size=1, request_timeout_s=0.3)
     with (
         BackgroundServer(create_app(model, limits)) as base,
@@ -257,11 +258,11 @@ def _closed_by_server(s: socket.socket, within_s: float) -> bool:
         return True
 
 
-def test_stalled_connections_do_not_lock_out_a_normal_client(onnx_model):
+def test_stalled_connections_do_not_lock_out_a_normal_client(tiny_model):
     """300 connections that send half a request head (header deadline far away, cap 100): a normal client
     is still served, and the oldest stalled connections were closed to make room."""
     limits = ServerLimits(header_timeout_s=60, max_connections=100)
-    with BackgroundServer(create_app(onnx_model, limits)) as base:
+    with BackgroundServer(create_app(tiny_model, limits)) as base:
         port = int(base.rsplit(":", 1)[1])
         stalled = [
             _stalled_socket(port, b"POST /v1/infer HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"")
@@ -278,9 +279,9 @@ def test_stalled_connections_do_not_lock_out_a_normal_client(onnx_model):
                 s.close()
 
 
-def test_header_deadline_closes_silent_and_trickling_connections(onnx_model):
+def test_header_deadline_closes_silent_and_trickling_connections(tiny_model):
     limits = ServerLimits(header_timeout_s=0.5)
-    with BackgroundServer(create_app(onnx_model, limits)) as base:
+    with BackgroundServer(create_app(tiny_model, limits)) as base:
         port = int(base.rsplit(":", 1)[1])
         silent = _stalled_socket(port, b"")
         trickle = _stalled_socket(port, b"GET /health HTTP/1.1\r\n")
@@ -307,9 +308,9 @@ def test_header_deadline_closes_silent_and_trickling_connections(onnx_model):
             assert c.get("/health").status_code == 200
 
 
-def test_slow_body_gets_408(onnx_model):
+def test_slow_body_gets_408(tiny_model):
     limits = ServerLimits(body_timeout_s=0.5)
-    with BackgroundServer(create_app(onnx_model, limits)) as base:
+    with BackgroundServer(create_app(tiny_model, limits)) as base:
         port = int(base.rsplit(":", 1)[1])
         s = _stalled_socket(
             port,
@@ -331,7 +332,7 @@ def _rss_mib() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
-def test_large_images_are_kept_at_model_size_and_memory_comes_back(onnx_model):
+def test_large_images_are_kept_at_model_size_and_memory_comes_back(tiny_model):
     """A burst of 8 concurrent 3000x3000 JPEGs (27 MB decoded each) plus 8 abandoned ones: RSS back within
     64 MB of where it was, answers equal run(), and the next request does not wait on dead work."""
     images = [
@@ -350,7 +351,7 @@ def test_large_images_are_kept_at_model_size_and_memory_comes_back(onnx_model):
     ]
     limits = ServerLimits(max_body_bytes=16 * 2**20, max_pixels=10_000_000, max_batch_size=4)
     with (
-        BackgroundServer(create_app(onnx_model, limits)) as base,
+        BackgroundServer(create_app(tiny_model, limits)) as base,
         httpx.Client(base_url=base, timeout=120) as c,
     ):
         body = lambda i: {"image": b64(images[i % 2]), "task": "<OD>", "generation": {"max_new_tokens": 8}}  # noqa: E731
@@ -365,7 +366,7 @@ def test_large_images_are_kept_at_model_size_and_memory_comes_back(onnx_model):
             answers = list(pool.map(lambda i: c.post("/v1/infer", json=body(i)), range(8)))
             list(pool.map(abandon, range(8)))
         assert all(r.status_code == 200 for r in answers)
-        assert answers[1].json()["result"] == expected(onnx_model, images[1], "<OD>", max_new_tokens=8)
+        assert answers[1].json()["result"] == run_json(tiny_model, images[1], "<OD>", max_new_tokens=8)
         deadline = time.monotonic() + 10
         while c.get("/health").json()["queue_depth"] and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -393,12 +394,12 @@ def test_decode_for_model_keeps_the_original_size():
     assert small.tobytes() == resize_for_model(load_image(data), model_size).tobytes()
 
 
-def test_no_cpu_work_on_the_event_loop_for_big_bodies(onnx_model):
+def test_no_cpu_work_on_the_event_loop_for_big_bodies(tiny_model):
     """A 15 MB NVIDIA-format body with no image tag is parsed off the loop: /health answers meanwhile."""
     limits = ServerLimits(max_body_bytes=32 * 2**20)
     content = "<CAPTION>" + "x" * 15_000_000
     with (
-        BackgroundServer(create_app(onnx_model, limits)) as base,
+        BackgroundServer(create_app(tiny_model, limits)) as base,
         httpx.Client(base_url=base, timeout=60) as c,
         ThreadPoolExecutor(1) as pool,
     ):
@@ -410,7 +411,7 @@ def test_no_cpu_work_on_the_event_loop_for_big_bodies(onnx_model):
         assert_error(big.result(), 400)
 
 
-def test_bodies_whose_refusal_would_be_long_work(onnx_model):
+def test_bodies_whose_refusal_would_be_long_work(tiny_model):
     """A body whose every key would be an error, or with 300 000 messages, is refused at once (a JSON
     object has at most 256 keys; a model's lists are bounded), and /health answers meanwhile. (Parsing
     JSON holds the GIL, in a thread or not: a body of many tiny values stalls the loop while json.loads
@@ -432,7 +433,7 @@ def test_bodies_whose_refusal_would_be_long_work(onnx_model):
         (NIM, {"messages": [{"role": "user", "content": ""}] * 300_000}, 422, "messages"),
     ]
     with (
-        BackgroundServer(create_app(onnx_model, limits)) as base,
+        BackgroundServer(create_app(tiny_model, limits)) as base,
         httpx.Client(base_url=base, timeout=60) as c,
         ThreadPoolExecutor(1) as pool,
     ):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
-from PIL import Image
 
 httpx = pytest.importorskip("httpx", reason="the server tests need httpx (pip install 'florence2-onnx[dev]')")
 pytest.importorskip("fastapi", reason="the server needs the 'serve' extra")
@@ -20,17 +17,11 @@ serve = pytest.importorskip("ray.serve", reason="Ray Serve needs the 'ray' extra
 from florence2_runtime.server import ServerLimits
 from florence2_runtime.server.background import free_port
 from florence2_runtime.server.ray_app import DEPLOYMENT_NAME, RaySettings, start
-
-
-def _png(width: int, height: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+from tests.helpers.images import encode, noise_image
 
 
 @pytest.fixture(scope="module")
-def ray_url(onnx_folder):
+def ray_url(tiny_folder):
     port = free_port()
     ray.init(
         num_cpus=2,
@@ -41,7 +32,7 @@ def ray_url(onnx_folder):
     )
     try:
         start(
-            onnx_folder,
+            tiny_folder,
             ServerLimits(max_batch_size=4, max_wait_ms=10),
             RaySettings(replicas=2, num_cpus=0.5),
             port=port,
@@ -63,11 +54,11 @@ def ray_url(onnx_folder):
         ray.shutdown()
 
 
-def test_two_replicas_answer_like_run(ray_url, onnx_model):
+def test_two_replicas_answer_like_run(ray_url, tiny_model):
     status = serve.status().applications[DEPLOYMENT_NAME]
     replicas = status.deployments[DEPLOYMENT_NAME].replica_states
     assert replicas.get("RUNNING") == 2, replicas
-    images = [_png(40 + 8 * i, 50 - 4 * i, i) for i in range(4)]
+    images = [encode(noise_image(40 + 8 * i, 50 - 4 * i, i)) for i in range(4)]
     jobs = [(images[i % 4], ("<OD>", "<CAPTION>", "<REGION_PROPOSAL>")[i % 3]) for i in range(16)]
     with httpx.Client(base_url=ray_url, timeout=60) as c, ThreadPoolExecutor(8) as pool:
         rs = list(
@@ -85,7 +76,7 @@ def test_two_replicas_answer_like_run(ray_url, onnx_model):
         )
         for (image, task), r in zip(jobs, rs):
             assert r.status_code == 200, r.text
-            want = json.loads(json.dumps(onnx_model.run(image, task, max_new_tokens=12)))
+            want = json.loads(json.dumps(tiny_model.run(image, task, max_new_tokens=12)))
             assert r.json()["result"] == want
         bad = c.post("/v1/infer", json={"image": "???", "task": "<OD>"})
         assert bad.status_code == 400 and bad.json()["error"]["kind"] == "invalid_base64"
@@ -104,7 +95,7 @@ def test_two_replicas_answer_like_run(ray_url, onnx_model):
             headers={"Accept": "application/json"},
         )
         assert nim.status_code == 200
-        assert nim.json()["content"] == "<CAPTION>" + onnx_model.run(images[0], "<CAPTION>")["<CAPTION>"]
+        assert nim.json()["content"] == "<CAPTION>" + tiny_model.run(images[0], "<CAPTION>")["<CAPTION>"]
 
 
 def test_deployment_options():

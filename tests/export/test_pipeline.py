@@ -1,4 +1,5 @@
-"""Checkpoints the exporter refuses before writing anything, with a message naming the problem."""
+"""``florence2_export.export`` as a whole: checkpoints it refuses before writing anything (with a message
+naming the problem), and a finished folder moved into place whole."""
 
 from __future__ import annotations
 
@@ -21,3 +22,12 @@ def test_a_non_square_checkpoint_is_refused_at_export(tmp_path):
     with pytest.raises(CheckpointError, match=r"preprocessor_config.json.*96x128 \(width x height\).*square"):
         export(checkpoint, out, quiet=True)
     assert not out.exists()
+
+
+def test_export_moves_the_finished_folder_into_place(onnx_folder):
+    """The session's export (conftest) went through the temporary folder: the result is whole and readable."""
+    from florence2_runtime.engine.config import RuntimeConfig
+
+    assert RuntimeConfig.load(onnx_folder).precision == "fp32"
+    assert not [p for p in onnx_folder.parent.iterdir() if p.name.startswith(".")]
+    assert (onnx_folder / "onnx" / "decoder.onnx").is_file()
