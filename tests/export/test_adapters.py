@@ -12,10 +12,10 @@ import torch
 peft = pytest.importorskip("peft")
 
 from florence2_export.checkpoints.adapters import AdapterError, merge_adapters, resolve_adapter
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.config import RuntimeConfig
 from florence2_runtime.inputs.image_size import ImageSize
+from tests.helpers.images import make_test_image
 from tests.helpers.original_layout import write_original_adapter, write_original_checkpoint
 
 # short names as users write them: peft matches them by suffix (in the original layout too)

@@ -9,8 +9,8 @@ import onnx
 import pytest
 
 from florence2_export.graphs.onnxfile import MIN_EXTERNAL_BYTES, data_file
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
+from tests.helpers.images import make_test_image
 
 GRAPHS = ("vision_encoder", "text_encoder", "decoder")
 IMAGES = [make_test_image(90, 70, seed=5), make_test_image(50, 120, seed=6)]

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.graphs import community_graphs
 from florence2_runtime.engine.onnx_community import community_runtime_config
+from tests.helpers.images import make_test_image
 
 IMAGES = [(160, 120), (33, 200), (300, 31)]
 TEXTS = [

@@ -10,9 +10,9 @@ import torch
 
 from florence2_export.checkpoints.loading import CheckpointError, load_checkpoint
 from florence2_export.checkpoints.original import rename
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.engine.config import RuntimeConfig
+from tests.helpers.images import make_test_image
 from tests.helpers.original_layout import write_original_checkpoint
 
 

@@ -9,11 +9,11 @@ import onnx
 import pytest
 
 from florence2_export.precision import attention_score_nodes, convert_folder, gemm_to_matmul
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.cli import main
 from florence2_runtime.cli.compare import CompareOptions, compare_models
 from florence2_runtime.engine.config import RuntimeConfig
+from tests.helpers.images import make_test_image
 
 GRAPHS = ("vision_encoder", "text_encoder", "decoder")
 TASKS = {"<OD>": {}, "<CAPTION_TO_PHRASE_GROUNDING>": {"text": "a red ball"}, "<CAPTION>": {}}

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from florence2_export.toy.demo import DEMO_INPUTS
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.tasks.prompts import build_task_text
+from tests.helpers.images import make_test_image
 
 TASKS = list(DEMO_INPUTS)
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from florence2_export.verify import make_test_image
 from florence2_runtime.inputs.image_size import ImageSize
 from florence2_runtime.inputs.images import load_image, preprocess
+from tests.helpers.images import make_test_image
 
 SIZES = [
     (1, 1),

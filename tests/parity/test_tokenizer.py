@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from florence2_export.toy.tiny import TASK_TOKENS
-from florence2_export.verify import make_test_image
 from florence2_runtime.inputs.tokenizer import Florence2Tokenizer
+from tests.helpers.images import make_test_image
 
 REGION = "<loc_12><loc_345><loc_678><loc_999>"
 TASK_INPUTS = {  # task -> input text ("" for tasks that take none)

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from florence2_export.verify import make_test_image
 from florence2_runtime import Florence2
 from florence2_runtime.model import processor_inputs
 from florence2_runtime.tasks.prompts import construct_prompt
+from tests.helpers.images import make_test_image
 from tests.helpers.paths import TESTS
 
 NODE_DIR = TESTS / "node"
