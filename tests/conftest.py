@@ -29,6 +29,7 @@ if os.environ.get(blocked_imports.ENV) == "1":
     blocked_imports.install()
 
 FIRST = TESTS / "runtime"
+PARITY = TESTS / "parity"
 
 
 def pytest_report_header(config) -> str | None:
@@ -38,8 +39,18 @@ def pytest_report_header(config) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """tests/runtime first (a stable sort: the order within each part stays as collected)."""
+    """tests/runtime first (a stable sort: the order within each part stays as collected); every test in
+    tests/parity must carry the ``parity`` marker (its module's ``pytestmark``)."""
     items.sort(key=lambda item: FIRST not in item.path.parents)
+    unmarked = sorted(
+        {
+            str(i.path.relative_to(TESTS))
+            for i in items
+            if PARITY in i.path.parents and not i.get_closest_marker("parity")
+        }
+    )
+    if unmarked:
+        raise pytest.UsageError(f"tests in tests/parity without the parity marker: {', '.join(unmarked)}")
 
 
 # --- the committed model folders: the runtime alone ------------------------------------------------------

@@ -39,6 +39,7 @@ def test_gpu_benchmark_smoke(tmp_path):
     assert report.with_suffix(".md").read_text().startswith("# GPU benchmark")
 
 
+@pytest.mark.parity
 def test_cpu_benchmark_smoke(tiny_checkpoint, onnx_folder, tmp_path):
     """The CPU harness on the tiny model: both workers, alternating runs, JSON + markdown (+ PNG)."""
     out = tmp_path / "results"

@@ -116,6 +116,7 @@ def _export(src, out, adapter):
     return out
 
 
+@pytest.mark.parity
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case, base, chain",
@@ -159,6 +160,7 @@ def test_export_with_adapters_matches_peft(
     assert all(r["peft_type"] == "LORA" and len(r["sha256"]) == 64 for r in recorded)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize(
     "config",
     [

@@ -58,6 +58,7 @@ def test_export_of_both_layouts_gives_the_same_tokens(original_export, onnx_fold
     assert (original_export / "tokenizer.json").read_text() == (onnx_folder / "tokenizer.json").read_text()
 
 
+@pytest.mark.parity
 def test_loaded_model_equals_the_native_one(original_checkpoint, hf_model):
     model, processor = load_checkpoint(original_checkpoint)
     assert processor.tokenizer.image_token_id == hf_model.config.image_token_id

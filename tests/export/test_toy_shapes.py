@@ -79,6 +79,7 @@ def test_every_task_is_generated():
     assert {shapes.sample_task(rng) for _ in range(500)} == set(TASKS)
 
 
+@pytest.mark.parity
 def test_encoder_matches_the_processor(shapes_checkpoint):
     """The trainer's tensors are exactly what Florence2Processor builds for the same images and texts."""
     from tokenizers import Tokenizer
@@ -162,48 +163,7 @@ def test_trainer_rejects_bad_options(tmp_path, capsys):
     assert "at least 1" in capsys.readouterr().err
 
 
-# --- the committed trained model ----------------------------------------------------------------------
-
-
-def test_trained_model_tokens_match_transformers(shapes_checkpoint, shapes_model):
-    """Peaked logits, 3 beams, every task batched: the runtime's ids equal transformers'."""
-    from transformers import AutoProcessor, Florence2ForConditionalGeneration
-
-    from florence2_runtime.tasks.prompts import build_task_text
-
-    processor = AutoProcessor.from_pretrained(shapes_checkpoint, backend="pil")
-    ref = Florence2ForConditionalGeneration.from_pretrained(
-        shapes_checkpoint, attn_implementation="eager"
-    ).eval()
-    requests = demo_requests()
-    images = [r["image"] for r in requests]
-    texts = [
-        build_task_text(r["task"], text=r.get("text"), region=r.get("region"), image_size=r["image"].size)
-        for r in requests
-    ]
-    batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        expected = ref.generate(**batch, max_new_tokens=80, num_beams=3).numpy()
-    np.testing.assert_array_equal(
-        shapes_model.generate(images, texts, max_new_tokens=80, num_beams=3), expected
-    )
-
-
-def test_trained_model_scores_like_transformers(shapes_checkpoint, shapes_model):
-    """The runtime's greedy answers score exactly what transformers' do on a held-out set."""
-    samples = _samples(321, per_task=2)
-
-    def runtime_generate(images, texts):
-        return shapes_model.tokenizer.batch_decode(
-            shapes_model.generate(images, texts, max_new_tokens=tiny_eval.MAX_NEW_TOKENS, num_beams=1)
-        )
-
-    ours = tiny_eval.evaluate(runtime_generate, samples)
-    theirs = tiny_eval.evaluate(train_tiny.transformers_generate(shapes_checkpoint), samples)
-    assert ours["decoded"] == theirs["decoded"]
-    assert ours["tasks"] == theirs["tasks"]
-
-
+# --- the committed trained model (against transformers: tests/parity/test_trained_model.py) -------------
 def test_answers_agree():
     assert tiny_eval.answers_agree("circle<loc_10><loc_20>", "circle<loc_12><loc_17>", max_bins=3)
     assert not tiny_eval.answers_agree("circle<loc_10><loc_20>", "circle<loc_14><loc_20>", max_bins=3)

@@ -22,6 +22,7 @@ def _model(folder):
     return Florence2ForConditionalGeneration.from_pretrained(folder, attn_implementation="eager").eval()
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("image_size", [128, 384])
 def test_rewrite_equals_transformers(tmp_path, image_size):
     model = _model(write_tiny_checkpoint(tmp_path / "ckpt", size="tiny", image_size=image_size, seed=3))

@@ -12,6 +12,8 @@ from florence2_runtime import Florence2
 from florence2_runtime.tasks.prompts import build_task_text
 from tests.helpers.images import make_test_image
 
+pytestmark = pytest.mark.parity
+
 TASKS = list(DEMO_INPUTS)
 
 

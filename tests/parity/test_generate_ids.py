@@ -32,6 +32,8 @@ from tests.helpers.bart import (
     unpack,
 )
 
+pytestmark = pytest.mark.parity
+
 # ------------------------------------------------------------------------------------------- the grid
 
 

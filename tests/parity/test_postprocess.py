@@ -27,6 +27,8 @@ from tests.helpers.paths import DATA
 torch = pytest.importorskip("torch")
 processing = pytest.importorskip("transformers.models.florence2.processing_florence2")
 
+pytestmark = pytest.mark.parity
+
 CONFIGS = DATA / "florence2_configs.json"  # the published checkpoints' configs
 UNKNOWN_TASK = "<NOT_A_TASK>"
 SIZES = [

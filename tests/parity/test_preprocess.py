@@ -15,6 +15,8 @@ from florence2_runtime.inputs.image_size import ImageSize
 from florence2_runtime.inputs.images import load_image, preprocess
 from tests.helpers.images import make_test_image
 
+pytestmark = pytest.mark.parity
+
 SIZES = [
     (1, 1),
     (3, 7),

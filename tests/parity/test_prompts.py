@@ -26,6 +26,8 @@ from florence2_runtime.tasks.prompts import (
 torch = pytest.importorskip("torch")
 processing = pytest.importorskip("transformers.models.florence2.processing_florence2")
 
+pytestmark = pytest.mark.parity
+
 REGION_TASKS = [
     "<REGION_TO_SEGMENTATION>",
     "<REGION_TO_CATEGORY>",

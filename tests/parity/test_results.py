@@ -12,6 +12,8 @@ from florence2_runtime import Florence2Result
 from florence2_runtime.tasks.results import TASK_KINDS
 from tests.helpers.results import SIZES, assert_matches_dict, fuzzed_outputs
 
+pytestmark = pytest.mark.parity
+
 
 @pytest.fixture(scope="module")
 def fuzzed(hf_processor):

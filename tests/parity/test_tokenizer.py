@@ -13,6 +13,8 @@ from florence2_export.toy.tiny import TASK_TOKENS
 from florence2_runtime.inputs.tokenizer import Florence2Tokenizer
 from tests.helpers.images import make_test_image
 
+pytestmark = pytest.mark.parity
+
 REGION = "<loc_12><loc_345><loc_678><loc_999>"
 TASK_INPUTS = {  # task -> input text ("" for tasks that take none)
     "<OCR>": "", "<OCR_WITH_REGION>": "", "<CAPTION>": "", "<DETAILED_CAPTION>": "",

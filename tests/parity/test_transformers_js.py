@@ -36,9 +36,12 @@ CASES = [
 ]
 MAX_NEW_TOKENS = 24
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None, reason="Node.js is not installed: the transformers.js test needs `node`"
-)
+pytestmark = [
+    pytest.mark.parity,
+    pytest.mark.skipif(
+        shutil.which("node") is None, reason="Node.js is not installed: the transformers.js test needs `node`"
+    ),
+]
 
 
 def _node_ids(folder: Path, cases: list[dict]) -> dict:

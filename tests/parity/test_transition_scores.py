@@ -31,6 +31,8 @@ from tests.helpers.bart import (
 )
 from tests.helpers.images import make_test_image
 
+pytestmark = pytest.mark.parity
+
 ATOL = 1e-4
 
 

@@ -26,6 +26,8 @@ from florence2_runtime.server import ServerLimits
 from florence2_runtime.tasks.batch import task_decoding_options
 from tests.helpers.images import encode
 
+pytestmark = pytest.mark.browser
+
 KEY = "browser-key"
 LIMITS = ServerLimits(
     api_key=KEY, max_batch_size=1
