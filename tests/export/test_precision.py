@@ -13,6 +13,7 @@ from florence2_runtime import Florence2
 from florence2_runtime.cli import main
 from florence2_runtime.cli.compare import CompareOptions, compare_models
 from florence2_runtime.engine.config import RuntimeConfig
+from florence2_runtime.tasks.batch import task_decoding_options
 from tests.helpers.images import make_test_image
 
 GRAPHS = ("vision_encoder", "text_encoder", "decoder")
@@ -184,7 +185,7 @@ def test_compare_compares_full_answers_by_default(onnx_folder, onnx_model, image
     positions), not the generation config's 20: differences after token 20 count. The random-weight tiny
     model does not stop early on this image, so its answer runs past 20 tokens."""
     report = compare_models(onnx_folder, onnx_folder, [image_dir / "im0.png"])
-    full = onnx_model.task_options().max_new_tokens
+    full = task_decoding_options(onnx_model).max_new_tokens
     assert full > 20 and 20 < len(report.images[0].tokens_a) <= full
 
 

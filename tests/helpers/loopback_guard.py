@@ -7,7 +7,7 @@ connection sent to that server whatever address was checked), and the ``loopback
 ``install(record)`` patches ``socket.socket.connect`` / ``connect_ex``, ``socket.create_connection`` and
 ``socket.getaddrinfo``; every refused attempt is passed to ``record`` (so a test fails even when the code
 under test swallows the error) and raises ``PermissionError`` before any packet leaves. Used in the test
-process (tests/test_mcp.py's fixture) and, through ``python -c``, in the MCP server subprocess, which
+process (tests/mcp/test_tools.py's fixture) and, through ``python -c``, in the MCP server subprocess, which
 appends its refusals to the file named by ``$LOOPBACK_GUARD_LOG``.
 """
 

@@ -34,6 +34,7 @@ from PIL import Image
 
 from florence2_export.toy.shapes import make_shapes_scene, make_words_scene
 from florence2_runtime import Florence2Result
+from florence2_runtime.errors import install_hint
 from florence2_runtime.mcp.app import create_server, http_app
 from florence2_runtime.mcp.settings import McpSettings
 from florence2_runtime.mcp.tools import TOOL_NAMES, Florence2Tools
@@ -361,7 +362,7 @@ def test_without_the_sdk_the_command_names_the_extra(tmp_path):
     out = _florence2("mcp", str(tmp_path), block_mcp=True)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "pip install 'florence2-onnx[mcp]'" in lines[0], out.stderr
+    assert len(lines) == 1 and install_hint("mcp") in lines[0], out.stderr
 
 
 def test_bad_options_are_one_line_and_exit_2(tmp_path):

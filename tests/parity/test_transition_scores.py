@@ -4,7 +4,7 @@
 Two references: the tiny random BART of ``tests/helpers/bart.py`` behind the torch-backed ``Inference`` (many
 settings, fast), and the exported tiny Florence-2 against ``Florence2ForConditionalGeneration`` (the
 whole runtime). Sequences and beam indices must be equal, scores within 1e-4 (-inf where transformers
-has -inf). The pure pieces (``transition_scores``, ``scored_sequences``): tests/runtime/test_scores.py.
+has -inf). The pure pieces (``transition_scores``, ``scored_sequences``): tests/runtime/test_token_scores.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``florence2_runtime.generation`` on its own: decoding options, logit filters, top_k, errors of the loop.
 
 What has a transformers counterpart (token ids of ``generate()``, each filter, ``log_softmax``) is compared
-with it in tests/parity/test_generate_ids.py; beam candidates: test_candidates.py; scores: test_scores.py.
+with it in tests/parity/test_generate_ids.py; beam candidates: test_candidates.py; scores: test_token_scores.py.
 """
 
 from __future__ import annotations
