@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.helpers.blocked_imports import TORCH, source
 from tests.helpers.images import make_test_image
 
@@ -54,3 +56,19 @@ def test_runtime_sources_do_not_import_torch():
             words = line.split()
             if words[:1] in (["import"], ["from"]) and len(words) > 1:
                 assert words[1].split(".")[0] not in TORCH, f"{path}: {line.strip()}"
+
+
+def test_the_in_process_blocker_refuses_torch_when_asked():
+    """With FLORENCE2_TESTS_BLOCK_TORCH=1 (scripts/test.sh's run of tests/runtime) this very process cannot
+    import torch or transformers; without it nothing is blocked."""
+    import importlib
+    import os
+
+    from tests.helpers.blocked_imports import ENV, BlockedImports
+
+    blocking = any(isinstance(finder, BlockedImports) for finder in sys.meta_path)
+    assert blocking == (os.environ.get(ENV) == "1")
+    if blocking:
+        for name in TORCH:
+            with pytest.raises(ImportError, match="blocked"):
+                importlib.import_module(name)
