@@ -2,12 +2,13 @@
 
 Also the loopback stand-ins the MCP tests fetch images from: :class:`ImageServer` (an HTTP server on
 127.0.0.1 with routes set per test) and :class:`StubNetwork` (names resolved from a table, every
-connection sent to that server whatever address was checked), and the ``loopback_only`` fixture.
+connection sent to that server whatever address was checked). The ``loopback_only`` fixture that installs
+the guard around every MCP test is in tests/mcp/conftest.py.
 
 ``install(record)`` patches ``socket.socket.connect`` / ``connect_ex``, ``socket.create_connection`` and
 ``socket.getaddrinfo``; every refused attempt is passed to ``record`` (so a test fails even when the code
 under test swallows the error) and raises ``PermissionError`` before any packet leaves. Used in the test
-process (tests/mcp/test_tools.py's fixture) and, through ``python -c``, in the MCP server subprocess, which
+process (tests/mcp/conftest.py's fixture) and, through ``python -c``, in the MCP server subprocess, which
 appends its refusals to the file named by ``$LOOPBACK_GUARD_LOG``.
 """
 
@@ -21,8 +22,6 @@ import socket
 import threading
 from collections.abc import Callable
 from typing import ClassVar
-
-import pytest
 
 LOCAL_NAMES = ("localhost", "localhost.")
 
@@ -98,19 +97,6 @@ def install_from_env() -> None:
             f.write(what + "\n")
 
     install(record)
-
-
-@pytest.fixture(autouse=True)
-def loopback_only():
-    """Every connection or name lookup off loopback fails the test before a packet leaves (and fails it
-    afterwards too, should the code under test swallow the error)."""
-    refused: list[str] = []
-    undo = install(refused.append)
-    try:
-        yield refused
-    finally:
-        undo()
-    assert not refused, f"a test tried to leave loopback: {refused}"
 
 
 # --- loopback stand-ins -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from florence2_runtime.mcp.cache import EncodingCache, image_key
 from florence2_runtime.mcp.settings import McpSettings
 from florence2_runtime.mcp.sources import ImageArgumentError, ImageSource
 from florence2_runtime.mcp.urls import FetchError, address_refusal
-from tests.helpers.loopback_guard import PUBLIC_IP, ImageServer, StubNetwork, loopback_only  # noqa: F401 (a fixture)
+from tests.helpers.loopback_guard import PUBLIC_IP, ImageServer, StubNetwork
 
 
 def png_bytes(size=(40, 30), colour=(200, 30, 30)) -> bytes:

@@ -38,7 +38,7 @@ from florence2_runtime.errors import install_hint
 from florence2_runtime.mcp.app import create_server, http_app
 from florence2_runtime.mcp.settings import McpSettings
 from florence2_runtime.mcp.tools import TOOL_NAMES, Florence2Tools
-from tests.helpers.loopback_guard import PUBLIC_IP, ImageServer, StubNetwork, loopback_only  # noqa: F401 (a fixture)
+from tests.helpers.loopback_guard import PUBLIC_IP, ImageServer, StubNetwork
 from tests.helpers.paths import ROOT
 
 KEY = "test-key-0123"
