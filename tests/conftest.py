@@ -6,7 +6,8 @@ Models, all session-scoped and built lazily (a test that asks for nothing pays n
   ``tests/data/models`` (``scripts/make_test_models.py``), loaded by the runtime alone: no torch needed.
 - ``tiny_checkpoint`` (the same random-weight checkpoint, written in this run), its transformers reference
   ``hf_processor`` / ``hf_model``, and its fresh exports ``onnx_folder`` / ``onnx_model`` /
-  ``community_folder``: for the exporter's and the parity tests (the ``export`` extra: torch, transformers).
+  ``community_folder`` / ``community_model``: for the exporter's and the parity tests (the ``export``
+  extra: torch, transformers).
 - ``shapes_checkpoint`` / ``shapes_onnx_folder`` / ``shapes_model``: the committed trained toy model and its
   export, for tests whose answers must depend on the image (precision, datasets, MCP).
 
@@ -135,25 +136,12 @@ def community_folder(tiny_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
-# --- int8: make this CPU look like one that saturates uint8 x int8 products (or not) ---------------------
-@pytest.fixture
-def saturating(monkeypatch):
-    """``saturating(True)``: this CPU looks like one without VNNI (``saturating(False)``: with), for the
-    runtime's load-time check and, where the export package is loaded, the export's int8 check; warnings
-    already given are forgotten."""
-    import sys
+@pytest.fixture(scope="session")
+def community_model(community_folder):
+    """The fresh onnx-community export loaded by the runtime (CPU)."""
+    from florence2_runtime import Florence2
 
-    from florence2_runtime.engine import int8cpu
-
-    monkeypatch.setattr(int8cpu, "_warned", set())
-
-    def set_to(value: bool = True):
-        monkeypatch.setattr(int8cpu, "u8s8_saturates", lambda: value)
-        verify = sys.modules.get("florence2_export.verify")  # imported by the tests that check exports
-        if verify is not None:
-            monkeypatch.setattr(verify, "u8s8_saturates", lambda: value)
-
-    return set_to
+    return Florence2.from_pretrained(community_folder)
 
 
 # --- the trained toy model (models/florence2-tiny-shapes): answers that depend on the image --------------
@@ -181,3 +169,24 @@ def shapes_model(shapes_onnx_folder):
     from florence2_runtime import Florence2
 
     return Florence2.from_pretrained(shapes_onnx_folder)
+
+
+# --- int8: make this CPU look like one that saturates uint8 x int8 products (or not) ---------------------
+@pytest.fixture
+def saturating(monkeypatch):
+    """``saturating(True)``: this CPU looks like one without VNNI (``saturating(False)``: with), for the
+    runtime's load-time check and, where the export package is loaded, the export's int8 check; warnings
+    already given are forgotten."""
+    import sys
+
+    from florence2_runtime.engine import int8cpu
+
+    monkeypatch.setattr(int8cpu, "_warned", set())
+
+    def set_to(value: bool = True):
+        monkeypatch.setattr(int8cpu, "u8s8_saturates", lambda: value)
+        verify = sys.modules.get("florence2_export.verify")  # imported by the tests that check exports
+        if verify is not None:
+            monkeypatch.setattr(verify, "u8s8_saturates", lambda: value)
+
+    return set_to

@@ -26,11 +26,6 @@ def _images():
     return [make_test_image(w, h, seed=i) for i, (w, h) in enumerate(IMAGES)]
 
 
-@pytest.fixture(scope="module")
-def community_model(community_folder):
-    return Florence2.from_pretrained(community_folder)
-
-
 def _copy(folder, tmp_path, drop=(), rename=None):
     """A copy of ``folder`` without the ``onnx/`` files in ``drop``; ``rename(name)`` renames the others."""
     out = tmp_path / "model"

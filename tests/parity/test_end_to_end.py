@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from florence2_export.toy.demo import DEMO_INPUTS
-from florence2_runtime import Florence2
 from florence2_runtime.tasks.prompts import build_task_text
 from tests.helpers.images import make_test_image
 
@@ -105,11 +104,6 @@ def test_run_rejects_bad_input(onnx_model):
 
 
 # --- the onnx-community layout (the two-decoder pair; the merged decoder alone: tests/runtime) -------------
-@pytest.fixture(scope="module")
-def community_model(community_folder):
-    return Florence2.from_pretrained(community_folder)
-
-
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_onnx_community_ids_match(community_model, hf_model, hf_processor, num_beams):
     images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (33, 200), (300, 31)])]

@@ -30,7 +30,7 @@ def _images():
 
 
 @pytest.fixture(scope="module")
-def community_model(tiny_community_folder):
+def tiny_community_model(tiny_community_folder):
     return Florence2.from_pretrained(tiny_community_folder)
 
 
@@ -81,7 +81,7 @@ def test_runtime_config_from_transformers_files(tiny_community_folder, tiny_fold
     assert {k: getattr(built, k) for k in same} == {k: getattr(native, k) for k in same}
 
 
-def test_merged_decoder_alone(tiny_community_folder, community_model, tmp_path):
+def test_merged_decoder_alone(tiny_community_folder, tiny_community_model, tmp_path):
     """decoder_model_merged (the file transformers.js reads) gives the ids of the two-decoder pair."""
     folder = _copy(
         tiny_community_folder, tmp_path, drop=["decoder_model.onnx", "decoder_with_past_model.onnx"]
@@ -91,17 +91,18 @@ def test_merged_decoder_alone(tiny_community_folder, community_model, tmp_path):
     for num_beams in (1, 3):
         kwargs = dict(max_new_tokens=20, num_beams=num_beams)
         np.testing.assert_array_equal(
-            model.generate(_images(), TEXTS, **kwargs), community_model.generate(_images(), TEXTS, **kwargs)
+            model.generate(_images(), TEXTS, **kwargs),
+            tiny_community_model.generate(_images(), TEXTS, **kwargs),
         )
 
 
-def test_precision_suffixed_files_are_picked_up(tiny_community_folder, community_model, tmp_path):
+def test_precision_suffixed_files_are_picked_up(tiny_community_folder, tiny_community_model, tmp_path):
     folder = _copy(tiny_community_folder, tmp_path, rename=lambda n: n.replace(".onnx", "_quantized.onnx"))
     model = Florence2.from_pretrained(folder)
     assert all(p.name.endswith("_quantized.onnx") for p in model.engine.sessions.files)
     kwargs = dict(max_new_tokens=15, num_beams=3)
     np.testing.assert_array_equal(
-        model.generate(_images(), TEXTS, **kwargs), community_model.generate(_images(), TEXTS, **kwargs)
+        model.generate(_images(), TEXTS, **kwargs), tiny_community_model.generate(_images(), TEXTS, **kwargs)
     )
 
 
@@ -137,9 +138,9 @@ def test_normalisation_that_is_not_three_numbers_is_named(tiny_community_folder,
         community_runtime_config(folder)
 
 
-def test_run_matches_the_native_export(community_model, tiny_model):
+def test_run_matches_the_native_export(tiny_community_model, tiny_model):
     image = make_test_image(211, 97, seed=3)
     for task, kwargs in [("<OD>", {}), ("<CAPTION_TO_PHRASE_GROUNDING>", {"text": "a red ball"})]:
-        assert community_model.run(image, task, max_new_tokens=20, **kwargs) == tiny_model.run(
+        assert tiny_community_model.run(image, task, max_new_tokens=20, **kwargs) == tiny_model.run(
             image, task, max_new_tokens=20, **kwargs
         )

@@ -12,7 +12,7 @@ from florence2_runtime.inputs.tokenizer import Florence2Tokenizer
 
 
 @pytest.fixture(scope="module")
-def rt_tokenizer(tiny_folder) -> Florence2Tokenizer:
+def tiny_tokenizer(tiny_folder) -> Florence2Tokenizer:
     """The tokenizer.json the exporter wrote for the tiny checkpoint."""
     return Florence2Tokenizer.from_file(tiny_folder / "tokenizer.json")
 
@@ -20,31 +20,31 @@ def rt_tokenizer(tiny_folder) -> Florence2Tokenizer:
 REGION = "<loc_12><loc_345><loc_678><loc_999>"
 
 
-def test_prompts_use_real_merges_and_single_location_tokens(rt_tokenizer):
-    ids, _ = rt_tokenizer.encode_prompts(["Locate the objects with category name in the image. " + REGION])
+def test_prompts_use_real_merges_and_single_location_tokens(tiny_tokenizer):
+    ids, _ = tiny_tokenizer.encode_prompts(["Locate the objects with category name in the image. " + REGION])
     words = ["Locate", "the", "objects", "with", "category", "name", "in", "the", "image."]
     # <s>, one token per word, ".", the space before the added tokens, 4 locations, </s>
     assert ids.shape[1] == 1 + len(words) + 1 + 1 + 4 + 1
 
 
-def test_encode_errors(rt_tokenizer):
+def test_encode_errors(tiny_tokenizer):
     with pytest.raises(ValueError, match="list"):
-        rt_tokenizer.encode_prompts("a single string")
+        tiny_tokenizer.encode_prompts("a single string")
     with pytest.raises(ValueError, match="at least one"):
-        rt_tokenizer.encode_prompts([])
+        tiny_tokenizer.encode_prompts([])
     with pytest.raises(ValueError, match="prompt 1"):
-        rt_tokenizer.encode_prompts(["ok", 5])
+        tiny_tokenizer.encode_prompts(["ok", 5])
 
 
-def test_decode_errors(rt_tokenizer):
+def test_decode_errors(tiny_tokenizer):
     with pytest.raises(ValueError, match="2-D"):
-        rt_tokenizer.batch_decode(np.array([2, 0, 2]))
+        tiny_tokenizer.batch_decode(np.array([2, 0, 2]))
     with pytest.raises(ValueError, match=r"0.."):
-        rt_tokenizer.batch_decode(np.array([[2, -1]]))
+        tiny_tokenizer.batch_decode(np.array([[2, -1]]))
     with pytest.raises(ValueError, match="integers"):
-        rt_tokenizer.batch_decode(np.array([[2.0, 0.0]]))
+        tiny_tokenizer.batch_decode(np.array([[2.0, 0.0]]))
     with pytest.raises(ValueError, match="row 1"):
-        rt_tokenizer.batch_decode([[2, 0], [[1, 2]]])
+        tiny_tokenizer.batch_decode([[2, 0], [[1, 2]]])
 
 
 def test_from_file_errors(tmp_path):
