@@ -9,7 +9,7 @@ build in their run:
 - ``tiny/``: the native layout (``florence2_config.json``, ``onnx/*.onnx`` + ``.onnx_data``),
 - ``tiny-community/``: the onnx-community layout (``layout="onnx-community"``).
 
-Needs the ``export`` extra (torch, transformers). ``tests/export/test_test_models.py`` fails, naming this
+Needs the ``export`` extra (torch, transformers). ``tests/export/test_test_data.py`` fails, naming this
 script, when a fresh export no longer computes what the committed folders compute; run it then and commit
 the result. The folders are replaced whole; the checkpoint itself is written to a temporary folder.
 """

@@ -1,7 +1,7 @@
 """Images for tests: drawn from a seed, never read from disk, and encoded to bytes.
 
 :func:`make_test_image` draws what ``florence2_export.verify.make_test_image`` draws (the export check's
-images; ``tests/export/test_test_models.py`` holds the two equal), without importing the export package,
+images; ``tests/export/test_test_data.py`` holds the two equal), without importing the export package,
 which needs torch.
 """
 
