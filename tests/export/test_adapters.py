@@ -34,7 +34,11 @@ def _base(checkpoint):
 
 
 def write_adapter(checkpoint, out, seed: int, scale: float = 0.5, **lora):
-    """A LoRA adapter on ``checkpoint`` with random non-zero ``lora_B`` (``lora_embedding_A`` for embeddings; peft starts those at zero) and random modules_to_save copies."""
+    """A LoRA adapter on ``checkpoint`` with random non-zero ``lora_B`` (``lora_embedding_A`` for embeddings; peft starts those at zero) and random modules_to_save copies.
+
+    Everything is drawn from ``seed``: peft draws ``lora_A`` from torch's global generator, which is seeded
+    here, so the adapter does not depend on what ran before it."""
+    torch.manual_seed(seed)
     model = peft.get_peft_model(_base(checkpoint), peft.LoraConfig(**lora))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
