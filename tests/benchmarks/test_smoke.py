@@ -15,6 +15,7 @@ import pytest
 from tests.helpers.paths import ROOT
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_smoke(tmp_path):
     proc = subprocess.run(
         [
@@ -39,6 +40,7 @@ def test_gpu_benchmark_smoke(tmp_path):
     assert report.with_suffix(".md").read_text().startswith("# GPU benchmark")
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_cpu_benchmark_smoke(tiny_checkpoint, onnx_folder, tmp_path):
     """The CPU harness on the tiny model: both workers, alternating runs, JSON + markdown (+ PNG)."""
@@ -78,6 +80,7 @@ def test_cpu_benchmark_smoke(tiny_checkpoint, onnx_folder, tmp_path):
     assert (out / "cpu-tiny.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_tasks_benchmark_smoke(tiny_folder, tmp_path):
     """benchmarks/tasks.py on the tiny export: both sides timed, answers equal, JSON + markdown written."""
     out = tmp_path / "results"
@@ -99,6 +102,7 @@ def test_tasks_benchmark_smoke(tiny_folder, tmp_path):
     assert "Ratio run_tasks / separate" in (out / f"tasks-{tiny_folder.name}.md").read_text()
 
 
+@pytest.mark.slow
 def test_label_benchmark_smoke(shapes_onnx_folder, tmp_path):
     """benchmarks/label.py --smoke: both sides timed, labels equal to the loop's, JSON + markdown written."""
     out = tmp_path / "results"

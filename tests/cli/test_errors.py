@@ -94,6 +94,7 @@ def test_bad_numbers_are_refused(no_model_load, argv, word, capsys):
     assert word in _one_line_error(capsys)
 
 
+@pytest.mark.slow
 def test_failed_export_is_one_line_exit_1_and_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     """The int8 check made to fail (tolerance 0): no folder that looks complete, the summary once, one
     error line, exit 1; an existing folder given with --overwrite is left as it was."""

@@ -160,6 +160,7 @@ def test_yolo_and_voc_load_back_with_supervision(shapes_model, source, tmp_path,
         assert data["names"] == list(report.classes)
 
 
+@pytest.mark.slow
 def test_segmentation_polygons_become_coco_segmentation_and_masks(shapes_model, source, tmp_path):
     import supervision as sv
 

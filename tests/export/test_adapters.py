@@ -164,6 +164,7 @@ def test_export_with_adapters_matches_peft(
     assert all(r["peft_type"] == "LORA" and len(r["sha256"]) == 64 for r in recorded)
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 @pytest.mark.parametrize(
     "config",
@@ -221,6 +222,7 @@ def test_original_target_names_map_to_the_native_modules(hf_model):
     assert native.layers_to_transform is None and native.exclude_modules is None
 
 
+@pytest.mark.slow
 def test_original_adapter_merges_to_the_same_weights(adapters, tiny_checkpoint, hf_model):
     from florence2_export.checkpoints.loading import load_checkpoint
 

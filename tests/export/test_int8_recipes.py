@@ -139,6 +139,7 @@ def test_check_fails_when_the_record_and_the_weights_disagree(recipe_folders, tm
     assert any("records '7bit'" in p for p in variant_problems(folder))
 
 
+@pytest.mark.slow
 def test_full_range_export_passes_or_fails_as_this_cpu_computes(tiny_checkpoint, tmp_path):
     """The explicit full-range recipe: checked (and passing) where onnxruntime does not saturate; a failed
     check naming the cause where it does (the default recipe's export is tested in test_precision.py)."""

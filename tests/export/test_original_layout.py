@@ -43,6 +43,7 @@ def test_every_native_name_maps_back(tiny_checkpoint):
         assert rename(original) == name
 
 
+@pytest.mark.slow
 def test_export_of_both_layouts_gives_the_same_tokens(original_export, onnx_folder, onnx_model):
     model = Florence2.from_pretrained(original_export)
     images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (33, 200), (90, 90)])]

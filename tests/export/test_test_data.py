@@ -57,6 +57,7 @@ def test_same_files_and_settings(pair):
             )
 
 
+@pytest.mark.slow
 def test_same_features_ids_and_scores(pair):
     committed, fresh = pair
     ours, theirs = Florence2.from_pretrained(committed), Florence2.from_pretrained(fresh)

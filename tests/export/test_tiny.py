@@ -45,6 +45,7 @@ def test_full_size_tokenizer_has_the_real_ids():
     assert tok.token_to_id("<image>") == 51289 and tok.get_vocab_size() == 51290
 
 
+@pytest.mark.slow
 def test_tiny_model_output_is_not_degenerate(hf_model, hf_processor):
     """Random weights, but greedy decoding gives varied text and location tokens that depend on the input."""
     import torch

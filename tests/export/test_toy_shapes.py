@@ -102,6 +102,7 @@ def test_encoder_matches_the_processor(shapes_checkpoint):
         )
 
 
+@pytest.mark.slow
 def test_training_is_deterministic():
     tokenizer = train_tiny.build_tokenizer()
     encoder = train_tiny.Encoder(tokenizer, 17)
@@ -115,6 +116,7 @@ def test_training_is_deterministic():
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+@pytest.mark.slow
 def test_trainer_smoke_run(tmp_path, capsys):
     """What CI runs instead of training: the whole script for a few steps, then the folder it writes."""
     from transformers import Florence2ForConditionalGeneration
@@ -171,6 +173,7 @@ def test_answers_agree():
     assert not tiny_eval.answers_agree("circle<loc_10>", "circle<loc_10><loc_11>")
 
 
+@pytest.mark.slow
 def test_batched_serving_gives_the_unbatched_answers(shapes_model):
     """The server's dynamic batcher on the trained model: every task in shared batches, same answers as run()."""
     import asyncio
@@ -235,6 +238,7 @@ def _agreement(model, variant, samples) -> tuple[int, int]:
     return identical, agree
 
 
+@pytest.mark.slow
 def test_fp16_keeps_the_answers(shapes_onnx_folder, shapes_model, tmp_path):
     """The trained toy makes agreement measurable: the fp16 export (every graph) gives the same tokens as fp32
     on these held-out images of every task, with the default 3 beams (on 300 images: 95 %, README)."""
@@ -247,6 +251,7 @@ def test_fp16_keeps_the_answers(shapes_onnx_folder, shapes_model, tmp_path):
     assert identical == len(samples)
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     reason="no int8 recipe can hold 95 % on this toy: its 8-bit weights alone, computed in float, keep "
     "82-85 % (benchmarks/precision_tiny.py weights:8:BLOCK controls; README, #17)",

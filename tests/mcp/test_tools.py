@@ -177,6 +177,7 @@ def _env(guard_log: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "LOOPBACK_GUARD_LOG": str(guard_log), **extra}
 
 
+@pytest.mark.slow
 def test_stdio_every_tool_answers_as_run_and_bad_input_is_a_tool_error(
     shapes_onnx_folder, shapes_model, images, tmp_path
 ):
@@ -249,6 +250,7 @@ def test_http_needs_the_api_key(http_server):
         assert r.json()["error"]["kind"] == "unauthorized"
 
 
+@pytest.mark.slow
 def test_http_every_tool_answers_as_run_and_bad_input_is_a_tool_error(http_server, shapes_model, images):
     url, *_ = http_server
     root, outside = images
@@ -365,6 +367,7 @@ def test_without_the_sdk_the_command_names_the_extra(tmp_path):
     assert len(lines) == 1 and install_hint("mcp") in lines[0], out.stderr
 
 
+@pytest.mark.slow
 def test_bad_options_are_one_line_and_exit_2(tmp_path):
     for args, message in [
         (("--api-key", "k"), "only apply with --http"),

@@ -38,6 +38,7 @@ def test_single_image_ids_match(onnx_model, hf_model, hf_processor, task, num_be
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_batched_mixed_prompts_and_sizes(onnx_model, hf_model, hf_processor, num_beams):
     images = [
@@ -52,6 +53,7 @@ def test_batched_mixed_prompts_and_sizes(onnx_model, hf_model, hf_processor, num
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -71,6 +73,7 @@ def test_generation_options_match(onnx_model, hf_model, hf_processor, kwargs):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_run_matches_post_process_generation(onnx_model, hf_model, hf_processor, task):
     image = make_test_image(211, 97, seed=40 + TASKS.index(task))
@@ -104,6 +107,7 @@ def test_run_rejects_bad_input(onnx_model):
 
 
 # --- the onnx-community layout (the two-decoder pair; the merged decoder alone: tests/runtime) -------------
+@pytest.mark.slow
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_onnx_community_ids_match(community_model, hf_model, hf_processor, num_beams):
     images = [make_test_image(w, h, seed=i) for i, (w, h) in enumerate([(160, 120), (33, 200), (300, 31)])]

@@ -37,7 +37,14 @@ pytestmark = pytest.mark.parity
 # ------------------------------------------------------------------------------------------- the grid
 
 
-@pytest.mark.parametrize("case", GRID, ids=case_id)
+# the 40-token cases take seconds each: slow (the rest of the grid still covers every setting)
+GRID_PARAMS = [
+    pytest.param(case, marks=pytest.mark.slow) if unpack(case)[3].get("max_new_tokens") == 40 else case
+    for case in GRID
+]
+
+
+@pytest.mark.parametrize("case", GRID_PARAMS, ids=case_id)
 def test_ids_match_transformers(case):
     got, _, _ = runtime_ids(case)
     expected = reference_ids(case)
@@ -77,6 +84,7 @@ def test_grid_exercises_the_interesting_paths():
     assert min(counts.values()) >= 10, counts
 
 
+@pytest.mark.slow
 def test_cache_reorder_skipped_when_identity():
     calls = skipped = 0
     for case in GRID[::3]:

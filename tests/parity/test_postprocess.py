@@ -248,6 +248,7 @@ def _kinds_of_output(task: str, answer) -> set[str]:
     return kinds
 
 
+@pytest.mark.slow
 def test_fuzz_every_task_matches_transformers(processor, corpus):
     rng = random.Random(7)
     checked, seen = 0, set()

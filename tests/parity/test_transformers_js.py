@@ -57,6 +57,7 @@ def _node_ids(folder: Path, cases: list[dict]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_transformers_js_greedy_ids_equal_runtime_and_transformers(community_folder, hf_model, hf_processor):
     runtime = Florence2.from_pretrained(community_folder)
     cfg = runtime.config

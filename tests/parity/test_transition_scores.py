@@ -103,6 +103,7 @@ def test_scores_match_transformers(case):
     assert_matches(generate_output(inference, batch, options, output_scores=True), expected)
 
 
+@pytest.mark.slow
 def test_cases_cover_early_finishes_padding_and_minus_inf():
     """The grid above is only meaningful if rows finish at different lengths and -inf scores occur."""
     early = padded = minus_inf = 0
@@ -177,6 +178,7 @@ def mixed_batch():
     return images, texts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -234,6 +236,7 @@ def shapes_reference(shapes_checkpoint):
     return model, processor
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_trained_model_scores_match_transformers(shapes_model, shapes_reference, num_beams):
     """Every task batched (region tasks included), rows finishing at different lengths, forced BOS / EOS."""

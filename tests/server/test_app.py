@@ -98,6 +98,7 @@ def test_multipart_and_data_url(client, tiny_model):
     assert r.json()["result"] == expected(tiny_model, PNG, "<OD>", num_beams=2)
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_batched_and_exact(client, tiny_model):
     """Dozens of parallel requests with mixed tasks, sizes and options: every answer equals run()."""
     jobs = [CASES[i % len(CASES)] for i in range(48)]
@@ -375,6 +376,7 @@ def test_server_survives_bad_input(client, tiny_model):
     assert infer(client).json()["result"] == expected(tiny_model, PNG, "<OD>")
 
 
+@pytest.mark.slow
 def test_memory_is_flat(client):
     """RSS (server and client share this process) stays flat over a few hundred requests."""
 

@@ -126,6 +126,7 @@ def shown_json(page) -> dict:
     return json.loads(page.text_content("#json"))
 
 
+@pytest.mark.slow
 def test_page_runs_od_and_a_dragged_region(browser, server_url, tiny_model, od_image):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []

@@ -110,6 +110,7 @@ def check_answer(body: dict, task: str, answer, image_size) -> None:
 
 
 # --- the zip answer --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_zip_with_overlay_for_boxes(client, tiny_model, boxes_jpeg):
     want = tiny_model.run(boxes_jpeg, "<OD>")["<OD>"]
     r = client.post(
@@ -129,6 +130,7 @@ def test_zip_with_overlay_for_boxes(client, tiny_model, boxes_jpeg):
     assert np.abs(got - drawn)[shapes].mean() * 2 < np.abs(got - plain_image)[shapes].mean()
 
 
+@pytest.mark.slow
 def test_text_task_zip_has_no_overlay_and_json_on_request(client, tiny_model, boxes_jpeg):
     asset = upload(client, boxes_jpeg)
     content = f'<CAPTION><img src="data:image/jpeg;asset_id,{asset}" />'
@@ -186,6 +188,7 @@ def client_script(server_url, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_id", CLIENT_TASKS)
 def test_nvidia_example_client(client_script, tiny_model, boxes_jpeg, tmp_path, task_id):
     image = tmp_path / "car.jpg"

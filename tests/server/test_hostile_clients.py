@@ -332,6 +332,7 @@ def _rss_mib() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
+@pytest.mark.slow
 def test_large_images_are_kept_at_model_size_and_memory_comes_back(tiny_model):
     """A burst of 8 concurrent 3000x3000 JPEGs (27 MB decoded each) plus 8 abandoned ones: RSS back within
     64 MB of where it was, answers equal run(), and the next request does not wait on dead work."""

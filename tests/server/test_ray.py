@@ -54,6 +54,7 @@ def ray_url(tiny_folder):
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_two_replicas_answer_like_run(ray_url, tiny_model):
     status = serve.status().applications[DEPLOYMENT_NAME]
     replicas = status.deployments[DEPLOYMENT_NAME].replica_states
