@@ -1,7 +1,7 @@
 """Labelling throughput: ``florence2 label``'s batched pipeline vs a loop of ``Florence2.run`` calls.
 
     python benchmarks/label.py                       # base, random weights, fp32, 2 threads, 16 images
-    python benchmarks/label.py --smoke --out /tmp/l  # tiny model, seconds (what tests/test_bench.py runs)
+    python benchmarks/label.py --smoke --out /tmp/l  # tiny model, seconds (what tests/benchmarks/test_smoke.py runs)
 
 Both sides label the same generated pictures (640x480, 480x640, 800x600, 512x512, cycled) with ``<OD>``
 on the same loaded model, in this one process, after one warm-up picture each: "loop" calls

@@ -1,7 +1,7 @@
 """Several tasks on one image: ``run_tasks`` (one vision encoding, batched prompts) vs one ``run`` per task.
 
     python benchmarks/tasks.py                       # base, random weights, fp32, 2 threads, 20 new tokens
-    python benchmarks/tasks.py --smoke --out /tmp/t  # tiny model, seconds (what tests/test_bench.py runs)
+    python benchmarks/tasks.py --smoke --out /tmp/t  # tiny model, seconds (what tests/benchmarks/test_smoke.py runs)
 
 Both sides run in this one process on the same loaded model, alternating which goes first every run,
 after one warm-up of each. Every prompt generates exactly ``--tokens`` new tokens (min = max), with the

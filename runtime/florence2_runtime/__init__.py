@@ -4,7 +4,7 @@
     model = Florence2.from_pretrained("florence2-base-onnx")
     model.run("photo.jpg", "<OD>")  # {"<OD>": {"bboxes": [...], "labels": [...]}}
 
-Layers, lowest first; a layer imports only layers below it (``tests/test_layout.py`` checks it; the
+Layers, lowest first; a layer imports only layers below it (``tests/runtime/test_layout.py`` checks it; the
 last two share the top layer)::
 
     errors       project errors and ``require`` (optional dependencies with an install hint)
