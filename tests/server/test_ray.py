@@ -82,7 +82,7 @@ def test_two_replicas_answer_like_run(ray_url, tiny_model):
         scored = c.post(
             "/v1/infer", json={"image": base64.b64encode(images[1]).decode(), "task": "<OD>", "scores": True}
         )
-        want = json.loads(json.dumps(onnx_model.run(images[1], "<OD>", scores=True)))
+        want = json.loads(json.dumps(tiny_model.run(images[1], "<OD>", scores=True)))
         assert scored.json()["result"]["<OD>"]["scores"] == pytest.approx(want["<OD>"]["scores"], rel=1e-5)
         bad = c.post("/v1/infer", json={"image": "???", "task": "<OD>"})
         assert bad.status_code == 400 and bad.json()["error"]["kind"] == "invalid_base64"

@@ -33,7 +33,7 @@ def _cmdline(pid: int) -> str:
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_ends_every_process_it_started(onnx_folder, tmp_path, stop):
+def test_a_stop_ends_every_process_it_started(tiny_folder, tmp_path, stop):
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
@@ -42,7 +42,7 @@ def test_a_stop_ends_every_process_it_started(onnx_folder, tmp_path, stop):
             "-m",
             "florence2_runtime.cli",
             "serve",
-            str(onnx_folder),
+            str(tiny_folder),
             "--ray",
             "--port",
             str(port),
