@@ -739,7 +739,7 @@ def chart(result: dict, summary: dict, path: Path) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log("matplotlib is not installed (pip install 'florence2-onnx[bench]'): no chart")
+        log("matplotlib is not installed (pip install -e '.[bench]' in the clone): no chart")
         return False
     configs = result["configs"]
     sides = list(summary["sides"])

@@ -25,6 +25,7 @@ from florence2_runtime import Florence2
 from florence2_runtime.cli.bench import generated_image
 from florence2_runtime.cli.compare import TensorDiff
 from florence2_runtime.engine.int8cpu import cpu_description, u8s8_saturates
+from florence2_runtime.model import processor_inputs
 from florence2_runtime.tasks.prompts import build_task_text
 
 VARIANTS = ("fp32", "int8", "int8-full-range", "int8-u8u8")  # int8: the default recipe (7bit)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     ref = models["fp32"]
     pil = generated_image(seed=100)
-    pixels, ids, mask = ref.prepare_inputs([pil], [build_task_text(TASK, image_size=pil.size)])
+    pixels, ids, mask = processor_inputs(ref, [pil], [build_task_text(TASK, image_size=pil.size)])
     saved = args.cache / f"{args.size}-fp32-features.npy"
     feats = np.load(saved) if args.no_vision else ref.engine.encode_images(pixels)
     np.save(saved, feats)

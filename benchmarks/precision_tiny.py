@@ -254,7 +254,7 @@ def judge(ref: Florence2, model: Florence2, samples, max_bins: int, max_new_toke
             max_new_tokens=max_new_tokens,
         )
         c = compare_image(ref, model, sample.image, options)
-        texts = tuple(ref.decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b))
+        texts = tuple(ref.tokenizer.batch_decode(np.array([t]))[0] for t in (c.tokens_a, c.tokens_b))
         tokens, results = (c.tokens_a, c.tokens_b), (c.result_a, c.result_b)
         _tally(per_task, sample, tokens, texts, results, max_bins, c.tensors["first_logits"].max_abs)
     return per_task

@@ -1,7 +1,7 @@
 """Several tasks on one image: ``run_tasks`` (one vision encoding, batched prompts) vs one ``run`` per task.
 
     python benchmarks/tasks.py                       # base, random weights, fp32, 2 threads, 20 new tokens
-    python benchmarks/tasks.py --smoke --out /tmp/t  # tiny model, seconds (what tests/test_bench.py runs)
+    python benchmarks/tasks.py --smoke --out /tmp/t  # tiny model, seconds (what tests/benchmarks/test_smoke.py runs)
 
 Both sides run in this one process on the same loaded model, alternating which goes first every run,
 after one warm-up of each. Every prompt generates exactly ``--tokens`` new tokens (min = max), with the
@@ -31,6 +31,8 @@ TARGET_RATIO = 0.5
 
 def measure(model, image, tasks: list[str], tokens: int, runs: int) -> dict:
     """Alternating timed runs of both sides; medians, ratio and whether the answers agree."""
+    from florence2_runtime.tasks.batch import decoding_options
+
     gen = dict(max_new_tokens=tokens, min_new_tokens=tokens)
     sides = {
         "separate": lambda: {t: model.run(image, t, **gen)[t] for t in tasks},
@@ -49,7 +51,7 @@ def measure(model, image, tasks: list[str], tokens: int, runs: int) -> dict:
     return {
         "tasks": tasks,
         "tokens": tokens,
-        "num_beams": model.decoding_options().num_beams,
+        "num_beams": decoding_options(model).num_beams,
         "runs": runs,
         "times_s": times,
         "median_s": medians,

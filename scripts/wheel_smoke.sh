@@ -18,12 +18,18 @@ echo "wheel smoke: filling a hub cache with a tiny model (onnx-community/Florenc
 python scripts/prefill_hub_cache.py "$work/cache" --repo onnx-community/Florence-2-base
 python -c "from florence2_export.verify import make_test_image; make_test_image(160, 120, seed=1).save('$work/image.png')"
 deactivate
+unset PYTHONPATH  # only the installed wheel may be imported from here on
 
 echo "wheel smoke: fresh virtualenv with $(basename "$wheel")[cpu]"
 "$PYTHON" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --disable-pip-version-check -q "${wheel}[cpu]" \
   2> >(grep -v "^WARNING: Location" >&2)
 cd "$work"  # away from the source tree: only the installed package can be imported
+wheel_version=$(basename "$wheel" | cut -d- -f2)
+says=$("$work/venv/bin/florence2" --version)
+[ "$says" = "florence2 $wheel_version" ] \
+  || { echo "wheel smoke: 'florence2 --version' says '$says', the wheel is $wheel_version" >&2; exit 1; }
+echo "wheel smoke: $says"
 "$work/venv/bin/python" - <<'EOF'
 import importlib.util, sys
 present = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is not None]

@@ -1,17 +1,81 @@
-"""Shared fixtures: one tiny random-weight checkpoint per session and its transformers reference.
+"""Fixtures that tests in several folders use, the suite's order, and the torch blocker.
 
-Everything is session-scoped and built lazily: a test that asks for nothing pays nothing.
-``tiny_checkpoint`` takes well under a second to write; the ONNX export is paid only by tests
-that use ``onnx_model``.
+Models, all session-scoped and built lazily (a test that asks for nothing pays nothing):
+
+- ``tiny_folder`` / ``tiny_model`` / ``tiny_community_folder``: the model folders committed under
+  ``tests/data/models`` (``scripts/make_test_models.py``), loaded by the runtime alone: no torch needed.
+- ``tiny_checkpoint`` (the same random-weight checkpoint, written in this run), its transformers reference
+  ``hf_processor`` / ``hf_model``, and its fresh exports ``onnx_folder`` / ``onnx_model`` /
+  ``community_folder`` / ``community_model``: for the exporter's and the parity tests (the ``export``
+  extra: torch, transformers).
+- ``shapes_checkpoint`` / ``shapes_onnx_folder`` / ``shapes_model``: the committed trained toy model and its
+  export, for tests whose answers must depend on the image (precision, datasets, MCP).
+
+``FLORENCE2_TESTS_BLOCK_TORCH=1`` makes torch, torchvision, transformers and optimum unimportable in this
+process before any test module is imported (``scripts/test.sh`` runs ``tests/runtime`` so). ``tests/runtime``
+runs first in every run, so a broken runtime shows before the slow exports start.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import blocked_imports
+from tests.helpers.paths import DATA, TESTS
 
+if os.environ.get(blocked_imports.ENV) == "1":
+    blocked_imports.install()
+
+FIRST = TESTS / "runtime"
+PARITY = TESTS / "parity"
+
+
+def pytest_report_header(config) -> str | None:
+    if os.environ.get(blocked_imports.ENV) == "1":
+        return f"{blocked_imports.ENV}=1: {', '.join(blocked_imports.TORCH)} cannot be imported"
+    return None
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """tests/runtime first (a stable sort: the order within each part stays as collected); every test in
+    tests/parity must carry the ``parity`` marker (its module's ``pytestmark``)."""
+    items.sort(key=lambda item: FIRST not in item.path.parents)
+    unmarked = sorted(
+        {
+            str(i.path.relative_to(TESTS))
+            for i in items
+            if PARITY in i.path.parents and not i.get_closest_marker("parity")
+        }
+    )
+    if unmarked:
+        raise pytest.UsageError(f"tests in tests/parity without the parity marker: {', '.join(unmarked)}")
+
+
+# --- the committed model folders: the runtime alone ------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_folder() -> Path:
+    """``tests/data/models/tiny``: the tiny checkpoint's native export, committed (128 px, 17 image tokens)."""
+    return DATA / "models" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_folder):
+    """``tiny_folder`` loaded by the runtime (CPU)."""
+    from florence2_runtime import Florence2
+
+    return Florence2.from_pretrained(tiny_folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_community_folder() -> Path:
+    """``tests/data/models/tiny-community``: the same checkpoint in the onnx-community layout, committed."""
+    return DATA / "models" / "tiny-community"
+
+
+# --- the checkpoint built in this run, its reference and its exports (torch, transformers) ---------------
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A transformers-native tiny Florence-2 checkpoint folder (128 px, 17 image tokens)."""
@@ -56,7 +120,7 @@ def onnx_folder(tiny_checkpoint, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_model(onnx_folder):
-    """The exported tiny model loaded by the torch-free runtime (CPU)."""
+    """The fresh export loaded by the torch-free runtime (CPU)."""
     from florence2_runtime import Florence2
 
     return Florence2.from_pretrained(onnx_folder)
@@ -73,38 +137,14 @@ def community_folder(tiny_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def word_level_processor():
-    """``make(post_processor_config)``: a real ``Florence2Processor`` with a word-level tokenizer and no
-    weights, for tests of the processor's text side (prompts, post-processing)."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-    from transformers.models.florence2 import processing_florence2 as processing
+def community_model(community_folder):
+    """The fresh onnx-community export loaded by the runtime (CPU)."""
+    from florence2_runtime import Florence2
 
-    try:
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # no torchvision warning
-    except ImportError:
-        from transformers import CLIPImageProcessor
-
-    def make(post_processor_config: dict):
-        vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<image>": 4}
-        tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
-            bos_token="<s>",
-            eos_token="</s>",
-            pad_token="<pad>",
-            unk_token="<unk>",
-            extra_special_tokens={"image_token": "<image>"},
-        )
-        image_processor = CLIPImageProcessor(size={"height": 768, "width": 768}, do_center_crop=False)
-        image_processor.image_seq_length = 577
-        return processing.Florence2Processor(
-            image_processor=image_processor, tokenizer=tokenizer, post_processor_config=post_processor_config
-        )
-
-    return make
+    return Florence2.from_pretrained(community_folder)
 
 
-# --- the trained toy model (models/florence2-tiny-shapes): answers that depend on the image, for precision and batching tests ---
+# --- the trained toy model (models/florence2-tiny-shapes): answers that depend on the image --------------
 @pytest.fixture(scope="session")
 def shapes_checkpoint() -> Path:
     """The committed checkpoint trained on generated shapes and words (``florence2_export.toy.train_tiny``)."""
@@ -129,3 +169,24 @@ def shapes_model(shapes_onnx_folder):
     from florence2_runtime import Florence2
 
     return Florence2.from_pretrained(shapes_onnx_folder)
+
+
+# --- int8: make this CPU look like one that saturates uint8 x int8 products (or not) ---------------------
+@pytest.fixture
+def saturating(monkeypatch):
+    """``saturating(True)``: this CPU looks like one without VNNI (``saturating(False)``: with), for the
+    runtime's load-time check and, where the export package is loaded, the export's int8 check; warnings
+    already given are forgotten."""
+    import sys
+
+    from florence2_runtime.engine import int8cpu
+
+    monkeypatch.setattr(int8cpu, "_warned", set())
+
+    def set_to(value: bool = True):
+        monkeypatch.setattr(int8cpu, "u8s8_saturates", lambda: value)
+        verify = sys.modules.get("florence2_export.verify")  # imported by the tests that check exports
+        if verify is not None:
+            monkeypatch.setattr(verify, "u8s8_saturates", lambda: value)
+
+    return set_to

@@ -33,12 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from florence2_runtime.engine.config import RuntimeConfig
-from florence2_runtime.engine.graphs import native_graphs
+from florence2_runtime.engine.graphs import ONNX_DIR, native_graphs
 from florence2_runtime.engine.int8cpu import DEFAULT_RECIPE, check_recipe
 
 from .graphs import onnxfile
 
-ONNX_DIR = "onnx"
 DTYPES = ("fp32", "fp16", "int8")
 # what the export's check allows per graph: max |variant - torch| / max |torch| (fp32 keeps its absolute 1e-3).
 # A sanity bound that catches broken conversions (overflow, NaN, a wrong graph), not drift: measure the
@@ -72,8 +71,8 @@ class Int8Options:
     untie_lm_head: bool = True  # rewrite Gemm(h, table, transB=1) as MatMul(h, table^T) so it is quantised
     # nodes whose name contains one of these stay float32. DaViT's channel attention sums q * k over every
     # spatial token: quantising its q/k/v projections triples the vision encoder's error (README). The
-    # vision graph has them as q, k, v (florence2_export.graphs.vision); folders exported before that, as qkv.
-    exclude: tuple[str, ...] = ("channel_attn/q/", "channel_attn/k/", "channel_attn/v/", "channel_attn/qkv/")
+    # vision graph has them as q, k, v (florence2_export.graphs.vision).
+    exclude: tuple[str, ...] = ("channel_attn/q/", "channel_attn/k/", "channel_attn/v/")
 
     def __post_init__(self):
         check_recipe(self.recipe)
@@ -298,7 +297,8 @@ def _convert_graphs(
                 fused = Path(tmp) / f"fused-{spec.filename}"
                 fuse_graph(src, fused, cfg)
                 src = fused
-            transform(src, out, spec.name, options or (OPTIONS[dtype] and OPTIONS[dtype]()))
+            default = OPTIONS[dtype]
+            transform(src, out, spec.name, options or (default() if default is not None else None))
             onnxfile.split(out)  # the transforms write single files; the folder holds graph + weights
             for part in (out, onnxfile.data_file(out)):
                 part.replace(dst_onnx / part.name)

@@ -23,6 +23,11 @@ class MissingDependencyError(Florence2Error, ImportError):
     """An optional dependency is not installed."""
 
 
+def install_hint(extra: str) -> str:
+    """How to install an extra. The project is not on PyPI: it is installed from a clone of its repository."""
+    return f"pip install -e '.[{extra}]' in the florence2-onnx clone (bash scripts/setup.sh installs every extra)"
+
+
 def require(module: str, extra: str, what: str) -> ModuleType:
     """Import ``module`` or raise :class:`MissingDependencyError` naming the extra to install."""
     try:
@@ -30,7 +35,7 @@ def require(module: str, extra: str, what: str) -> ModuleType:
     except ImportError as e:
         raise MissingDependencyError(
             f"{what} needs the Python package '{module.split('.')[0]}', which is not installed "
-            f"({e}). Install it with: pip install 'florence2-onnx[{extra}]'"
+            f"({e}); install the '{extra}' extra: {install_hint(extra)}"
         ) from None
 
 

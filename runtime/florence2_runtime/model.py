@@ -1,15 +1,17 @@
 """The user-facing model: ``Florence2.from_pretrained(folder)``, the per-task methods
-(:mod:`.tasks.methods`), ``run`` / ``run_tasks`` and ``generate``.
+(:mod:`.tasks.methods`), ``run`` / ``run_tasks`` / ``predict`` and ``generate``.
 
 The facade on top of every layer: it resolves the folder (:mod:`.engine.hub`), opens one
 :class:`~.engine.interface.Engine` (host sessions or IO binding on the device) and runs every call
-through it; prompts, post-processing and typed results come from :mod:`.tasks`."""
+through it; prompts, post-processing, batching and typed results come from :mod:`.tasks`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -19,17 +21,28 @@ from .engine.host import HostEngine
 from .engine.hub import resolve_model
 from .engine.int8cpu import check_model_files
 from .engine.interface import Engine
-from .engine.layouts import LAYOUTS, layout_of
-from .engine.native import ProvidersFor, session_options
+from .engine.layouts import layout_of
+from .engine.native import ProvidersFor, release_freed_memory, session_options
 from .engine.providers import ProviderSpec, normalize_providers
-from .generation import DecodingOptions, generate
+from .errors import Florence2Error
+from .generation import GenerateOutput, generate, generate_output
 from .inputs.encoded import EncodedImage
+from .inputs.image_size import ImageSize
 from .inputs.images import ImageInput, load_image, preprocess
 from .inputs.tokenizer import Florence2Tokenizer
+from .tasks.batch import (
+    PromptItem,
+    TaskInput,
+    answer_prompts,
+    decoding_options,
+    task_decoding_options,
+    task_items,
+)
 from .tasks.methods import TaskMethods
-from .tasks.prompts import build_task_texts, construct_prompt
-from .tasks.requests import PromptItem, TaskInput, answer_prompts, task_generation_kwargs, task_items
+from .tasks.prompts import build_task_texts, encode_prompts
 from .tasks.results import Florence2Result
+
+__all__ = ["Florence2", "processor_inputs"]
 
 
 class Florence2(TaskMethods):
@@ -37,24 +50,26 @@ class Florence2(TaskMethods):
 
     Task-level calls (the per-task methods, ``run``, ``run_tasks``, ``predict``, ``predict_regions``)
     take an image or an :class:`~florence2_runtime.inputs.encoded.EncodedImage` and generate up to 1024 new
-    tokens unless told otherwise; ``generate`` mirrors transformers' ``generate`` (20 by default).
+    tokens unless told otherwise; ``generate`` mirrors transformers' ``generate`` (20 by default) and
+    ``tokenizer.batch_decode`` its ``processor.batch_decode``. ``close()`` (or ``with``) releases the sessions.
     """
 
     def __init__(
         self,
         folder: Path,
-        cfg: RuntimeConfig,
+        config: RuntimeConfig,
         engine: Engine,
         tokenizer: Florence2Tokenizer,
-        generation_config: dict,
+        generation_config: Mapping[str, Any],
+        *,
+        name_or_path: str | None = None,
     ):
-        self.folder = folder
-        self.config = cfg
-        self.engine = engine  # the one route through the graphs: HostEngine or, with IO binding, DeviceEngine
-        self.tokenizer = tokenizer
-        self.generation_config = generation_config
-        self.layout = LAYOUTS["native"]  # from_pretrained sets the folder's layout (engine/layouts.py)
-        self.name_or_path = str(folder)  # what from_pretrained was given (a folder, hub id or alias)
+        self._folder = Path(folder)
+        self._config = config
+        self._engine: Engine | None = engine
+        self._tokenizer = tokenizer
+        self._generation_config = MappingProxyType(dict(generation_config))
+        self._name_or_path = str(folder) if name_or_path is None else name_or_path
 
     @classmethod
     def from_pretrained(
@@ -127,123 +142,133 @@ class Florence2(TaskMethods):
             engine: Engine = DeviceEngine(sessions, folder, providers_for, so)
         else:
             engine = HostEngine(sessions, layout.inference)
-        model = cls(folder, cfg, engine, tokenizer, generation_config)
-        model.layout = layout
-        model.name_or_path = str(path)
-        return model
+        return cls(folder, cfg, engine, tokenizer, generation_config, name_or_path=str(path))
+
+    # --- read-only parts ---------------------------------------------------------------------------------
+    @property
+    def config(self) -> RuntimeConfig:
+        """The folder's runtime config: sizes, token ids, preprocessing, prompt tables."""
+        return self._config
 
     @property
-    def sessions(self):
-        """The layout's onnxruntime sessions (``engine.sessions``): graph files, raw sessions."""
-        return self.engine.sessions
+    def generation_config(self) -> Mapping[str, Any]:
+        """The checkpoint's generation defaults (``generation_config.json``, read-only)."""
+        return self._generation_config
+
+    @property
+    def tokenizer(self) -> Florence2Tokenizer:
+        """The tokenizer; ``tokenizer.batch_decode(generate(...))`` is ``processor.batch_decode``."""
+        return self._tokenizer
+
+    @property
+    def engine(self) -> Engine:
+        """The graphs' sessions behind one :class:`~.engine.interface.Engine` (benchmarks, stage timings)."""
+        if self._engine is None:
+            raise Florence2Error(f"this Florence2 model ({self._name_or_path}) is closed")
+        return self._engine
 
     @property
     def providers(self) -> list[str]:
         """The execution providers onnxruntime actually runs the decoder on."""
         return self.engine.providers
 
-    def decoding_options(self, **generation_kwargs: Any) -> DecodingOptions:
-        """The checkpoint's generation defaults overridden by ``generation_kwargs`` (transformers' names)."""
-        options = DecodingOptions.from_generation_config(self.generation_config, **generation_kwargs)
-        if options.max_length > self.config.max_position_embeddings:
-            raise ValueError(
-                f"max_new_tokens={options.max_new_tokens} is too large: the decoder has "
-                f"{self.config.max_position_embeddings} positions, so at most "
-                f"{self.config.max_position_embeddings - 1} new tokens"
-            )
-        return options
-
-    def task_options(self, **generation_kwargs: Any) -> DecodingOptions:
-        """``decoding_options`` with the task-level default ``max_new_tokens`` = min(1024, positions - 1)
-        (:func:`~florence2_runtime.tasks.requests.task_generation_kwargs`)."""
-        return self.decoding_options(
-            **task_generation_kwargs(generation_kwargs, self.config.max_position_embeddings)
-        )
-
-    def prepare_inputs(self, images: Sequence[ImageInput], texts: Sequence[str]):
-        """Images and processor-style texts -> (pixel_values [B, 3, H, W], text ids [B, T], text mask [B, T])."""
-        return (self.pixel_values([load_image(im) for im in images]), *self.prepare_texts(texts))
-
-    def pixel_values(self, images: Sequence) -> np.ndarray:
-        """PIL images -> pixel_values [B, 3, H, W] float32, as the processor makes them."""
-        cfg = self.config
-        return preprocess(
-            images,
-            size=cfg.image_size,
-            mean=cfg.image_mean,
-            std=cfg.image_std,
-            resample=cfg.resample,
-            rescale_factor=cfg.rescale_factor,
-        )
-
-    def prepare_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Processor-style texts -> (text ids [B, T], text mask [B, T]); refuses prompts too long for the encoder."""
-        cfg = self.config
-        prompts = [
-            construct_prompt(t, cfg.task_prompts_without_inputs, cfg.task_prompts_with_input) for t in texts
-        ]
-        text_ids, text_mask = self.tokenizer.encode_prompts(prompts)
-        room = cfg.max_position_embeddings - cfg.num_image_tokens
-        if text_ids.shape[1] > room:
-            raise ValueError(
-                f"the prompt is {text_ids.shape[1]} tokens long; this model takes at most {room} "
-                f"next to the image's {cfg.num_image_tokens} tokens"
-            )
-        return text_ids, text_mask
+    @property
+    def folder(self) -> Path:
+        """The model folder the graphs were loaded from."""
+        return self._folder
 
     @property
-    def encoding_token(self) -> str:
-        """What an :class:`EncodedImage` of this model carries: the model folder and its vision sizes."""
-        cfg = self.config
-        return f"{Path(self.folder).resolve()}:{cfg.image_size[0]}x{cfg.image_size[1]}:{cfg.d_model}"
+    def name_or_path(self) -> str:
+        """What ``from_pretrained`` was given: a folder, a hub id or an alias."""
+        return self._name_or_path
 
+    # --- closing -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the onnxruntime sessions (and the memory they hold); later calls raise ``Florence2Error``.
+        Closing twice is harmless."""
+        if self._engine is None:
+            return
+        self._engine = None
+        release_freed_memory()
+
+    def __enter__(self) -> Florence2:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- inference -----------------------------------------------------------------------------------------
     def encode_image(self, image: ImageInput | EncodedImage) -> EncodedImage:
         """Run the vision encoder once: an :class:`EncodedImage` every task-level call accepts as its image."""
-        if isinstance(image, EncodedImage):
-            return self._check_encoded(image)
-        pil = load_image(image)
-        pixel_values = self.pixel_values([pil])
-        features = self.engine.encode_images(pixel_values)
-        return EncodedImage(features[0], pil.size, self.encoding_token)
+        return self.encode_images([image])[0]
 
-    def _check_encoded(self, encoded: EncodedImage) -> EncodedImage:
-        if encoded.model != self.encoding_token:
-            raise ValueError(
-                f"this EncodedImage was made by another model ({encoded.model}); this model is "
-                f"{self.encoding_token}: encode the image with this model's encode_image"
-            )
-        return encoded
+    def encode_images(self, images: Sequence[ImageInput | EncodedImage]) -> list[EncodedImage]:
+        """``encode_image`` for several images with one vision-encoder call (images already encoded are
+        checked and passed through); one :class:`EncodedImage` per image, in order."""
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+            raise ValueError(f"images must be a list of images, got {type(images).__name__}")
+        out: list[EncodedImage | None] = [
+            self._check_encoded(im) if isinstance(im, EncodedImage) else None for im in images
+        ]
+        todo = [(i, im) for i, im in enumerate(images) if not isinstance(im, EncodedImage)]
+        if todo:
+            pils = [load_image(im) for _, im in todo]
+            features = self.engine.encode_images(_pixel_values(self.config, pils))
+            for row, ((i, _), pil) in enumerate(zip(todo, pils)):
+                out[i] = EncodedImage(features[row], ImageSize.of(pil.size), self._encoding_token)
+        return [e for e in out if e is not None]
 
-    def generate_encoded(
-        self, features: np.ndarray, texts: Sequence[str], options: DecodingOptions
-    ) -> np.ndarray:
-        """``generate`` on vision features [B, I, D] (``EncodedImage.features`` stacked) instead of images."""
-        text_ids, text_mask = self.prepare_texts(texts)
-        return generate(
-            self.engine.start(features, text_ids, text_mask, options.num_beams), len(texts), options
-        )
+    @overload
+    def generate(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        texts: str | Sequence[str],
+        *,
+        output_scores: bool = False,
+        return_dict_in_generate: Literal[False] = False,
+        **generation_kwargs: Any,
+    ) -> np.ndarray: ...
+
+    @overload
+    def generate(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        texts: str | Sequence[str],
+        *,
+        output_scores: bool = False,
+        return_dict_in_generate: Literal[True],
+        **generation_kwargs: Any,
+    ) -> GenerateOutput: ...
 
     def generate(
-        self, images: ImageInput | Sequence[ImageInput], texts: str | Sequence[str], **generation_kwargs: Any
-    ) -> np.ndarray:
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        texts: str | Sequence[str],
+        *,
+        output_scores: bool = False,
+        return_dict_in_generate: bool = False,
+        **generation_kwargs: Any,
+    ) -> np.ndarray | GenerateOutput:
         """Token ids as ``Florence2ForConditionalGeneration.generate`` returns them: int64 [batch, length].
 
         images: PIL images, HWC uint8 arrays, paths or bytes; texts: what ``Florence2Processor(text=...)``
         takes (a task token, optionally followed by its input), one per image.
+        return_dict_in_generate: return a :class:`~.generation.GenerateOutput` (``sequences``), which with
+        ``output_scores`` also holds ``transition_scores`` [batch, length - 1] (transformers'
+        ``compute_transition_scores``: ``normalize_logits=True`` for greedy search, False for beam
+        search), and for beam search ``sequences_scores`` [batch] and ``beam_indices``.
+        ``output_scores`` alone changes nothing, as in transformers.
         """
         images, texts = _as_batch(images, texts)
-        options = self.decoding_options(**generation_kwargs)
-        pixel_values, text_ids, text_mask = self.prepare_inputs(images, texts)
-        features = self.engine.encode_images(
-            pixel_values, to_host=False
-        )  # stays on the device with IO binding
-        inference = self.engine.start(features, text_ids, text_mask, options.num_beams)
+        options = decoding_options(self, **generation_kwargs)
+        pixel_values, text_ids, text_mask = processor_inputs(self, images, texts)
+        engine = self.engine
+        features = engine.encode_images(pixel_values, to_host=False)  # stays on the device with IO binding
+        inference = engine.start(features, text_ids, text_mask, options.num_beams)
         del features, pixel_values
-        return generate(inference, len(images), options)
-
-    def decode(self, ids: np.ndarray) -> list[str]:
-        """``processor.batch_decode(ids, skip_special_tokens=False)``."""
-        return self.tokenizer.batch_decode(ids)
+        if not return_dict_in_generate:
+            return generate(inference, len(images), options)
+        return generate_output(inference, len(images), options, output_scores=bool(output_scores))
 
     def run(
         self,
@@ -253,6 +278,7 @@ class Florence2(TaskMethods):
         region: Sequence[float] | None = None,
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> dict:
         """Run one task on one image; returns ``Florence2Processor.post_process_generation``'s dict.
@@ -260,9 +286,15 @@ class Florence2(TaskMethods):
         image: an image or an :class:`EncodedImage` (``encode_image``); region: ``(x1, y1, x2, y2)`` in
         pixels, or fractions of width / height with ``region_format="normalized"``. Generation: up to 1024
         new tokens and the checkpoint's other settings unless given (transformers' names).
+        scores: add each object's confidence (:mod:`.tasks.confidence`): a ``"scores"`` list parallel to
+        ``bboxes`` / ``quad_boxes`` / ``polygons``; a text answer becomes ``{"text": ..., "scores": float}``.
         """
         return self.run_tasks(
-            image, [TaskInput(task, text, region)], region_format=region_format, **generation_kwargs
+            image,
+            [TaskInput(task, text, region)],
+            region_format=region_format,
+            scores=scores,
+            **generation_kwargs,
         )
 
     def run_tasks(
@@ -271,20 +303,22 @@ class Florence2(TaskMethods):
         tasks: Sequence[Any],
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> dict:
         """Several tasks on one image with one vision encoding: ``{task: answer}`` for every task, each
-        equal to its own ``run``. Entries: ``"<OD>"``, ``(task, text)``, ``(task, region)`` or
-        ``{"task", "text", "region"}``; the prompts share batched text encoding and decoding."""
+        equal to its own ``run`` (``scores`` as there). Entries: ``"<OD>"``, ``(task, text)``,
+        ``(task, region)`` or ``{"task", "text", "region"}``; the prompts share batched text encoding and
+        decoding."""
         items = task_items(tasks, region_format)
-        options = self.task_options(**generation_kwargs)
+        options = task_decoding_options(self, **generation_kwargs)
         image, size = _image_and_size(image)
         texts = [item.prompt(size, region_format) for item in items]  # every input checked before encoding
         encoded = self.encode_image(image)
         prompts = [PromptItem(encoded, item.task, text) for item, text in zip(items, texts)]
         return {
             item.task: answer[item.task]
-            for item, answer in zip(items, answer_prompts(self, prompts, options))
+            for item, answer in zip(items, answer_prompts(self, prompts, options, scores=scores))
         }
 
     def predict(
@@ -295,11 +329,15 @@ class Florence2(TaskMethods):
         region: Sequence[float] | None = None,
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> Florence2Result:
-        """``run`` as a typed :class:`~florence2_runtime.tasks.results.Florence2Result` (``.raw`` is run's dict)."""
+        """``run`` as a typed :class:`~florence2_runtime.tasks.results.Florence2Result` (``.raw`` is run's
+        dict); with ``scores`` every shape carries its ``score`` and a text answer its ``text_score``."""
         image, size = _image_and_size(image)
-        answer = self.run(image, task, text, region, region_format=region_format, **generation_kwargs)
+        answer = self.run(
+            image, task, text, region, region_format=region_format, scores=scores, **generation_kwargs
+        )
         return Florence2Result.from_dict(answer, size)
 
     def predict_regions(
@@ -309,16 +347,18 @@ class Florence2(TaskMethods):
         regions: Sequence[Sequence[float]],
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> list[Florence2Result]:
         """A region task on several regions of one image: one vision encoding, batched prompts; one
         result per region. Florence-2 reads one region per prompt, so each region gets its own prompt.
         """
-        return self.predict_prompts(
-            image, task, regions=regions, region_format=region_format, **generation_kwargs
+        return self._predict_prompts(
+            image, task, regions=regions, region_format=region_format, scores=scores, **generation_kwargs
         )
 
-    def predict_prompts(
+    # --- internals -----------------------------------------------------------------------------------------
+    def _predict_prompts(
         self,
         image: ImageInput | EncodedImage,
         task: str,
@@ -326,10 +366,11 @@ class Florence2(TaskMethods):
         texts: Sequence[str] | None = None,
         regions: Sequence[Sequence[float]] | None = None,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> list[Florence2Result]:
         """One task with several inputs (texts, or regions) on one image: one vision encoding; one result each."""
-        options = self.task_options(**generation_kwargs)
+        options = task_decoding_options(self, **generation_kwargs)
         image, size = _image_and_size(image)
         if texts is not None:
             if isinstance(texts, str) or not texts:
@@ -338,16 +379,53 @@ class Florence2(TaskMethods):
         else:
             prompts = build_task_texts(task, regions=regions, image_size=size, region_format=region_format)
         encoded = self.encode_image(image)
-        answers = answer_prompts(self, [PromptItem(encoded, task, p) for p in prompts], options)
+        items = [PromptItem(encoded, task, p) for p in prompts]
+        answers = answer_prompts(self, items, options, scores=scores)
         return [Florence2Result.from_dict(a, encoded.image_size) for a in answers]
 
+    @property
+    def _encoding_token(self) -> str:
+        """What an :class:`EncodedImage` of this model carries: the model folder and its vision sizes."""
+        cfg = self.config
+        return f"{self._folder.resolve()}:{cfg.image_size.width}x{cfg.image_size.height}:{cfg.d_model}"
 
-def _image_and_size(image) -> tuple[Any, tuple[int, int]]:
-    """An EncodedImage as it is, anything else as a PIL image; and the (width, height) prompts refer to."""
+    def _check_encoded(self, encoded: EncodedImage) -> EncodedImage:
+        if encoded.model != self._encoding_token:
+            raise ValueError(
+                f"this EncodedImage was made by another model ({encoded.model}); this model is "
+                f"{self._encoding_token}: encode the image with this model's encode_image"
+            )
+        return encoded
+
+
+def processor_inputs(
+    model: Florence2, images: Sequence[ImageInput], texts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What ``Florence2Processor(images=..., text=...)`` makes for ``model``: (pixel_values [B, 3, H, W]
+    float32, text ids [B, T] int64, text mask [B, T] int64); refuses prompts too long for the encoder.
+    For tools that run the engine's stages themselves (``florence2 bench``, ``florence2 compare``)."""
+    pixel_values = _pixel_values(model.config, [load_image(im) for im in images])
+    return (pixel_values, *encode_prompts(model.tokenizer, model.config, texts))
+
+
+def _pixel_values(cfg: RuntimeConfig, images: Sequence) -> np.ndarray:
+    """PIL images -> pixel_values [B, 3, H, W] float32, as the processor makes them."""
+    return preprocess(
+        images,
+        size=cfg.image_size,
+        mean=cfg.image_mean,
+        std=cfg.image_std,
+        resample=cfg.resample,
+        rescale_factor=cfg.rescale_factor,
+    )
+
+
+def _image_and_size(image) -> tuple[Any, ImageSize]:
+    """An EncodedImage as it is, anything else as a PIL image; and the size prompts refer to."""
     if isinstance(image, EncodedImage):
         return image, image.image_size
     pil = load_image(image)
-    return pil, pil.size
+    return pil, ImageSize.of(pil.size)
 
 
 def _as_batch(images, texts) -> tuple[list, list[str]]:

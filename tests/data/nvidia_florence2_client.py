@@ -1,6 +1,6 @@
 # NVIDIA's example client for its hosted Florence-2 (build.nvidia.com/microsoft/microsoft-florence-2,
 # "Prototype", Python), copied unmodified but for the indentation its web page drops.
-# tests/test_server_hosted.py runs it with only the two URLs pointed at a local server.
+# tests/server/test_hosted.py runs it with only the two URLs pointed at a local server.
 # The model can perform 14 different vision language model and computer vision tasks. The input ```content``` field should be formatted as ```"<TASK_PROMPT><text_prompt (only when needed)><img>"```.
 # Users need to specify the task type at the beginning. Image supports both base64 and NvCF asset id. Some tasks require a text prompt, and users need to provide that after image. Below are the examples for each task.
 # For <CAPTION_TO_PHRASE_GROUNDING>, <REFERRING_EXPRESSION_SEGMENTATION>, <OPEN_VOCABULARY_DETECTION>, users can change the text prompt as other descriptions.

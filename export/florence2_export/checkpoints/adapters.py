@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from florence2_runtime.errors import require
+from florence2_runtime.inputs.image_size import ImageSize
 
 from .errors import AdapterError
 from .loading import _hub_reachable
@@ -146,7 +147,7 @@ def _logits(model, probe: dict):
         return model(**probe).logits
 
 
-def probe_inputs(model, image_size: tuple[int, int], num_image_tokens: int) -> dict:
+def probe_inputs(model, image_size: ImageSize, num_image_tokens: int) -> dict:
     """A fixed forward input for the merge check: a random image [1, 3, H, W], a short prompt, 4 decoder tokens."""
     import torch
 
@@ -157,7 +158,7 @@ def probe_inputs(model, image_size: tuple[int, int], num_image_tokens: int) -> d
     return {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
-        "pixel_values": torch.randn(1, 3, *image_size, generator=g),
+        "pixel_values": torch.randn(1, 3, image_size.height, image_size.width, generator=g),
         "decoder_input_ids": torch.tensor([[text.decoder_start_token_id, text.bos_token_id, 5, 9]]),
     }
 
@@ -290,7 +291,7 @@ def _check_single_embedding_table(model, name: str) -> None:
         )
 
 
-def merge_adapters(model, adapters: list[Adapter], image_size: tuple[int, int], num_image_tokens: int):
+def merge_adapters(model, adapters: list[Adapter], image_size: ImageSize, num_image_tokens: int):
     """Merge ``adapters`` into ``model`` in order (float32); returns the merged transformers model."""
     probe = probe_inputs(model, image_size, num_image_tokens)
     for adapter in adapters:

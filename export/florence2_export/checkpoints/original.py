@@ -10,9 +10,6 @@ configs translated field by field, tensors renamed with :data:`RENAMES` (``image
 ``<image>`` added to the tokenizer with a zero embedding row (never looked up: the image features replace
 it; its logit is 0), the processor files transformers 5 expects. Nothing from the folder is imported or
 executed; ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)``.
-
-:func:`write_original_checkpoint` is the inverse, for tests: it writes a native checkpoint in the original
-layout.
 """
 
 from __future__ import annotations
@@ -76,10 +73,6 @@ TIED = (
 IGNORED = re.compile(r"^(vision_tower\.(norms|head|avgpool)\b.*|language_model\.final_logits_bias)$")
 EMBEDDINGS = "model.language_model.shared.weight"
 IMAGE_TOKEN = "<image>"
-REMOTE_CODE_AUTO_MAP = {
-    "AutoConfig": "configuration_florence2.Florence2Config",
-    "AutoModelForCausalLM": "modeling_florence2.Florence2ForConditionalGeneration",
-}
 PREPROCESSOR_KEYS = (
     "do_resize",
     "size",
@@ -295,7 +288,10 @@ def _save_tokenizer(src: Path, dst: Path) -> tuple[int, int]:
         extra_special_tokens={"image_token": IMAGE_TOKEN},
     )
     tokenizer.save_pretrained(str(dst))
-    return backend.get_vocab_size(with_added_tokens=True), backend.token_to_id(IMAGE_TOKEN)
+    image_token_id = backend.token_to_id(IMAGE_TOKEN)
+    if image_token_id is None:  # added above when missing
+        raise CheckpointError(f"{src}: the tokenizer has no {IMAGE_TOKEN} token")
+    return backend.get_vocab_size(with_added_tokens=True), image_token_id
 
 
 def convert_original_checkpoint(src: str | Path, dst: str | Path) -> Path:
@@ -358,105 +354,3 @@ def convert_original_checkpoint(src: str | Path, dst: str | Path) -> Path:
         encoding="utf-8",
     )
     return dst
-
-
-# ----------------------------------------------------------------------------- native -> original (tests)
-
-
-def original_config_dict(native: dict) -> dict:
-    """An original-layout ``config.json`` for a transformers-native one (vocabulary up to <image>)."""
-    text, vision = native["text_config"], native["vision_config"]
-    vocab = int(native["image_token_id"])
-    text_cfg = {k: text[k] for k in TEXT_KEYS if k in text}
-    text_cfg.update(model_type="florence2_language", vocab_size=vocab, is_encoder_decoder=True)
-    vision_cfg = {k: vision[k] for k in VISION_KEYS if k in vision}
-    vision_cfg.update(
-        model_type="davit",
-        dim_embed=vision["embed_dim"],
-        enable_checkpoint=False,
-        visual_temporal_embedding={
-            "type": "COSINE",
-            "max_temporal_embeddings": vision["max_temporal_embeddings"],
-        },
-        image_pos_embed={"type": "learned_abs_2d", "max_pos_embeddings": vision["max_position_embeddings"]},
-        image_feature_source=["spatial_avg_pool", "temporal_avg_pool"],
-    )
-    return {
-        "architectures": ["Florence2ForConditionalGeneration"],
-        "auto_map": dict(REMOTE_CODE_AUTO_MAP),
-        "model_type": "florence2",
-        "projection_dim": vision["projection_dim"],
-        "vocab_size": vocab,
-        "is_encoder_decoder": True,
-        "bos_token_id": text.get("bos_token_id", 0),
-        "eos_token_id": text.get("eos_token_id", 2),
-        "pad_token_id": text.get("pad_token_id", 1),
-        "text_config": text_cfg,
-        "vision_config": vision_cfg,
-    }
-
-
-_TRAP = 'raise RuntimeError("remote code of a Florence-2 test checkpoint was executed")\n'
-
-
-def write_original_checkpoint(native_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write the native checkpoint ``native_dir`` in the original remote-code layout (for tests).
-
-    Drops ``<image>`` (its token and embedding row), stores the tied copies and a zero logits bias as the
-    remote-code model does, saves ``pytorch_model.bin``, and adds ``*_florence2.py`` files that raise if
-    anything ever imports them.
-    """
-    import torch
-    from safetensors.torch import load_file
-
-    native_dir, out = Path(native_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    native = _read_json(native_dir / "config.json")
-    config = original_config_dict(native)
-    vocab = config["vocab_size"]
-    tensors = {}
-    for name, t in load_file(str(native_dir / "model.safetensors")).items():
-        new = rename(name, to_native=False)
-        if new is None:
-            raise CheckpointError(f"no original name for native tensor {name}")
-        tensors[new] = t.t().contiguous() if new in TRANSPOSED else t
-    shared = tensors["language_model.model.shared.weight"][:vocab].clone()
-    tensors["language_model.model.shared.weight"] = shared
-    for copy_name in (
-        "language_model.model.encoder.embed_tokens.weight",
-        "language_model.model.decoder.embed_tokens.weight",
-        "language_model.lm_head.weight",
-    ):
-        tensors[copy_name] = shared.clone()
-    tensors["language_model.final_logits_bias"] = torch.zeros(1, vocab)
-    torch.save(tensors, out / "pytorch_model.bin")
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
-    tok = _read_json(native_dir / "tokenizer.json")
-    tok["added_tokens"] = [a for a in tok["added_tokens"] if a["content"] != IMAGE_TOKEN]
-    (out / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "BartTokenizer",
-                "model_max_length": 1024,
-                "bos_token": "<s>",
-                "eos_token": "</s>",
-                "unk_token": "<unk>",
-                "pad_token": "<pad>",
-                "mask_token": "<mask>",
-                "add_prefix_space": False,
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    pre = _read_json(native_dir / "preprocessor_config.json")
-    pre["auto_map"] = {"AutoProcessor": "processing_florence2.Florence2Processor"}
-    (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n", encoding="utf-8")
-    gen = _read_json(native_dir / "generation_config.json")
-    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n", encoding="utf-8")
-    for name in ("configuration_florence2.py", "modeling_florence2.py", "processing_florence2.py"):
-        (out / name).write_text(_TRAP, encoding="utf-8")
-    return out

@@ -24,8 +24,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from florence2_runtime.inputs.image_size import ImageSize
+
 
 def _conv_out(size: int, conv: nn.Conv2d) -> int:
+    if isinstance(conv.padding, str):  # "same" / "valid": DaViT's patch embeddings give numbers
+        raise ValueError(f"a patch embedding with padding={conv.padding!r} is not supported")
     return (size + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
 
 
@@ -72,7 +76,7 @@ class ResidualDepthwise(nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(conv.weight)
             self.conv.weight[:, 0, k // 2, k // 2] += 1.0
-            if conv.bias is not None:
+            if conv.bias is not None and self.conv.bias is not None:  # both or neither (bias=... above)
                 self.conv.bias.copy_(conv.bias)
         self.conv.requires_grad_(False)
 
@@ -187,10 +191,13 @@ class DaViTEncoder(nn.Module):
     Equal, up to float rounding, to ``model.model.get_image_features(pixel_values).pooler_output``.
     """
 
-    def __init__(self, model, image_size: tuple[int, int]):
+    grid_pos: torch.Tensor  # buffers: position embeddings [N, C] and the frame-0 temporal embedding [1, C]
+    temporal: torch.Tensor
+
+    def __init__(self, model, image_size: ImageSize):
         super().__init__()
         tower = model.model.vision_tower
-        height, width = image_size
+        height, width = image_size.height, image_size.width
         self.embeds, self.stages = nn.ModuleList(), nn.ModuleList()
         for i, (embed, blocks) in enumerate(zip(tower.convs, tower.blocks)):
             height, width = _conv_out(height, embed.conv), _conv_out(width, embed.conv)

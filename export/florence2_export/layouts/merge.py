@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from florence2_runtime.engine.graphs import USE_CACHE_BRANCH, GraphSpec, TensorSpec
+
+if TYPE_CHECKING:  # onnx is imported where it is used
+    from onnx import TensorProto
 
 ELEM_TYPES = {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9, "float16": 10}
 
@@ -24,7 +28,7 @@ def _value_info(t: TensorSpec):
     return helper.make_tensor_value_info(t.name, ELEM_TYPES[t.dtype], list(t.axes))
 
 
-def _hoist(graph, store: dict[str, object], by_digest: dict[str, str]) -> dict[str, str]:
+def _hoist(graph, store: dict[str, TensorProto], by_digest: dict[str, str]) -> dict[str, str]:
     """Put ``graph``'s initializers into ``store`` (one entry per distinct tensor); return ``{old: new}``."""
     rename: dict[str, str] = {}
     for init in graph.initializer:
@@ -99,7 +103,7 @@ def merge_decoders(
     first = onnx.load(str(no_past_path))
     later = onnx.load(str(with_past_path))
     outer_inputs = set(spec.input_names)
-    store: dict[str, object] = {}
+    store: dict[str, TensorProto] = {}
     by_digest: dict[str, str] = {}
     renames = {
         prefix: _hoist(graph, store, by_digest)

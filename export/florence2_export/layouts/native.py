@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from florence2_runtime.engine.config import GENERATION_CONFIG_FILE, TOKENIZER_FILE, RuntimeConfig
-from florence2_runtime.engine.graphs import EMBEDDINGS_FILE, GraphSpec, native_graphs
+from florence2_runtime.engine.graphs import EMBEDDINGS_FILE, ONNX_DIR, GraphSpec, native_graphs
 
 from ..graphs import onnxfile
 from ..graphs.gather import write_kv_gather
@@ -29,8 +29,6 @@ from ..graphs.to_onnx import export_graph
 from ..graphs.vision import DaViTEncoder
 from ..progress import log
 from ..verify import check_graphs
-
-ONNX_DIR = "onnx"
 
 
 def native_modules(model) -> dict:
@@ -49,7 +47,7 @@ def example_inputs(
     import torch
 
     g = torch.Generator().manual_seed(0)
-    h, w = cfg.image_size
+    h, w = cfg.image_size.height, cfg.image_size.width
     d, n_img = cfg.d_model, cfg.num_image_tokens
     enc_len = n_img + text
     mask = torch.ones(batch, enc_len, dtype=torch.int64)

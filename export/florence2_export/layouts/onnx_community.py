@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from florence2_runtime.engine.config import RuntimeConfig
-from florence2_runtime.engine.graphs import USE_CACHE_BRANCH, GraphSpec, community_graphs
+from florence2_runtime.engine.graphs import ONNX_DIR, USE_CACHE_BRANCH, GraphSpec, community_graphs
 from florence2_runtime.tasks.postprocess import TASK_PARSE_TYPES
 
 from ..graphs.modules import DecoderCore, VisionEncoder, _additive_padding_mask, _heads
@@ -33,7 +33,6 @@ from ..progress import log
 from ..verify import make_test_image
 from .merge import merge_decoders
 
-ONNX_DIR = "onnx"
 TORCH_GRAPHS = ("vision_encoder", "embed_tokens", "encoder_model", "decoder_model", "decoder_with_past_model")
 
 # transformers.js' Florence2Processor reads the task -> parse type table from preprocessor_config.json
@@ -133,7 +132,7 @@ def community_modules(model) -> dict[str, nn.Module]:
 def example_inputs(cfg: RuntimeConfig, batch: int = 2, text: int = 5, step: int = 2, past: int = 3) -> dict:
     """Random example inputs per graph: batch 2, two new tokens, non-empty past, one padded row."""
     g = torch.Generator().manual_seed(0)
-    h, w = cfg.image_size
+    h, w = cfg.image_size.height, cfg.image_size.width
     d, heads, hd = cfg.d_model, cfg.decoder_heads, cfg.d_model // cfg.decoder_heads
     enc_len = cfg.num_image_tokens + text
     mask = torch.ones(batch, enc_len, dtype=torch.int64)

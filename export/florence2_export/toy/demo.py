@@ -11,7 +11,9 @@ whose answers are noise.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -25,7 +27,7 @@ DEMO_SEED = 2026  # the demo's scenes: never drawn by training (seed 0) nor by t
 PANEL = 256  # side of one answer's picture in the drawing (the model sees 128 px)
 
 # the random-weight demo's inputs (also used by the parity tests)
-DEMO_INPUTS = {
+DEMO_INPUTS: dict[str, dict[str, Any]] = {
     "<CAPTION>": {},
     "<DETAILED_CAPTION>": {},
     "<MORE_DETAILED_CAPTION>": {},
@@ -81,6 +83,7 @@ def _run_random_demo(workdir: Path, max_new_tokens: int) -> dict:
     _compare_with_transformers(
         checkpoint, model, images, ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>a red ball"], max_new_tokens
     )
+    print(next_steps(workdir / "tiny-random-onnx", image_path))
     return results
 
 
@@ -101,7 +104,7 @@ def demo_requests(seed: int = DEMO_SEED, size: int = 128) -> list[dict]:
         "words": shapes.make_words_scene(rng, size, 2),
     }
     first_shape, first_word = scenes["shapes"].shapes[0], scenes["words"].words[0]
-    inputs = {
+    inputs: dict[str, dict[str, Any]] = {
         "<CAPTION_TO_PHRASE_GROUNDING>": {"text": shapes.caption(scenes["shapes"])},
         "<REFERRING_EXPRESSION_SEGMENTATION>": {"text": f"the {first_shape.colour} {first_shape.name}"},
         "<OPEN_VOCABULARY_DETECTION>": {"text": f"{first_shape.colour} {first_shape.name}"},
@@ -113,7 +116,7 @@ def demo_requests(seed: int = DEMO_SEED, size: int = 128) -> list[dict]:
     requests = []
     for task, kind in shapes.TASK_SCENES.items():
         scene = scenes[kind]
-        given = {
+        given: dict[str, Any] = {
             k: tuple(round(v) for v in val) if k == "region" else val
             for k, val in inputs.get(task, {}).items()
         }
@@ -128,7 +131,7 @@ def demo_requests(seed: int = DEMO_SEED, size: int = 128) -> list[dict]:
 
 def _panel(image: Image.Image, result, title: str) -> Image.Image:
     """One answer drawn on a PANEL-px copy of its image, with the task written above it."""
-    drawn = result.draw(image.resize((PANEL, PANEL), Image.NEAREST))
+    drawn = result.draw(image.resize((PANEL, PANEL), Image.Resampling.NEAREST))
     panel = Image.new("RGB", (PANEL, PANEL + 22), (255, 255, 255))
     panel.paste(drawn, (0, 22))
     ImageDraw.Draw(panel).text((4, 3), title, fill=(0, 0, 0), font=_font(13))
@@ -204,7 +207,22 @@ def _run_trained_demo(workdir: Path, checkpoint: Path, max_new_tokens: int, seed
     _compare_with_transformers(
         checkpoint, model, [r["image"] for r in pair], [r["task"] for r in pair], max_new_tokens
     )
+    print(next_steps(onnx_dir, workdir / "demo_00.png"))
     return {r["task"]: res for r, res in zip(requests, results)}
+
+
+def next_steps(model_dir: Path, image: Path) -> str:
+    """What the demo prints last: where its export is, and three commands to try next."""
+    model, picture = shlex.quote(str(model_dir)), shlex.quote(str(image))
+    return "\n".join(
+        [
+            f"# the exported model: {model_dir}",
+            "# try next:",
+            f"#   florence2 run {model} {picture} --task '<OD>' --scores --draw answer.png   # your own image",
+            f"#   florence2 serve {model}   # then open http://127.0.0.1:8000/ (the try-it page; API at /docs)",
+            "#   florence2 export microsoft/Florence-2-base-ft florence2-base-onnx   # a real checkpoint (hub access)",
+        ]
+    )
 
 
 def _scores_note(checkpoint: Path) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -42,6 +43,7 @@ WORDS = (
 )  # fmt: skip
 SMALL, LARGE = (16, 28), (38, 56)  # bounding-box side ranges, in pixels at 128 px (scaled with the image)
 NUM_BINS = 1000
+T = TypeVar("T")
 CIRCLE_POINTS = 12  # vertices of a circle's polygon
 
 # every task and the scene it is asked about; the sampling weights favour the tasks with the longest answers
@@ -211,7 +213,7 @@ def make_shapes_scene(rng: np.random.Generator, size: int = 128, count: int | No
     return Scene(image, background, shapes=tuple(sorted(shapes, key=lambda s: (s.box[0], s.box[1]))))
 
 
-def _font(px: int) -> ImageFont.FreeTypeFont:
+def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=px)
 
 
@@ -346,10 +348,17 @@ def _at(items: Sequence, region: Sequence[float]):
     return min(items, key=lambda o: sum(abs(a - b) for a, b in zip(o.box, region)))
 
 
+def _given(value: T | None, task: str) -> T:
+    """A task's input, or a ValueError saying the task needs one."""
+    if value is None:
+        raise ValueError(f"{task} needs an input (text or region)")
+    return value
+
+
 def target_for(
     task: str, scene: Scene, size: int, text: str | None = None, region: Sequence[float] | None = None
 ) -> str:
-    """The decoder's right answer for a task on a scene, given the task's input."""
+    """The decoder's right answer for a task on a scene, given the task's input (ValueError if it is missing)."""
     shapes, words = scene.shapes, scene.words
     if task == "<OD>":
         return "".join(s.name + box_tokens(s.box, size) for s in shapes)
@@ -364,23 +373,25 @@ def target_for(
     if task == "<MORE_DETAILED_CAPTION>":
         return more_detailed_caption(scene, size)
     if task == "<CAPTION_TO_PHRASE_GROUNDING>":
-        return "".join(phrase(s) + box_tokens(s.box, size) for s in shapes if phrase(s) in text)
+        return "".join(phrase(s) + box_tokens(s.box, size) for s in shapes if phrase(s) in _given(text, task))
     if task == "<OPEN_VOCABULARY_DETECTION>":
-        return "".join(text + box_tokens(s.box, size) for s in _named(scene, text))
+        return "".join(
+            _given(text, task) + box_tokens(s.box, size) for s in _named(scene, _given(text, task))
+        )
     if task == "<REFERRING_EXPRESSION_SEGMENTATION>":
-        return "".join(polygon_tokens(s.polygon, size) for s in _named(scene, text)[:1])
+        return "".join(polygon_tokens(s.polygon, size) for s in _named(scene, _given(text, task))[:1])
     if task == "<REGION_TO_CATEGORY>":
-        return _at(shapes, region).name
+        return _at(shapes, _given(region, task)).name
     if task == "<REGION_TO_DESCRIPTION>":
-        return phrase(_at(shapes, region), True)
+        return phrase(_at(shapes, _given(region, task)), True)
     if task == "<REGION_TO_SEGMENTATION>":
-        return polygon_tokens(_at(shapes, region).polygon, size)
+        return polygon_tokens(_at(shapes, _given(region, task)).polygon, size)
     if task == "<OCR>":
         return " ".join(w.text for w in words)
     if task == "<OCR_WITH_REGION>":
         return "".join(w.text + quad_tokens(w.box, size) for w in words)
     if task == "<REGION_TO_OCR>":
-        return _at(words, region).text
+        return _at(words, _given(region, task)).text
     raise ValueError(f"unknown task {task!r}")
 
 

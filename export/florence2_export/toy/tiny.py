@@ -413,6 +413,8 @@ def write_tiny_checkpoint(
     tokenizer = build_tokenizer(base_vocab_size=None if size == "tiny" else BART_BASE_VOCAB)
     n_tokens = tokenizer.get_vocab_size(with_added_tokens=True)
     image_token_id = tokenizer.token_to_id(IMAGE_TOKEN)
+    if image_token_id is None:
+        raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token")
     if vocab_size is None:
         vocab_size = n_tokens if size == "tiny" else spec["text_config"]["vocab_size"]
     if vocab_size < n_tokens:

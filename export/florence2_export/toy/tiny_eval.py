@@ -22,6 +22,7 @@ runtime's ``Florence2`` works the same way.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -98,7 +99,7 @@ def _quad_box(q: Sequence[float]) -> tuple[float, ...]:
     return min(q[0::2]), min(q[1::2]), max(q[0::2]), max(q[1::2])
 
 
-def _truth_and_pred(sample: shapes.Sample, answer) -> tuple[list, list]:
+def truth_and_prediction(sample: shapes.Sample, answer) -> tuple[list, list]:
     """(label, box) pairs of the ground truth and the answer, for the box tasks."""
     task, scene = sample.task, sample.scene
     if task == "<OCR_WITH_REGION>":
@@ -116,11 +117,11 @@ def _truth_and_pred(sample: shapes.Sample, answer) -> tuple[list, list]:
     # grounding and open vocabulary: the target text lists the (label, box) pairs
     loc = re.compile(r"((?:<loc_\d+>){4})")
     parts = loc.split(sample.target)
-    truth = []
+    listed: list[tuple[str, Sequence[float]]] = []
     for label, boxes in zip(parts[0::2], parts[1::2]):
         bins = [int(b) for b in re.findall(r"<loc_(\d+)>", boxes)]
-        truth.append((label.strip(), [(b + 0.5) * 128 / shapes.NUM_BINS for b in bins]))
-    return truth, pred
+        listed.append((label.strip(), [(b + 0.5) * 128 / shapes.NUM_BINS for b in bins]))
+    return listed, pred
 
 
 def _mask(polygons: Sequence[Sequence[float]], size: int) -> np.ndarray:
@@ -146,7 +147,7 @@ def score_answer(sample: shapes.Sample, answer, size: int = 128) -> dict[str, fl
     """The numbers one answer (``post_process_generation(...)[task]``) earns; summed over a set later."""
     task = sample.task
     if task in BOX_TASKS:
-        truth, pred = _truth_and_pred(sample, answer)
+        truth, pred = truth_and_prediction(sample, answer)
         m = _matches(truth, pred)
         return {"truth": len(truth), "predicted": len(pred), "matched": m}
     if task in EXACT_TASKS:
@@ -164,10 +165,9 @@ def score_answer(sample: shapes.Sample, answer, size: int = 128) -> dict[str, fl
         shape = next(
             s for s in sample.scene.shapes if shapes.polygon_tokens(s.polygon, size) == sample.target
         )
-        truth = _mask([shape.polygon], size)
-        pred = _mask(polygons, size)
-        union = np.logical_or(truth, pred).sum()
-        iou = float(np.logical_and(truth, pred).sum() / union) if union else 0.0
+        truth_mask, pred_mask = _mask([shape.polygon], size), _mask(polygons, size)
+        union = np.logical_or(truth_mask, pred_mask).sum()
+        iou = float(np.logical_and(truth_mask, pred_mask).sum() / union) if union else 0.0
         return {"n": 1, "iou": iou, "hit": float(iou >= IOU)}
     raise ValueError(f"no metric for task {task!r}")
 
@@ -378,4 +378,38 @@ def write_model_card(out: Path, report: dict) -> None:
         for task, metrics in report["tasks"].items()
         for metric, value in metrics.items()
     ]
-    (out / "README.md").write_text(head + "\n".join(rows) + "\n" + _CARD_TAIL, encoding="utf-8")
+    card = head + "\n".join(rows) + "\n" + _CARD_TAIL
+    scores = out / "scores.json"  # benchmarks/scores_tiny.py: do its confidence scores mean something
+    if scores.is_file():
+        card += _scores_section(json.loads(scores.read_text(encoding="utf-8")))
+    (out / "README.md").write_text(card, encoding="utf-8")
+
+
+def _scores_section(result: dict) -> str:
+    """The card's "Confidence scores" section, from ``benchmarks/scores_tiny.py``'s figures."""
+    lines = [
+        "",
+        "## Confidence scores",
+        "",
+        f"`run(..., scores=True)` on {result['images']} held-out `<OD>` scenes "
+        "(`python benchmarks/scores_tiny.py`; `benchmarks/results/scores_tiny.md` has every task):",
+        "",
+        "| search | AP@0.5, all scores equal | AP@0.5 ranked by score | mean score: right boxes | wrong boxes |",
+        "|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        od = run["tasks"]["<OD>"]
+        chosen = next(iter(od["definitions"].values()))
+        search = "greedy" if run["num_beams"] == 1 else f"{run['num_beams']} beams"
+        lines.append(
+            f"| {search} | {od['AP, all scores equal']['AP@0.5']:.3f} | {chosen['AP']['AP@0.5']:.3f} | "
+            f"{chosen['mean_score_right']:.3f} ({chosen['right']}) | {chosen['mean_score_wrong']:.3f} "
+            f"({chosen['wrong']}) |"
+        )
+    lines += [
+        "",
+        "Right: IoU >= 0.5 with a true box of the same label. The scores rank boxes; they are not calibrated "
+        "probabilities (`florence2_runtime/tasks/confidence.py`).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -22,12 +22,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from florence2_runtime.tasks.prompts import construct_prompt
 
 from . import shapes, tiny, tiny_eval
+
+if TYPE_CHECKING:  # torch and transformers are imported where they are used
+    from transformers import Florence2ForConditionalGeneration
 
 IMAGE_SIZE = 128
 VISION_CONFIG = {
@@ -117,6 +121,8 @@ def build_model(tokenizer, seed: int):
     model.generation_config = GenerationConfig(**GENERATION_CONFIG)
     loc0 = tokenizer.token_to_id("<loc_0>")
     emb = model.get_input_embeddings().weight
+    if not isinstance(emb, torch.Tensor):
+        raise TypeError(f"the input embeddings' weight is a {type(emb).__name__}, not a tensor")
     d = emb.shape[1]
     g = torch.Generator().manual_seed(seed)
     freqs = torch.exp(torch.linspace(math.log(0.5), math.log(60.0), d // 2)) * 2 * math.pi
@@ -320,7 +326,7 @@ def save_checkpoint(model, tokenizer, out: Path) -> None:
     )
 
 
-def _continue_from(folder: Path, tokenizer) -> tuple[object, list[dict]]:
+def _continue_from(folder: Path, tokenizer) -> tuple[Florence2ForConditionalGeneration, list[dict]]:
     """The model of a checkpoint this trainer wrote, and its training record(s), to train a further phase."""
     from transformers import Florence2ForConditionalGeneration, GenerationConfig
 

@@ -4,7 +4,7 @@ Every run generates exactly ``tokens`` new tokens (``min_new_tokens = max_new_to
 runs are comparable whatever the (random or real) weights would have said. Stages:
 
 ==============  ==============================================================================
-preprocess      image resize + normalise and prompt tokenisation (``Florence2.prepare_inputs``)
+preprocess      image resize + normalise and prompt tokenisation (``model.processor_inputs``)
 vision_encoder  ``model.engine.encode_images`` (with IO binding the features stay on the device)
 text_encoder    ``model.engine.encode_text`` (BART encoder + the decoder's cross-attention K/V)
 first_step      the first decoder call and its bookkeeping (empty past, forced BOS)
@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..generation import Inference, generate
+from ..generation import Inference, generate_output
+from ..tasks.batch import decoding_options
 
 STAGES = ("preprocess", "vision_encoder", "text_encoder", "first_step", "per_token", "end_to_end")
 DEFAULT_TASK = "<OD>"
@@ -42,12 +43,15 @@ class BenchOptions:
     batch: int = 1  # images per generate call
     runs: int = 3  # measured runs
     warmup: int = 1  # unmeasured runs first
+    scores: bool = False  # also keep the token scores (generate's output_scores)
 
     def __post_init__(self) -> None:
         for name, minimum in (("tokens", 2), ("beams", 1), ("batch", 1), ("runs", 1), ("warmup", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if not isinstance(self.scores, bool):
+            raise ValueError(f"scores must be True or False, got {self.scores!r}")
 
     def generation_kwargs(self) -> dict[str, Any]:
         return {"max_new_tokens": self.tokens, "min_new_tokens": self.tokens, "num_beams": self.beams}
@@ -109,12 +113,19 @@ def timed_generate(
     images: Sequence[Any],
     texts: Sequence[str],
     clock: Callable[[], float] = time.perf_counter,
+    output_scores: bool = False,
     **generation_kwargs: Any,
 ) -> tuple[np.ndarray, StageTimes]:
-    """``model.generate(images, texts, **generation_kwargs)`` with a per-stage breakdown; same ids."""
-    options = model.decoding_options(**generation_kwargs)
+    """``model.generate(images, texts, **generation_kwargs)`` with a per-stage breakdown; same ids.
+
+    output_scores: keep the token scores as ``generate(..., output_scores=True,
+    return_dict_in_generate=True)`` does (their cost lands in ``bookkeeping``).
+    """
+    from ..model import processor_inputs
+
+    options = decoding_options(model, **generation_kwargs)
     t0 = clock()
-    pixel_values, text_ids, text_mask = model.prepare_inputs(images, texts)
+    pixel_values, text_ids, text_mask = processor_inputs(model, images, texts)
     t1 = clock()
     engine = (
         model.engine
@@ -126,7 +137,7 @@ def timed_generate(
     inner = engine.decoder(cross, mask, options.num_beams)
     del cross, features  # as in Florence2.generate: only the decoder's (per-beam) copies stay alive
     inference = _TimedInference(inner, clock)
-    ids = generate(inference, len(images), options)
+    ids = generate_output(inference, len(images), options, output_scores=output_scores).sequences
     t4 = clock()
     steps = len(inference.starts)
     later = max(steps - 1, 1)
@@ -190,6 +201,7 @@ class BenchReport:
         o = self.options
         lines = [
             f"{o.task}  batch {o.batch}, {o.beams} beam(s), {o.tokens} new tokens, {len(self.runs)} run(s)"
+            f"{', scores' if o.scores else ''}"
             f"  [{', '.join(self.providers)}]",
             f"{'stage':<16}{'median ms':>11}{'min ms':>10}{'max ms':>10}",
         ]
@@ -222,7 +234,9 @@ def run_bench(
     texts = [options.task] * options.batch
     report = BenchReport(options, providers=list(model.providers))
     for i in range(options.warmup + options.runs):
-        _, times = timed_generate(model, batch, texts, clock=clock, **options.generation_kwargs())
+        _, times = timed_generate(
+            model, batch, texts, clock=clock, output_scores=options.scores, **options.generation_kwargs()
+        )
         if i >= options.warmup:
             report.runs.append(times)
     return report

@@ -1,4 +1,5 @@
-"""The ``florence2`` command and its sub-commands: export, run, demo, bench, compare, serve.
+"""The ``florence2`` command and its sub-commands: export, run, demo, bench, compare, serve, mcp, label,
+eval.
 
 Bad arguments and bad input print one line on stderr and exit with code 2.
 """
@@ -7,14 +8,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.hub import MODEL_HELP, add_model_arguments, model_options
+from .. import __version__
 from ..engine.int8cpu import DEFAULT_RECIPE as DEFAULT_INT8_RECIPE
 from ..engine.int8cpu import RECIPES as INT8_RECIPES
-from ..errors import Florence2Error, MissingDependencyError
-from .argtypes import positive_int
+from ..errors import Florence2Error, MissingDependencyError, install_hint
+from .argtypes import (
+    GENERATION_FLAGS,
+    MODEL_HELP,
+    REGION_FORMAT_HELP,
+    TOKENS_FLAGS,
+    DefaultsHelpFormatter,
+    add_model_arguments,
+    in_flags,
+    model_options,
+    positive_int,
+    region,
+    region_format_for,
+)
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran but its result failed (an export's check)
@@ -29,28 +43,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _region(value: str) -> tuple[float, float, float, float]:
-    parts = value.split(",")
-    try:
-        nums = tuple(float(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"region must be four numbers x1,y1,x2,y2, got {value!r}") from None
-    if len(nums) != 4:
-        raise argparse.ArgumentTypeError(f"region must be four numbers x1,y1,x2,y2, got {value!r}")
-    return nums  # a 4-tuple: mypy narrows tuple[float, ...] by the len() check
-
-
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "generation (defaults: up to 1024 new tokens, capped by the model's positions; the "
         "rest from the model's generation_config.json, e.g. 3 beams)"
     )
-    g.add_argument("--max-new-tokens", type=int)
-    g.add_argument("--min-new-tokens", type=int)
-    g.add_argument("--num-beams", type=int)
-    g.add_argument("--no-repeat-ngram-size", type=int)
-    g.add_argument("--length-penalty", type=float)
-    g.add_argument("--early-stopping", choices=["true", "false", "never"])
+    config = "default: the model's generation_config.json"
+    g.add_argument("--max-new-tokens", type=int, help="default: 1024, capped by the model's positions")
+    g.add_argument("--min-new-tokens", type=int, help=config)
+    g.add_argument("--num-beams", type=int, help=config)
+    g.add_argument("--no-repeat-ngram-size", type=int, help=config)
+    g.add_argument("--length-penalty", type=float, help=config)
+    g.add_argument("--early-stopping", choices=["true", "false", "never"], help=config)
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
+    p.add_argument(
+        "--threads", type=positive_int, help="intra-op threads per session (default: onnxruntime's choice)"
+    )
 
 
 def _generation_kwargs(args: argparse.Namespace) -> dict:
@@ -62,12 +73,20 @@ def _generation_kwargs(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="florence2", description="Florence-2 with ONNX Runtime, without PyTorch.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
-
-    p = sub.add_parser(
-        "export", help="export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)"
+    """The ``florence2`` parser: one sub-parser per entry of :data:`COMMANDS`."""
+    parser = _Parser(
+        prog="florence2",
+        description="Florence-2 with ONNX Runtime, without PyTorch.",
+        formatter_class=DefaultsHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"florence2 {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
+    for name, command in COMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, formatter_class=command.formatter))
+    return parser
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "src",
         nargs="?",
@@ -101,11 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-recipe",
         choices=list(INT8_RECIPES),
         default=DEFAULT_INT8_RECIPE,
-        help="int8 weights: 7bit (default: right on every CPU), full-range (only for x86 CPUs with "
+        help="int8 weights: 7bit (right on every CPU), full-range (only for x86 CPUs with "
         "VNNI/AMX and ARM: wrong on x86 CPUs without VNNI) or u8u8 (uint8 weights)",
     )
 
-    p = sub.add_parser("run", help="run one task on images (files or folders) and print the results as JSON")
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    from .run import add_output_arguments
+
     p.add_argument("model", help=MODEL_HELP)
     add_model_arguments(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
@@ -119,75 +141,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="text input of the task (phrase grounding, segmentation, ...)")
     p.add_argument(
         "--region",
-        type=_region,
+        type=region,
         action="append",
-        help="region x1,y1,x2,y2 for the region tasks; repeat it for several regions",
+        metavar="X1,Y1,X2,Y2",
+        help="region for the region tasks (units: --region-format); repeat it for several regions",
     )
-    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
-    from .run import add_output_arguments as _add_run_output_arguments
-
-    _add_run_output_arguments(p)
+    _add_engine_args(p)
+    add_output_arguments(p)
     _add_generation_args(p)
 
-    p = sub.add_parser(
-        "demo",
-        help="export the toy model trained on generated shapes (models/florence2-tiny-shapes), "
-        "run every task on fresh images and draw the answers (needs the 'export' extra)",
-    )
-    p.add_argument(
-        "--workdir", default="demo_out", help="where the export and pictures go (default: demo_out)"
-    )
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="demo_out", help="where the export and pictures go")
     p.add_argument("--checkpoint", help="a trained checkpoint folder (default: models/florence2-tiny-shapes)")
     p.add_argument(
         "--random", action="store_true", help="build a RANDOM-weight checkpoint instead (answers are noise)"
     )
 
-    p = sub.add_parser(
-        "bench", help="time each stage of an exported model (forces exactly --tokens new tokens)"
-    )
+
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
     add_model_arguments(p)
     p.add_argument("--image", help="image file (default: a generated 640x480 image)")
+    p.add_argument("--task", default="<OD>", help="task token, optionally followed by its text input")
+    p.add_argument("--tokens", type=int, default=20, help="new tokens per sequence, forced exactly")
+    p.add_argument("--beams", type=int, default=1, help="beam count")
+    p.add_argument("--batch", type=int, default=1, help="images per generate call")
+    p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run")
     p.add_argument(
-        "--task", default="<OD>", help="task token, optionally followed by its text input (default: <OD>)"
+        "--scores", action="store_true", help="keep the token scores too (what run(..., scores=True) costs)"
     )
-    p.add_argument(
-        "--tokens", type=int, default=20, help="new tokens per sequence, forced exactly (default: 20)"
-    )
-    p.add_argument("--beams", type=int, default=1, help="beam count (default: 1)")
-    p.add_argument("--batch", type=int, default=1, help="images per generate call (default: 1)")
-    p.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up run (default: 3)")
-    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
+    _add_engine_args(p)
     p.add_argument("--json", action="store_true", help="print every run as JSON instead of a table")
 
-    p = sub.add_parser("compare", help="measure how far two exports agree on your images (e.g. fp32 vs int8)")
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_a", help="reference model (" + MODEL_HELP + ")")
     p.add_argument("model_b", help="model to compare with it")
     add_model_arguments(p, "a")
     add_model_arguments(p, "b")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) or folder(s) of images")
-    p.add_argument(
-        "--task", default="<MORE_DETAILED_CAPTION>", help="task token (default: <MORE_DETAILED_CAPTION>)"
-    )
+    p.add_argument("--task", default="<MORE_DETAILED_CAPTION>", help="task token")
     p.add_argument("--text", help="text input of the task, if it takes one")
-    p.add_argument("--region", type=_region, help="region x1,y1,x2,y2 in pixels, for the region tasks")
-    p.add_argument("--tokens", type=int, help="max new tokens (default: the models' generation config)")
+    p.add_argument("--region", type=region, metavar="X1,Y1,X2,Y2", help="region, for the region tasks")
+    p.add_argument("--region-format", choices=["pixels", "normalized"], help=REGION_FORMAT_HELP)
+    p.add_argument(
+        "--tokens",
+        type=int,
+        help="max new tokens (default: full answers, up to 1024 capped by the models' positions, as run)",
+    )
     p.add_argument("--beams", type=int, help="beam count (default: the models' generation config)")
-    p.add_argument("--provider", default="cpu", help="cpu, cuda, tensorrt or an onnxruntime provider name")
-    p.add_argument("--threads", type=positive_int, help="intra-op threads per session")
+    _add_engine_args(p)
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
 
-    p = sub.add_parser(
-        "serve",
-        help="serve a model over HTTP with dynamic batching (needs the 'serve' extra; "
-        "--ray: Ray Serve, the 'ray' extra)",
-    )
-    from ..server.cli import add_arguments as _add_serve_arguments
 
-    _add_serve_arguments(p)
-    return parser
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    from ..server.cli import add_arguments
+
+    add_arguments(p)
+
+
+def _mcp_arguments(p: argparse.ArgumentParser) -> None:
+    from ..mcp.cli import add_arguments
+
+    add_arguments(p)
+
+
+def _label_arguments(p: argparse.ArgumentParser) -> None:
+    from ..datasets.cli import add_label_arguments
+
+    add_label_arguments(p)
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    from ..datasets.cli import add_eval_arguments
+
+    add_eval_arguments(p)
 
 
 def _cmd_export(args) -> int:
@@ -195,8 +224,8 @@ def _cmd_export(args) -> int:
         from florence2_export import ExportCheckError, export
     except ImportError as e:
         raise MissingDependencyError(
-            f"'florence2 export' needs PyTorch and transformers ({e}); install them with: "
-            "pip install 'florence2-onnx[export]'"
+            f"'florence2 export' needs PyTorch and transformers ({e}); install the 'export' extra: "
+            + install_hint("export")
         ) from None
     if args.src is None and not args.adapter:
         raise UsageError("the following arguments are required: src (or --adapter, whose base model is used)")
@@ -232,7 +261,8 @@ def _cmd_demo(args) -> int:
         from florence2_export.toy.demo import run_demo
     except ImportError as e:
         raise MissingDependencyError(
-            f"'florence2 demo' builds a checkpoint with PyTorch ({e}); install: pip install 'florence2-onnx[export]'"
+            f"'florence2 demo' builds a checkpoint with PyTorch ({e}); install the 'export' extra: "
+            + install_hint("export")
         ) from None
     if args.checkpoint is not None and not Path(args.checkpoint, "config.json").is_file():
         raise UsageError(f"not a checkpoint folder (no config.json): {args.checkpoint}")
@@ -247,7 +277,12 @@ def _cmd_bench(args) -> int:
     from .bench import BenchOptions, report_json, run_bench
 
     options = BenchOptions(
-        task=args.task, tokens=args.tokens, beams=args.beams, batch=args.batch, runs=args.runs
+        task=args.task,
+        tokens=args.tokens,
+        beams=args.beams,
+        batch=args.batch,
+        runs=args.runs,
+        scores=args.scores,
     )
     if args.image is not None and not Path(args.image).is_file():
         raise UsageError(f"image not found: {args.image}")
@@ -263,7 +298,12 @@ def _cmd_compare(args) -> int:
     from .compare import CompareOptions, compare_models
 
     options = CompareOptions(
-        task=args.task, text=args.text, region=args.region, max_new_tokens=args.tokens, num_beams=args.beams
+        task=args.task,
+        text=args.text,
+        region=args.region,
+        region_format=region_format_for(args.region and [args.region], args.region_format),
+        max_new_tokens=args.tokens,
+        num_beams=args.beams,
     )
     report = compare_models(
         args.model_a,
@@ -285,22 +325,97 @@ def _cmd_serve(args) -> int:
     return run_server(args)
 
 
+def _cmd_mcp(args) -> int:
+    from ..mcp.cli import run as run_mcp
+
+    return run_mcp(args)
+
+
+def _cmd_label(args) -> int:
+    from ..datasets.cli import run_label
+
+    return run_label(args)
+
+
+def _cmd_eval(args) -> int:
+    from ..datasets.cli import run_eval
+
+    return run_eval(args)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: its one-line help, its arguments and what runs it (returns the exit code)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    formatter: type[argparse.HelpFormatter] = DefaultsHelpFormatter  # serve's help states its own defaults
+
+
 COMMANDS = {
-    "export": _cmd_export,
-    "run": _cmd_run,
-    "demo": _cmd_demo,
-    "bench": _cmd_bench,
-    "serve": _cmd_serve,
-    "compare": _cmd_compare,
+    "export": Command(
+        "export a Florence-2 checkpoint to an ONNX model folder (needs the 'export' extra)",
+        _export_arguments,
+        _cmd_export,
+    ),
+    "run": Command(
+        "run one task on images (files or folders) and print the results as JSON", _run_arguments, _cmd_run
+    ),
+    "demo": Command(
+        "export the toy model trained on generated shapes (models/florence2-tiny-shapes), run every task "
+        "on fresh images and draw the answers (needs the 'export' extra)",
+        _demo_arguments,
+        _cmd_demo,
+    ),
+    "bench": Command(
+        "time each stage of an exported model (forces exactly --tokens new tokens)",
+        _bench_arguments,
+        _cmd_bench,
+    ),
+    "compare": Command(
+        "measure how far two exports agree on your images (e.g. fp32 vs int8)",
+        _compare_arguments,
+        _cmd_compare,
+    ),
+    "serve": Command(
+        "serve a model over HTTP with dynamic batching (needs the 'serve' extra; --ray: Ray Serve, the "
+        "'ray' extra)",
+        _serve_arguments,
+        _cmd_serve,
+        argparse.HelpFormatter,
+    ),
+    "mcp": Command(
+        "serve a model's tasks as tools for AI agents over MCP (stdio or --http; the 'mcp' extra)",
+        _mcp_arguments,
+        _cmd_mcp,
+    ),
+    "label": Command(
+        "label a folder, list, PDF or video into a COCO / YOLO / VOC dataset, resumably (the 'label' extra)",
+        _label_arguments,
+        _cmd_label,
+    ),
+    "eval": Command(
+        "mAP of a model on a COCO or YOLO dataset (the 'label' extra)", _eval_arguments, _cmd_eval
+    ),
 }
 
 
+FLAGS = {"run": GENERATION_FLAGS, "compare": TOKENS_FLAGS, "bench": TOKENS_FLAGS}
+"""Per command, the flags that set the library's keywords (error messages are translated into them)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    command = None
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        command = args.command
+        return COMMANDS[command].run(args)
     except (UsageError, ValueError, FileExistsError, Florence2Error, ImportError) as e:
-        print(f"florence2: error: {e}".splitlines()[0], file=sys.stderr)
+        message = (
+            in_flags(str(e), FLAGS[command]) if isinstance(e, ValueError) and command in FLAGS else str(e)
+        )
+        print(f"florence2: error: {message}".splitlines()[0], file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..generation import PROMPT_LENGTH, generate
+from ..inputs.image_size import ImageSize
 from ..inputs.images import load_image
+from ..tasks.batch import task_decoding_options
 from ..tasks.postprocess import post_process_generation
 from ..tasks.prompts import build_task_text
 
@@ -40,9 +42,10 @@ class CompareOptions:
 
     task: str = "<MORE_DETAILED_CAPTION>"
     text: str | None = None  # the task's text input, if it takes one
-    region: tuple[float, float, float, float] | None = None  # the task's region in pixels, if it takes one
-    max_new_tokens: int | None = None  # None: the models' generation_config.json
-    num_beams: int | None = None
+    region: tuple[float, float, float, float] | None = None  # the task's region, if it takes one
+    region_format: str = "pixels"  # the region's units: pixels, or "normalized" fractions
+    max_new_tokens: int | None = None  # None: full answers, up to 1024 capped by the positions (as run)
+    num_beams: int | None = None  # None: the models' generation_config.json
 
     def generation_kwargs(self) -> dict[str, int]:
         kwargs = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
@@ -240,8 +243,16 @@ def _check_compatible(a, b) -> None:
 def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> ImageComparison:
     """Run models ``a`` and ``b`` (:class:`~florence2_runtime.Florence2`) on one image."""
     pil = load_image(image)
-    prompt = build_task_text(options.task, text=options.text, region=options.region, image_size=pil.size)
-    pixel_values, text_ids, text_mask = a.prepare_inputs([pil], [prompt])
+    prompt = build_task_text(
+        options.task,
+        text=options.text,
+        region=options.region,
+        image_size=ImageSize.of(pil.size),
+        region_format=options.region_format,
+    )
+    from ..model import processor_inputs
+
+    pixel_values, text_ids, text_mask = processor_inputs(a, [pil], [prompt])
 
     feats_a = a.engine.encode_images(pixel_values)
     feats_b = b.engine.encode_images(pixel_values)
@@ -260,10 +271,12 @@ def compare_image(a, b, image: Any, options: CompareOptions, name: str = "") -> 
     kwargs = options.generation_kwargs()
     tokens, results = [], []
     for model, cross in ((a, cross_a), (b, cross_b)):
-        decoding = model.decoding_options(**kwargs)
+        decoding = task_decoding_options(
+            model, **kwargs
+        )  # the task-level length default, as run and the server
         ids = generate(model.engine.decoder(cross, mask, decoding.num_beams), 1, decoding)[0]
         tokens.append(generated_tokens(ids, decoding.eos_token_id))
-        text = model.decode(ids[None])[0]
+        text = model.tokenizer.batch_decode(ids[None])[0]
         results.append(
             post_process_generation(
                 text,

@@ -11,6 +11,10 @@ Output records (one per image, and per region when several ``--region`` are give
   vision encoding per image); ``--text`` goes to the tasks that take text, one ``--region`` to the region
   tasks. ``--typed``: ``{task: Florence2Result JSON}``.
 
+``--scores`` adds each object's confidence to the answers (``run(..., scores=True)``: a ``"scores"`` list
+parallel to the objects; a text answer becomes ``{"text", "scores"}``); ``--min-score X`` (implies
+``--scores``) leaves out the objects scored below X, in the records and in the drawings (text answers stay).
+
 ``--output FILE`` writes the records to FILE instead of stdout. ``--draw PATH`` saves annotated images:
 one image -> the file PATH; several images -> the folder PATH, one ``<name>.png`` per image (all
 regions of an image are drawn on one picture). A progress bar goes to stderr when it is a terminal,
@@ -23,31 +27,35 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from ..engine.hub import model_options
 from ..inputs.images import is_url, load_image
-from ..tasks.prompts import REGION_FORMATS, TASKS, check_task_input
-from ..tasks.requests import TaskInput, task_items
+from ..tasks.batch import TaskInput, task_items
+from ..tasks.confidence import drop_below
+from ..tasks.prompts import REGION_FORMATS, check_task_input
 from ..tasks.results import Florence2Result
+from ..tasks.table import TASKS
+from .argtypes import (
+    GENERATION_FLAGS,
+    REGION_FORMAT_HELP,
+    fraction,
+    in_flags,
+    model_options,
+    region_format_for,
+)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``florence2 run`` beyond model, images, task, text and region."""
-    p.add_argument(
-        "--region-format",
-        choices=REGION_FORMATS,
-        default="pixels",
-        help="units of --region: pixels (default) or normalized fractions in [0, 1]",
-    )
+    p.add_argument("--region-format", choices=REGION_FORMATS, help=REGION_FORMAT_HELP)
     p.add_argument(
         "--output",
         "-o",
-        help="write the JSON result(s) to this file instead of stdout (JSON lines when there are several)",
+        help="write the JSON result(s) to this file (JSON lines when there are several; default: stdout)",
     )
     p.add_argument(
         "--draw",
@@ -59,6 +67,19 @@ def add_output_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print Florence2Result JSON (boxes, quad_boxes, polygons, text), not the run() dict",
     )
+    p.add_argument(
+        "--scores",
+        action="store_true",
+        help="add each object's confidence in (0, 1] to the answers (a 'scores' list parallel to the "
+        "objects; text answers become {text, scores})",
+    )
+    p.add_argument(
+        "--min-score",
+        type=fraction,
+        metavar="X",
+        help="leave out objects scored below X (0-1) in the output and in --draw; implies --scores "
+        "(default: keep every object)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -68,7 +89,10 @@ class _Plan:
     several_images: bool
     regions: list | None  # None: the task takes no region (or takes text)
     draw_path: Path | None
+    region_format: str  # --region-format, or pixels (region_format_for)
     tasks: list[TaskInput] | None = None  # several --task: each with its input
+    scores: bool = False  # --scores, or implied by --min-score
+    min_score: float | None = None
 
 
 def expand_images(paths: Sequence[str]) -> tuple[list[Path], bool]:
@@ -113,10 +137,11 @@ def _check_draw_path(draw: str | None, several_images: bool) -> Path | None:
 def plan(args: argparse.Namespace) -> _Plan:
     """Check every argument before loading the model; ValueError names the wrong one."""
     regions = args.region
-    tasks = _task_list(args) if len(args.task) > 1 else None
+    region_format = region_format_for(regions, args.region_format)
+    tasks = _task_list(args, region_format) if len(args.task) > 1 else None
     if tasks is None:
         for region in regions or [None]:
-            check_task_input(args.task[0], args.text, region, region_format=args.region_format)
+            check_task_input(args.task[0], args.text, region, region_format=region_format)
     images, several = expand_images(args.images)
     if args.output is not None:
         output = Path(args.output)
@@ -124,16 +149,20 @@ def plan(args: argparse.Namespace) -> _Plan:
             raise ValueError(f"--output {args.output} is a folder; give a file name")
         if not output.parent.is_dir():
             raise ValueError(f"--output {args.output}: folder {output.parent} does not exist")
-    return _Plan(images, several, None if tasks else regions, _check_draw_path(args.draw, several), tasks)
+    draw = _check_draw_path(args.draw, several)
+    scores = args.scores or args.min_score is not None
+    return _Plan(
+        images, several, None if tasks else regions, draw, region_format, tasks, scores, args.min_score
+    )
 
 
-def _task_list(args: argparse.Namespace) -> list[TaskInput]:
+def _task_list(args: argparse.Namespace, region_format: str) -> list[TaskInput]:
     """Several ``--task``: ``--text`` to the tasks that take text, one ``--region`` to the region tasks."""
     if args.region is not None and len(args.region) > 1:
         raise ValueError("several --region need a single --task (or run the region task on its own)")
     region = args.region[0] if args.region else None
-    takes_text = [t for t in args.task if t in TASKS and TASKS[t].takes_input and not TASKS[t].region_input]
-    takes_region = [t for t in args.task if t in TASKS and TASKS[t].region_input]
+    takes_text = [t for t in args.task if t in TASKS and TASKS[t].input == "text"]
+    takes_region = [t for t in args.task if t in TASKS and TASKS[t].input == "region"]
     if args.text is not None and not takes_text:
         raise ValueError(f"--text is given but none of the tasks {', '.join(args.task)} takes text")
     if region is not None and not takes_region:
@@ -142,7 +171,7 @@ def _task_list(args: argparse.Namespace) -> list[TaskInput]:
         TaskInput(t, args.text if t in takes_text else None, region if t in takes_region else None)
         for t in args.task
     ]
-    return task_items(entries, args.region_format)
+    return task_items(entries, region_format)
 
 
 class Progress:
@@ -178,15 +207,21 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
     """(records, results) for one image."""
     pil = load_image(image)
     if p.tasks is not None:
-        answers = model.run_tasks(pil, p.tasks, region_format=args.region_format, **gen)
-        results = [Florence2Result.from_answer(task, answer, pil.size) for task, answer in answers.items()]
+        answers = model.run_tasks(pil, p.tasks, region_format=p.region_format, scores=p.scores, **gen)
+        results = [
+            above_min_score(Florence2Result.from_answer(task, answer, pil.size), p.min_score)
+            for task, answer in answers.items()
+        ]
         record: dict[str, Any] = {"image": str(image)} if p.several_images else {}
-        record.update({r.task: r.to_json_dict() for r in results} if args.typed else answers)
+        record.update({r.task: r.to_json_dict() if args.typed else r.raw[r.task] for r in results})
         return pil, [record], results
     if p.regions is None:
-        results = [model.predict(pil, args.task[0], text=args.text, **gen)]
+        results = [model.predict(pil, args.task[0], text=args.text, scores=p.scores, **gen)]
     else:
-        results = model.predict_regions(pil, args.task[0], p.regions, region_format=args.region_format, **gen)
+        results = model.predict_regions(
+            pil, args.task[0], p.regions, region_format=p.region_format, scores=p.scores, **gen
+        )
+    results = [above_min_score(r, p.min_score) for r in results]
     records = []
     for i, result in enumerate(results):
         record = {}
@@ -197,6 +232,17 @@ def _records(model, image: Path, args, gen: dict, p: _Plan):
         record.update(result.to_json_dict() if args.typed else result.raw)
         records.append(record)
     return pil, records, results
+
+
+def above_min_score(result: Florence2Result, min_score: float | None) -> Florence2Result:
+    """``result`` without the objects scored below ``min_score``, in its shapes and in ``raw`` alike (also
+    the MCP tools' ``min_score``); None: the result as it is."""
+    if min_score is None:
+        return result
+    return replace(
+        result.above(min_score),
+        raw={task: drop_below(answer, min_score) for task, answer in result.raw.items()},
+    )
 
 
 def _problem(image: Path, error: Exception) -> str:
@@ -230,7 +276,7 @@ def run_command(
             try:
                 pil, records, results = _records(model, image, args, generation_kwargs, p)
             except (ValueError, OSError) as e:
-                problem = _problem(image, e)
+                problem = in_flags(_problem(image, e), GENERATION_FLAGS)
                 if not p.several_images:
                     raise ValueError(f"{image}: {problem}") from None
                 failed += 1

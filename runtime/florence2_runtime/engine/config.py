@@ -11,12 +11,31 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import ModelFileError
+from ..inputs.image_size import ImageSize
 from .graphs import ModelDims
 
 CONFIG_FILE = "florence2_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 TOKENIZER_FILE = "tokenizer.json"
-FORMAT_VERSION = 2  # 2: the decoder takes token embeddings (decoder_inputs_embeds); 1 folders still load
+FORMAT_VERSION = 2  # the folder format this runtime reads (florence2_config.json's format_version)
+REEXPORT = "export the checkpoint again with 'florence2 export CHECKPOINT OUT'"
+DEFAULT_IMAGE_SIZE = ImageSize(768, 768)  # the published checkpoints' input size
+
+
+def square_image_size(value: object) -> ImageSize:
+    """A model's input size, checked: an :class:`ImageSize` whose width equals its height.
+
+    transformers' Florence-2 vision tower (DaViT) reshapes its patch tokens into a square feature map, so a
+    checkpoint whose processor resizes to a non-square size cannot run there, nor be exported; this is
+    refused when a model folder is loaded and when a checkpoint is exported. Raises ``ValueError``."""
+    size = ImageSize.of(value)
+    if size.width != size.height:
+        raise ValueError(
+            f"image_size is {size.width}x{size.height} (width x height): Florence-2's vision tower takes "
+            "square images only (transformers' Florence2VisionModel), so a non-square processor size "
+            "cannot be run or exported"
+        )
+    return size
 
 
 @dataclass(frozen=True)
@@ -40,7 +59,7 @@ class RuntimeConfig:
     unk_token_id: int = 3
     decoder_start_token_id: int = 2
     # preprocessing (CLIPImageProcessor semantics)
-    image_size: tuple[int, int] = (768, 768)  # (height, width)
+    image_size: ImageSize = DEFAULT_IMAGE_SIZE  # the model's input (width, height), square; JSON [w, h]
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     rescale_factor: float = 1 / 255
@@ -51,8 +70,6 @@ class RuntimeConfig:
     banned_grounding_tokens: tuple[str, ...] = ()
     # bookkeeping
     float_dtype: str = "float32"  # element type of the graphs' float inputs/outputs (every variant: float32)
-    shared_cross_kv: bool = False  # decoder takes one cross K/V per item, not per beam (exports since 0.1)
-    decoder_inputs_embeds: bool = False  # decoder takes the new tokens' embedding rows, not ids (format 2)
     precision: str = (
         "fp32"  # what the graphs compute in: fp32, fp16 (fp32 I/O) or int8 (dynamic quantisation)
     )
@@ -63,11 +80,13 @@ class RuntimeConfig:
     ] = ()  # PEFT adapters merged at export: name or path, peft_type, weights file, sha256
     format_version: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", square_image_size(self.image_size))
+
     @property
     def dims(self) -> ModelDims:
-        height, width = self.image_size
         return ModelDims(
-            image_size=(height, width),
+            image_size=self.image_size,
             num_image_tokens=self.num_image_tokens,
             d_model=self.d_model,
             vocab_size=self.vocab_size,
@@ -99,14 +118,20 @@ class RuntimeConfig:
     def load(cls, folder: str | Path) -> RuntimeConfig:
         path = Path(folder) / CONFIG_FILE
         d = read_json(path)
-        if d.get("format_version", 0) > FORMAT_VERSION:
+        version = d.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFileError(path, f"format version {version!r} is newer than this runtime supports")
+        if version < FORMAT_VERSION:
             raise ModelFileError(
-                path, f"format version {d['format_version']} is newer than this runtime supports"
+                path,
+                f"folder format {version} (an earlier florence2 export) is not read any more; {REEXPORT}",
             )
         try:
             return cls.from_dict(d)
         except TypeError as e:
             raise ModelFileError(path, f"missing or malformed fields ({e})") from None
+        except ValueError as e:  # image_size: not (width, height), or not square
+            raise ModelFileError(path, str(e)) from None
 
 
 def read_json(path: Path) -> dict:

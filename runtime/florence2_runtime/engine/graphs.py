@@ -16,9 +16,8 @@ Native layout (``onnx/`` of an exported folder)::
 
 The token embedding table is stored as ``embed_tokens.npy`` (memory-mapped by the runtime,
 which looks up the prompt's and each step's tokens) and inside the decoder graph only as the
-weight of ``lm_head``. Folders of format 1 have a decoder that takes ``input_ids`` [batch, step]
-and looks them up itself (``decoder_embeds=False``). The decoder graph has no control flow: the
-first step runs it with a zero-length past.
+weight of ``lm_head``. The decoder graph has no control flow: the first step runs it with a
+zero-length past.
 """
 
 from __future__ import annotations
@@ -26,6 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..inputs.image_size import ImageSize
+
+ONNX_DIR = "onnx"  # the folder of a model folder that holds its graphs (both layouts)
 KV_KINDS = ("key", "value")
 
 
@@ -69,12 +71,15 @@ class GraphSpec:
 class ModelDims:
     """The sizes the graphs depend on (read from the runtime config)."""
 
-    image_size: tuple[int, int]  # (height, width) the vision encoder takes
+    image_size: ImageSize  # the (width, height) the vision encoder takes
     num_image_tokens: int
     d_model: int
     vocab_size: int
     decoder_layers: int
     decoder_heads: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", ImageSize.of(self.image_size))
 
     @property
     def head_dim(self) -> int:
@@ -93,11 +98,9 @@ def _kv(
     return tuple(TensorSpec(n, dtype, axes) for n in kv_names(prefix, dims.decoder_layers))
 
 
-def native_graphs(
-    dims: ModelDims, float_dtype: str = "float32", decoder_embeds: bool = True
-) -> dict[str, GraphSpec]:
-    """The three graphs of the native layout, keyed by role (decoder_embeds=False: a format-1 decoder)."""
-    h, w = dims.image_size
+def native_graphs(dims: ModelDims, float_dtype: str = "float32") -> dict[str, GraphSpec]:
+    """The three graphs of the native layout, keyed by role."""
+    h, w = dims.image_size.height, dims.image_size.width
     f = float_dtype
     vision = GraphSpec(
         "vision_encoder",
@@ -119,11 +122,7 @@ def native_graphs(
         "decoder",
         "decoder.onnx",
         inputs=(
-            (
-                TensorSpec("inputs_embeds", f, ("batch", "step_length", dims.d_model))
-                if decoder_embeds
-                else TensorSpec("input_ids", "int64", ("batch", "step_length"))
-            ),
+            TensorSpec("inputs_embeds", f, ("batch", "step_length", dims.d_model)),
             # one cross K/V and mask per item, shared by its beams (rows = items * beams, beams contiguous)
             TensorSpec("encoder_attention_mask", "int64", ("items", "encoder_length")),
             *_kv("past", dims, "past_length", f),
@@ -183,6 +182,13 @@ def kv_gather_graph(dims: ModelDims, float_dtype: str = "float32") -> GraphSpec:
 # of preference.
 
 PRECISION_SUFFIXES = ("", "_fp16", "_quantized", "_int8", "_uint8", "_q4", "_q4f16", "_bnb4")
+COMMUNITY_ENCODERS = (
+    "vision_encoder.onnx",
+    "embed_tokens.onnx",
+    "encoder_model.onnx",
+)  # every folder has them
+COMMUNITY_DECODERS = (("decoder_model_merged.onnx",), ("decoder_model.onnx", "decoder_with_past_model.onnx"))
+"""The decoder forms of the layout, one of which a folder needs (the hub fetches the first one present)."""
 KV_PARTS = ("decoder", "encoder")
 USE_CACHE_BRANCH = "use_cache_branch"
 
@@ -202,7 +208,7 @@ def _seq2seq_kv(prefix: str, dims: ModelDims, self_axis: str, parts: tuple[str, 
 
 def community_graphs(dims: ModelDims, float_dtype: str = "float32") -> dict[str, GraphSpec]:
     """The graphs of the onnx-community layout, keyed by role (= file stem without precision suffix)."""
-    h, w = dims.image_size
+    h, w = dims.image_size.height, dims.image_size.width
     f, d = float_dtype, dims.d_model
     enc_embeds = TensorSpec("inputs_embeds", f, ("batch", "encoder_sequence_length", d))
     dec_embeds = TensorSpec("inputs_embeds", f, ("batch", "decoder_sequence_length", d))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class HostEngine:
     """:class:`~.interface.Engine` over ``sessions`` (native ``Sessions`` or ``CommunitySessions``).
 
-    inference: the layout's ``Inference`` class, ``(sessions, cross, encoder_mask[, rows])``
+    inference: the layout's ``Inference`` class, ``(sessions, cross, encoder_mask, rows=None)``
     (:attr:`.layouts.Layout.inference`)."""
 
     def __init__(self, sessions: Any, inference: Callable[..., Inference]):
@@ -45,14 +45,8 @@ class HostEngine:
         return self.sessions.encode_text(text_ids, text_mask, features)
 
     def decoder(self, cross: list[np.ndarray], encoder_mask: np.ndarray, num_beams: int = 1) -> Inference:
-        """The decoder state, ``num_beams`` rows per item. Exports with ``shared_cross_kv`` take one cross
-        K/V per item; older ones get it repeated per beam."""
-        if num_beams > 1 and not self.config.shared_cross_kv:
-            cross = [np.repeat(c, num_beams, axis=0) for c in cross]
-            encoder_mask = np.repeat(encoder_mask, num_beams, axis=0)
-        if self.config.shared_cross_kv:
-            return self._inference(self.sessions, cross, encoder_mask, rows=encoder_mask.shape[0] * num_beams)
-        return self._inference(self.sessions, cross, encoder_mask)
+        """The decoder state, ``num_beams`` rows per item (cross K/V and mask: one per item)."""
+        return self._inference(self.sessions, cross, encoder_mask, rows=encoder_mask.shape[0] * num_beams)
 
     def start(
         self, features: np.ndarray, text_ids: np.ndarray, text_mask: np.ndarray, num_beams: int = 1

@@ -1,34 +1,17 @@
 """Model names -> local model folders: a folder, a hub repository id or a short alias (no torch, no transformers).
 
-In the engine layer because which files to fetch follows from the graph declarations (:mod:`.graphs`).
-
-A hub repository is in one of the two layouts (:mod:`florence2_runtime.engine.layouts`):
-
-=================  ===========================================================  =================================
-layout             repository                                                   precision variants
-=================  ===========================================================  =================================
-onnx-community     ``config.json``, ``preprocessor_config.json``, tokenizer,      suffixes of the graph files in
-                   ``onnx/`` (``onnx-community/Florence-2-*``, ``--layout        ``onnx/``: ``_fp16``, ``_int8``,
-                   onnx-community`` exports)                                     ``_q4``, ... (plain = fp32)
-native             a folder written by ``florence2 export`` at the top           the top folder (its
-                   (``florence2_config.json``, ``tokenizer.json``, ``onnx/``)     ``florence2_config.json`` says
-                                                                                 which), plus optional sub-folders
-                                                                                 named by precision (``int8/``)
-=================  ===========================================================  =================================
-
-Only the files the chosen layout and precision need are downloaded (``huggingface_hub.snapshot_download``
-with the exact file list, into the standard HF cache, with its progress bar): for onnx-community repos the
-runtime's json/tokenizer files and one decoder form (``decoder_model_merged`` if present, else
-``decoder_model`` + ``decoder_with_past_model``) of the chosen precision, with their external-data files.
-
-Offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``), or when the hub cannot be reached, the same
-selection is made from the files of the cached snapshot, without any network call.
+A repository is in one of the two layouts (:mod:`.layouts`): onnx-community (transformers' json files,
+``onnx/`` graphs whose suffix names the precision: ``_fp16``, ``_int8``, ...; none: fp32) or native (what
+``florence2 export`` writes, at the top and optionally in variant folders named by precision: ``int8/``).
+huggingface_hub does the hub work, with its own settings (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
+``HF_HUB_CACHE``: read when it is imported), cache and errors: the repository's file list (offline, or with
+no answer from the hub, the tree listing cached by the last download) -> :func:`select` (which follows the
+graph declarations of :mod:`.graphs`, hence this layer) -> ``snapshot_download(allow_patterns=...)``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +20,14 @@ from urllib.parse import unquote
 
 from ..errors import Florence2Error, ModelFileError, require
 from .config import CONFIG_FILE, GENERATION_CONFIG_FILE, TOKENIZER_FILE
-from .graphs import LAYOUT_MARKERS, PRECISION_SUFFIXES, graph_file_candidates
+from .graphs import (
+    COMMUNITY_DECODERS,
+    COMMUNITY_ENCODERS,
+    LAYOUT_MARKERS,
+    ONNX_DIR,
+    PRECISION_SUFFIXES,
+    graph_file_candidates,
+)
 
 ALIASES: dict[str, str] = {
     "florence-2-base": "onnx-community/Florence-2-base",
@@ -50,21 +40,11 @@ ALIASES: dict[str, str] = {
 PRECISIONS = tuple(s.lstrip("_") or "fp32" for s in PRECISION_SUFFIXES)  # fp32, fp16, quantized, int8, ...
 PRECISION_ALIASES = {"q8": "quantized"}  # transformers.js' dtype name for the ``_quantized`` files
 DEFAULT_PRECISIONS = {"cpu": ("fp32",), "gpu": ("fp16", "fp32")}  # preferred when precision=None
-
-ONNX_DIR = "onnx"
-COMMUNITY_GRAPHS = ("vision_encoder.onnx", "embed_tokens.onnx", "encoder_model.onnx")
-COMMUNITY_DECODERS = (("decoder_model_merged.onnx",), ("decoder_model.onnx", "decoder_with_past_model.onnx"))
-COMMUNITY_FILES = (
-    "config.json",
-    GENERATION_CONFIG_FILE,
-    "preprocessor_config.json",
-    TOKENIZER_FILE,
-)  # required
+COMMUNITY_FILES = ("config.json", GENERATION_CONFIG_FILE, "preprocessor_config.json", TOKENIZER_FILE)
 COMMUNITY_OPTIONAL = ("processor_config.json",)  # banned grounding phrases, where a repository has them
 NATIVE_FILES = (CONFIG_FILE, TOKENIZER_FILE, GENERATION_CONFIG_FILE)
-CHECKPOINT_WEIGHTS = (".safetensors", ".bin")
-MODEL_HELP = "model folder, hub repository id (owner/name) or alias (" + ", ".join(ALIASES) + ")"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_NO_HUB = "the hub is not reachable or disabled (HF_HUB_OFFLINE / local_files_only)"
 
 
 class HubError(Florence2Error, ValueError):
@@ -75,7 +55,6 @@ class HubError(Florence2Error, ValueError):
 class Selection:
     """What to load from a repository or folder: files relative to its root, the model folder within it."""
 
-    layout: str  # "native" or "onnx-community"
     precision: str  # fp32, fp16, int8, ... (native: the variant folder's name, or the top folder's precision)
     subfolder: str  # "" or "int8" (native variant folders)
     files: tuple[str, ...]
@@ -84,12 +63,10 @@ class Selection:
 @dataclass(frozen=True)
 class ResolvedModel:
     """A model name resolved to a local folder. precision: the onnx-community suffix to insist on, or the
-    native folder's precision; None for a local folder loaded as it is."""
+    native folder's precision; None for a local folder loaded as it is. files: those fetched from the hub."""
 
     folder: Path
     precision: str | None
-    repo_id: str | None = None
-    revision: str | None = None
     files: tuple[str, ...] = ()
 
 
@@ -106,55 +83,51 @@ def normalize_precision(precision: str | None) -> str | None:
     return p
 
 
-def _suffix(precision: str) -> str:
-    return "" if precision == "fp32" else f"_{precision}"
-
-
-def _with_data(files: set[str], names: Iterable[str]) -> list[str]:
-    """``names`` plus their external-data files present in ``files`` (``x.onnx_data``, ``x.onnx_data_1``)."""
-    out = []
-    for name in names:
-        out.append(name)
-        out += sorted(f for f in files if f.startswith(name + "_data") or f == name + ".data")
-    return out
-
-
 def community_variants(files: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """{precision: the ``onnx/`` graph files it needs (one decoder form, merged preferred)} for every complete
-    precision of an onnx-community listing, in :data:`PRECISIONS` order."""
+    """{precision: the ``onnx/`` files it needs (one decoder form, merged preferred, and the graphs' external
+    data files)} for every complete precision of an onnx-community listing, in :data:`PRECISIONS` order."""
     files = set(files)
     out = {}
-    for precision in PRECISIONS:
-        s = _suffix(precision)
-        named = lambda n, s=s: f"{ONNX_DIR}/{n.removesuffix('.onnx')}{s}.onnx"  # noqa: E731
-        if not all(named(n) in files for n in COMMUNITY_GRAPHS):
-            continue
-        decoder = next((form for form in COMMUNITY_DECODERS if all(named(n) in files for n in form)), None)
-        if decoder is not None:
-            out[precision] = tuple(_with_data(files, [named(n) for n in (*COMMUNITY_GRAPHS, *decoder)]))
+    for precision, suffix in zip(PRECISIONS, PRECISION_SUFFIXES):
+        encoders = _named(COMMUNITY_ENCODERS, suffix)
+        decoder = next((f for f in (_named(d, suffix) for d in COMMUNITY_DECODERS) if set(f) <= files), None)
+        if decoder is not None and set(encoders) <= files:
+            graphs = [*encoders, *decoder]
+            out[precision] = tuple(f for g in graphs for f in (g, *sorted(_data_files(files, g))))
     return out
 
 
-def detect_listing_layout(files: Iterable[str]) -> str | None:
-    """The layout of a repository from its file list (the same markers as :func:`graphs.detect_layout`, plus a
-    top-level or one-folder-deep ``florence2_config.json`` for native repos), or None."""
-    files = set(files)
-    for layout, markers in LAYOUT_MARKERS.items():
-        for marker in markers:
-            for name in graph_file_candidates(marker):
-                if f"{ONNX_DIR}/{name}" in files or (
-                    layout == "native"
-                    and any(f.endswith(f"/{ONNX_DIR}/{name}") and f.count("/") == 2 for f in files)
-                ):
-                    return layout
-    return None
+def _named(graphs: Iterable[str], suffix: str) -> list[str]:
+    """``vision_encoder.onnx`` -> ``onnx/vision_encoder_int8.onnx`` for ``suffix="_int8"``."""
+    return [f"{ONNX_DIR}/{g.removesuffix('.onnx')}{suffix}.onnx" for g in graphs]
+
+
+def _data_files(files: set[str], graph: str) -> list[str]:
+    """The external-data files of ``graph`` in a listing (``x.onnx_data``, ``x.onnx_data_1``, ``x.onnx.data``)."""
+    return [f for f in files if f.startswith(graph + "_data") or f == graph + ".data"]
+
+
+def _has_marker(files: set[str], layout: str, folder: str = "") -> bool:
+    prefix = f"{folder}/{ONNX_DIR}/" if folder else f"{ONNX_DIR}/"
+    return any(
+        prefix + name in files for marker in LAYOUT_MARKERS[layout] for name in graph_file_candidates(marker)
+    )
 
 
 def native_folders(files: Iterable[str]) -> list[str]:
-    """The model folders of a native listing: ``""`` (top) and sub-folders holding ``florence2_config.json``."""
+    """The model folders of a native listing: ``""`` (top) and sub-folders, each with ``florence2_config.json``
+    and a native graph in its ``onnx/``."""
     files = set(files)
-    subs = sorted(f.split("/")[0] for f in files if f.count("/") == 1 and f.endswith("/" + CONFIG_FILE))
-    return ([""] if CONFIG_FILE in files else []) + subs
+    tops = {f.removesuffix(CONFIG_FILE).rstrip("/") for f in files if f.split("/")[-1] == CONFIG_FILE}
+    return sorted(t for t in tops if t.count("/") == 0 and _has_marker(files, "native", t))
+
+
+def detect_listing_layout(files: Iterable[str]) -> str | None:
+    """The layout of a repository from its file list (the markers of :func:`graphs.detect_layout`), or None."""
+    files = set(files)
+    if _has_marker(files, "onnx-community"):
+        return "onnx-community"
+    return "native" if native_folders(files) else None
 
 
 def native_files(files: Iterable[str], subfolder: str) -> tuple[str, ...]:
@@ -162,10 +135,8 @@ def native_files(files: Iterable[str], subfolder: str) -> tuple[str, ...]:
     files = set(files)
     prefix = f"{subfolder}/" if subfolder else ""
     wanted = [prefix + n for n in NATIVE_FILES if prefix + n in files]
-    wanted += sorted(
-        f for f in files if f.startswith(f"{prefix}{ONNX_DIR}/") and f.count("/") == prefix.count("/") + 1
-    )
-    return tuple(wanted)
+    onnx = f"{prefix}{ONNX_DIR}/"
+    return (*wanted, *sorted(f for f in files if f.startswith(onnx) and "/" not in f[len(onnx) :]))
 
 
 def _pick(available: Sequence[str], precision: str | None, device: str, where: str) -> str:
@@ -173,8 +144,7 @@ def _pick(available: Sequence[str], precision: str | None, device: str, where: s
         if precision not in available:
             raise HubError(f"{where} has no {precision} variant; it has: {', '.join(available)}")
         return precision
-    preferred = next((p for p in DEFAULT_PRECISIONS[device] if p in available), None)
-    return preferred or available[0]
+    return next((p for p in DEFAULT_PRECISIONS[device] if p in available), available[0])
 
 
 def select(
@@ -188,69 +158,39 @@ def select(
     """The files to fetch from a repository listing for ``precision`` (None: fp32 on the CPU, fp16 then fp32 on a
     GPU, else the first variant present). top_precision: the precision of a native repository's top folder
     (its ``florence2_config.json``); None if it has none. Raises :class:`HubError` naming what is missing."""
-    files = set(files)
-    precision = normalize_precision(precision)
+    files, precision = set(files), normalize_precision(precision)
     layout = detect_listing_layout(files)
     if layout == "onnx-community":
-        variants = community_variants(files)
-        missing = [n for n in COMMUNITY_FILES if n not in files]
+        variants, missing = community_variants(files), [n for n in COMMUNITY_FILES if n not in files]
         if not variants:
             raise HubError(
                 f"{where} is in the onnx-community layout but has no complete set of graphs "
-                f"(onnx/{', onnx/'.join(COMMUNITY_GRAPHS)} and a decoder) in any precision"
+                f"(onnx/{', onnx/'.join(COMMUNITY_ENCODERS)} and a decoder) in any precision"
             )
         if missing:
             raise HubError(f"{where} has no {', '.join(missing)} (an onnx-community model needs it)")
         chosen = _pick(list(variants), precision, device, where)
-        extra = [n for n in COMMUNITY_OPTIONAL if n in files]
-        return Selection(layout, chosen, "", (*COMMUNITY_FILES, *extra, *variants[chosen]))
-    folders = native_folders(files) if layout == "native" else []
-    if not folders:
+        extra = tuple(n for n in COMMUNITY_OPTIONAL if n in files)
+        return Selection(chosen, "", (*COMMUNITY_FILES, *extra, *variants[chosen]))
+    if layout is None:
         raise HubError(f"{where} is not a Florence-2 ONNX model: {_not_florence2_hint(files)}")
-    named = {sub: sub for sub in folders if sub}  # variant folders are named by precision
-    if "" in folders:
-        named = {
-            top_precision or "fp32": "",
-            **{k: v for k, v in named.items() if k != (top_precision or "fp32")},
-        }
+    named: dict[str, str] = {}  # precision -> folder: a variant folder's name, the top one's config
+    for sub in native_folders(files):  # "" (the top folder) first: it wins a clash of names
+        named.setdefault(sub or top_precision or "fp32", sub)
     chosen = _pick(list(named), precision, device, where)
     sub = named[chosen]
-    top_config = (CONFIG_FILE,) if sub and "" in folders else ()  # read for the top folder's precision
-    return Selection("native", chosen, sub, (*top_config, *native_files(files, sub)))
+    top_config = (CONFIG_FILE,) if sub and "" in named.values() else ()  # read for the top folder's precision
+    return Selection(chosen, sub, (*top_config, *native_files(files, sub)))
 
 
 def _not_florence2_hint(files: set[str]) -> str:
-    if "config.json" in files and any(f.endswith(CHECKPOINT_WEIGHTS) for f in files):
-        return (
-            "it holds a PyTorch checkpoint; export it first with 'florence2 export REPO OUT' "
-            "(needs the 'export' extra)"
-        )
+    if "config.json" in files and any(f.endswith((".safetensors", ".bin")) for f in files):
+        return "it holds a PyTorch checkpoint; export it first with 'florence2 export REPO OUT' (the 'export' extra)"
     shown = ", ".join(sorted(files)[:6]) + (", ..." if len(files) > 6 else "")
     return (
         f"neither onnx/{LAYOUT_MARKERS['onnx-community'][0]} (onnx-community layout) nor {CONFIG_FILE} with "
         f"onnx/{LAYOUT_MARKERS['native'][0]} (a 'florence2 export' folder) is there (files: {shown or 'none'})"
     )
-
-
-# ----------------------------------------------------------------------------- command-line options
-
-
-def add_model_arguments(p, which: str = "") -> None:
-    """``--precision`` and ``--revision`` for a command's MODEL argument (``which="a"``: ``--precision-a``)."""
-    tail = f"-{which}" if which else ""
-    of = f" of model {which.upper()}" if which else ""
-    p.add_argument(
-        f"--precision{tail}",
-        help=f"graph variant{of}: fp32, fp16, int8, q4, ... (default: fp32 on "
-        "the CPU, fp16 on a GPU where the repository has it)",
-    )
-    p.add_argument(f"--revision{tail}", help=f"hub branch, tag or commit{of} (hub ids and aliases only)")
-
-
-def model_options(args, which: str = "") -> dict:
-    """The ``from_pretrained`` keywords from :func:`add_model_arguments`' options."""
-    tail = f"_{which}" if which else ""
-    return {"precision": getattr(args, f"precision{tail}"), "revision": getattr(args, f"revision{tail}")}
 
 
 # ----------------------------------------------------------------------------- names
@@ -261,10 +201,6 @@ def repo_id_of(name: str) -> str | None:
     if name.lower() in ALIASES:
         return ALIASES[name.lower()]
     return name if _REPO_ID.match(name) and ".." not in name else None
-
-
-def _local_files(folder: Path) -> list[str]:
-    return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
 
 
 def _read_precision(path: Path) -> str:
@@ -279,7 +215,7 @@ def resolve_local(folder: Path, precision: str | None) -> ResolvedModel:
     precision = normalize_precision(precision)
     if precision is None:
         return ResolvedModel(folder, None)
-    files = _local_files(folder)
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     top = _read_precision(folder / CONFIG_FILE) if (folder / CONFIG_FILE).is_file() else None
     sel = select(files, precision, where=str(folder), top_precision=top)
     return ResolvedModel(folder / sel.subfolder if sel.subfolder else folder, sel.precision)
@@ -311,158 +247,91 @@ def resolve_model(
             f"repository id (owner/name) or one of {', '.join(ALIASES)}",
         )
     normalize_precision(precision)  # a bad name fails before any network call
-    return HubFetcher(repo_id, revision, cache_dir, local_files_only, token, str(name_or_path)).fetch(
-        precision, device
-    )
+    require("huggingface_hub", "cpu", f"Loading {str(name_or_path)!r} from the hub")
+    from httpx2 import HTTPError  # huggingface_hub's HTTP client
+    from huggingface_hub import constants, errors, is_offline_mode, snapshot_download
 
+    what = repo_id if str(name_or_path) == repo_id else f"{repo_id} ({name_or_path})"
+    where = f"{what} at revision {revision}" if revision else what
+    cache = str(cache_dir or constants.HF_HUB_CACHE)
+    offline = is_offline_mode() if local_files_only is None else bool(local_files_only)
+    try:
+        files, offline = _listing(repo_id, revision, cache_dir, token, offline, f"{where}: ", cache)
 
-class HubFetcher:
-    """Lists a repository (online, or its cached snapshot offline), selects the files, downloads them."""
+        def fetch(patterns: list[str]) -> Path:
+            folder = snapshot_download(
+                repo_id, revision=revision, cache_dir=cache_dir, token=token, local_files_only=offline,
+                allow_patterns=patterns,
+            )  # fmt: skip
+            return Path(folder)
 
-    def __init__(
-        self, repo_id: str, revision: str | None, cache_dir, local_files_only: bool | None, token, name: str
-    ):
-        self.hf = require("huggingface_hub", "cpu", f"Loading {name!r} from the hub")
-        self.errors = require("huggingface_hub.errors", "cpu", "Loading from the hub")
-        self.constants = require("huggingface_hub.constants", "cpu", "Loading from the hub")
-        self.repo_id, self.revision, self.token = repo_id, revision, token
-        cache_dir = cache_dir if cache_dir is not None else os.environ.get("HF_HUB_CACHE")
-        self.cache_dir = str(cache_dir) if cache_dir else None
-        # read at call time (huggingface_hub reads them once, at import): later changes count too
-        self.endpoint = (os.environ.get("HF_ENDPOINT") or self.constants.ENDPOINT).rstrip("/")
-        self.offline = (
-            (self.constants.HF_HUB_OFFLINE or _env_true("HF_HUB_OFFLINE"))
-            if local_files_only is None
-            else bool(local_files_only)
-        )
-        self.what = repo_id if name == repo_id else f"{repo_id} ({name})"
-        self.where = f"{self.what} at revision {revision}" if revision else self.what
-
-    def fetch(self, precision: str | None, device: str) -> ResolvedModel:
-        files, snapshot = self._listing()
         top = None
         if detect_listing_layout(files) == "native" and CONFIG_FILE in files:
-            top = _read_precision(Path(self._download([CONFIG_FILE])) / CONFIG_FILE)
-        sel = select(files, precision, device=device, where=self.where, top_precision=top)
-        folder = Path(self._download(list(sel.files)) if snapshot is None else snapshot)
-        missing = [f for f in sel.files if not (folder / f).is_file()]
-        if missing:
-            raise HubError(
-                f"{self.where}: {', '.join(missing[:3])} not in the cache ({self._cache()}) and the hub "
-                "is not reachable or disabled (HF_HUB_OFFLINE / local_files_only)"
-            )
-        return ResolvedModel(
-            folder / sel.subfolder if sel.subfolder else folder,
-            sel.precision,
-            self.repo_id,
-            folder.name,
-            sel.files,
-        )
-
-    def _cache(self) -> str:
-        return self.cache_dir or self.constants.HF_HUB_CACHE
-
-    def _listing(self) -> tuple[list[str], str | None]:
-        """(repository files, None) online; offline or unreachable, (the repository's files as the cache last saw
-        them, the cached snapshot folder): the tree listing ``snapshot_download`` keeps, else the files on disk,
-        so that the default precision is the same as online."""
-        if not self.offline:
-            try:
-                api = self.hf.HfApi(endpoint=self.endpoint, token=self.token)
-                info = api.model_info(self.repo_id, revision=self.revision, token=self.token)
-                return [s.rfilename for s in info.siblings or []], None
-            except Exception as e:
-                if not self._is_connection_error(e):
-                    raise self._error(e) from None
-                reason = f"the hub at {self.endpoint} cannot be reached ({type(e).__name__})"
-        else:
-            reason = "offline (HF_HUB_OFFLINE=1 or local_files_only=True)"
+            top = _read_precision(fetch([CONFIG_FILE]) / CONFIG_FILE)
+        sel = select(files, precision, device=device, where=where, top_precision=top)
         try:
-            snapshot = self.hf.snapshot_download(
-                self.repo_id,
-                revision=self.revision,
-                cache_dir=self.cache_dir,
-                local_files_only=True,
-                allow_patterns=[],
-            )
-        except Exception:
-            raise HubError(f"{self.where}: {reason}, and it is not in the cache ({self._cache()})") from None
+            folder = fetch(list(sel.files))
+        except errors.IncompleteSnapshotError as e:
+            missing = [f for f in sel.files if not (Path(e.snapshot_path) / f).is_file()]
+            names = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            raise HubError(f"{where}: {names} not in the cache ({cache}) and {_NO_HUB}") from None
+    except (OSError, HTTPError) as e:  # huggingface_hub's errors are OSErrors; httpx2's, HTTPErrors
+        raise _hub_error(e, what, where, revision, cache) from None
+    sub = folder / sel.subfolder if sel.subfolder else folder
+    return ResolvedModel(sub, sel.precision, sel.files)
+
+
+def _listing(repo_id: str, revision, cache_dir, token, offline: bool, where: str, cache: str):
+    """(the repository's files, offline): from the hub, or offline (or with no answer from the hub, which
+    then counts as offline) as the tree listing cached by the last download saw them, so that the default
+    precision is the one online."""
+    from huggingface_hub import HfApi, constants, errors, get_cached_repo_tree
+
+    reason = "offline (HF_HUB_OFFLINE=1 or local_files_only=True)"
+    if not offline:
         try:
-            tree = self.hf.get_cached_repo_tree(
-                self.repo_id, revision=self.revision, cache_dir=self.cache_dir
-            )
-            return [f.path for f in tree if hasattr(f, "size")], snapshot  # files (folders have no size)
-        except Exception:
-            return _local_files(Path(snapshot)), snapshot
+            info = HfApi(token=token).model_info(repo_id, revision=revision)
+            return [s.rfilename for s in info.siblings or []], False
+        except _unreachable() as e:
+            reason = f"the hub at {constants.ENDPOINT} cannot be reached ({type(e).__name__})"
+    try:
+        tree = get_cached_repo_tree(repo_id, revision=revision, cache_dir=cache_dir)
+    except errors.CachedRepoTreeNotFoundError:
+        raise HubError(f"{where}{reason}, and it is not in the cache ({cache})") from None
+    return [f.path for f in tree], True
 
-    def _download(self, files: list[str]) -> str:
-        try:
-            return self.hf.snapshot_download(
-                self.repo_id,
-                revision=self.revision,
-                cache_dir=self.cache_dir,
-                allow_patterns=files,
-                token=self.token,
-                endpoint=self.endpoint,
-                local_files_only=self.offline,
-            )
-        except Exception as e:
-            raise self._error(e) from None
 
-    def _is_connection_error(self, e: Exception) -> bool:
-        """No answer from the hub: connection refused, DNS, timeout (httpx's, requests' or the builtins)."""
-        name = type(e).__name__
-        return isinstance(e, (ConnectionError, TimeoutError, *self._kinds("OfflineModeIsEnabled"))) or (
-            type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests", "urllib3")
-            and ("Connect" in name or "Timeout" in name)
-        )
+def _unreachable() -> tuple[type[Exception], ...]:
+    """What huggingface_hub itself takes for "no answer from the hub" (``snapshot_download`` falls back then)."""
+    from httpx2 import ConnectError, TimeoutException
+    from huggingface_hub.errors import OfflineModeIsEnabled
 
-    def _kinds(self, *names: str) -> tuple[type, ...]:
-        """The exception classes of ``huggingface_hub.errors`` that this version has, of ``names``."""
-        return tuple(k for k in (getattr(self.errors, n, None) for n in names) if isinstance(k, type))
+    return ConnectError, TimeoutException, OfflineModeIsEnabled
 
-    def _error(self, e: Exception) -> HubError:
-        """One HubError naming the repository for whatever huggingface_hub raised."""
-        kinds = self._kinds
-        if isinstance(e, kinds("GatedRepoError")):
-            return HubError(
-                f"{self.what} is a gated repository: accept its terms on the hub and pass a token "
-                "(token=..., HF_TOKEN, or 'hf auth login')"
-            )
-        if isinstance(e, kinds("RepositoryNotFoundError")):
-            return HubError(
-                f"{self.what}: no such repository on {self.endpoint} and no such local "
-                "folder (a private repository needs a token)"
-            )
-        if isinstance(e, kinds("RevisionNotFoundError")):
-            return HubError(f"{self.what}: revision {self.revision!r} not found")
-        if isinstance(e, kinds("RemoteEntryNotFoundError")) or (
-            isinstance(e, kinds("EntryNotFoundError")) and not isinstance(e, kinds("LocalEntryNotFoundError"))
-        ):
-            return HubError(f"{self.where}: {_requested_file(e)} is listed but missing on the hub")
-        if isinstance(e, kinds("LocalEntryNotFoundError", "IncompleteSnapshotError", "OfflineModeIsEnabled")):
-            return HubError(
-                f"{self.where}: not (completely) in the cache ({self._cache()}) and the hub is not "
-                "reachable or disabled (HF_HUB_OFFLINE / local_files_only)"
-            )
-        if self._is_connection_error(e):
-            return HubError(
-                f"{self.where}: the hub at {self.endpoint} cannot be reached ({type(e).__name__})"
-            )
-        if isinstance(e, kinds("HfHubHTTPError")):
-            return HubError(f"{self.where}: the hub answered {_first_line(e)}")
-        return HubError(f"{self.where}: {type(e).__name__}: {_first_line(e)}")
+
+def _hub_error(e: Exception, what: str, where: str, revision: str | None, cache: str) -> HubError:
+    """One HubError naming the repository for what huggingface_hub raised: the first class that fits."""
+    from huggingface_hub import constants, errors
+
+    answers: list[tuple[type[Exception] | tuple[type[Exception], ...], str]] = [
+        (errors.GatedRepoError, f"{what} is a gated repository: accept its terms on the hub and pass "
+         "a token (token=..., HF_TOKEN, or 'hf auth login')"),
+        (errors.RepositoryNotFoundError, f"{what}: no such repository on {constants.ENDPOINT} and no "
+         "such local folder (a private repository needs a token)"),
+        (errors.RevisionNotFoundError, f"{what}: revision {revision!r} not found"),
+        (errors.RemoteEntryNotFoundError, f"{where}: {_requested_file(e)} is listed but missing on the hub"),
+        (errors.LocalEntryNotFoundError, f"{where}: not (completely) in the cache ({cache}) and {_NO_HUB}"),
+        (_unreachable(), f"{where}: the hub at {constants.ENDPOINT} cannot be reached ({type(e).__name__})"),
+        (errors.HfHubHTTPError, f"{where}: the hub answered {_first_line(e)}"),
+    ]  # fmt: skip
+    fallback = f"{where}: {type(e).__name__}: {_first_line(e)}"
+    return HubError(next((message for kind, message in answers if isinstance(e, kind)), fallback))
 
 
 def _requested_file(e: Exception) -> str:
     """The repository path of the file a failed ``.../resolve/REV/PATH`` request asked for."""
-    response = getattr(e, "response", None)
-    url = str(getattr(response, "url", "") or "")
+    url = str(getattr(getattr(e, "response", None), "url", "") or "")
     return unquote(url.split("/resolve/", 1)[1].split("/", 1)[-1]) if "/resolve/" in url else "a file"
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _first_line(e: Exception) -> str:

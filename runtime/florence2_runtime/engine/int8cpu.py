@@ -78,20 +78,7 @@ def check_recipe(name: str) -> Int8Recipe:
     return RECIPES[name]
 
 
-# ----------------------------------------------------------------------------- the arithmetic
-
-
-def saturating_u8s8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` as ``vpmaddubsw`` + ``vpmaddwd`` compute it: a [M, K] uint8, b [K, N] int8 -> int32 [M, N].
-
-    Products of neighbouring k (0 and 1, 2 and 3, ...) are summed and clipped to int16, then the clipped
-    pair sums are added in int32 (K is padded with zeros to even).
-    """
-    a, b = a.astype(np.int32), b.astype(np.int32)
-    if a.shape[1] % 2:
-        a, b = np.pad(a, ((0, 0), (0, 1))), np.pad(b, ((0, 1), (0, 0)))
-    pairs = a[:, 0::2, None] * b[None, 0::2, :] + a[:, 1::2, None] * b[None, 1::2, :]  # [M, K/2, N]
-    return np.clip(pairs, -32768, 32767).sum(axis=1, dtype=np.int32)
+# ----------------------------------------------------------------------------- recipes read off the weights
 
 
 def recipe_of_weights(weights: Iterable[np.ndarray]) -> str | None:

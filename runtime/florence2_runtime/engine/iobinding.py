@@ -144,14 +144,9 @@ class DeviceEngine:
 
     def decoder(self, cross: list, encoder_mask: np.ndarray, num_beams: int = 1) -> BoundDecoderInference:
         """The decoder state for ``batch * num_beams`` rows; cross K/V as OrtValues (numpy arrays are copied
-        to the device once)."""
-        s = self.sessions
+        to the device once; one cross K/V and mask row per item, shared by its beams)."""
         b = encoder_mask.shape[0]
         cross = [self.to_device(c) if isinstance(c, np.ndarray) else c for c in cross]
-        if num_beams > 1 and not s.cfg.shared_cross_kv:  # older exports: cross K/V repeated per beam
-            rows = np.repeat(np.arange(b), num_beams)
-            cross = self.gather_rows(cross, rows)
-            encoder_mask = encoder_mask[rows]
         return BoundDecoderInference(self, cross, encoder_mask, rows=b * num_beams)
 
     def start(

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ..inputs.tokenizer import Florence2Tokenizer
 from .config import CONFIG_FILE, RuntimeConfig
-from .graphs import detect_layout
-from .native import ONNX_DIR, DecoderInference, Sessions
+from .graphs import ONNX_DIR, detect_layout
+from .native import DecoderInference, Sessions
 from .onnx_community import (
     CommunityDecoderInference,
     CommunitySessions,
@@ -37,7 +37,7 @@ class Layout:
     load_config: Callable[[Path], RuntimeConfig]
     load_tokenizer: Callable[[Path], Florence2Tokenizer]  # tokenizer.json -> the runtime's tokenizer
     sessions: type  # (folder, cfg, providers, session_options) -> the layout's sessions
-    inference: type  # (sessions, cross, encoder_mask[, rows]) -> an ``Inference`` (for host.HostEngine)
+    inference: type  # (sessions, cross, encoder_mask, rows) -> an ``Inference`` (for host.HostEngine)
     io_binding: bool  # whether iobinding.DeviceEngine can run it
 
 

@@ -12,10 +12,8 @@ import numpy as np
 
 from ..errors import ModelFileError
 from .config import RuntimeConfig
-from .graphs import EMBEDDINGS_FILE, GraphSpec, kv_names, native_graphs
+from .graphs import EMBEDDINGS_FILE, ONNX_DIR, GraphSpec, kv_names, native_graphs
 from .providers import create_session, onnxruntime
-
-ONNX_DIR = "onnx"
 
 ProviderList = list[tuple[str, dict[str, Any]]]
 ProvidersFor = ProviderList | Callable[[GraphSpec], ProviderList]
@@ -41,7 +39,7 @@ class Sessions:
                 f"holds {cfg.precision} graphs, not the {precision} asked for",
             )
         self.cfg = cfg
-        self.specs = native_graphs(cfg.dims, decoder_embeds=cfg.decoder_inputs_embeds)
+        self.specs = native_graphs(cfg.dims)
         onnx_dir = Path(folder) / ONNX_DIR
         self.files = [onnx_dir / spec.filename for spec in self.specs.values()]  # the graph files in use
         providers_for = providers if callable(providers) else (lambda spec: providers)
@@ -64,10 +62,8 @@ class Sessions:
         return self.decoder.get_providers()
 
     def step_feed(self, new_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """The decoder's input for new tokens [N, t] int64: their embedding rows [N, t, D] (format 2) or the ids."""
-        if self.cfg.decoder_inputs_embeds:
-            return {"inputs_embeds": np.ascontiguousarray(self.embed_tokens[new_ids], dtype=np.float32)}
-        return {"input_ids": new_ids}
+        """The decoder's input for new tokens [N, t] int64: their embedding rows [N, t, D]."""
+        return {"inputs_embeds": np.ascontiguousarray(self.embed_tokens[new_ids], dtype=np.float32)}
 
     def encode_images(self, pixel_values: np.ndarray) -> np.ndarray:
         """pixel_values [B, 3, H, W] float32 -> image_features [B, I, D].

@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFileError
+from ..inputs.image_size import ImageSize
 from ..inputs.tokenizer import IMAGE, Florence2Tokenizer, read_tokenizer_file
-from .config import CONFIG_FILE, RuntimeConfig, read_json
+from .config import CONFIG_FILE, RuntimeConfig, read_json, square_image_size
 from .graphs import (
+    ONNX_DIR,
     PRECISION_SUFFIXES,
     USE_CACHE_BRANCH,
     GraphSpec,
@@ -37,7 +39,6 @@ from .graphs import (
 )
 from .providers import create_session
 
-ONNX_DIR = "onnx"
 LAYOUT = "onnx-community"
 ProviderList = list[tuple[str, dict[str, Any]]]
 ProvidersFor = ProviderList | Callable[[GraphSpec], ProviderList]
@@ -182,14 +183,23 @@ class CommunitySessions:
 class CommunityDecoderInference:
     """The decoder step of an onnx-community folder with its KV cache (the ``Inference`` protocol).
 
-    Rows are ``batch * num_beams`` sequences. The cross-attention K/V come from the first step and stay
-    fixed (the beams of an item share them); only the self-attention cache is reordered.
+    Rows are ``batch * num_beams`` sequences. The decoder graphs take the encoder states per row, so each
+    item's are repeated for its beams; the cross-attention K/V come from the first step and stay fixed (the
+    beams of an item keep their own copy); only the self-attention cache is reordered.
     """
 
-    def __init__(self, sessions: CommunitySessions, cross: list[np.ndarray], encoder_mask: np.ndarray):
+    def __init__(
+        self,
+        sessions: CommunitySessions,
+        cross: list[np.ndarray],
+        encoder_mask: np.ndarray,
+        rows: int | None = None,
+    ):
+        """cross: ``[encoder hidden states [B, S, D]]``, encoder_mask [B, S]; rows: items * beams (default B)."""
         self.sessions = sessions
-        self.encoder_states = cross[0]
-        self.encoder_mask = encoder_mask
+        per_item = 1 if rows is None else rows // encoder_mask.shape[0]
+        self.encoder_states = np.repeat(cross[0], per_item, axis=0) if per_item > 1 else cross[0]
+        self.encoder_mask = np.repeat(encoder_mask, per_item, axis=0) if per_item > 1 else encoder_mask
         self.self_kv: list[np.ndarray] | None = None  # per layer key, value [N, h, P, hd]
         self.cross_kv: list[np.ndarray] = []
         self.length = 0
@@ -266,13 +276,20 @@ def _get(d: dict, path: Path, *keys: str):
     return v
 
 
-def _image_size(pre: dict, path: Path) -> tuple[int, int]:
+def _image_size(pre: dict, path: Path) -> ImageSize:
+    """The processor's resize target, checked (:func:`~.config.square_image_size`)."""
     for key in ("size", "crop_size"):
         size = pre.get(key)
         if isinstance(size, dict) and "height" in size and "width" in size:
-            return int(size["height"]), int(size["width"])
-        if isinstance(size, dict) and "shortest_edge" in size:
-            return (int(size["shortest_edge"]),) * 2
+            found = (size["width"], size["height"])
+        elif isinstance(size, dict) and "shortest_edge" in size:
+            found = (size["shortest_edge"],) * 2
+        else:
+            continue
+        try:
+            return square_image_size(found)
+        except ValueError as e:
+            raise ModelFileError(path, f"{key}: {e}") from None
     raise ModelFileError(path, "no image size ('size' with 'height' and 'width')")
 
 
@@ -313,7 +330,7 @@ def community_runtime_config(folder: str | Path) -> RuntimeConfig:
         **{k: v for k, v in text.items() if k.endswith("token_id")},
         **{k: v for k, v in gen.items() if k.endswith("token_id")},
     }
-    height, width = _image_size(pre, pre_path)
+    image_size = _image_size(pre, pre_path)
     banned = (
         (proc.get("post_processor_config") or {})
         .get("phrase_grounding", {})
@@ -327,13 +344,15 @@ def community_runtime_config(folder: str | Path) -> RuntimeConfig:
         encoder_heads=int(_get(text, cfg_path, "encoder_attention_heads")),
         decoder_heads=int(_get(text, cfg_path, "decoder_attention_heads")),
         max_position_embeddings=int(_get(text, cfg_path, "max_position_embeddings")),
-        num_image_tokens=int(pre.get("image_seq_length") or _grid(height) * _grid(width) + 1),
+        num_image_tokens=int(
+            pre.get("image_seq_length") or _grid(image_size.height) * _grid(image_size.width) + 1
+        ),
         image_token_id=int(cfg.get("image_token_id", -1)),  # unused: this layout concatenates image features
         bos_token_id=int(ids.get("bos_token_id", 0)),
         pad_token_id=int(ids.get("pad_token_id", 1)),
         eos_token_id=int(ids.get("eos_token_id", 2)),
         decoder_start_token_id=int(ids.get("decoder_start_token_id", 2)),
-        image_size=(height, width),
+        image_size=image_size,
         image_mean=_per_channel(pre, pre_path, "image_mean", RuntimeConfig.image_mean),
         image_std=_per_channel(pre, pre_path, "image_std", RuntimeConfig.image_std),
         rescale_factor=float(pre.get("rescale_factor", RuntimeConfig.rescale_factor)),

@@ -3,7 +3,8 @@
 The runtime does not depend on the ``onnx`` package; :mod:`.int8cpu` needs two things from graph files:
 the element type and values of the weights that integer ops multiply by (to tell an int8 recipe from the
 graph), and a tiny ``MatMulInteger`` model to ask onnxruntime how this CPU multiplies. Field numbers
-are those of ``onnx.proto``; ``tests/test_int8_cpu.py`` checks both directions against the ``onnx`` package.
+are those of ``onnx.proto``; tests check both directions against the ``onnx`` package (the probe graph:
+``tests/runtime/test_int8cpu.py``; weights read off exported graphs: ``tests/export/test_int8_recipes.py``).
 """
 
 from __future__ import annotations

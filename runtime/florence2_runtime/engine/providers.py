@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import Florence2Error, ModelFileError, require
+from ..errors import Florence2Error, ModelFileError, install_hint, require
 from . import openvino
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
@@ -65,7 +65,7 @@ def normalize_providers(providers: Sequence[ProviderSpec] | str | None) -> list[
             openvino.openvino()  # not an onnxruntime provider: the openvino package must be there
         elif name not in available:
             hint = (
-                " (install 'florence2-onnx[gpu]' or a GPU build of onnxruntime)"
+                f" (install the 'gpu' extra, {install_hint('gpu')}, or a GPU build of onnxruntime)"
                 if name != "CPUExecutionProvider"
                 else ""
             )

@@ -1,6 +1,9 @@
 """Logit filters (transformers' logits processors), ``log_softmax`` and ``top_k`` as transformers computes them.
 
 Pure functions and small frozen classes on numpy arrays: scores float32 [N, V], tokens int64 [N, T].
+Two kinds of filter: the masking ones (:class:`NoRepeatNGram`, :class:`MinNewTokens`) only set scores
+to -inf; the forcing ones (:class:`ForcedBOS`, :class:`ForcedEOS`) replace every row at one decoder
+length, so beam search asks :func:`forced_token` instead of materialising those rows.
 """
 
 from __future__ import annotations
@@ -72,10 +75,15 @@ class ForcedBOS:
     """At length 1 every score becomes -inf except ``token_id``, which becomes 0."""
 
     token_id: int
+    name = "forced_bos_token_id"
+
+    def forces(self, length: int) -> bool:
+        """Does this filter replace the rows of sequences of ``length`` tokens?"""
+        return length == 1
 
     def apply(self, tokens: np.ndarray, scores: np.ndarray) -> None:
-        if tokens.shape[1] == 1:
-            _force(scores, self.token_id, "forced_bos_token_id")
+        if self.forces(tokens.shape[1]):
+            _force(scores, self.token_id, self.name)
 
 
 @dataclass(frozen=True)
@@ -84,17 +92,40 @@ class ForcedEOS:
 
     max_length: int
     token_id: int
+    name = "forced_eos_token_id"
+
+    def forces(self, length: int) -> bool:
+        """Does this filter replace the rows of sequences of ``length`` tokens?"""
+        return length == self.max_length - 1
 
     def apply(self, tokens: np.ndarray, scores: np.ndarray) -> None:
-        if tokens.shape[1] == self.max_length - 1:
-            _force(scores, self.token_id, "forced_eos_token_id")
+        if self.forces(tokens.shape[1]):
+            _force(scores, self.token_id, self.name)
 
 
 def _force(scores: np.ndarray, token_id: int, name: str) -> None:
-    if token_id >= scores.shape[1]:
-        raise ValueError(f"{name} {token_id} is outside the vocabulary of {scores.shape[1]} logits")
+    _check_forced(token_id, scores.shape[1], name)
     scores[:] = NEG_INF
     scores[:, token_id] = 0.0
+
+
+def _check_forced(token_id: int, vocab: int, name: str) -> None:
+    if token_id >= vocab:
+        raise ValueError(f"{name} {token_id} is outside the vocabulary of {vocab} logits")
+
+
+FORCING = (ForcedBOS, ForcedEOS)  # the filters that replace whole rows; the others only mask
+
+
+def forced_token(filters: list[LogitFilter], length: int, vocab: int) -> int | None:
+    """The token every row is forced to at decoder ``length`` (the last forcing filter wins, as its rows
+    overwrite the others'), or None. Raises ``ValueError`` if that token is outside the ``vocab`` logits."""
+    token = None
+    for f in filters:
+        if isinstance(f, FORCING) and f.forces(length):
+            _check_forced(f.token_id, vocab, f.name)
+            token = f.token_id
+    return token
 
 
 def build_logit_filters(options: DecodingOptions) -> list[LogitFilter]:
@@ -113,26 +144,59 @@ def build_logit_filters(options: DecodingOptions) -> list[LogitFilter]:
 
 def log_softmax(logits: np.ndarray, lanes: int = TORCH_CPU_LANES) -> np.ndarray:
     """float32 [N, V] -> float32 [N, V]: ``x - max - log(sum(exp(x - max)))`` in torch's CPU order."""
+    shifted, log_total = shifted_log_total(logits, lanes)
+    return np.subtract(shifted, log_total[:, None], out=shifted)
+
+
+def shifted_log_total(
+    logits: np.ndarray, lanes: int = TORCH_CPU_LANES, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [N, V] -> (``x - max`` float32 [N, V], ``log(sum(exp(x - max)))`` float32 [N]).
+
+    ``log_softmax`` is their difference; beam search subtracts only on the rows' few candidates.
+    out: where to write ``x - max`` (float32 [N, V], e.g. a view into a wider buffer); returned.
+    """
     x = np.asarray(logits, dtype=np.float32)
-    shifted = x - x.max(axis=1, keepdims=True)
-    e = np.empty_like(shifted)
-    # exp in float64, rounded to float32; numpy casts in small buffers: no [N, V] float64 temporaries
-    np.exp(shifted, out=e, dtype=np.float64, casting="same_kind")
-    n, v = e.shape
+    shifted = np.subtract(x, x.max(axis=1, keepdims=True), out=out)
+    v = shifted.shape[1]
     if v < lanes:  # torch adds the few values one by one
+        e = _exp_rounded(shifted)
         total = e[:, 0].copy()
         for i in range(1, v):
             total += e[:, i]
     else:
-        if v % lanes:
-            e = np.concatenate([e, np.zeros((n, lanes - v % lanes), np.float32)], axis=1)
-        acc = np.add.reduce(e.reshape(n, -1, lanes), axis=1)  # one running float32 sum per lane
-        while acc.shape[1] > 1:  # pairwise lane reduction: lane i with lane i + half
-            half = acc.shape[1] // 2
-            acc = acc[:, :half] + acc[:, half:]
-        total = acc[:, 0]
+        total = _lane_sums(shifted, lanes)
     log_total = np.log(total.astype(np.float64)).astype(np.float32)
-    return np.subtract(shifted, log_total[:, None], out=shifted)
+    return shifted, log_total
+
+
+def _exp_rounded(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """exp in float64, rounded to float32; numpy casts in small buffers: no float64 temporaries."""
+    if out is None:
+        out = np.empty_like(x)
+    return np.exp(x, out=out, dtype=np.float64, casting="same_kind")
+
+
+def _lane_sums(shifted: np.ndarray, lanes: int) -> np.ndarray:
+    """float32 [N, V] -> sum(exp) [N]: one running float32 sum per lane (columns ``i, i + lanes, ...``),
+    then the lanes reduced pairwise (lane i with lane i + half).
+
+    The exponentials are written chunk-major ([V / lanes, N, lanes], the last chunk zero-padded), so that
+    the running sums are one ``np.add.reduce`` over the first axis whose inner loop spans every row's
+    lanes: the same additions in the same order as summing each row's [V / lanes, lanes] view, ~3x faster.
+    """
+    n, v = shifted.shape
+    full, rest = divmod(v, lanes)
+    e = np.empty((full + (rest > 0), n, lanes), dtype=np.float32)
+    _exp_rounded(shifted[:, : full * lanes].reshape(n, full, lanes), out=e[:full].transpose(1, 0, 2))
+    if rest:
+        e[full] = 0.0
+        _exp_rounded(shifted[:, full * lanes :], out=e[full, :, :rest])
+    acc = np.add.reduce(e, axis=0)  # [N, lanes], chunk after chunk
+    while acc.shape[1] > 1:
+        half = acc.shape[1] // 2
+        acc = acc[:, :half] + acc[:, half:]
+    return acc[:, 0]
 
 
 def top_k(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .image_size import ImageSize
+
 __all__ = ["EncodedImage"]
 
 
@@ -20,13 +22,13 @@ class EncodedImage:
     """The vision features of one image and what they belong to; immutable.
 
     features: float [num_image_tokens, d_model] (read-only), the vision encoder's output for the image;
-    image_size: (width, height) of the original image (region prompts and answers are in its pixels);
-    model: the token of the model that made it (:attr:`Florence2.encoding_token`): another model
+    image_size: the original image's size (region prompts and answers are in its pixels);
+    model: the token of the model that made it (its folder and vision sizes): another model
     folder's features would give garbage, so task calls refuse them.
     """
 
     features: np.ndarray
-    image_size: tuple[int, int]
+    image_size: ImageSize
     model: str
 
     def __post_init__(self) -> None:
@@ -39,7 +41,7 @@ class EncodedImage:
             features = features.copy()  # never freeze an array the caller still writes to
         features.flags.writeable = False
         object.__setattr__(self, "features", features)
-        object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
+        object.__setattr__(self, "image_size", ImageSize.of(self.image_size))
 
     def __repr__(self) -> str:
         return (

@@ -2,7 +2,7 @@
 
 What transformers 5 does for Florence-2 (``CLIPImageProcessorPil``; ``AutoProcessor`` picks it when
 torchvision is not installed, the torchvision backend otherwise): PIL bicubic resize of the uint8
-RGB image to exactly (height, width), no crop, ``x.astype(float64) * rescale_factor`` cast to
+RGB image to exactly the model's size, no crop, ``x.astype(float64) * rescale_factor`` cast to
 float32, then ``(x - mean) / std`` in float32, channels first. The published checkpoints set
 ``do_convert_rgb`` to null, so the processor converts nothing: images must be RGB already, which
 :func:`load_image` guarantees (PIL ``convert("RGB")``; files also get their EXIF orientation applied,
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .image_size import ImageSize
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -98,12 +100,13 @@ def load_image(image: ImageInput) -> Image.Image:
 
 
 def resize_for_model(image: Image.Image, size: tuple[int, int], resample: int = 3) -> Image.Image:
-    """An RGB image resized to the model's ``size`` = (height, width) exactly as the processor does it.
+    """An RGB image resized to the model's input ``size`` (width, height: an :class:`ImageSize`) exactly as
+    the processor does it.
 
     Resizing an image that already has that size returns an equal copy, so a caller may resize early
     (and drop the full-resolution pixels) without changing what :func:`preprocess` makes of it."""
-    height, width = (int(v) for v in size)
-    return image.resize((width, height), resample=Image.Resampling(resample), reducing_gap=None)
+    size = ImageSize.of(size, "the model's image size")
+    return image.resize(size, resample=Image.Resampling(resample), reducing_gap=None)
 
 
 def preprocess(
@@ -114,14 +117,14 @@ def preprocess(
     resample: int = 3,
     rescale_factor: float = 1 / 255,
 ) -> np.ndarray:
-    """RGB images -> pixel values float32 [B, 3, H, W], with (H, W) = ``size``.
+    """RGB images -> pixel values float32 [B, 3, H, W], with H, W the model's input ``size`` (width, height:
+    an :class:`ImageSize`).
 
     Same arithmetic as the processor: uint8 -> float64 * rescale_factor -> float32, then
     (x - mean) / std in float32.
     """
-    height, width = (int(v) for v in size)
-    if height < 1 or width < 1:
-        raise ValueError(f"size must be a positive (height, width), got {tuple(size)}")
+    size = ImageSize.of(size, "the model's image size")
+    height, width = size.height, size.width
     if len(images) == 0:
         raise ValueError("preprocess needs at least one image")
     batch = np.empty((len(images), height, width, 3), dtype=np.uint8)  # [B, H, W, 3]
@@ -131,7 +134,7 @@ def preprocess(
                 f"image {i}: expected an RGB PIL image (use load_image first), got "
                 f"{getattr(im, 'mode', type(im).__name__)!r}"
             )
-        batch[i] = np.asarray(resize_for_model(im, (height, width), resample))
+        batch[i] = np.asarray(resize_for_model(im, size, resample))
     x: np.ndarray = (batch.astype(np.float64) * float(rescale_factor)).astype(np.float32)
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -106,6 +106,33 @@ class Florence2Tokenizer:
         """One sequence of ids -> text (``skip_special_tokens=False``)."""
         return self.batch_decode([list(ids)])[0]
 
+    def decode_with_offsets(self, ids: Sequence[int]) -> tuple[str, np.ndarray]:
+        """``decode(ids)`` and where each token's characters are: int64 [T + 1] offsets, token ``k`` wrote
+        ``text[offsets[k]:offsets[k + 1]]``.
+
+        Byte-level BPE tokens decode on their own to their own characters, except where a character's
+        UTF-8 bytes are split over several tokens: then the offsets come from decoding every prefix (the
+        tokens of a split character share it: the first ones get no characters, the last one all)."""
+        ids = _as_id_list(ids, 0)
+        text = self.decode(ids)
+        pieces = self._tok.decode_batch([[i] for i in ids], skip_special_tokens=False)
+        if "".join(pieces) == text:
+            return text, np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+        prefixes = self._tok.decode_batch([ids[: k + 1] for k in range(len(ids))], skip_special_tokens=False)
+        ends = [_common_prefix(p, text) for p in prefixes]
+        offsets = np.maximum.accumulate(np.array([0, *ends], dtype=np.int64))
+        offsets[-1] = len(text)
+        return text, offsets
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of ``a`` and ``b``."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
 
 def _as_id_list(row, index: int) -> list[int]:
     arr = np.asarray(row)

@@ -8,6 +8,10 @@ most ``max_wait_ms`` for company. Jobs with other options wait for a later batch
 Results equal unbatched ``Florence2.run``: each job's image goes through the vision encoder once (a job may
 ask several tasks of it), then every prompt of the batch shares the text encoder and the decoder
 (``tasks.answer_prompts``: token-exact across batch sizes, each row cut after its first EOS).
+
+Confidence scores (``Job.scores``) do not split batches: scores change nothing in the search, so a batch
+is generated with scores when any of its jobs asks for them, and the jobs that did not ask get their
+answers without (``tasks.confidence.without_scores``: what ``run`` gives without ``scores=True``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from PIL import Image
 
 from ..engine.native import release_freed_memory
 from ..generation import DecodingOptions
-from ..tasks.requests import PromptItem, answer_prompts
+from ..inputs.image_size import ImageSize
+from ..tasks.batch import PromptItem, answer_prompts
+from ..tasks.confidence import without_scores
 
 log = logging.getLogger("florence2.server")
 
@@ -40,8 +46,9 @@ class Job:
     task: str
     generation: dict[str, Any]  # generate() keyword arguments as the client sent them
     options: DecodingOptions  # the resolved options: jobs batch together only when these are equal
-    image_size: tuple[int, int] | None = None  # (width, height) of the original image; None: image.size
+    image_size: ImageSize | None = None  # the original image's size; None: image.size
     more_tasks: tuple[tuple[str, str], ...] = ()  # further (task, prompt) pairs on the same image
+    scores: bool = False  # answers with each object's confidence (run(..., scores=True))
 
     @property
     def prompts(self) -> tuple[tuple[str, str], ...]:
@@ -49,9 +56,9 @@ class Job:
         return ((self.task, self.prompt), *self.more_tasks)
 
     @property
-    def original_size(self) -> tuple[int, int]:
+    def original_size(self) -> ImageSize:
         """The (width, height) the answer's coordinates refer to."""
-        return self.image_size or self.image.size
+        return self.image_size or ImageSize.of(self.image.size)
 
 
 @dataclass(frozen=True)
@@ -211,18 +218,21 @@ class DynamicBatcher:
 
     def _infer(self, jobs: list[Job]) -> list[dict]:
         """One vision encoding per job, then every prompt of the batch through one ``answer_prompts`` (equal
-        options); each job's result merges the answers of its tasks."""
+        options), with scores when any job asks for them; each job's result merges the answers of its tasks."""
         items = []
         for job in jobs:
             # the queued image is at the model's size; answers are in the original image's pixels
             encoded = replace(self.model.encode_image(job.image), image_size=job.original_size)
             items += [PromptItem(encoded, task, prompt) for task, prompt in job.prompts]
-        answers = iter(answer_prompts(self.model, items, jobs[0].options))
+        scored = any(job.scores for job in jobs)
+        answers = iter(answer_prompts(self.model, items, jobs[0].options, scores=scored))
         results = []
         for job in jobs:
             result: dict = {}
             for _ in job.prompts:
                 result.update(next(answers))
+            if scored and not job.scores:
+                result = {task: without_scores(answer) for task, answer in result.items()}
             results.append(result)
         return results
 

@@ -17,7 +17,7 @@ for ever. :func:`guarded_protocol` wraps uvicorn's HTTP protocol class:
 from __future__ import annotations
 
 from ..errors import require
-from .limits import ServerLimits
+from .settings import ServerLimits
 
 FD_RESERVE = 64  # descriptors kept free for model files, logs and the listening socket
 
@@ -82,11 +82,12 @@ def guarded_protocol(base: type, header_timeout_s: float, max_connections: int) 
 
 def server_config(app, host: str, port: int, limits: ServerLimits | None = None, **kwargs):
     """``uvicorn.Config`` for ``app`` with the guarded HTTP protocol sized by ``limits``
-    (default: ``app.state.limits``); ``kwargs`` go to ``uvicorn.Config``."""
+    (default: those of the app, ``app.state.server.limits``); ``kwargs`` go to ``uvicorn.Config``."""
     uvicorn = require("uvicorn", "serve", "The Florence-2 server")
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    limits = limits or getattr(getattr(app, "state", None), "limits", None) or ServerLimits()
+    server = getattr(getattr(app, "state", None), "server", None)
+    limits = limits or getattr(server, "limits", None) or ServerLimits()
     protocol = guarded_protocol(
         AutoHTTPProtocol, limits.header_timeout_s, connection_cap(limits.max_connections)
     )

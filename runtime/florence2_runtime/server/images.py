@@ -13,6 +13,7 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..inputs.image_size import ImageSize
 from ..inputs.images import is_url, load_image, resize_for_model
 from .problems import RequestError, bad_request
 
@@ -72,9 +73,9 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def decode_for_model(
-    data: bytes, max_pixels: int, size: tuple[int, int], resample: int = 3, jpeg_draft: bool = False
-) -> tuple[Image.Image, tuple[int, int]]:
-    """Encoded bytes -> (the RGB image at the model's ``size`` = (height, width), the original (width, height)).
+    data: bytes, max_pixels: int, size: ImageSize, resample: int = 3, jpeg_draft: bool = False
+) -> tuple[Image.Image, ImageSize]:
+    """Encoded bytes -> (the RGB image at the model's ``size``, the original image's size).
 
     Only what the model sees is kept: the full-resolution pixels are dropped as soon as they are resized
     (:func:`~florence2_runtime.inputs.images.resize_for_model`, so the model's input is unchanged). The
@@ -83,7 +84,7 @@ def decode_for_model(
     time; the pixels then differ slightly from a full decode)."""
     if not jpeg_draft:
         image = decode_image(data, max_pixels)
-        return resize_for_model(image, size, resample), image.size
+        return resize_for_model(image, size, resample), ImageSize.of(image.size)
     original = probe_image(data, max_pixels)
     try:
         with warnings.catch_warnings():
@@ -97,7 +98,7 @@ def decode_for_model(
         raise bad_request(
             "corrupt_image", f"the image is truncated or corrupt ({type(e).__name__}: {e})"
         ) from None
-    return resize_for_model(image, size, resample), original
+    return resize_for_model(image, size, resample), ImageSize.of(original)
 
 
 def probe_image(data: bytes, max_pixels: int) -> tuple[int, int]:

@@ -7,6 +7,7 @@ batch sizes. Gauges (queue depth, in-flight batch) are read from the batcher whe
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -100,3 +101,30 @@ def _fmt(v: float) -> str:
 
 def _esc(s: str) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class MetricsMiddleware:
+    """ASGI middleware counting every routed request by its route's path and status, with its latency
+    (a request that raised counts as 500; one that matched no route is not counted)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", None)
+            if path is not None:
+                self.metrics.record_request(path, status, time.perf_counter() - start)

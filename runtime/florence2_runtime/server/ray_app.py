@@ -8,30 +8,62 @@ path, or on shared storage); start the cluster with ``ray start``, then run ``fl
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import require
-from .limits import ServerLimits
+from .settings import ServerLimits, Settings, setting
 
 DEPLOYMENT_NAME = "florence2"
 
 
 @dataclass(frozen=True)
-class RaySettings:
-    """Replica count or autoscaling bounds, and the resources Ray reserves for each replica."""
+class RaySettings(Settings):
+    """Replica count or autoscaling bounds, and the resources Ray reserves for each replica (each field is
+    also a ``serve --ray`` flag and a FLORENCE2_* environment variable, see ``settings.py``)."""
 
-    replicas: int = 1  # fixed count, used when max_replicas is None
-    min_replicas: int | None = None  # autoscaling lower bound (default 1)
-    max_replicas: int | None = None  # set -> autoscaling between min_replicas and max_replicas
-    target_ongoing_requests: float = 4.0  # autoscaling: requests in flight per replica to aim for
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    address: str | None = (
-        None  # ray.init(address=...): None starts or joins a local instance, "auto" a cluster
+    GROUPS: ClassVar[Mapping[str, str]] = {"ray": "Ray Serve (the 'ray' extra)"}
+
+    replicas: int = setting(1, "fixed replica count (ignored with --max-replicas)", minimum=1, group="ray")
+    min_replicas: int | None = setting(
+        None, "autoscaling lower bound (1 when not given)", kind=int, minimum=1, optional=True, group="ray"
     )
+    max_replicas: int | None = setting(
+        None, "enables autoscaling up to this many replicas", kind=int, minimum=1, optional=True, group="ray"
+    )
+    target_ongoing_requests: float = setting(
+        4.0, "autoscaling target: requests in flight per replica", minimum=0, exclusive=True, group="ray"
+    )
+    num_cpus: float = setting(1.0, "CPUs reserved per replica", minimum=0, group="ray")
+    num_gpus: float = setting(0.0, "GPUs reserved per replica", minimum=0, group="ray")
+    address: str | None = setting(
+        None,
+        "Ray cluster address, e.g. auto (none: join a running local instance or start one)",
+        kind=str,
+        optional=True,
+        flag="--ray-address",
+        group="ray",
+    )
+    dashboard: bool = setting(
+        False,
+        "start Ray's dashboard (http://127.0.0.1:8265) with a local instance",
+        flag="--ray-dashboard",
+        group="ray",
+    )
+
+    def init_options(self) -> dict:
+        """Keyword arguments of ``ray.init``: the address, and for a local instance the dashboard switch
+        (off unless asked for: it listens on port 8265)."""
+        if self.address is not None:
+            return {"address": self.address}
+        return {"include_dashboard": self.dashboard}
 
     def deployment_options(self, limits: ServerLimits) -> dict:
         """Keyword arguments of ``serve.deployment``."""
@@ -117,22 +149,30 @@ def start(
     serve = require("ray.serve", "ray", "Serving with Ray")
     settings = settings or RaySettings()
     if not ray.is_initialized():
-        ray.init(address=settings.address, **(ray_init_kwargs or {}))
+        ray.init(**{**settings.init_options(), **(ray_init_kwargs or {})})
     serve.start(http_options={"host": host, "port": port})
     app = build_application(model_dir, limits, settings, provider, threads, app_options, model_options)
     return serve.run(app, name=DEPLOYMENT_NAME, route_prefix="/")
 
 
 def serve_forever(model_dir: str | Path, limits: ServerLimits, settings: RaySettings, **kwargs) -> None:
-    """``florence2 serve MODEL --ray``: deploy, then keep the driver alive until Ctrl-C."""
+    """``florence2 serve MODEL --ray``: deploy, then keep the driver alive until Ctrl-C or SIGTERM; then stop
+    Serve and Ray and every process this driver started (within :data:`STOP_WAIT_S` seconds)."""
     ray = require("ray", "ray", "Serving with Ray")
     serve = require("ray.serve", "ray", "Serving with Ray")
-    signal.signal(signal.SIGTERM, _exit_on_signal)  # a service manager's stop: same clean shutdown as Ctrl-C
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # before start: a stop while Ray starts
+    started: set[int] = set()
     try:
+        if not ray.is_initialized():
+            ray.init(**settings.init_options())
+        # ray.init installs its own SIGTERM handler (its C++ core's, which aborts the driver and leaves the
+        # dashboard and runtime-env agents running): a service manager's stop must be Ctrl-C's clean shutdown
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        started = descendants(os.getpid())
         start(model_dir, limits, settings, **kwargs)
         print(
             f"florence2: serving on http://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 8000)} "
-            "through Ray Serve; Ctrl-C stops it",
+            f"through Ray Serve; Ctrl-C stops it. {_ray_files(ray)}",
             flush=True,
         )
         while True:
@@ -140,9 +180,73 @@ def serve_forever(model_dir: str | Path, limits: ServerLimits, settings: RaySett
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop must not cut the cleanup short
+        started |= descendants(os.getpid())
         if ray.is_initialized():
             serve.shutdown()
             ray.shutdown()
+        left = stop_processes(started, STOP_WAIT_S)
+        if left:
+            print(
+                f"florence2: killed {len(left)} Ray process(es) that outlived the shutdown", file=sys.stderr
+            )
+
+
+STOP_WAIT_S = 8.0  # how long Ray's own shutdown may take before what it started is killed
+
+
+def _ray_files(ray) -> str:
+    """Where Ray writes: its session logs, and its auth token (created on first start, reused after)."""
+    session = ""
+    with contextlib.suppress(Exception):  # private API: only for the message
+        session = ray._private.worker._global_node.get_session_dir_path()
+    return (
+        f"Ray writes its logs under {session or '/tmp/ray/session_*'} and keeps a cluster auth token in "
+        "~/.ray/auth_token (RAY_AUTH_MODE=disabled turns that off)."
+    )
+
+
+def descendants(pid: int) -> set[int]:
+    """The process ids below ``pid`` (children, their children, ...), read from Linux's /proc; empty elsewhere."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def stop_processes(pids: set[int], wait_s: float) -> set[int]:
+    """Wait up to ``wait_s`` for ``pids`` to exit, then SIGKILL those left; returns the ones killed."""
+    deadline = time.monotonic() + wait_s
+    alive = {p for p in pids if _alive(p)}
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = {p for p in alive if _alive(p)}
+    for p in alive:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    return alive
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, waiting for its parent to reap it, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return state != "Z"
 
 
 def _exit_on_signal(signum, _frame):

@@ -22,23 +22,26 @@ def polygon_area(flat: Sequence[float]) -> float:
     return abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))) / 2.0
 
 
-def _objects(result: ShapesOfResult) -> list[tuple[str, list[float], float, list[list[float]] | None]]:
-    """(label, bbox, area, segmentation or None) per object, boxes then quads then polygons."""
-    out: list[tuple[str, list[float], float, list[list[float]] | None]] = []
+_Object = tuple[str, list[float], float, "list[list[float]] | None", "float | None"]
+
+
+def _objects(result: ShapesOfResult) -> list[_Object]:
+    """(label, bbox, area, segmentation or None, score or None) per object, boxes then quads then polygons."""
+    out: list[_Object] = []
     for b in result.boxes:
         x1, y1, x2, y2 = b.xyxy
         bbox = _bbox((x1, x2), (y1, y2))
-        out.append((b.label, bbox, float(bbox[2] * bbox[3]), None))
+        out.append((b.label, bbox, float(bbox[2] * bbox[3]), None, b.score))
     for q in result.quad_boxes:
         flat = list(q.points)
-        out.append((q.label, _bbox(flat[0::2], flat[1::2]), polygon_area(flat), [flat]))
+        out.append((q.label, _bbox(flat[0::2], flat[1::2]), polygon_area(flat), [flat], q.score))
     for g in result.polygons:
         parts = [list(p) for p in g.parts if len(p) >= 2 * MIN_POLYGON_POINTS]
         if not parts:
             continue
         xs = [x for p in parts for x in p[0::2]]
         ys = [y for p in parts for y in p[1::2]]
-        out.append((g.label, _bbox(xs, ys), float(sum(polygon_area(p) for p in parts)), parts))
+        out.append((g.label, _bbox(xs, ys), float(sum(polygon_area(p) for p in parts)), parts, g.score))
     return out
 
 
@@ -56,12 +59,12 @@ def to_coco(
     missing = sorted({o[0] for o in objects} - set(category_ids))
     if missing:
         raise ValueError(f"labels without a category id: {missing!r:.300}; add them to category_ids")
-    width, height = result.image_size
+    width, height = result.image_size.width, result.image_size.height
     image: dict[str, Any] = {"id": image_id, "width": width, "height": height}
     if file_name is not None:
         image["file_name"] = file_name
     annotations = []
-    for i, (label, bbox, area, segmentation) in enumerate(objects):
+    for i, (label, bbox, area, segmentation, score) in enumerate(objects):
         ann: dict[str, Any] = {
             "id": first_annotation_id + i,
             "image_id": image_id,
@@ -72,6 +75,8 @@ def to_coco(
         }
         if segmentation is not None:
             ann["segmentation"] = segmentation
+        if score is not None:  # a result of run(..., scores=True): COCO's results format has "score"
+            ann["score"] = score
         annotations.append(ann)
     by_id = sorted(category_ids.items(), key=lambda kv: kv[1])
     categories = [{"id": cid, "name": name} for name, cid in by_id]

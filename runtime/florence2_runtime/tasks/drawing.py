@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..inputs.image_size import ImageSize
 from ..inputs.images import ImageInput, load_image
 from .shapes import ShapesOfResult
 
@@ -46,13 +47,15 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 @dataclass(frozen=True)
 class DrawStyle:
     """line_width / font_size: pixels, None = scaled to the image; fill_alpha: polygon fill opacity
-    (0..1); labels: write the labels; text: write a text answer that has no shapes."""
+    (0..1); labels: write the labels; text: write a text answer that has no shapes; scores: write each
+    shape's score after its label (results of ``run(..., scores=True)``)."""
 
     line_width: int | None = None
     font_size: int | None = None
     fill_alpha: float = 0.35
     labels: bool = True
     text: bool = True
+    scores: bool = True
 
 
 def colour_for(label: str) -> tuple[int, int, int]:
@@ -85,12 +88,12 @@ def _scaled_sizes(image: Image.Image, style: DrawStyle) -> tuple[int, int]:
 class _Canvas:
     """An RGBA overlay drawn on top of the image, with the scale from result to image pixels."""
 
-    def __init__(self, image: Image.Image, result_size: Sequence[int], style: DrawStyle):
+    def __init__(self, image: Image.Image, result_size: ImageSize, style: DrawStyle):
         self.image = image.convert("RGBA")
         self.overlay = Image.new("RGBA", self.image.size, (0, 0, 0, 0))
         self.draw = ImageDraw.Draw(self.overlay)
-        self.sx = image.width / result_size[0]
-        self.sy = image.height / result_size[1]
+        self.sx = image.width / result_size.width
+        self.sy = image.height / result_size.height
         self.line, size = _scaled_sizes(image, style)
         self.font = _font(size)
         self.style = style
@@ -137,6 +140,13 @@ class _Canvas:
         return Image.alpha_composite(self.image, self.overlay).convert("RGB")
 
 
+def _caption(label: str, score: float | None, style: DrawStyle) -> str:
+    """The text written at a shape: its label, then its score when there is one and ``style.scores``."""
+    if score is None or not style.scores:
+        return label
+    return f"{label} {score:.2f}".strip()
+
+
 def draw_result(
     result: ShapesOfResult, image: ImageInput, style: DrawStyle | None = None, **options
 ) -> Image.Image:
@@ -149,19 +159,19 @@ def draw_result(
         x1, y1, x2, y2 = box.xyxy
         (ax, ay), (bx, by) = canvas.points([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)])
         canvas.draw.rectangle([ax, ay, bx, by], outline=colour + (255,), width=canvas.line)
-        labels.append((box.label, (ax, ay), colour))
+        labels.append((_caption(box.label, box.score, style), (ax, ay), colour))
     for quad in result.quad_boxes:
         colour = colour_for(quad.label)
         pts = canvas.points(quad.points)
         canvas.outline(pts, colour, fill=False)
-        labels.append((quad.label, min(pts, key=lambda p: (p[1], p[0])), colour))
+        labels.append((_caption(quad.label, quad.score, style), min(pts, key=lambda p: (p[1], p[0])), colour))
     for obj in result.polygons:
         colour = colour_for(obj.label)
         for part in obj.parts:
             canvas.outline(canvas.points(part), colour, fill=True)
         if obj.xyxy is not None:
             x1, y1, _, _ = obj.xyxy
-            labels.append((obj.label, (x1 * canvas.sx, y1 * canvas.sy), colour))
+            labels.append((_caption(obj.label, obj.score, style), (x1 * canvas.sx, y1 * canvas.sy), colour))
     for text, anchor, colour in labels:
         canvas.label(text, anchor, colour)
     if not len(result) and result.text:

@@ -20,7 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MIN_POLYGON_POINTS", "object_masks", "polygon_mask"]
+from ..inputs.image_size import ImageSize
+
+__all__ = ["MIN_POLYGON_POINTS", "has_area", "object_masks", "polygon_mask"]
 
 MIN_POLYGON_POINTS = 3
 _SHIFT = 16  # OpenCV's XY_SHIFT: fixed-point fraction bits of the scanline crossings
@@ -128,9 +130,10 @@ def _fill_interior(mask: np.ndarray, points: np.ndarray) -> None:
             mask[row, lo : hi + 1] = True
 
 
-def polygon_mask(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+def polygon_mask(points: np.ndarray, image_size: ImageSize) -> np.ndarray:
     """One polygon, int [N, 2] (x, y) points, -> bool [height, width]; empty below 3 points."""
-    width, height = image_size
+    image_size = ImageSize.of(image_size)
+    width, height = image_size.width, image_size.height
     mask = np.zeros((height, width), dtype=bool)
     points = np.asarray(points, dtype=np.int64).reshape(-1, 2)
     if len(points) < MIN_POLYGON_POINTS:
@@ -144,11 +147,18 @@ def polygon_mask(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def object_masks(objects: Sequence[Sequence[Sequence[float]]], image_size: tuple[int, int]):
+def has_area(parts: Sequence[Sequence[float]]) -> bool:
+    """Whether an object (flat ``(x1, y1, ...)`` parts) has a part of at least 3 points: the objects
+    :func:`object_masks` keeps."""
+    return any(len(p) >= 2 * MIN_POLYGON_POINTS for p in parts)
+
+
+def object_masks(objects: Sequence[Sequence[Sequence[float]]], image_size: ImageSize):
     """Objects (each a list of flat ``(x1, y1, x2, y2, ...)`` parts, in pixels) -> (bool [n, H, W], the
     int32 [k, 2] points of each kept object's parts). Points are cast to int32 (truncated) as supervision
     does; parts under 3 points are dropped, and objects left without a part are skipped."""
-    width, height = image_size
+    image_size = ImageSize.of(image_size)
+    width, height = image_size.width, image_size.height
     masks, kept = [], []
     for parts in objects:
         points = [np.reshape(p, (-1, 2)).astype(np.int32) for p in parts]

@@ -1,9 +1,11 @@
-"""The per-task methods of ``Florence2`` (the jobs Roboflow's inference-models offers), one table.
+"""The per-task methods of ``Florence2`` (the jobs Roboflow's inference-models offers).
 
-``METHODS`` maps each method to its task token(s) and the input it takes; every method is a thin
-wrapper over ``Florence2.run`` / ``predict_prompts`` and returns a :class:`~florence2_runtime.tasks.results.Florence2Result`
-(a list of them for several regions). Each takes an image or an ``EncodedImage`` and generation keywords
-(transformers' names; by default up to 1024 new tokens and the checkpoint's beams).
+Which task a method runs is written in the task table (:data:`.table.TASKS`: each task's ``method`` and
+``option``); ``METHODS`` is that table read by method. Every method is a thin wrapper over
+``Florence2.predict`` / ``predict_regions`` and returns a :class:`~florence2_runtime.tasks.results.Florence2Result`
+(a list of them for several regions). Each takes an image or an ``EncodedImage``, ``scores=True`` for
+confidences (:mod:`.confidence`) and generation keywords (transformers' names; by default up to 1024 new
+tokens and the checkpoint's beams).
 
 =========================  ==============================================================================
 method                     task
@@ -29,9 +31,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
+from .batch import merge_class_answers
 from .prompts import _is_box
-from .requests import merge_class_answers
 from .results import Florence2Result
+from .table import TASKS, InputKind, TaskSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..inputs.encoded import EncodedImage
@@ -42,14 +45,14 @@ __all__ = ["METHODS", "MethodSpec", "TaskHost", "TaskMethods"]
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method's task: ``tasks`` maps the value of its ``option`` argument to a task token (one entry
-    keyed ``None`` for methods without an option); ``takes``: none, text or region; ``classes_task``: the
-    task run once per class when the method is given ``classes``."""
+    """A method's tasks, read from the task table: ``tasks`` maps the value of its ``option`` argument to a
+    task token (one entry keyed ``None`` for methods without an option); ``takes``: none, text or region;
+    ``when_given``: argument -> the task run when the method is given that argument (``classes``)."""
 
     tasks: Mapping[str | None, str]
-    takes: str = "none"
-    option: str | None = None
-    classes_task: str | None = None
+    takes: InputKind
+    option: str | None
+    when_given: Mapping[str, str]
 
     def task(self, value: str | None = None) -> str:
         if self.option is None:
@@ -61,39 +64,31 @@ class MethodSpec:
         return self.tasks[value]
 
 
-def _one(task: str, takes: str = "none") -> MethodSpec:
-    return MethodSpec(MappingProxyType({None: task}), takes)
+def _method_spec(name: str, specs: Sequence[TaskSpec]) -> MethodSpec:
+    """The tasks of method ``name`` (its rows of the task table) -> its MethodSpec."""
+    given = {s.option.argument: s.token for s in specs if s.option is not None and s.option.value is None}
+    chosen = [s for s in specs if s.token not in given.values()]
+    arguments = {s.option.argument if s.option is not None else None for s in chosen}
+    takes = {s.input for s in chosen}
+    if len(arguments) != 1 or len(takes) != 1 or (None in arguments and len(chosen) != 1):
+        raise ValueError(f"the task table gives method {name} inconsistent tasks: {[s.token for s in specs]}")
+    return MethodSpec(
+        tasks=MappingProxyType({s.option.value if s.option is not None else None: s.token for s in chosen}),
+        takes=takes.pop(),
+        option=arguments.pop(),
+        when_given=MappingProxyType(given),
+    )
 
 
-METHODS: Mapping[str, MethodSpec] = MappingProxyType(
-    {
-        "caption_image": MethodSpec(
-            MappingProxyType(
-                {
-                    "normal": "<CAPTION>",
-                    "detailed": "<DETAILED_CAPTION>",
-                    "very_detailed": "<MORE_DETAILED_CAPTION>",
-                }
-            ),
-            option="granularity",
-        ),
-        "detect_objects": MethodSpec(
-            MappingProxyType(
-                {"classes": "<OD>", "captions": "<DENSE_REGION_CAPTION>", "rois": "<REGION_PROPOSAL>"}
-            ),
-            option="labels_mode",
-            classes_task="<OPEN_VOCABULARY_DETECTION>",
-        ),
-        "ocr_image": _one("<OCR>"),
-        "parse_document": _one("<OCR_WITH_REGION>"),
-        "ground_phrase": _one("<CAPTION_TO_PHRASE_GROUNDING>", "text"),
-        "segment_phrase": _one("<REFERRING_EXPRESSION_SEGMENTATION>", "text"),
-        "segment_region": _one("<REGION_TO_SEGMENTATION>", "region"),
-        "classify_image_region": _one("<REGION_TO_CATEGORY>", "region"),
-        "caption_image_region": _one("<REGION_TO_DESCRIPTION>", "region"),
-        "ocr_image_region": _one("<REGION_TO_OCR>", "region"),
-    }
-)
+def _methods() -> Mapping[str, MethodSpec]:
+    by_method: dict[str, list[TaskSpec]] = {}
+    for spec in TASKS.values():
+        if spec.method is not None:
+            by_method.setdefault(spec.method, []).append(spec)
+    return MappingProxyType({name: _method_spec(name, specs) for name, specs in by_method.items()})
+
+
+METHODS: Mapping[str, MethodSpec] = _methods()
 
 ImageArg: TypeAlias = "ImageInput | EncodedImage"
 RegionArg: TypeAlias = "Sequence[float] | Sequence[Sequence[float]]"
@@ -110,6 +105,7 @@ class TaskHost(Protocol):
         region: Sequence[float] | None = None,
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> Florence2Result: ...
 
@@ -120,10 +116,11 @@ class TaskHost(Protocol):
         regions: Sequence[Sequence[float]],
         *,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> list[Florence2Result]: ...
 
-    def predict_prompts(
+    def _predict_prompts(
         self: TaskHost,
         image: ImageArg,
         task: str,
@@ -131,12 +128,13 @@ class TaskHost(Protocol):
         texts: Sequence[str] | None = None,
         regions: Sequence[Sequence[float]] | None = None,
         region_format: str = "pixels",
+        scores: bool = False,
         **generation_kwargs: Any,
     ) -> list[Florence2Result]: ...
 
 
 class TaskMethods:
-    """The per-task methods; mixed into ``Florence2`` (which provides ``predict``, ``predict_prompts``, ...).
+    """The per-task methods; mixed into ``Florence2`` (which provides ``predict``, ``_predict_prompts``, ...).
 
     Each method's ``self`` is a :class:`TaskHost`, so the type checker holds ``Florence2`` to that protocol."""
 
@@ -168,9 +166,8 @@ class TaskMethods:
         ):
             raise ValueError(f"classes must be a non-empty list of class names, got {classes!r:.100}")
         names = [c.strip() for c in classes]
-        task = spec.classes_task
-        assert task is not None  # METHODS gives detect_objects one
-        results = self.predict_prompts(image, task, texts=names, **generation)
+        task = spec.when_given["classes"]
+        results = self._predict_prompts(image, task, texts=names, **generation)
         merged = merge_class_answers(task, names, [r.raw for r in results])
         return Florence2Result.from_dict(merged, results[0].image_size)
 

@@ -1,4 +1,4 @@
-"""Florence-2 task tokens and the prompts sent to the model.
+"""The prompts sent to the model, from the task table (:data:`.table.TASKS`), and their checks.
 
 ``construct_prompt`` is ``Florence2Processor._construct_prompts`` for one string, quirks included:
 task tokens are found by substring search in table order; a task token that takes no input must be the
@@ -10,7 +10,8 @@ rest, stripped, fills ``{input}``; any other text passes through unchanged.
 ``<loc_x1><loc_y1><loc_x2><loc_y2>``, quantised exactly like transformers'
 ``Florence2PostProcessor.quantize`` (float32 arithmetic); a normalised region (``region_format="normalized"``,
 fractions in [0, 1]) goes to bin ``min(floor(c * 1000), 999)``. ``build_task_texts`` makes one text per
-region for several regions.
+region for several regions. ``encode_prompts`` tokenises processor texts and refuses a prompt too long for
+the encoder (the one place that check lives).
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
 
 from ..errors import brief
+from ..inputs.image_size import ImageSize
+from .locations import NUM_BINS, format_region, quantize
+from .table import TASKS, TaskSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..inputs.tokenizer import Florence2Tokenizer
 
 __all__ = [
     "REGION_FORMATS",
@@ -33,59 +39,31 @@ __all__ = [
     "TASKS",
     "TASK_PROMPTS_WITHOUT_INPUTS",
     "TASK_PROMPTS_WITH_INPUT",
+    "PromptConfig",
     "RegionFormat",
     "TaskSpec",
     "build_task_text",
     "build_task_texts",
     "check_task_input",
     "construct_prompt",
+    "encode_prompts",
     "format_region",
     "quantize_region",
     "region_bins",
 ]
 
-NUM_BINS = 1000
 REGION_TOLERANCE_PX = 1.0  # how far (pixels) a region may stick out of the image and still be clamped
 RegionFormat = Literal[
     "pixels", "normalized"
 ]  # pixels of the image, or fractions of its width / height in [0, 1]
 REGION_FORMATS: tuple[str, ...] = get_args(RegionFormat)
 
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One task: its prompt template (``{input}`` marks the input), and what input it takes."""
-
-    prompt: str
-    takes_input: bool = False
-    region_input: bool = False  # the input is a box: <loc_x1><loc_y1><loc_x2><loc_y2>
-
-
-# Order matters: construct_prompt searches the tokens in this order (transformers' dict order).
-TASKS: Mapping[str, TaskSpec] = MappingProxyType(
-    {
-        "<OCR>": TaskSpec("What is the text in the image?"),
-        "<OCR_WITH_REGION>": TaskSpec("What is the text in the image, with regions?"),
-        "<CAPTION>": TaskSpec("What does the image describe?"),
-        "<DETAILED_CAPTION>": TaskSpec("Describe in detail what is shown in the image."),
-        "<MORE_DETAILED_CAPTION>": TaskSpec("Describe with a paragraph what is shown in the image."),
-        "<OD>": TaskSpec("Locate the objects with category name in the image."),
-        "<DENSE_REGION_CAPTION>": TaskSpec("Locate the objects in the image, with their descriptions."),
-        "<REGION_PROPOSAL>": TaskSpec("Locate the region proposals in the image."),
-        "<CAPTION_TO_PHRASE_GROUNDING>": TaskSpec("Locate the phrases in the caption: {input}", True),
-        "<REFERRING_EXPRESSION_SEGMENTATION>": TaskSpec("Locate {input} in the image with mask", True),
-        "<REGION_TO_SEGMENTATION>": TaskSpec("What is the polygon mask of region {input}", True, True),
-        "<OPEN_VOCABULARY_DETECTION>": TaskSpec("Locate {input} in the image.", True),
-        "<REGION_TO_CATEGORY>": TaskSpec("What is the region {input}?", True, True),
-        "<REGION_TO_DESCRIPTION>": TaskSpec("What does the region {input} describe?", True, True),
-        "<REGION_TO_OCR>": TaskSpec("What text is in the region {input}?", True, True),
-    }
-)
+# transformers' Florence2Processor.task_prompts_without_inputs / task_prompts_with_input, in its order
 TASK_PROMPTS_WITHOUT_INPUTS: Mapping[str, str] = MappingProxyType(
-    {token: spec.prompt for token, spec in TASKS.items() if not spec.takes_input}
+    {token: spec.prompt for token, spec in TASKS.items() if spec.input == "none"}
 )
 TASK_PROMPTS_WITH_INPUT: Mapping[str, str] = MappingProxyType(
-    {token: spec.prompt for token, spec in TASKS.items() if spec.takes_input}
+    {token: spec.prompt for token, spec in TASKS.items() if spec.input != "none"}
 )
 
 _REGION_TEXT = re.compile(r"(?:<loc_(0|[1-9][0-9]{0,2})>){4}")
@@ -131,18 +109,10 @@ def _is_finite_number(v: Any) -> bool:
         return False
 
 
-def _check_image_size(image_size: Any) -> tuple[float, float]:
+def _region_image_size(image_size: Any) -> ImageSize:
     if image_size is None:
-        raise ValueError("a region needs image_size=(width, height) of the image it refers to")
-    try:
-        width, height = image_size
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (width, height), got {brief(image_size)}") from None
-    if not (_is_finite_number(width) and _is_finite_number(height) and width > 0 and height > 0):
-        raise ValueError(
-            f"image_size must be two positive finite numbers (width, height), got {brief(image_size)}"
-        )
-    return width, height
+        raise ValueError("a region in pixels needs image_size=(width, height) of the image it refers to")
+    return ImageSize.of(image_size)
 
 
 _REGION_UNITS = MappingProxyType(
@@ -182,33 +152,26 @@ def _region_coords(region: Any, region_format: str = "pixels") -> tuple[float, f
     return coords
 
 
-def _check_region(region: Any, image_size: tuple[float, float]) -> tuple[float, float, float, float]:
+def _check_region(region: Any, image_size: ImageSize) -> tuple[float, float, float, float]:
     coords = _region_coords(region, "pixels")
     x1, y1, x2, y2 = coords
-    width, height = image_size
+    width, height = image_size.width, image_size.height
     tol = REGION_TOLERANCE_PX
     if min(x1, y1) < -tol or x2 > width + tol or y2 > height + tol:
         raise ValueError(f"region {brief(coords)} lies outside the {width}x{height} image (width x height)")
     return coords
 
 
-def quantize_region(region: Sequence[float], image_size: tuple[float, float]) -> tuple[int, int, int, int]:
+def quantize_region(region: Sequence[float], image_size: tuple[int, int]) -> tuple[int, int, int, int]:
     """Pixel box ``(x1, y1, x2, y2)`` -> location bins, ``clamp(floor(c / (size / 1000)), 0, 999)``.
 
-    Same float32 arithmetic as ``Florence2PostProcessor.quantize(torch.tensor([region]), image_size)``;
-    x uses the width, y the height. Raises ValueError for a malformed or out-of-image region.
+    Same float32 arithmetic as ``Florence2PostProcessor.quantize(torch.tensor([region]), image_size)``
+    (:func:`.locations.quantize`); x uses the width, y the height. Raises ValueError for a malformed or
+    out-of-image region.
     """
-    size = _check_image_size(image_size)
-    coords = np.asarray(_check_region(region, size), dtype=np.float32)
-    width, height = size
-    per_bin = np.array([width / NUM_BINS, height / NUM_BINS] * 2, dtype=np.float32)
-    x1, y1, x2, y2 = (int(b) for b in np.clip(np.floor(coords / per_bin), 0, NUM_BINS - 1))
+    size = _region_image_size(image_size)
+    x1, y1, x2, y2 = quantize(_check_region(region, size), size)
     return x1, y1, x2, y2
-
-
-def format_region(bins: Sequence[int]) -> str:
-    """``(1, 2, 3, 4)`` -> ``"<loc_1><loc_2><loc_3><loc_4>"``."""
-    return "".join(f"<loc_{int(b)}>" for b in bins)
 
 
 def _normalized_bins(region: Sequence[float]) -> tuple[int, int, int, int]:
@@ -221,13 +184,13 @@ def _normalized_bins(region: Sequence[float]) -> tuple[int, int, int, int]:
 
 
 def region_bins(
-    region: Sequence[float], image_size: tuple[float, float] | None = None, *, region_format: str = "pixels"
+    region: Sequence[float], image_size: tuple[int, int] | None = None, *, region_format: str = "pixels"
 ) -> tuple[int, int, int, int]:
     """One box -> its 4 location bins. ``"pixels"`` needs ``image_size`` (see ``quantize_region``);
     ``"normalized"`` boxes are fractions of the width / height and need no image size."""
     if _check_region_format(region_format) == "normalized":
         return _normalized_bins(region)
-    return quantize_region(region, _check_image_size(image_size))  # None: a clear ValueError
+    return quantize_region(region, _region_image_size(image_size))  # None: a clear ValueError
 
 
 def _check_region_text(task: str, text: str) -> str:
@@ -283,22 +246,22 @@ def check_task_input(
         _check_encodable(text)
     has_text = text is not None and text.strip() != ""
     has_region = region is not None
-    if not spec.takes_input:
+    if spec.input == "none":
         if has_text or has_region:
             raise ValueError(f"{task} takes no input; pass neither text nor region")
         return spec
     if has_text and has_region:
         raise ValueError(f"{task}: pass either text or region, not both")
-    if has_region and not spec.region_input:
+    if has_region and spec.input != "region":
         raise ValueError(f"{task} takes text, not a region")
     if not (has_text or has_region):
-        what = "region=(x1, y1, x2, y2) in pixels (or '<loc_..>' text)" if spec.region_input else "text"
+        what = "region=(x1, y1, x2, y2) in pixels (or '<loc_..>' text)" if spec.input == "region" else "text"
         raise ValueError(f"{task} needs an input: pass {what}")
     if has_region:
         _region_coords(region, region_format)
         return spec
     assert text is not None  # has_text
-    if spec.region_input:
+    if spec.input == "region":
         _check_region_text(task, text)
     else:
         inner = _first_token_in(text, TASKS)
@@ -311,7 +274,7 @@ def build_task_text(
     task: str,
     text: str | None = None,
     region: Sequence[float] | None = None,
-    image_size: tuple[float, float] | None = None,
+    image_size: tuple[int, int] | None = None,
     *,
     region_format: str = "pixels",
 ) -> str:
@@ -322,12 +285,12 @@ def build_task_text(
     fractions of the width / height in [0, 1] with ``region_format="normalized"`` (no image size needed).
     """
     spec = check_task_input(task, text, region, region_format=region_format)
-    if not spec.takes_input:
+    if spec.input == "none":
         return task
     if region is not None:
         return task + format_region(region_bins(region, image_size, region_format=region_format))
     assert text is not None  # check_task_input: a task that takes input has text or a region
-    if spec.region_input:
+    if spec.input == "region":
         return task + _check_region_text(task, text)
     return task + text.strip()
 
@@ -336,7 +299,7 @@ def build_task_texts(
     task: str,
     text: str | None = None,
     regions: Sequence[Any] | None = None,
-    image_size: tuple[float, float] | None = None,
+    image_size: tuple[int, int] | None = None,
     *,
     region_format: str = "pixels",
 ) -> list[str]:
@@ -372,3 +335,40 @@ def _iterable(value: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+# --- prompt ids --------------------------------------------------------------------------------------
+class PromptConfig(Protocol):
+    """What :func:`encode_prompts` reads of a model's ``RuntimeConfig`` (read-only)."""
+
+    @property
+    def task_prompts_without_inputs(self) -> Mapping[str, str]: ...  # the checkpoint's own; empty: published
+
+    @property
+    def task_prompts_with_input(self) -> Mapping[str, str]: ...
+
+    @property
+    def max_position_embeddings(self) -> int: ...
+
+    @property
+    def num_image_tokens(self) -> int: ...
+
+
+def encode_prompts(
+    tokenizer: Florence2Tokenizer, config: PromptConfig, texts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Processor texts (``"<OD>"``, ``build_task_text``'s output) -> (text ids [B, T], mask [B, T]) int64.
+
+    Each text becomes its prompt (``construct_prompt`` with the model's own prompt tables, if it has any);
+    a prompt longer than the encoder's room next to the image tokens is refused with ``ValueError``."""
+    prompts = [
+        construct_prompt(t, config.task_prompts_without_inputs, config.task_prompts_with_input) for t in texts
+    ]
+    text_ids, text_mask = tokenizer.encode_prompts(prompts)
+    room = config.max_position_embeddings - config.num_image_tokens
+    if text_ids.shape[1] > room:
+        raise ValueError(
+            f"the prompt is {text_ids.shape[1]} tokens long; this model takes at most {room} "
+            f"next to the image's {config.num_image_tokens} tokens"
+        )
+    return text_ids, text_mask

@@ -7,8 +7,8 @@ the task; :class:`Florence2Result` gives every task the same fields::
     result.boxes[0].xyxy, result.boxes[0].label        # pixel box, label
     result.to_json(); result.to_coco(image_id=7); result.to_supervision(); result.draw("photo.jpg")
 
-Which answer shape a task has is the table ``TASK_KINDS`` (task -> kind), and each kind has one reader in
-``_READERS``. Coordinates are pixels of the original image, exactly the numbers of the dict (ints).
+Which answer shape a task has is its ``answer`` kind in the task table (:data:`.table.TASKS`; unknown tasks
+are text, as post-processing treats them), and each kind has one reader in ``_READERS``. Coordinates are pixels of the original image, exactly the numbers of the dict (ints).
 The shapes (:class:`BoundingBox`, :class:`QuadBox`, :class:`Polygon`) live in :mod:`.shapes`; the converters
 (:mod:`.coco`, :mod:`.supervision`, :mod:`.drawing`, :mod:`.masks`) read a result through
 :class:`~.shapes.ShapesOfResult` and never import this module.
@@ -17,17 +17,19 @@ The shapes (:class:`BoundingBox`, :class:`QuadBox`, :class:`Polygon`) live in :m
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import require
-from .postprocess import FALLBACK_PARSE_TYPE, TASK_PARSE_TYPES, dequantize
+from ..inputs.image_size import ImageSize
+from .confidence import SCORES_KEY, text_and_score
+from .locations import BOX_BINS, LOC_BIN, dequantize
 from .shapes import BoundingBox, Polygon, QuadBox
+from .table import TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -36,47 +38,33 @@ __all__ = ["TASK_KINDS", "BoundingBox", "Florence2Result", "Polygon", "QuadBox"]
 
 JSON_VERSION = 1
 
-# --- task -> kind of answer ----------------------------------------------------------------------------
-_KIND_OF_PARSE_TYPE = {
-    "pure_text": "text",
-    "ocr": "quads",
-    "phrase_grounding": "boxes",
-    "description_with_bboxes": "boxes",
-    "bboxes": "boxes",
-    "polygons": "polygons",
-    "description_with_polygons": "polygons",
-    "description_with_bboxes_or_polygons": "boxes_and_polygons",
-}
-# The region tasks answer text that ends with the region's four location tokens ("car<loc_52>...").
-_REGION_TEXT_TASKS = ("<REGION_TO_CATEGORY>", "<REGION_TO_DESCRIPTION>", "<REGION_TO_OCR>")
-TASK_KINDS: Mapping[str, str] = MappingProxyType(
-    {
-        **{task: _KIND_OF_PARSE_TYPE[parse] for task, parse in TASK_PARSE_TYPES.items()},
-        **{task: "region_text" for task in _REGION_TEXT_TASKS},
-    }
-)
-FALLBACK_KIND = _KIND_OF_PARSE_TYPE[FALLBACK_PARSE_TYPE]  # post-processing treats unknown tasks as text
-
-_LOC_RUN = re.compile(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>")
-_LOC_TOKEN = re.compile(r"<loc_\d+>")
+# --- task -> kind of answer (the task table's ``answer``) ------------------------------------------------
+TASK_KINDS: Mapping[str, str] = MappingProxyType({token: spec.answer for token, spec in TASKS.items()})
+FALLBACK_KIND = "text"  # post-processing treats unknown tasks as pure text
 
 
 @dataclass(frozen=True)
 class Florence2Result:
     """The answer of one task on one image, the same fields for every task.
 
-    task: the task token; image_size: (width, height) of the image the coordinates refer to;
+    task: the task token; image_size: the size of the image the coordinates refer to;
     text: the text answer (captions, OCR, region tasks without their location tokens), else None;
     boxes / quad_boxes / polygons: the located objects; raw: ``run()``'s dict ``{task: answer}``.
+    With ``run(..., scores=True)`` every shape has its ``score`` and a text answer its ``text_score``
+    (:mod:`.confidence`); else they are None.
     """
 
     task: str
-    image_size: tuple[int, int]
+    image_size: ImageSize
     text: str | None = None
+    text_score: float | None = None
     boxes: tuple[BoundingBox, ...] = ()
     quad_boxes: tuple[QuadBox, ...] = ()
     polygons: tuple[Polygon, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", ImageSize.of(self.image_size))
 
     # --- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -94,7 +82,7 @@ class Florence2Result:
         """From a task token and its answer (the value of ``run()``'s dict)."""
         if not isinstance(task, str):
             raise ValueError(f"task must be a task token string, got {task!r}")
-        size = _image_size(image_size)
+        size = ImageSize.of(image_size)
         kind = TASK_KINDS.get(task, FALLBACK_KIND)
         fields = _READERS[kind](task, answer, size)
         return cls(task=task, image_size=size, raw={task: _plain(answer)}, **fields)
@@ -115,9 +103,34 @@ class Florence2Result:
         )
 
     @property
+    def scores(self) -> tuple[float | None, ...]:
+        """Scores of the boxes, then the quad boxes, then the polygons (parallel to ``labels``); None for
+        an object without one (results of ``run`` without ``scores=True``)."""
+        return (
+            tuple(b.score for b in self.boxes)
+            + tuple(q.score for q in self.quad_boxes)
+            + tuple(g.score for g in self.polygons)
+        )
+
+    @property
     def xyxy(self) -> np.ndarray:
         """Boxes as float32 [N, 4] (``boxes`` only)."""
         return np.array([b.xyxy for b in self.boxes], dtype=np.float32).reshape(-1, 4)
+
+    def above(self, min_score: float) -> Florence2Result:
+        """A copy without the objects scored below ``min_score`` (``raw`` keeps the whole answer).
+
+        ValueError for a result without scores: ask ``run`` / ``predict`` for ``scores=True``."""
+        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0 <= min_score <= 1:
+            raise ValueError(f"min_score must be a number in [0, 1], got {min_score!r:.50}")
+        if any(s is None for s in self.scores):
+            raise ValueError("this result has no scores: ask for them with scores=True")
+        return replace(
+            self,
+            boxes=tuple(b for b in self.boxes if b.score is not None and b.score >= min_score),
+            quad_boxes=tuple(q for q in self.quad_boxes if q.score is not None and q.score >= min_score),
+            polygons=tuple(g for g in self.polygons if g.score is not None and g.score >= min_score),
+        )
 
     def masks(self) -> np.ndarray:
         """Boolean masks [n, height, width] at the image size, one per polygon object (segmentation answers;
@@ -139,9 +152,15 @@ class Florence2Result:
             "task": self.task,
             "image_size": list(self.image_size),
             "text": self.text,
-            "boxes": [{"xyxy": list(b.xyxy), "label": b.label} for b in self.boxes],
-            "quad_boxes": [{"points": list(q.points), "label": q.label} for q in self.quad_boxes],
-            "polygons": [{"parts": [list(p) for p in g.parts], "label": g.label} for g in self.polygons],
+            **({"text_score": self.text_score} if self.text_score is not None else {}),
+            "boxes": [_scored({"xyxy": list(b.xyxy), "label": b.label}, b.score) for b in self.boxes],
+            "quad_boxes": [
+                _scored({"points": list(q.points), "label": q.label}, q.score) for q in self.quad_boxes
+            ],
+            "polygons": [
+                _scored({"parts": [list(p) for p in g.parts], "label": g.label}, g.score)
+                for g in self.polygons
+            ],
             "raw": self.raw,
         }
 
@@ -159,17 +178,27 @@ class Florence2Result:
         try:
             return cls(
                 task=d["task"],
-                image_size=_image_size(d["image_size"]),
+                image_size=ImageSize.of(d["image_size"]),
                 text=d.get("text"),
+                text_score=_score(d.get("text_score")),
                 boxes=tuple(
-                    BoundingBox(_box(b["xyxy"]), _label(b.get("label", ""))) for b in d.get("boxes", ())
+                    BoundingBox(_box(b["xyxy"]), _label(b.get("label", "")), _score(b.get("score")))
+                    for b in d.get("boxes", ())
                 ),
                 quad_boxes=tuple(
-                    QuadBox(_coords(q["points"], 8, "quad box"), _label(q.get("label", "")))
+                    QuadBox(
+                        _coords(q["points"], 8, "quad box"),
+                        _label(q.get("label", "")),
+                        _score(q.get("score")),
+                    )
                     for q in d.get("quad_boxes", ())
                 ),
                 polygons=tuple(
-                    Polygon(tuple(_polygon_part(p) for p in g["parts"]), _label(g.get("label", "")))
+                    Polygon(
+                        tuple(_polygon_part(p) for p in g["parts"]),
+                        _label(g.get("label", "")),
+                        _score(g.get("score")),
+                    )
                     for g in d.get("polygons", ())
                 ),
                 raw=d.get("raw", {}),
@@ -190,7 +219,8 @@ class Florence2Result:
 
         Each box, quad box and polygon object becomes one annotation with ``bbox`` ``[x, y, w, h]``,
         ``area`` and ``category_id``; quads and polygons also carry ``segmentation`` (flat polygons;
-        parts with fewer than 3 points are left out, and an object left with none is skipped).
+        parts with fewer than 3 points are left out, and an object left with none is skipped), and scored
+        objects (``scores=True``) their ``score``.
         category_ids maps label -> id; None numbers the sorted distinct labels from 1. A label missing
         from category_ids raises ValueError.
         """
@@ -225,17 +255,6 @@ class Florence2Result:
 
 
 # --- readers: (task, answer, image_size) -> dataclass fields --------------------------------------------
-def _image_size(image_size: Any) -> tuple[int, int]:
-    try:
-        width, height = image_size
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (width, height), got {image_size!r}") from None
-    for v in (width, height):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"image_size must be two positive ints (width, height), got {image_size!r}")
-    return int(width), int(height)
-
-
 def _plain(value: Any) -> Any:
     """Tuples -> lists and numpy scalars -> Python numbers, so ``raw`` survives a JSON round trip."""
     if isinstance(value, Mapping):
@@ -300,69 +319,104 @@ def _paired(answer: Any, task: str, items_key: str, labels_key: str) -> list[tup
     return list(zip(items, (_label(label) for label in labels)))
 
 
-def _boxes(answer, task, items_key="bboxes", labels_key="labels") -> tuple[BoundingBox, ...]:
-    return tuple(BoundingBox(_box(b), label) for b, label in _paired(answer, task, items_key, labels_key))
+def _score(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not _number(value) or not 0 <= value <= 1:
+        raise ValueError(f"a score must be a number in [0, 1] or None, got {value!r:.50}")
+    return float(value)
 
 
-def _polygons(answer, task, items_key="polygons", labels_key="labels") -> tuple[Polygon, ...]:
+def _scores(answer: Any, task: str, counts: Sequence[int]) -> list[list[float | None]]:
+    """The answer's ``scores`` (:mod:`.confidence`: one per object, in the order of ``counts``' lists) split
+    into one list per kind of object; all None without scores."""
+    if not isinstance(answer, Mapping) or SCORES_KEY not in answer:
+        return [[None] * n for n in counts]
+    values = answer[SCORES_KEY]
+    if not isinstance(values, (list, tuple)) or len(values) != sum(counts):
+        raise ValueError(f"{task}: 'scores' must be a list of {sum(counts)} numbers, got {values!r:.200}")
+    out, at = [], 0
+    for n in counts:
+        out.append([_score(v) for v in values[at : at + n]])
+        at += n
+    return out
+
+
+def _scored(entry: dict[str, Any], score: float | None) -> dict[str, Any]:
+    return entry if score is None else {**entry, "score": score}
+
+
+def _boxes(paired, scores) -> tuple[BoundingBox, ...]:
+    return tuple(BoundingBox(_box(b), label, s) for (b, label), s in zip(paired, scores))
+
+
+def _polygons(task, paired, scores) -> tuple[Polygon, ...]:
     out = []
-    for parts, label in _paired(answer, task, items_key, labels_key):
+    for (parts, label), score in zip(paired, scores):
         if not isinstance(parts, (list, tuple)):
             raise ValueError(
                 f"{task}: each object's polygons must be a list of flat lists, got {parts!r:.200}"
             )
-        out.append(Polygon(tuple(_polygon_part(p) for p in parts), label))
+        out.append(Polygon(tuple(_polygon_part(p) for p in parts), label, score))
     return tuple(out)
 
 
-def _text_answer(task: str, answer: Any) -> str:
-    if not isinstance(answer, str):
+def _text_answer(task: str, answer: Any) -> tuple[str, float | None]:
+    text, score = text_and_score(answer)
+    if not isinstance(text, str):
         raise ValueError(f"the answer of {task} must be a str, got {answer!r:.200}")
-    return answer
+    return text, _score(score)
 
 
 def _read_text(task, answer, size) -> dict:
-    return {"text": _text_answer(task, answer)}
+    text, score = _text_answer(task, answer)
+    return {"text": text, "text_score": score}
 
 
 def _read_region_text(task, answer, size) -> dict:
-    """ "car<loc_52><loc_332><loc_932><loc_774>" -> text "car" and that box, labelled "car"."""
-    answer = _text_answer(task, answer)
-    runs = list(_LOC_RUN.finditer(answer))
-    text = _LOC_TOKEN.sub("", answer).strip()
+    """ "car<loc_52><loc_332><loc_932><loc_774>" -> text "car" and that box, labelled "car" (scored as the
+    whole answer)."""
+    answer, score = _text_answer(task, answer)
+    runs = list(BOX_BINS.finditer(answer))
+    text = LOC_BIN.sub("", answer).strip()
     if not runs:
-        return {"text": text}
+        return {"text": text, "text_score": score}
     label = answer[: runs[0].start()].strip()
     flat = dequantize([int(b) for m in runs for b in m.groups()], size)
-    boxes = tuple(BoundingBox(_box(flat[i : i + 4]), label) for i in range(0, len(flat), 4))
-    return {"text": text, "boxes": boxes}
+    boxes = tuple(BoundingBox(_box(flat[i : i + 4]), label, score) for i in range(0, len(flat), 4))
+    return {"text": text, "text_score": score, "boxes": boxes}
 
 
 def _read_boxes(task, answer, size) -> dict:
-    return {"boxes": _boxes(answer, task)}
+    paired = _paired(answer, task, "bboxes", "labels")
+    (scores,) = _scores(answer, task, [len(paired)])
+    return {"boxes": _boxes(paired, scores)}
 
 
 def _read_quads(task, answer, size) -> dict:
+    paired = _paired(answer, task, "quad_boxes", "labels")
+    (scores,) = _scores(answer, task, [len(paired)])
     return {
         "quad_boxes": tuple(
-            QuadBox(_coords(q, 8, "quad box"), label)
-            for q, label in _paired(answer, task, "quad_boxes", "labels")
+            QuadBox(_coords(q, 8, "quad box"), label, s) for (q, label), s in zip(paired, scores)
         )
     }
 
 
 def _read_polygons(task, answer, size) -> dict:
-    return {"polygons": _polygons(answer, task)}
+    paired = _paired(answer, task, "polygons", "labels")
+    (scores,) = _scores(answer, task, [len(paired)])
+    return {"polygons": _polygons(task, paired, scores)}
 
 
 def _read_boxes_and_polygons(task, answer, size) -> dict:
-    return {
-        "boxes": _boxes(answer, task, "bboxes", "bboxes_labels"),
-        "polygons": _polygons(answer, task, "polygons", "polygons_labels"),
-    }
+    boxes = _paired(answer, task, "bboxes", "bboxes_labels")
+    polygons = _paired(answer, task, "polygons", "polygons_labels")
+    box_scores, polygon_scores = _scores(answer, task, [len(boxes), len(polygons)])
+    return {"boxes": _boxes(boxes, box_scores), "polygons": _polygons(task, polygons, polygon_scores)}
 
 
-_READERS: Mapping[str, Callable[[str, Any, tuple[int, int]], dict]] = MappingProxyType(
+_READERS: Mapping[str, Callable[[str, Any, ImageSize], dict]] = MappingProxyType(
     {
         "text": _read_text,
         "region_text": _read_region_text,

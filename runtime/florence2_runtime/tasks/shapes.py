@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..inputs.image_size import ImageSize
+
 
 @dataclass(frozen=True)
 class BoundingBox:
@@ -20,6 +22,7 @@ class BoundingBox:
 
     xyxy: tuple[float, float, float, float]
     label: str = ""
+    score: float | None = None  # confidence in (0, 1] (tasks/confidence.py); None unless asked for
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class QuadBox:
 
     points: tuple[float, ...]
     label: str = ""
+    score: float | None = None
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
@@ -41,6 +45,7 @@ class Polygon:
 
     parts: tuple[tuple[float, ...], ...]
     label: str = ""
+    score: float | None = None
 
     @property
     def xyxy(self) -> tuple[float, float, float, float] | None:
@@ -59,11 +64,14 @@ class ShapesOfResult(Protocol):
         ...
 
     @property
-    def image_size(self) -> tuple[int, int]:  # (width, height) the coordinates refer to
+    def image_size(self) -> ImageSize:  # the image the coordinates refer to
         ...
 
     @property
     def text(self) -> str | None: ...
+
+    @property
+    def text_score(self) -> float | None: ...
 
     @property
     def boxes(self) -> tuple[BoundingBox, ...]: ...

@@ -11,31 +11,35 @@ supervision 0.31's ``from_vlm(VLM.FLORENCE_2, {task: answer}, resolution_wh=(w, 
 - ``<REGION_TO_CATEGORY>``, ``<REGION_TO_DESCRIPTION>``: the first 4 location tokens of the text as
   ``bins * (w, h, w, h) / 1000`` (float32), class name = the text before them; "No object detected." -> empty;
 - box corners sorted so that x1 <= x2 and y1 <= y2; no detections -> ``Detections.empty()`` with an
-  empty ``class_name``.
+  empty ``class_name``;
+- ``confidence``: None (as supervision gives Florence-2 answers), or the objects' scores when the result
+  has them (``run(..., scores=True)``; region tasks: the text's score).
 
-supervision raises ValueError for the tasks it does not read and for region answers without location
-tokens; this module returns empty Detections there instead.
+Which of these a task gets is its ``detections`` entry in the task table (:data:`.table.TASKS`), a key of
+:data:`CONVERTERS`. supervision raises ValueError for the tasks it does not read and for region answers
+without location tokens; this module returns empty Detections there instead.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from .masks import object_masks
+from .locations import BOX_BINS, NUM_BINS
+from .masks import has_area, object_masks
 from .shapes import ShapesOfResult
+from .table import TASKS
 
 CLASS_NAME = "class_name"
 ORIENTED_BOXES = "xyxyxyxy"
 NO_OBJECT = "No object detected."
-_LOC_RUN = re.compile(r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>")
 
-# (xyxy float [N, 4], class names or None, masks [N, H, W] or None, quads [N, 4, 2] or None)
-_Parts = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None", "np.ndarray | None"]
+# (xyxy float [N, 4], class names or None, masks [N, H, W] or None, quads [N, 4, 2] or None,
+#  scores of the N detections: None where any is missing)
+_Parts = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None", "np.ndarray | None", "list | None"]
 
 
 def _sorted_corners(xyxy: np.ndarray) -> np.ndarray:
@@ -46,17 +50,19 @@ def _sorted_corners(xyxy: np.ndarray) -> np.ndarray:
 
 
 def _boxes(result: ShapesOfResult, sv) -> _Parts:
-    return result.xyxy, np.array([b.label for b in result.boxes]), None, None
+    scores = [b.score for b in result.boxes]
+    return result.xyxy, np.array([b.label for b in result.boxes]), None, None, scores
 
 
 def _unlabelled_boxes(result: ShapesOfResult, sv) -> _Parts:
-    return result.xyxy, None, None, None
+    return result.xyxy, None, None, None, [b.score for b in result.boxes]
 
 
 def _quads(result: ShapesOfResult, sv) -> _Parts:
     quads = np.array([q.points for q in result.quad_boxes], dtype=np.float32).reshape(-1, 4, 2)
     xyxy = np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
-    return xyxy, np.array([q.label for q in result.quad_boxes]), None, quads
+    scores = [q.score for q in result.quad_boxes]
+    return xyxy, np.array([q.label for q in result.quad_boxes]), None, quads, scores
 
 
 def _masks(result: ShapesOfResult, sv) -> _Parts:
@@ -65,45 +71,49 @@ def _masks(result: ShapesOfResult, sv) -> _Parts:
         np.concatenate([np.concatenate(parts).min(axis=0), np.concatenate(parts).max(axis=0)])
         for parts in kept
     ]
-    return np.array(boxes, dtype=np.float32).reshape(-1, 4), None, masks, None
+    scores = [obj.score for obj in result.polygons if has_area(obj.parts)]  # the objects object_masks kept
+    return np.array(boxes, dtype=np.float32).reshape(-1, 4), None, masks, None, scores
 
 
 def _region(result: ShapesOfResult, sv) -> _Parts:
     answer = result.raw.get(result.task) if result.raw else None
     if not isinstance(answer, str):
         raise ValueError(f"{result.task}: to_supervision needs the raw text answer (Florence2Result.raw)")
-    match = _LOC_RUN.search(answer)
+    match = BOX_BINS.search(answer)
     if answer == NO_OBJECT or match is None:
-        return np.empty((0, 4), dtype=np.float32), np.array([]), None, None
-    width, height = result.image_size
+        return np.empty((0, 4), dtype=np.float32), np.array([]), None, None, None
+    width, height = result.image_size.width, result.image_size.height
     xyxy = np.array([match.groups()], dtype=np.float32)
-    xyxy *= np.array([width, height, width, height]) / 1000
-    return xyxy, np.array([answer[: match.start()]]), None, None
+    xyxy *= np.array([width, height, width, height]) / NUM_BINS
+    return xyxy, np.array([answer[: match.start()]]), None, None, [result.text_score]
 
 
 def _nothing(result: ShapesOfResult, sv) -> _Parts:
-    return np.empty((0, 4), dtype=np.float32), None, None, None
+    return np.empty((0, 4), dtype=np.float32), None, None, None, None
 
 
-_CONVERTERS: Mapping[str, Callable[[Any, Any], _Parts]] = MappingProxyType(
+# a task's ``detections`` (the task table) -> how its answer becomes Detections
+CONVERTERS: Mapping[str, Callable[[Any, Any], _Parts]] = MappingProxyType(
     {
-        "<OD>": _boxes,
-        "<CAPTION_TO_PHRASE_GROUNDING>": _boxes,
-        "<DENSE_REGION_CAPTION>": _boxes,
-        "<OPEN_VOCABULARY_DETECTION>": _boxes,
-        "<REGION_PROPOSAL>": _unlabelled_boxes,
-        "<OCR_WITH_REGION>": _quads,
-        "<REFERRING_EXPRESSION_SEGMENTATION>": _masks,
-        "<REGION_TO_SEGMENTATION>": _masks,
-        "<REGION_TO_CATEGORY>": _region,
-        "<REGION_TO_DESCRIPTION>": _region,
+        "boxes": _boxes,
+        "unlabelled_boxes": _unlabelled_boxes,
+        "quads": _quads,
+        "masks": _masks,
+        "region_text": _region,
     }
 )
 
 
+def _converter(task: str) -> Callable[[Any, Any], _Parts]:
+    spec = TASKS.get(task)
+    if spec is None or spec.detections is None:
+        return _nothing
+    return CONVERTERS[spec.detections]
+
+
 def to_detections(result: ShapesOfResult, sv):
     """See ``Florence2Result.to_supervision``; ``sv`` is the imported supervision module."""
-    xyxy, names, masks, quads = _CONVERTERS.get(result.task, _nothing)(result, sv)
+    xyxy, names, masks, quads, scores = _converter(result.task)(result, sv)
     xyxy = _sorted_corners(xyxy)
     if len(xyxy) == 0:
         empty = sv.Detections.empty()
@@ -114,4 +124,5 @@ def to_detections(result: ShapesOfResult, sv):
         data[CLASS_NAME] = names
     if quads is not None:
         data[ORIENTED_BOXES] = quads
-    return sv.Detections(xyxy=xyxy, mask=masks, data=data)
+    confidence = None if scores is None or None in scores else np.array(scores, dtype=np.float32)
+    return sv.Detections(xyxy=xyxy, mask=masks, confidence=confidence, data=data)

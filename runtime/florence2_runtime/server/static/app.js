@@ -1,4 +1,6 @@
 // The try-it page: pick an image and a task, run it through POST v1/infer, draw the answer on the image.
+// With "Scores" the answer carries each object's confidence: shown after its label on the image and in the
+// object list; the "Min score" slider hides the objects scored below it (here only, no new request).
 // No dependencies and nothing from the network but this server. Shapes are SVG in the image's own pixel
 // coordinates (viewBox = the image's natural size), so they line up at any display size.
 "use strict";
@@ -13,6 +15,8 @@
   let imageSize = null; // [width, height] in image pixels
   let region = null; // [x1, y1, x2, y2] in image pixels
   let dragStart = null;
+  let answerObjects = []; // the last answer's objects (objectsOf), for the score threshold
+  let answerSummary = "";
 
   function colour(label) { // stable per label (FNV-1a)
     let h = 0x811c9dc5;
@@ -140,43 +144,91 @@
     return out.join(" ");
   }
 
-  function label(g, text, x, y, fill) {
-    if (!text) return;
+  function label(g, text, x, y, fill) { // -> the text element, or undefined for no text
+    if (!text) return undefined;
     const size = Math.max(8, Math.min(imageSize[0], imageSize[1]) / 18);
     const t = element("text", {x, y: Math.max(size, y - size * 0.25), fill, "font-size": size, class: "label"}, g);
     t.textContent = text;
+    return t;
   }
 
-  function drawAnswer(answer) { // -> number of shapes drawn
-    const g = $("shapes");
-    g.replaceChildren();
-    if (!answer || typeof answer !== "object") return 0;
-    const boxes = answer.bboxes || [];
-    const quads = answer.quad_boxes || [];
-    const polygons = answer.polygons || [];
+  // Every object of an answer, in the order of its scores (boxes, quad boxes, polygons), with its score (or null).
+  function objectsOf(answer) {
+    if (!answer || typeof answer !== "object") return [];
     const boxLabels = answer.bboxes_labels || answer.labels || [];
     const polygonLabels = answer.polygons_labels || answer.labels || [];
+    const out = [];
+    (answer.bboxes || []).forEach((shape, i) => out.push({kind: "box", shape, label: boxLabels[i]}));
+    (answer.quad_boxes || []).forEach((shape, i) => out.push({kind: "quad", shape, label: answer.labels?.[i]}));
+    (answer.polygons || []).forEach((shape, i) => out.push({kind: "polygon", shape, label: polygonLabels[i]}));
+    const scores = Array.isArray(answer.scores) ? answer.scores : [];
+    out.forEach((o, i) => { o.score = typeof scores[i] === "number" ? scores[i] : null; o.elements = []; });
+    return out;
+  }
+
+  const scoreText = (score) => (score === null ? "" : score.toFixed(2));
+  const captionOf = (o) => [o.label, scoreText(o.score)].filter(Boolean).join(" ");
+
+  function drawObjects(objects) { // the shapes on the overlay and one list entry per object
+    const g = $("shapes");
+    g.replaceChildren();
+    $("objects").replaceChildren();
     const texts = [];
-    boxes.forEach(([x1, y1, x2, y2], i) => {
-      const c = colour(boxLabels[i]);
-      element("rect", {x: Math.min(x1, x2), y: Math.min(y1, y2), width: Math.abs(x2 - x1), height: Math.abs(y2 - y1),
-        stroke: c, class: "shape box"}, g);
-      texts.push([boxLabels[i], Math.min(x1, x2), Math.min(y1, y2), c]);
-    });
-    quads.forEach((q, i) => {
-      const c = colour(answer.labels?.[i]);
-      element("polygon", {points: points(q), stroke: c, fill: "none", class: "shape quad"}, g);
-      texts.push([answer.labels?.[i], Math.min(q[0], q[6]), Math.min(q[1], q[3]), c]);
-    });
-    polygons.forEach((parts, i) => {
-      const c = colour(polygonLabels[i]);
-      for (const part of parts) element("polygon", {points: points(part), stroke: c, fill: c, class: "shape polygon"}, g);
-      const xs = parts.flatMap((p) => p.filter((_, j) => j % 2 === 0));
-      const ys = parts.flatMap((p) => p.filter((_, j) => j % 2 === 1));
-      if (xs.length) texts.push([polygonLabels[i], Math.min(...xs), Math.min(...ys), c]);
-    });
-    for (const [text, x, y, c] of texts) label(g, text, x, y, c);
-    return boxes.length + quads.length + polygons.length;
+    for (const o of objects) {
+      const c = colour(o.label);
+      if (o.kind === "box") {
+        const [x1, y1, x2, y2] = o.shape;
+        o.elements.push(element("rect", {x: Math.min(x1, x2), y: Math.min(y1, y2), width: Math.abs(x2 - x1),
+          height: Math.abs(y2 - y1), stroke: c, class: "shape box"}, g));
+        texts.push([o, Math.min(x1, x2), Math.min(y1, y2), c]);
+      } else if (o.kind === "quad") {
+        const q = o.shape;
+        o.elements.push(element("polygon", {points: points(q), stroke: c, fill: "none", class: "shape quad"}, g));
+        texts.push([o, Math.min(q[0], q[6]), Math.min(q[1], q[3]), c]);
+      } else {
+        for (const part of o.shape) {
+          o.elements.push(element("polygon", {points: points(part), stroke: c, fill: c, class: "shape polygon"}, g));
+        }
+        const xs = o.shape.flatMap((p) => p.filter((_, j) => j % 2 === 0));
+        const ys = o.shape.flatMap((p) => p.filter((_, j) => j % 2 === 1));
+        if (xs.length) texts.push([o, Math.min(...xs), Math.min(...ys), c]);
+      }
+      const item = document.createElement("li");
+      item.textContent = `${o.kind === "quad" ? "quad box" : o.kind}${o.label ? `: ${o.label}` : ""}`;
+      if (o.score !== null) {
+        const score = document.createElement("span");
+        score.className = "score";
+        score.textContent = scoreText(o.score);
+        item.append(score);
+      }
+      $("objects").append(item);
+      o.elements.push(item);
+    }
+    for (const [o, x, y, c] of texts) { // labels above every shape
+      const t = label(g, captionOf(o), x, y, c);
+      if (t) o.elements.push(t);
+    }
+  }
+
+  function applyThreshold() { // hides the objects scored below the slider's value (client-side only)
+    const t = Number($("threshold").value);
+    $("threshold-value").textContent = t.toFixed(2);
+    let shown = 0;
+    for (const o of answerObjects) {
+      const below = o.score !== null && o.score < t;
+      for (const el of o.elements) el.classList.toggle("below", below);
+      shown += below ? 0 : 1;
+    }
+    const scored = answerObjects.some((o) => o.score !== null);
+    $("answer").textContent = answerSummary +
+      (scored && shown < answerObjects.length ? ` (${shown} shown with score ≥ ${t.toFixed(2)})` : "");
+  }
+
+  function textOf(answer) { // a text answer (with its score), or null for a shape answer
+    if (typeof answer === "string") return answer;
+    const keys = Object.keys(answer || {}).sort().join();
+    if (keys !== "scores,text") return null;
+    return answer.scores === null ? answer.text : `${answer.text} (score ${scoreText(answer.scores)})`;
   }
 
   function summary(answer) {
@@ -196,6 +248,7 @@
     const s = spec();
     const body = {image: imageDataUrl, task: s.task, generation: {
       max_new_tokens: Number($("max-new-tokens").value), num_beams: Number($("num-beams").value)}};
+    if ($("scores").checked) body.scores = true;
     if (s.text) {
       if (!$("text").value.trim()) { status(`${s.task} needs text`, true); return null; }
       body.text = $("text").value;
@@ -225,6 +278,8 @@
       const ms = performance.now() - t0;
       if (!r.ok) {
         $("shapes").replaceChildren();
+        $("objects").replaceChildren();
+        answerObjects = [];
         $("answer").textContent = "";
         $("json").textContent = JSON.stringify(data, null, 2);
         status(`${r.status} ${data.error?.kind ?? ""}: ${data.error?.message ?? r.statusText}`, true);
@@ -232,8 +287,11 @@
       }
       const answer = data.result[body.task];
       $("json").textContent = JSON.stringify(data.result, null, 2);
-      const n = drawAnswer(answer);
-      $("answer").textContent = typeof answer === "string" ? answer : summary(answer);
+      answerObjects = objectsOf(answer);
+      drawObjects(answerObjects);
+      const n = answerObjects.length;
+      answerSummary = textOf(answer) ?? summary(answer);
+      applyThreshold();
       const t = data.timing_ms;
       const f = (v) => v.toFixed(1);
       $("timing").textContent = `server ${f(t.total)} ms (image decode ${f(t.decode_image)}, queue ${f(t.queue)}, ` +
@@ -259,6 +317,8 @@
     overlay.addEventListener("pointerup", onPointerUp);
     overlay.addEventListener("pointercancel", onPointerUp);
     $("clear-region").addEventListener("click", () => { region = null; drawRegion(); });
+    $("threshold").addEventListener("input", applyThreshold);
+    $("scores").addEventListener("change", () => { $("threshold").disabled = !$("scores").checked; });
     $("controls").addEventListener("submit", run);
   }
 

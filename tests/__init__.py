@@ -1,0 +1,1 @@
+"""The test suite, one folder per layer (see CONTRIBUTING.md, "Tests"); ``helpers`` holds what several share."""

@@ -1,0 +1,1 @@
+"""The ``florence2`` command: run, bench, export and the errors a user meets."""
