@@ -51,8 +51,9 @@ def add_model_arguments(p: argparse.ArgumentParser, which: str = "") -> None:
     tail, of = (f"-{which}", f" of model {which.upper()}") if which else ("", "")
     p.add_argument(
         f"--precision{tail}",
-        help=f"graph variant{of}: fp32, fp16, int8, q4, ... (default: fp32 on the CPU, fp16 on a GPU where "
-        "the repository has it)",
+        help=f"graph variant{of}: fp32, fp16, int8, q4, ..., or bf16 (the fp32 graphs in bfloat16 through "
+        "OpenVINO, CPUs with bf16, extra 'openvino') (default: fp32 on the CPU, fp16 on a GPU where the "
+        "repository has it)",
     )
     p.add_argument(
         f"--revision{tail}",
