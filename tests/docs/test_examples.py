@@ -72,7 +72,7 @@ def test_example(block: examples.Block, page_runs):
     page = next(p for p in PAGES if p.path == block.page)
     code, outcome = page_runs(page).run(block)
     if not outcome.ok:
-        pytest.fail(examples.shown(block, code, outcome.output), pytest=False)
+        pytest.fail(examples.shown(block, code, outcome.output), pytrace=False)
 
 
 def problems(pages: list[examples.Page]) -> list[str]:
@@ -136,6 +136,7 @@ def test_the_reader_and_the_rewriting_follow_the_rules():
         "text",
         "json",
         "sh",
+        "bash",
     ]
     indented = next(b for b in page.blocks if "from the block above" in b.code)
     assert indented.code.startswith("# expect: pass\nimport json\n")  # its fence's indent removed

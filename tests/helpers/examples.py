@@ -6,7 +6,8 @@ The rules (``DOCS_CONVENTION`` in issue #29; ``docs/index.md`` tells writers):
 - every ```python and ```bash block runs, unless the line directly above its fence is
   ``<!-- not-tested: REASON -->`` (a reason is required); other languages (text, json, console, yaml,
   toml, ...) are never run, except those in :data:`RUNNABLE_LOOKALIKES`, which are refused: write ```bash or
-  ```python so the block runs;
+  ```python so the block runs; a block that installs (``pip install``, ``git clone``, ``scripts/setup.sh``,
+  ``scripts/test.sh``, ``scripts/demo.sh``) fails unmarked instead of running;
 - the Florence-2 model names (:data:`MODEL_NAMES`) become the toy model: its exported ONNX folder, or its
   checkpoint on a line that exports (``florence2 export``, ``export(``);
 - ``http://localhost:8000`` (``localhost:8000``, ``127.0.0.1:8000``) becomes a server on the toy model;
@@ -55,6 +56,7 @@ _BACKGROUND = re.compile(r"^\s*florence2\s+(?:serve\b|mcp\b.*--http\b)", re.MULT
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$")
 _MARKER = re.compile(r"^\s*<!--\s*not-tested\b\s*:?(?P<reason>.*?)-->\s*$")
 _ANY_MARKER = re.compile(r"<!--\s*not-tested\b")
+_INSTALLS = re.compile(r"\bpip install\b|\bgit clone\b|\bscripts/(?:setup|test|demo)\.sh\b")
 BLOCK_TIMEOUT_S = 300
 SERVER_START_S = 120
 
@@ -309,6 +311,10 @@ class PageRun:
         return self._run(block)
 
     def _run(self, block: Block) -> tuple[str, Outcome]:
+        if _INSTALLS.search(block.code):  # never run: it would install packages or run the suite itself
+            refused = "refused: it installs packages or runs the suite; mark it <!-- not-tested: installs packages -->"
+            self.outcomes[block.line] = Outcome(False, refused)
+            return block.code, self.outcomes[block.line]
         code = substitute(block.code, self.toy(needs(block.code)))
         if block.lang == "python":
             outcome = self._python(block, code)
