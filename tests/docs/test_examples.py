@@ -122,7 +122,6 @@ def test_the_site_builds_strict(tmp_path):
     assert (tmp_path / "site" / "changelog" / "index.html").is_file()
 
 
-@pytest.mark.xfail(strict=False, reason="README rewrite lands on feat/docs-pages")
 def test_the_readme_is_a_front_page():
     lines = len((ROOT / "README.md").read_text("utf-8").splitlines())
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES})"

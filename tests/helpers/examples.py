@@ -217,10 +217,15 @@ class Outcome:
     output: str
 
 
+# curl exits 0 on an HTTP error; in the test it must not: a 4xx / 5xx answer fails the block (shown in full)
+STRICT_CURL = "curl() { command curl --fail-with-body \"$@\"; }\n"
+
+
 def run_bash(code: str, cwd: Path, timeout_s: float = BLOCK_TIMEOUT_S) -> Outcome:
-    """``bash -euo pipefail``; stdin is empty (a stdio MCP server reads end-of-file and stops)."""
+    """``bash -euo pipefail``; stdin is empty (a stdio MCP server reads end-of-file and stops); ``curl``
+    fails on an HTTP error status (:data:`STRICT_CURL`)."""
     proc = subprocess.Popen(
-        ["bash", "-euo", "pipefail", "-c", code],
+        ["bash", "-euo", "pipefail", "-c", STRICT_CURL + code],
         cwd=cwd,
         env=environment(),
         stdin=subprocess.DEVNULL,
