@@ -16,6 +16,15 @@ in the same process; the two sides run in alternation (the order flipped every r
 logits, and must produce the same token ids. Per step = (end - start of step 2) / (steps - 1), the
 first step (forced BOS, empty past) excluded as in ``florence2 bench``; medians and minima over
 ``--runs``. This tree is measured with scores off and on (``output_scores``); the baseline, scores off.
+
+``--model DIR`` measures the same on a real exported model instead (e.g. the base architecture that
+``cpu.py`` caches in ``benchmarks/.cache/base/fp32``): one image's encoder outputs computed once, then each
+side decodes with the model's decoder graph and KV cache, and bookkeeping = per step - decoder graph -
+KV reorder, as ``florence2 bench`` splits it. The graph and the reorder are this tree's on every side (they
+are not what is compared); only the search code differs.
+
+    python benchmarks/bookkeeping.py --model benchmarks/.cache/base/fp32 --baseline 0007e79 --beams 3 \
+        --threads 2 --runs 8 --out benchmarks/results/bookkeeping-base
 """
 
 from __future__ import annotations
@@ -133,6 +142,61 @@ def measure(baseline, steps: int, beams: int, batch: int, vocab: int, runs: int,
     }
 
 
+def measure_model(
+    baseline, model_dir: Path, steps: int, beams: int, batch: int, runs: int, threads: int
+) -> dict:
+    """Per-step bookkeeping (ms) of each side on a real model's decoder: see ``--model``."""
+    from florence2_runtime import Florence2
+    from florence2_runtime.cli.bench import _TimedInference, generated_image
+    from florence2_runtime.model import processor_inputs
+    from florence2_runtime.tasks.batch import decoding_options
+
+    model = Florence2.from_pretrained(model_dir, threads=threads)
+    forced = {"num_beams": beams, "max_new_tokens": steps, "min_new_tokens": steps}
+    options = decoding_options(model, **forced)
+    old_options = baseline.DecodingOptions.from_generation_config(model.generation_config, **forced)
+    images = [generated_image(640, 480, seed=i) for i in range(batch)]
+    pixels, ids, mask = processor_inputs(model, images, ["<OD>"] * batch)
+    engine = model.engine
+    cross, cross_mask = engine.encode_text(
+        ids, mask, engine.encode_images(pixels, to_host=False), to_host=False
+    )
+    sides = {
+        "baseline": lambda inf: baseline.generate(inf, batch, old_options),
+        "scores_off": lambda inf: generate_output(inf, batch, options).sequences,
+        "scores_on": lambda inf: generate_output(inf, batch, options, output_scores=True).sequences,
+    }
+    stages = ("bookkeeping", "per_step", "decoder_run")
+    times: dict[str, dict[str, list[float]]] = {name: {s: [] for s in stages} for name in sides}
+    out = {}
+    for r in range(runs + 1):  # the first round warms up
+        for name in list(sides) if r % 2 else list(reversed(sides)):
+            inference = _TimedInference(engine.decoder(cross, cross_mask, beams), time.perf_counter)
+            out[name] = sides[name](inference)
+            end = time.perf_counter()
+            later = len(inference.starts) - 1
+            per_step = (end - inference.starts[1]) / later
+            run = sum(inference.run_seconds[1:]) / later
+            reorder = sum(inference.reorder_seconds[1:]) / later
+            if r:
+                for stage, value in zip(stages, (per_step - run - reorder, per_step, run)):
+                    times[name][stage].append(value * 1e3)
+    return {
+        "model": str(model_dir),
+        "threads": threads,
+        "steps": steps,
+        "beams": beams,
+        "batch": batch,
+        "same_ids": all(np.array_equal(out["baseline"], out[name]) for name in sides),
+        "median_ms": {name: statistics.median(t["bookkeeping"]) for name, t in times.items()},
+        "min_ms": {name: min(t["bookkeeping"]) for name, t in times.items()},
+        "per_step_ms": {name: statistics.median(t["per_step"]) for name, t in times.items()},
+        "decoder_run_ms": {name: statistics.median(t["decoder_run"]) for name, t in times.items()},
+        "speedup": statistics.median(times["baseline"]["bookkeeping"])
+        / statistics.median(times["scores_off"]["bookkeeping"]),
+    }
+
+
 def machine() -> dict:
     cpu = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -185,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=51289)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model", type=Path, help="an exported model folder: its real decoder, not synthetic logits"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="with --model: intra-op threads (default: 2)")
     parser.add_argument("--out", type=Path, help="also write OUT.json and OUT.md")
     args = parser.parse_args(argv)
     commit = subprocess.run(
@@ -193,13 +261,29 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         baseline = load_baseline(args.baseline, Path(tmp))
         results = [
-            measure(baseline, steps, beams, batch, args.vocab, args.runs, args.seed)
+            measure_model(baseline, args.model, steps, beams, batch, args.runs, args.threads)
+            if args.model
+            else measure(baseline, steps, beams, batch, args.vocab, args.runs, args.seed)
             for steps in args.steps
             for beams in args.beams
             for batch in args.batch
         ]
     info = machine()
     table = report(info, args.baseline, commit, args.runs, results)
+    if args.model:
+        table = table.replace(
+            "alternating in one process over the same synthetic logits.",
+            f"alternating in one process on the decoder of `{args.model}` ({args.threads} threads): a step "
+            "minus its decoder graph and KV reorder. Per step (decoder graph) in ms: "
+            + "; ".join(
+                f"{r['beams']} beam(s): "
+                + ", ".join(
+                    f"{n} {r['per_step_ms'][n]:.1f} ({r['decoder_run_ms'][n]:.1f})" for n in r["per_step_ms"]
+                )
+                for r in results
+            )
+            + ".",
+        )
     print(table)
     if args.out:
         args.out.with_suffix(".json").write_text(
