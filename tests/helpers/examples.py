@@ -217,8 +217,9 @@ class Outcome:
     output: str
 
 
-# curl exits 0 on an HTTP error; in the test it must not: a 4xx / 5xx answer fails the block (shown in full)
-STRICT_CURL = "curl() { command curl --fail-with-body \"$@\"; }\n"
+# curl exits 0 on an HTTP error; in the test it must not: a 4xx / 5xx answer fails the block (shown in full).
+# Examples leave -f / --fail out (curl refuses it together with --fail-with-body).
+STRICT_CURL = 'curl() { command curl --fail-with-body "$@"; }\n'
 
 
 def run_bash(code: str, cwd: Path, timeout_s: float = BLOCK_TIMEOUT_S) -> Outcome:
