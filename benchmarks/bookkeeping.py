@@ -48,21 +48,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "runtime"))
+sys.path[:0] = [str(ROOT / "runtime"), str(ROOT / "export")]
 
+from florence2_export.toy.tiny import GENERATION_CONFIG
 from florence2_runtime.generation import DecodingOptions, generate_output
 
-FLORENCE_GENERATION = {  # the checkpoints' generation_config.json (florence2_export.toy.tiny.GENERATION_CONFIG)
-    "bos_token_id": 0,
-    "decoder_start_token_id": 2,
-    "early_stopping": True,
-    "eos_token_id": 2,
-    "forced_bos_token_id": 0,
-    "forced_eos_token_id": 2,
-    "no_repeat_ngram_size": 3,
-    "num_beams": 3,
-    "pad_token_id": 1,
-}
+# the checkpoints' generation_config.json (Florence-2 base / large and the toy share it)
+FLORENCE_GENERATION = GENERATION_CONFIG
 
 
 def load_baseline(revision: str, into: Path) -> ModuleType:
