@@ -332,10 +332,13 @@ def _rss_mib() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
-@pytest.mark.slow
-def test_large_images_are_kept_at_model_size_and_memory_comes_back(tiny_model):
-    """A burst of 8 concurrent 3000x3000 JPEGs (27 MB decoded each) plus 8 abandoned ones: RSS back within
-    64 MB of where it was, answers equal run(), and the next request does not wait on dead work."""
+def _large_image_burst(folder: str) -> dict:
+    """The burst of :func:`test_large_images_are_kept_at_model_size_and_memory_comes_back`, run in a fresh
+    process: the RSS it measures is a server's, not that of a test process which has loaded hundreds of
+    models before (whose allocator state decides how much a burst leaves behind)."""
+    from florence2_runtime import Florence2
+
+    model = Florence2.from_pretrained(folder)
     images = [
         encode(
             Image.merge(
@@ -352,11 +355,11 @@ def test_large_images_are_kept_at_model_size_and_memory_comes_back(tiny_model):
     ]
     limits = ServerLimits(max_body_bytes=16 * 2**20, max_pixels=10_000_000, max_batch_size=4)
     with (
-        BackgroundServer(create_app(tiny_model, limits)) as base,
+        BackgroundServer(create_app(model, limits)) as base,
         httpx.Client(base_url=base, timeout=120) as c,
     ):
         body = lambda i: {"image": b64(images[i % 2]), "task": "<OD>", "generation": {"max_new_tokens": 8}}  # noqa: E731
-        assert c.post("/v1/infer", json=body(0)).status_code == 200  # warm-up
+        warm = c.post("/v1/infer", json=body(0)).status_code
         before = _rss_mib()
 
         def abandon(i):
@@ -366,19 +369,33 @@ def test_large_images_are_kept_at_model_size_and_memory_comes_back(tiny_model):
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda i: c.post("/v1/infer", json=body(i)), range(8)))
             list(pool.map(abandon, range(8)))
-        assert all(r.status_code == 200 for r in answers)
-        assert answers[1].json()["result"] == run_json(tiny_model, images[1], "<OD>", max_new_tokens=8)
         deadline = time.monotonic() + 10
         while c.get("/health").json()["queue_depth"] and time.monotonic() < deadline:
             time.sleep(0.05)
         t0 = time.perf_counter()
-        assert (
-            c.post("/v1/infer", json={"image": IMAGE, "task": "<OD>", "generation": SHORT}).status_code == 200
-        )
-        assert time.perf_counter() - t0 < 5
+        after = c.post("/v1/infer", json={"image": IMAGE, "task": "<OD>", "generation": SHORT}).status_code
+        next_seconds = time.perf_counter() - t0
         time.sleep(0.2)
-        growth = _rss_mib() - before
-        assert growth < 64, f"RSS stayed {growth:.0f} MiB above where it was"
+        return {
+            "statuses": [warm, *(r.status_code for r in answers), after],
+            "equal": answers[1].json()["result"] == run_json(model, images[1], "<OD>", max_new_tokens=8),
+            "next_seconds": next_seconds,
+            "growth_mib": _rss_mib() - before,
+        }
+
+
+@pytest.mark.slow
+def test_large_images_are_kept_at_model_size_and_memory_comes_back(tiny_folder):
+    """A burst of 8 concurrent 3000x3000 JPEGs (27 MB decoded each) plus 8 abandoned ones: RSS back within
+    64 MB of where it was, answers equal run(), and the next request does not wait on dead work."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        out = pool.apply(_large_image_burst, (str(tiny_folder),))
+    assert out["statuses"] == [200] * 10
+    assert out["equal"]
+    assert out["next_seconds"] < 5
+    assert out["growth_mib"] < 64, f"RSS stayed {out['growth_mib']:.0f} MiB above where it was"
 
 
 def test_decode_for_model_keeps_the_original_size():
