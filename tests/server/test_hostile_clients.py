@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -479,3 +480,18 @@ def test_api_key_file_and_warning(tmp_path, capsys):
     key.write_text("\n")
     with pytest.raises(ValueError, match="first line is empty"):
         limits_from_args(build_parser().parse_args(["serve", "m", "--api-key-file", str(key)]))
+
+
+def test_the_server_returns_freed_memory_unless_the_environment_says_otherwise(monkeypatch):
+    """glibc's mmap and trim thresholds are fixed when the app starts (what keeps the burst above within
+    its bound); an operator's MALLOC_*_THRESHOLD_ wins."""
+    import ctypes
+
+    from florence2_runtime.server import allocator
+
+    glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert allocator.return_freed_memory() is glibc
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert allocator.return_freed_memory() is False

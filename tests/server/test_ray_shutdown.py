@@ -36,30 +36,35 @@ def _cmdline(pid: int) -> str:
 def test_a_stop_ends_every_process_it_started(tiny_folder, tmp_path, stop):
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "florence2_runtime.cli",
-            "serve",
-            str(tiny_folder),
-            "--ray",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    log = tmp_path / "serve.log"  # a file, not a pipe: a pipe nobody reads fills up and blocks Ray's shutdown
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "florence2_runtime.cli",
+                "serve",
+                str(tiny_folder),
+                "--ray",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
     try:
         deadline = time.monotonic() + 180
-        for line in proc.stdout:  # the driver prints this once the app is deployed
-            if "florence2: serving on" in line:
-                assert "~/.ray/auth_token" in line and "/tmp/ray/" in line  # it says what Ray writes
+        while True:  # the driver prints "serving on" once the app is deployed
+            text = log.read_text(errors="replace")
+            serving = next((line for line in text.splitlines() if "florence2: serving on" in line), None)
+            if serving is not None:  # it says what Ray writes
+                assert "~/.ray/auth_token" in serving and "/tmp/ray/" in serving
                 break
+            assert proc.poll() is None, text[-2000:]
             assert time.monotonic() < deadline, "Ray Serve did not come up"
+            time.sleep(0.2)
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).status_code == 200
         started = descendants(proc.pid)
         assert started, "Ray started no process below the driver"
@@ -68,12 +73,17 @@ def test_a_stop_ends_every_process_it_started(tiny_folder, tmp_path, stop):
 
         proc.send_signal(stop)
         t0 = time.monotonic()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"the driver did not exit within 30 s of {stop!r}; it printed:\n{log.read_text()[-3000:]}"
+            )
         left = {p for p in started if _cmdline(p)}
         while left and time.monotonic() - t0 < 10:
             time.sleep(0.2)
             left = {p for p in left if _cmdline(p)}
-        assert proc.returncode == 0
+        assert proc.returncode == 0, log.read_text()[-3000:]
         assert not left, {p: _cmdline(p)[:100] for p in left}
         assert time.monotonic() - t0 < 10
     finally:
@@ -82,3 +92,34 @@ def test_a_stop_ends_every_process_it_started(tiny_folder, tmp_path, stop):
             proc.wait()
         for p in descendants(proc.pid):
             os.kill(p, signal.SIGKILL)
+
+
+def test_a_stuck_ray_shutdown_is_given_up_on_in_time():
+    """Serve's shutdown waits on its controller without a timeout of its own: the driver waits at most the
+    time it is given, then goes on (to kill what is left and exit)."""
+    import threading
+
+    from florence2_runtime.server.ray_app import _shut_down_ray
+
+    release = threading.Event()
+
+    class Ray:
+        def is_initialized(self):
+            return True
+
+        def shutdown(self):
+            pass
+
+    class StuckServe:
+        def shutdown(self):
+            release.wait(60)
+
+    class Serve:
+        def shutdown(self):
+            pass
+
+    t0 = time.monotonic()
+    assert _shut_down_ray(Ray(), StuckServe(), 0.5) is False
+    assert time.monotonic() - t0 < 2
+    release.set()
+    assert _shut_down_ray(Ray(), Serve(), 5) is True

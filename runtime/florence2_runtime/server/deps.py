@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from .allocator import return_freed_memory
 from .batching import DynamicBatcher
 from .hosted.assets import AssetStore, sweep_interval
 from .metrics import Metrics
@@ -53,7 +54,9 @@ class Server:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The app's lifespan: expired assets are swept in the background; the batcher stops at the end."""
+        """The app's lifespan: freed memory goes back to the OS (:mod:`.allocator`), expired assets are
+        swept in the background; the batcher stops at the end."""
+        return_freed_memory()
         sweeper = asyncio.create_task(self._sweep_assets())
         try:
             yield

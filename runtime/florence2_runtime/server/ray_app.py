@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -182,17 +183,38 @@ def serve_forever(model_dir: str | Path, limits: ServerLimits, settings: RaySett
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop must not cut the cleanup short
         started |= descendants(os.getpid())
-        if ray.is_initialized():
-            serve.shutdown()
-            ray.shutdown()
-        left = stop_processes(started, STOP_WAIT_S)
+        deadline = time.monotonic() + STOP_WAIT_S
+        finished = _shut_down_ray(ray, serve, STOP_WAIT_S)
+        left = stop_processes(started, max(deadline - time.monotonic(), 0.0))
         if left:
             print(
                 f"florence2: killed {len(left)} Ray process(es) that outlived the shutdown", file=sys.stderr
             )
+        if not finished:  # Ray's exit hook would wait on the same stuck shutdown: leave without it
+            print(f"florence2: Ray's shutdown did not finish within {STOP_WAIT_S:g} s", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 STOP_WAIT_S = 8.0  # how long Ray's own shutdown may take before what it started is killed
+
+
+def _shut_down_ray(ray, serve, wait_s: float) -> bool:
+    """``serve.shutdown()`` then ``ray.shutdown()``, given ``wait_s`` seconds (Serve's waits on its
+    controller have no timeout of their own); False if they had not returned by then."""
+    done = threading.Event()
+
+    def shut_down() -> None:
+        try:
+            if ray.is_initialized():
+                serve.shutdown()
+                ray.shutdown()
+        finally:
+            done.set()
+
+    threading.Thread(target=shut_down, name="florence2-ray-shutdown", daemon=True).start()
+    return done.wait(wait_s)
 
 
 def _ray_files(ray) -> str:
