@@ -32,8 +32,16 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_ends_every_process_it_started(tiny_folder, tmp_path, stop):
+def _ignore_sigint() -> None:  # as a non-interactive shell starts `cmd &`
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("stop", "started_from"),
+    [(signal.SIGTERM, None), (signal.SIGINT, None), (signal.SIGINT, _ignore_sigint)],
+    ids=["SIGTERM", "SIGINT", "SIGINT-started-ignoring-it"],
+)
+def test_a_stop_ends_every_process_it_started(tiny_folder, tmp_path, stop, started_from):
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     log = tmp_path / "serve.log"  # a file, not a pipe: a pipe nobody reads fills up and blocks Ray's shutdown
@@ -53,6 +61,7 @@ def test_a_stop_ends_every_process_it_started(tiny_folder, tmp_path, stop):
             stderr=subprocess.STDOUT,
             env=env,
             cwd=tmp_path,
+            preexec_fn=started_from,
         )
     try:
         deadline = time.monotonic() + 180

@@ -161,14 +161,14 @@ def serve_forever(model_dir: str | Path, limits: ServerLimits, settings: RaySett
     Serve and Ray and every process this driver started (within :data:`STOP_WAIT_S` seconds)."""
     ray = require("ray", "ray", "Serving with Ray")
     serve = require("ray.serve", "ray", "Serving with Ray")
-    signal.signal(signal.SIGTERM, _exit_on_signal)  # before start: a stop while Ray starts
+    _handle_stops(_exit_on_signal)  # before start: a stop while Ray starts
     started: set[int] = set()
     try:
         if not ray.is_initialized():
             ray.init(**settings.init_options())
         # ray.init installs its own SIGTERM handler (its C++ core's, which aborts the driver and leaves the
         # dashboard and runtime-env agents running): a service manager's stop must be Ctrl-C's clean shutdown
-        signal.signal(signal.SIGTERM, _exit_on_signal)
+        _handle_stops(_exit_on_signal)
         started = descendants(os.getpid())
         start(model_dir, limits, settings, **kwargs)
         print(
@@ -181,7 +181,7 @@ def serve_forever(model_dir: str | Path, limits: ServerLimits, settings: RaySett
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop must not cut the cleanup short
+        _handle_stops(signal.SIG_IGN)  # a second stop must not cut the cleanup short
         started |= descendants(os.getpid())
         deadline = time.monotonic() + STOP_WAIT_S
         finished = _shut_down_ray(ray, serve, STOP_WAIT_S)
@@ -273,3 +273,11 @@ def _alive(pid: int) -> bool:
 
 def _exit_on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _handle_stops(handler) -> None:
+    """SIGTERM and SIGINT both go to ``handler``. SIGINT explicitly, as uvicorn does for ``florence2 serve``:
+    Python leaves it ignored in a process started with it ignored (e.g. from a non-interactive shell's
+    ``cmd &``), where ``kill -INT`` would otherwise not stop the server."""
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, handler)
